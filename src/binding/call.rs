@@ -1,0 +1,201 @@
+//! Running a core future as a JS promise: AbortSignal in, typed errors out, panics caught.
+
+use crate::core::{Error as CoreError, ErrorCode};
+use futures::FutureExt;
+use napi::bindgen_prelude::*;
+use napi::{Env, Status};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use tokio_util::sync::CancellationToken;
+
+/// Options accepted by every call that can wait.
+#[napi(object, object_to_js = false)]
+pub struct CallOptions<'a> {
+    /// Aborting rejects the call with `ABORT_ERR` (and stops the work it started).
+    #[napi(ts_type = "AbortSignal")]
+    pub signal: Option<Object<'a>>,
+    /// Deadline for this call in milliseconds; past it the call rejects with `ERR_TIMEOUT`.
+    pub timeout_ms: Option<f64>,
+}
+
+/// A JS AbortSignal linked to a CancellationToken; the listener is removed when the call settles.
+pub struct Linked {
+    signal: ObjectRef<false>,
+    listener: FunctionRef<(), ()>,
+}
+
+fn link_signal(env: &Env, signal: &Object, token: &CancellationToken) -> Result<Option<Linked>> {
+    if signal
+        .get_named_property::<bool>("aborted")
+        .unwrap_or(false)
+    {
+        token.cancel();
+        return Ok(None);
+    }
+    let t = token.clone();
+    let listener = env.create_function_from_closure::<(), (), _>("sandboxdAbort", move |_| {
+        t.cancel();
+        Ok(())
+    })?;
+    let add: Function<FnArgs<(&str, Function<(), ()>)>, Unknown> =
+        signal.get_named_property("addEventListener").map_err(|_| {
+            Error::new(
+                Status::InvalidArg,
+                "signal must be an AbortSignal".to_string(),
+            )
+        })?;
+    add.apply(signal, FnArgs::from(("abort", listener)))?;
+    Ok(Some(Linked {
+        signal: signal.create_ref::<false>()?,
+        listener: listener.create_ref()?,
+    }))
+}
+
+fn unlink(env: &Env, linked: Linked) {
+    if let (Ok(signal), Ok(listener)) = (
+        linked.signal.get_value(env),
+        linked.listener.borrow_back(env),
+    ) {
+        if let Ok(remove) = signal
+            .get_named_property::<Function<FnArgs<(&str, Function<(), ()>)>, Unknown>>(
+                "removeEventListener",
+            )
+        {
+            let _ = remove.apply(signal, FnArgs::from(("abort", listener)));
+        }
+    }
+    let _ = linked.signal.unref(env);
+}
+
+/// Turn a core error into a JS `Error` with `code`, `name` (for aborts) and every property.
+pub fn js_error(env: &Env, e: CoreError) -> Error {
+    let build = || -> Result<Error> {
+        let mut obj = env.create_error(Error::new(Status::GenericFailure, e.message.clone()))?;
+        obj.set_named_property("code", e.code.as_str())?;
+        if e.code == ErrorCode::Aborted {
+            obj.set_named_property("name", "AbortError")?;
+        }
+        for (k, v) in &e.props {
+            if k != "code" && k != "message" {
+                obj.set_named_property(k, v.clone())?;
+            }
+        }
+        Ok(Error::from_unknown_without_coercion(obj.to_unknown()))
+    };
+    build().unwrap_or_else(|_| Error::new(Status::GenericFailure, e.to_string()))
+}
+
+fn panic_error(p: Box<dyn std::any::Any + Send>) -> CoreError {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string());
+    CoreError::internal(format!("internal error (panic): {msg}"))
+}
+
+/// Read `{ signal, timeoutMs }`: the token to cancel and the validated deadline.
+#[allow(clippy::type_complexity)]
+pub fn read_options(
+    env: &Env,
+    signal: Option<&Object>,
+    timeout_ms: Option<f64>,
+) -> std::result::Result<
+    (
+        CancellationToken,
+        Option<std::time::Duration>,
+        Option<Linked>,
+    ),
+    CoreError,
+> {
+    let token = CancellationToken::new();
+    let timeout = timeout_ms
+        .map(|ms| crate::core::validate::timeout_ms("timeoutMs", ms))
+        .transpose()?;
+    let linked = match signal {
+        Some(sig) => link_signal(env, sig, &token).map_err(|e| {
+            CoreError::invalid(format!("signal: {}", e.reason)).with("argument", "signal")
+        })?,
+        None => None,
+    };
+    Ok((token, timeout, linked))
+}
+
+/// The promise for `fut`: resolves with its value, rejects with a typed JS error, never lets a panic through.
+pub fn promise<T, F>(env: &Env, linked: Option<Linked>, fut: F) -> Result<AsyncBlock<T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = crate::core::Result<T>> + Send + 'static,
+{
+    promise_map(env, linked, fut, |_, v| Ok(v))
+}
+
+/// Like [`promise`], with `map` run on the JS thread to turn the core value into the JS one.
+pub fn promise_map<T, U, F, M>(
+    env: &Env,
+    linked: Option<Linked>,
+    fut: F,
+    map: M,
+) -> Result<AsyncBlock<U>>
+where
+    T: Send + 'static,
+    U: ToNapiValue + 'static,
+    F: Future<Output = crate::core::Result<T>> + Send + 'static,
+    M: FnOnce(&Env, T) -> Result<U> + 'static,
+{
+    let wrapped = async move {
+        Ok(AssertUnwindSafe(fut)
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| Err(panic_error(p))))
+    };
+    AsyncBlockBuilder::build_with_map(env, wrapped, move |env, out| {
+        if let Some(l) = linked {
+            unlink(&env, l);
+        }
+        match out {
+            Ok(v) => map(&env, v),
+            Err(e) => Err(js_error(&env, e)),
+        }
+    })
+}
+
+/// A promise that rejects at once with `e` (bad options found before any work started).
+pub fn rejected<T: ToNapiValue + Send + 'static>(env: &Env, e: CoreError) -> Result<AsyncBlock<T>> {
+    promise(env, None, async move { Err(e) })
+}
+
+/// Run with a [`CallOptions`] object (or none).
+pub fn run_with<T, F>(
+    env: &Env,
+    opts: Option<&CallOptions>,
+    make: impl FnOnce(CancellationToken, Option<std::time::Duration>) -> F,
+) -> Result<AsyncBlock<T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = crate::core::Result<T>> + Send + 'static,
+{
+    run(
+        env,
+        opts.and_then(|o| o.signal.as_ref()),
+        opts.and_then(|o| o.timeout_ms),
+        make,
+    )
+}
+
+/// Read the options, then run `make(token, timeout)` as a promise.
+pub fn run<T, F>(
+    env: &Env,
+    signal: Option<&Object>,
+    timeout_ms: Option<f64>,
+    make: impl FnOnce(CancellationToken, Option<std::time::Duration>) -> F,
+) -> Result<AsyncBlock<T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = crate::core::Result<T>> + Send + 'static,
+{
+    match read_options(env, signal, timeout_ms) {
+        Ok((token, timeout, linked)) => promise(env, linked, make(token, timeout)),
+        Err(e) => rejected(env, e),
+    }
+}

@@ -1,0 +1,123 @@
+//! JS class `LocalSandboxd` over [`crate::core::local::LocalSandboxd`].
+
+use super::call::{promise, promise_map, rejected};
+use crate::core::local::{self, BackendKind, LocalOptions};
+use crate::core::Error as CoreError;
+use napi::bindgen_prelude::*;
+use napi::Env;
+use std::path::PathBuf;
+
+/// Options for `LocalSandboxd.start()`.
+#[napi(object)]
+pub struct LocalSandboxdOptions {
+    /// State root: gets `sandboxd.sock` and `vm/<name>/`. Must be owned by this user and not group/world
+    /// writable. Default: a new private directory under /tmp, removed by `stop()`.
+    pub root: Option<String>,
+    /// `'dockerd'`: one private dockerd per VM (needs root and dockerd; VMs are isolated).
+    /// `'relay'`: each VM socket forwards to an existing engine (`dockerHost`); VMs are NOT isolated.
+    /// Default: `'dockerd'` when running as root with dockerd on PATH, else `'relay'`.
+    #[napi(ts_type = "'dockerd' | 'relay'")]
+    pub backend: Option<String>,
+    /// For `'relay'`: the engine to forward to (`unix:///path` or a path). Default: `DOCKER_HOST`, then
+    /// `/var/run/docker.sock`.
+    pub docker_host: Option<String>,
+    /// For `'dockerd'`: the dockerd binary. Default: `dockerd` on PATH.
+    pub dockerd_path: Option<String>,
+}
+
+/// A stand-in sandboxd on Linux, serving the same API on a Unix socket with a real Docker engine per VM.
+/// Use it in tests: `await using sbx = await LocalSandboxd.start(); new Sandboxd({ socketPath: sbx.socketPath })`.
+#[napi]
+pub struct LocalSandboxd {
+    inner: local::LocalSandboxd,
+}
+
+fn parse_options(o: Option<LocalSandboxdOptions>) -> std::result::Result<LocalOptions, CoreError> {
+    let Some(o) = o else {
+        return Ok(LocalOptions::default());
+    };
+    let backend = match o.backend.as_deref() {
+        None => None,
+        Some("dockerd") => Some(BackendKind::Dockerd),
+        Some("relay") => Some(BackendKind::Relay),
+        Some(other) => {
+            return Err(CoreError::invalid(format!(
+                "backend must be 'dockerd' or 'relay', got {}",
+                crate::core::validate::shown(other)
+            ))
+            .with("argument", "backend"))
+        }
+    };
+    Ok(LocalOptions {
+        root: o.root.map(PathBuf::from),
+        backend,
+        docker_host: o.docker_host,
+        dockerd_path: o.dockerd_path.map(PathBuf::from),
+    })
+}
+
+#[napi]
+impl LocalSandboxd {
+    /// Start serving. Rejects with `ERR_EMULATOR` when the backend cannot run, `ERR_INVALID_ARGUMENT` for bad
+    /// options (an unsafe root included). Whatever is still running when Node exits is killed then.
+    #[napi(ts_return_type = "Promise<LocalSandboxd>")]
+    pub fn start(
+        env: Env,
+        options: Option<LocalSandboxdOptions>,
+    ) -> Result<AsyncBlock<LocalSandboxd>> {
+        let opts = match parse_options(options) {
+            Ok(o) => o,
+            Err(e) => return rejected(&env, e),
+        };
+        promise_map(
+            &env,
+            None,
+            async move { local::LocalSandboxd::start(opts).await },
+            |env, inner| {
+                let weak = inner.downgrade();
+                env.add_env_cleanup_hook(weak, |w| w.kill_now())?;
+                Ok(LocalSandboxd { inner })
+            },
+        )
+    }
+
+    /// The sandboxd socket to pass to `new Sandboxd({ socketPath })`.
+    #[napi(getter)]
+    pub fn socket_path(&self) -> String {
+        self.inner.socket_path().display().to_string()
+    }
+
+    /// The state root (`sandboxd.sock`, `vm/<name>/`).
+    #[napi(getter)]
+    pub fn root(&self) -> String {
+        self.inner.root().display().to_string()
+    }
+
+    /// The backend in use: `'dockerd'` or `'relay'`.
+    #[napi(getter, ts_return_type = "'dockerd' | 'relay'")]
+    pub fn backend(&self) -> String {
+        self.inner.backend_name().to_string()
+    }
+
+    /// PIDs of the VMs' private dockerd processes (empty for `'relay'`).
+    #[napi(getter)]
+    pub fn engine_pids(&self) -> Vec<u32> {
+        self.inner.engine_pids()
+    }
+
+    /// Stop serving, stop every VM engine, remove sockets and state. Idempotent.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn stop(&self, env: Env) -> Result<AsyncBlock<()>> {
+        let inner = self.inner.clone();
+        promise(&env, None, async move {
+            inner.stop().await;
+            Ok(())
+        })
+    }
+
+    /// `await using sbx = await LocalSandboxd.start()` stops it at the end of the scope.
+    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
+    pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
+        self.stop(env)
+    }
+}

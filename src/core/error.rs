@@ -1,0 +1,193 @@
+//! One error type for the whole core: a stable code, a message for humans, and properties for programs.
+
+use serde_json::{Map, Value};
+use std::fmt;
+use std::time::Duration;
+
+/// Stable error codes. They are the `code` property of the JS errors and never change meaning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The sandboxd socket is missing, refuses connections, or is not a socket.
+    SandboxdUnavailable,
+    /// No VM of that name.
+    VmNotFound,
+    /// A VM of that name exists and does not match what was asked for.
+    VmConflict,
+    /// Input rejected before anything was sent (or rejected by the daemon with 400).
+    InvalidArgument,
+    /// The daemon answered something the contract does not allow.
+    SandboxdProtocol,
+    /// A deadline passed.
+    Timeout,
+    /// The caller's AbortSignal fired.
+    Aborted,
+    /// A handle was used after `close()`/`stop()`.
+    Closed,
+    /// LocalSandboxd could not start or run a VM backend.
+    Emulator,
+    /// A bug or an unexpected local failure (I/O on the SDK's own files, a panic).
+    Internal,
+}
+
+impl ErrorCode {
+    /// The string JS sees as `err.code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::SandboxdUnavailable => "ERR_SANDBOXD_UNAVAILABLE",
+            ErrorCode::VmNotFound => "ERR_VM_NOT_FOUND",
+            ErrorCode::VmConflict => "ERR_VM_CONFLICT",
+            ErrorCode::InvalidArgument => "ERR_INVALID_ARGUMENT",
+            ErrorCode::SandboxdProtocol => "ERR_SANDBOXD_PROTOCOL",
+            ErrorCode::Timeout => "ERR_TIMEOUT",
+            ErrorCode::Aborted => "ABORT_ERR",
+            ErrorCode::Closed => "ERR_CLOSED",
+            ErrorCode::Emulator => "ERR_EMULATOR",
+            ErrorCode::Internal => "ERR_INTERNAL",
+        }
+    }
+}
+
+/// The core's error: `code` + `message` + named properties (status, body excerpt, socket path, …).
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+    pub props: Map<String, Value>,
+}
+
+/// Result alias used across the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Longest body excerpt kept on protocol errors.
+pub const BODY_EXCERPT_LIMIT: usize = 512;
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Error {
+            code,
+            message: message.into(),
+            props: Map::new(),
+        }
+    }
+
+    /// Attach a property (shows up on the JS error object under the same name).
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.props.insert(key.to_string(), value.into());
+        self
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Error::new(ErrorCode::InvalidArgument, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::new(ErrorCode::Internal, message)
+    }
+
+    pub fn aborted() -> Self {
+        Error::new(ErrorCode::Aborted, "The operation was aborted")
+    }
+
+    pub fn timeout(what: &str, after: Duration) -> Self {
+        Error::new(
+            ErrorCode::Timeout,
+            format!("{what} timed out after {} ms", after.as_millis()),
+        )
+        .with("timeoutMs", after.as_millis() as u64)
+    }
+
+    pub fn closed(what: &str) -> Self {
+        Error::new(ErrorCode::Closed, format!("{what} is closed"))
+    }
+
+    /// A protocol error that keeps the HTTP status and a bounded excerpt of the body.
+    pub fn protocol(message: impl Into<String>, status: Option<u16>, body: &[u8]) -> Self {
+        let mut e = Error::new(ErrorCode::SandboxdProtocol, message);
+        if let Some(s) = status {
+            e = e.with("status", s);
+        }
+        e.with("body", excerpt(body))
+    }
+}
+
+/// A bounded, lossy UTF-8 excerpt of a body, for error properties and messages.
+pub fn excerpt(body: &[u8]) -> String {
+    let cut = &body[..body.len().min(BODY_EXCERPT_LIMIT)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if body.len() > BODY_EXCERPT_LIMIT {
+        s.push('…');
+    }
+    s
+}
+
+/// The innermost `io::Error` in a source chain, if any (hyper wraps the real cause several layers deep).
+pub fn io_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut found = None;
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            found = Some(io);
+        }
+        cur = err.source();
+    }
+    found
+}
+
+/// Every message in a source chain, joined: what `Display` on hyper errors hides.
+pub fn chain_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if parts.last() != Some(&s) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_is_bounded() {
+        let body = vec![b'x'; 10_000];
+        let e = Error::protocol("bad", Some(500), &body);
+        let b = e.props["body"].as_str().unwrap();
+        assert!(b.chars().count() <= BODY_EXCERPT_LIMIT + 1);
+        assert_eq!(e.props["status"], 500);
+        assert_eq!(e.code.as_str(), "ERR_SANDBOXD_PROTOCOL");
+    }
+
+    #[test]
+    fn chain_reaches_the_io_cause() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let o = Outer(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert_eq!(
+            io_cause(&o).unwrap().kind(),
+            std::io::ErrorKind::ConnectionRefused
+        );
+        assert!(chain_message(&o).starts_with("client error (Connect): "));
+    }
+}

@@ -1,0 +1,470 @@
+//! The Docker engine behind each LocalSandboxd VM: a private `dockerd`, or a relay to an existing engine.
+
+use crate::core::error::{Error, ErrorCode, Result};
+use crate::core::http::UnixHttp;
+use hyper::Method;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// How long a private dockerd gets to answer `/_ping` after it is started.
+const DOCKERD_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a private dockerd gets to shut down (it stops its containers first) before it is killed.
+const DOCKERD_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which engine a VM gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// One private dockerd per VM (own data root, exec root and socket): VMs are isolated from each other.
+    Dockerd { dockerd: PathBuf },
+    /// The VM socket forwards every connection to an existing engine socket. VMs are NOT isolated.
+    Relay { target: PathBuf },
+}
+
+impl Backend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Dockerd { .. } => "dockerd",
+            Backend::Relay { .. } => "relay",
+        }
+    }
+}
+
+/// A running engine for one VM.
+pub enum VmEngine {
+    Dockerd(DockerdEngine),
+    Relay(RelayEngine),
+}
+
+impl VmEngine {
+    /// Start the engine so that `socket` answers the Docker Engine API.
+    pub async fn start(
+        backend: &Backend,
+        name: &str,
+        socket: &Path,
+        engine_dir: &Path,
+    ) -> Result<VmEngine> {
+        match backend {
+            Backend::Dockerd { dockerd } => DockerdEngine::start(dockerd, name, socket, engine_dir)
+                .await
+                .map(VmEngine::Dockerd),
+            Backend::Relay { target } => RelayEngine::start(target, socket)
+                .await
+                .map(VmEngine::Relay),
+        }
+    }
+
+    /// Stop the engine and remove everything it left: processes, mounts, sockets, data.
+    pub async fn stop(&self) {
+        match self {
+            VmEngine::Dockerd(d) => d.stop().await,
+            VmEngine::Relay(r) => r.stop().await,
+        }
+    }
+
+    /// Last-resort synchronous teardown (process exit): SIGKILL, unmount, delete.
+    pub fn kill_now(&self) {
+        match self {
+            VmEngine::Dockerd(d) => d.kill_now(),
+            VmEngine::Relay(r) => r.kill_now(),
+        }
+    }
+
+    /// The dockerd process id, when there is one.
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            VmEngine::Dockerd(d) => Some(d.pid),
+            VmEngine::Relay(_) => None,
+        }
+    }
+}
+
+/// A private dockerd in its own process group.
+pub struct DockerdEngine {
+    pid: u32,
+    child: tokio::sync::Mutex<Option<tokio::process::Child>>,
+    socket: PathBuf,
+    data_root: PathBuf,
+    exec_root: PathBuf,
+    engine_dir: PathBuf,
+}
+
+fn emulator_error(msg: impl Into<String>) -> Error {
+    Error::new(ErrorCode::Emulator, msg)
+}
+
+/// A short private directory under /tmp: containerd's sockets live in the exec root and the kernel limits
+/// socket paths to 108 bytes.
+fn short_exec_root() -> Result<PathBuf> {
+    for _ in 0..16 {
+        let p = PathBuf::from(format!(
+            "/tmp/sbxd-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..10]
+        ));
+        match std::fs::create_dir(&p) {
+            Ok(()) => {
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|e| emulator_error(format!("chmod {}: {e}", p.display())))?;
+                return Ok(p);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(emulator_error(format!(
+                    "creating an exec root in /tmp: {e}"
+                )))
+            }
+        }
+    }
+    Err(emulator_error("could not create an exec root in /tmp"))
+}
+
+fn log_tail(path: &Path) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
+impl DockerdEngine {
+    async fn start(dockerd: &Path, name: &str, socket: &Path, engine_dir: &Path) -> Result<Self> {
+        let data_root = engine_dir.join("data");
+        std::fs::create_dir_all(&data_root)
+            .map_err(|e| emulator_error(format!("creating {}: {e}", data_root.display())))?;
+        let exec_root = short_exec_root()?;
+        let config = engine_dir.join("daemon.json");
+        let log_path = engine_dir.join("dockerd.log");
+        let pidfile = engine_dir.join("dockerd.pid");
+        let io = |e: std::io::Error| emulator_error(format!("preparing dockerd for {name}: {e}"));
+        std::fs::write(&config, b"{}\n").map_err(io)?;
+        let log = std::fs::File::create(&log_path).map_err(io)?;
+        let log2 = log.try_clone().map_err(io)?;
+        let mut cmd = tokio::process::Command::new(dockerd);
+        cmd.arg("--host")
+            .arg(format!("unix://{}", socket.display()))
+            .arg("--data-root")
+            .arg(&data_root)
+            .arg("--exec-root")
+            .arg(&exec_root)
+            .arg("--pidfile")
+            .arg(&pidfile)
+            .arg("--config-file")
+            .arg(&config)
+            .args([
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--storage-driver=vfs",
+                "--shutdown-timeout=3",
+                "--log-level=warn",
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = cmd.spawn().map_err(|e| {
+            let _ = std::fs::remove_dir_all(&exec_root);
+            emulator_error(format!("starting {}: {e}", dockerd.display()))
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let engine = DockerdEngine {
+            pid,
+            child: tokio::sync::Mutex::new(Some(child)),
+            socket: socket.to_path_buf(),
+            data_root,
+            exec_root,
+            engine_dir: engine_dir.to_path_buf(),
+        };
+        if let Err(e) = engine.wait_ready(&log_path).await {
+            engine.stop().await;
+            return Err(e);
+        }
+        // Owner-only socket; the VM state dir is 0700 as well.
+        let _ = std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600));
+        Ok(engine)
+    }
+
+    async fn wait_ready(&self, log_path: &Path) -> Result<()> {
+        let http = UnixHttp::new(&self.socket);
+        let started = Instant::now();
+        loop {
+            if let Some(child) = self.child.lock().await.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(emulator_error(format!(
+                        "dockerd exited during start-up ({status}); last log lines:\n{}",
+                        log_tail(log_path)
+                    )));
+                }
+            }
+            if self.socket.exists() {
+                if let Ok(r) = http.request(Method::GET, "/_ping", None, 4096).await {
+                    if r.status == 200 {
+                        return Ok(());
+                    }
+                }
+            }
+            if started.elapsed() > DOCKERD_START_TIMEOUT {
+                return Err(emulator_error(format!(
+                    "dockerd did not answer /_ping within {} s; last log lines:\n{}",
+                    DOCKERD_START_TIMEOUT.as_secs(),
+                    log_tail(log_path)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(&self) {
+        let child = self.child.lock().await.take();
+        if let Some(mut child) = child {
+            signal_group(self.pid, libc::SIGTERM);
+            let exited = tokio::time::timeout(DOCKERD_STOP_TIMEOUT, child.wait()).await;
+            if exited.is_err() {
+                signal_group(self.pid, libc::SIGKILL);
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            }
+        }
+        let this = self.paths();
+        let _ = tokio::task::spawn_blocking(move || this.sweep()).await;
+    }
+
+    fn kill_now(&self) {
+        if let Ok(mut guard) = self.child.try_lock() {
+            if let Some(mut child) = guard.take() {
+                signal_group(self.pid, libc::SIGKILL);
+                let _ = child.start_kill();
+                // Reap synchronously so no zombie is left; SIGKILL makes this quick.
+                let mut status = 0;
+                unsafe { libc::waitpid(self.pid as i32, &mut status, 0) };
+            }
+        }
+        self.paths().sweep();
+    }
+
+    fn paths(&self) -> EnginePaths {
+        EnginePaths {
+            socket: self.socket.clone(),
+            roots: vec![self.data_root.clone(), self.exec_root.clone()],
+            engine_dir: self.engine_dir.clone(),
+        }
+    }
+}
+
+/// What a stopped dockerd may leave behind.
+struct EnginePaths {
+    socket: PathBuf,
+    roots: Vec<PathBuf>,
+    engine_dir: PathBuf,
+}
+
+impl EnginePaths {
+    /// Kill stray processes that still reference our roots (containerd shims), unmount, delete.
+    fn sweep(&self) {
+        kill_processes_referencing(&self.roots);
+        for r in &self.roots {
+            unmount_under(r);
+        }
+        for r in &self.roots {
+            let _ = std::fs::remove_dir_all(r);
+        }
+        let _ = std::fs::remove_dir_all(&self.engine_dir);
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn signal_group(pgid: u32, sig: i32) {
+    if pgid > 1 {
+        unsafe {
+            libc::kill(-(pgid as i32), sig);
+        }
+    }
+}
+
+/// SIGKILL every process whose command line mentions one of `roots` (containerd and its shims).
+fn kill_processes_referencing(roots: &[PathBuf]) {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let needles: Vec<Vec<u8>> = roots
+        .iter()
+        .map(|r| r.as_os_str().as_encoded_bytes().to_vec())
+        .collect();
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        if needles
+            .iter()
+            .any(|n| !n.is_empty() && cmdline.windows(n.len()).any(|w| w == n.as_slice()))
+        {
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Lazily unmount every mount point at or below `root`, deepest first.
+fn unmount_under(root: &Path) {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let root_s = root.to_string_lossy().to_string();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mount)
+        .filter(|p| p == &root_s || p.starts_with(&format!("{root_s}/")))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        if let Ok(c) = std::ffi::CString::new(p) {
+            unsafe {
+                libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+            }
+        }
+    }
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Mount points at or below `root` (used by tests and by LocalSandboxd's own checks).
+pub fn mounts_under(root: &Path) -> Vec<String> {
+    let root_s = root.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mount)
+        .filter(|p| p == &root_s || p.starts_with(&format!("{root_s}/")))
+        .collect()
+}
+
+/// A Unix listener at the VM socket that splices each connection to an existing engine socket.
+pub struct RelayEngine {
+    socket: PathBuf,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    accept: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl RelayEngine {
+    async fn start(target: &Path, socket: &Path) -> Result<Self> {
+        // Fail at create time, not at first use, when the target engine is not there.
+        let http = UnixHttp::new(target);
+        match http.request(Method::GET, "/_ping", None, 4096).await {
+            Ok(r) if r.status == 200 => {}
+            Ok(r) => {
+                return Err(emulator_error(format!(
+                    "relay target {} answered /_ping with HTTP {}",
+                    target.display(),
+                    r.status
+                )))
+            }
+            Err(e) => {
+                return Err(emulator_error(format!(
+                    "relay target engine {} is not reachable: {e:?}",
+                    target.display()
+                )))
+            }
+        }
+        let _ = std::fs::remove_file(socket);
+        let listener = UnixListener::bind(socket)
+            .map_err(|e| emulator_error(format!("binding {}: {e}", socket.display())))?;
+        let _ = std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600));
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let target = target.to_path_buf();
+        let (stop2, tasks2) = (stop.clone(), tasks.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let conn = tokio::select! {
+                    _ = stop2.cancelled() => break,
+                    c = listener.accept() => c,
+                };
+                let Ok((mut inbound, _)) = conn else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let target = target.clone();
+                let stop3 = stop2.clone();
+                tasks2.spawn(async move {
+                    let Ok(mut outbound) = UnixStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = stop3.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Ok(RelayEngine {
+            socket: socket.to_path_buf(),
+            stop,
+            tasks,
+            accept: Mutex::new(Some(accept)),
+        })
+    }
+
+    async fn stop(&self) {
+        self.stop.cancel();
+        let accept = self.accept.lock().ok().and_then(|mut a| a.take());
+        if let Some(a) = accept {
+            let _ = a.await;
+        }
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
+        let _ = std::fs::remove_file(&self.socket);
+    }
+
+    fn kill_now(&self) {
+        self.stop.cancel();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_unescape() {
+        assert_eq!(unescape_mount("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount("/plain"), "/plain");
+        assert_eq!(unescape_mount("/end\\04"), "/end\\04");
+    }
+}

@@ -1,0 +1,627 @@
+//! LocalSandboxd: the sandboxd API (`GET /vm`, `POST /vm`, `DELETE /vm/{name}`) served on a Unix socket on
+//! Linux, each VM backed by a real Docker engine. For tests and CI where Docker Desktop is not available.
+//!
+//! Answers the real daemon leaves unknown are chosen here (and documented in the README):
+//! a second create for the same agent is `409 {"message"}`; deleting an unknown VM is `404 {"message"}`;
+//! bad input is `400 {"message"}`.
+
+pub mod ca;
+pub mod engine;
+
+use crate::core::error::{Error, ErrorCode, Result};
+use crate::core::http::UnixHttp;
+use crate::core::validate;
+use base64::Engine as _;
+use bytes::Bytes;
+use engine::{Backend, VmEngine};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Longest socket path the kernel accepts (sun_path is 108 bytes including the NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// Which backend to use; `None` picks `dockerd` when running as root with dockerd on PATH, else `relay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Dockerd,
+    Relay,
+}
+
+/// Options for [`LocalSandboxd::start`].
+#[derive(Debug, Clone, Default)]
+pub struct LocalOptions {
+    /// State root (gets `sandboxd.sock` and `vm/<name>/`). Default: a new private directory under /tmp,
+    /// removed on stop.
+    pub root: Option<PathBuf>,
+    pub backend: Option<BackendKind>,
+    /// For `relay`: the engine to forward to (`unix://…` or a path). Default: `DOCKER_HOST`, then
+    /// `/var/run/docker.sock`.
+    pub docker_host: Option<String>,
+    /// For `dockerd`: the dockerd binary. Default: `dockerd` on PATH.
+    pub dockerd_path: Option<PathBuf>,
+}
+
+struct VmEntry {
+    id: String,
+    name: String,
+    agent_name: String,
+    workspace_dir: String,
+    state_dir: PathBuf,
+    engine: VmEngine,
+}
+
+struct Inner {
+    root: PathBuf,
+    owns_root: bool,
+    socket_path: PathBuf,
+    backend: Backend,
+    vms: Mutex<BTreeMap<String, Arc<VmEntry>>>,
+    busy: Mutex<HashSet<String>>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    stopped: AtomicBool,
+}
+
+/// A running LocalSandboxd. Dropping it without [`LocalSandboxd::stop`] kills everything synchronously.
+#[derive(Clone)]
+pub struct LocalSandboxd {
+    inner: Arc<Inner>,
+}
+
+fn emu(msg: impl Into<String>) -> Error {
+    Error::new(ErrorCode::Emulator, msg)
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+            .map(|d| d.join(bin))
+            .find(|p| p.is_file())
+    })
+}
+
+/// `unix:///x`, `unix:/x` or a plain path → the socket path.
+pub fn docker_host_path(host: &str) -> Result<PathBuf> {
+    if let Some(rest) = host.strip_prefix("unix://") {
+        return Ok(PathBuf::from(rest));
+    }
+    if host.starts_with('/') {
+        return Ok(PathBuf::from(host));
+    }
+    Err(Error::invalid(format!(
+        "only unix:// Docker hosts are supported, got {}",
+        validate::shown(host)
+    ))
+    .with("argument", "dockerHost"))
+}
+
+fn resolve_backend(opts: &LocalOptions) -> Result<Backend> {
+    let is_root = unsafe { libc::geteuid() } == 0;
+    let dockerd = opts.dockerd_path.clone().or_else(|| which("dockerd"));
+    let relay_target = || -> Result<PathBuf> {
+        match opts
+            .docker_host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+        {
+            Some(h) if !h.is_empty() => docker_host_path(&h),
+            _ => Ok(PathBuf::from("/var/run/docker.sock")),
+        }
+    };
+    match opts.backend {
+        Some(BackendKind::Relay) => Ok(Backend::Relay {
+            target: relay_target()?,
+        }),
+        Some(BackendKind::Dockerd) => match dockerd {
+            Some(d) if is_root => Ok(Backend::Dockerd { dockerd: d }),
+            Some(_) => Err(emu(
+                "the dockerd backend needs root (dockerd runs as root); use backend 'relay'",
+            )),
+            None => Err(emu(
+                "the dockerd backend needs dockerd (apt-get install docker.io); use backend 'relay'",
+            )),
+        },
+        None => match dockerd {
+            Some(d) if is_root => Ok(Backend::Dockerd { dockerd: d }),
+            _ => Ok(Backend::Relay {
+                target: relay_target()?,
+            }),
+        },
+    }
+}
+
+fn make_private_dir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).map_err(|e| emu(format!("creating {}: {e}", p.display())))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| emu(format!("chmod 0700 {}: {e}", p.display())))
+}
+
+/// Refuse a root we do not own or that others can write to: its sockets would be theirs to replace.
+fn check_root(root: &Path) -> Result<()> {
+    let m = std::fs::symlink_metadata(root)
+        .map_err(|e| emu(format!("reading {}: {e}", root.display())))?;
+    if !m.is_dir() {
+        return Err(
+            Error::invalid(format!("root {} is not a directory", root.display()))
+                .with("argument", "root"),
+        );
+    }
+    let uid = unsafe { libc::geteuid() };
+    if m.uid() != uid {
+        return Err(Error::invalid(format!(
+            "root {} is owned by uid {}, not by this process (uid {uid}); refusing to serve from it",
+            root.display(),
+            m.uid()
+        ))
+        .with("argument", "root"));
+    }
+    if m.mode() & 0o022 != 0 {
+        return Err(Error::invalid(format!(
+            "root {} is writable by group or others (mode {:o}); refusing to serve from it",
+            root.display(),
+            m.mode() & 0o777
+        ))
+        .with("argument", "root"));
+    }
+    Ok(())
+}
+
+impl LocalSandboxd {
+    /// Bind the sandboxd socket and start serving.
+    pub async fn start(opts: LocalOptions) -> Result<LocalSandboxd> {
+        let backend = resolve_backend(&opts)?;
+        let (root, owns_root) = match &opts.root {
+            Some(r) => {
+                if !r.is_absolute() {
+                    return Err(
+                        Error::invalid("root must be an absolute path").with("argument", "root")
+                    );
+                }
+                if !r.exists() {
+                    make_private_dir(r)?;
+                }
+                check_root(r)?;
+                (r.clone(), false)
+            }
+            None => {
+                let p = PathBuf::from(format!(
+                    "/tmp/sandboxd-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                ));
+                make_private_dir(&p)?;
+                (p, true)
+            }
+        };
+        let socket_path = root.join("sandboxd.sock");
+        if socket_path.exists() {
+            // Another server may be live there; never steal its socket.
+            let live = UnixHttp::new(&socket_path)
+                .request(Method::GET, "/vm", None, 1 << 20)
+                .await
+                .is_ok();
+            if live {
+                return Err(emu(format!(
+                    "a sandboxd already answers at {}",
+                    socket_path.display()
+                ))
+                .with("socketPath", socket_path.display().to_string()));
+            }
+            let _ = std::fs::remove_file(&socket_path);
+        }
+        make_private_dir(&root.join("vm"))?;
+        let listener = UnixListener::bind(&socket_path)
+            .map_err(|e| emu(format!("binding {}: {e}", socket_path.display())))?;
+        std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| emu(format!("chmod {}: {e}", socket_path.display())))?;
+        let inner = Arc::new(Inner {
+            root,
+            owns_root,
+            socket_path,
+            backend,
+            vms: Mutex::new(BTreeMap::new()),
+            busy: Mutex::new(HashSet::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            stopped: AtomicBool::new(false),
+        });
+        let server = inner.clone();
+        inner
+            .tasks
+            .spawn(async move { server.serve(listener).await });
+        Ok(LocalSandboxd { inner })
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.inner.socket_path
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.backend.name()
+    }
+
+    /// PIDs of the VM engines' processes (dockerd backend), for tests that check nothing is left behind.
+    pub fn engine_pids(&self) -> Vec<u32> {
+        self.inner
+            .vms
+            .lock()
+            .map(|v| v.values().filter_map(|e| e.engine.pid()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Stop serving, stop every VM's engine, and remove what was created. Idempotent.
+    pub async fn stop(&self) {
+        if self.inner.stopped.swap(true, Ordering::SeqCst) {
+            // A concurrent stop is already running: wait for it to finish.
+            self.inner.tasks.wait().await;
+            return;
+        }
+        self.inner.shutdown.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        let vms: Vec<Arc<VmEntry>> = match self.inner.vms.lock() {
+            Ok(mut v) => std::mem::take(&mut *v).into_values().collect(),
+            Err(_) => Vec::new(),
+        };
+        futures::future::join_all(vms.iter().map(|vm| async move {
+            vm.engine.stop().await;
+            let _ = std::fs::remove_dir_all(&vm.state_dir);
+        }))
+        .await;
+        self.inner.cleanup_files();
+    }
+
+    /// A handle that does not keep the server alive (for exit hooks).
+    pub fn downgrade(&self) -> WeakLocalSandboxd {
+        WeakLocalSandboxd(Arc::downgrade(&self.inner))
+    }
+
+    /// Synchronous last-resort teardown, for process exit: kills engines without waiting for them.
+    pub fn kill_now(&self) {
+        if self.inner.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.inner.shutdown.cancel();
+        let vms: Vec<Arc<VmEntry>> = match self.inner.vms.lock() {
+            Ok(mut v) => std::mem::take(&mut *v).into_values().collect(),
+            Err(_) => Vec::new(),
+        };
+        for vm in vms {
+            vm.engine.kill_now();
+            let _ = std::fs::remove_dir_all(&vm.state_dir);
+        }
+        self.inner.cleanup_files();
+    }
+}
+
+/// See [`LocalSandboxd::downgrade`].
+pub struct WeakLocalSandboxd(std::sync::Weak<Inner>);
+
+impl WeakLocalSandboxd {
+    /// Kill everything now if the server is still alive and not stopped.
+    pub fn kill_now(&self) {
+        if let Some(inner) = self.0.upgrade() {
+            LocalSandboxd { inner }.kill_now();
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    agent_name: Option<Value>,
+    workspace_dir: Option<Value>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, body: Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn message(status: StatusCode, msg: impl Into<String>) -> Resp {
+    reply(status, json!({ "message": msg.into() }))
+}
+
+impl Inner {
+    async fn serve(self: Arc<Self>, listener: UnixListener) {
+        loop {
+            let accepted = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                a = listener.accept() => a,
+            };
+            let Ok((stream, _)) = accepted else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let me = self.clone();
+            let stop = self.shutdown.clone();
+            self.tasks.spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let me = me.clone();
+                    async move { Ok::<_, std::convert::Infallible>(me.route(req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc);
+                tokio::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = stop.cancelled() => {}
+                }
+            });
+        }
+        let _ = std::fs::remove_file(&self.socket_path);
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Resp {
+        let path = req.uri().path().to_string();
+        match (req.method(), path.as_str()) {
+            (&Method::GET, "/vm") => self.list(),
+            (&Method::POST, "/vm") => {
+                let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+                    Ok(b) => b.to_bytes(),
+                    Err(e) => {
+                        return message(StatusCode::BAD_REQUEST, format!("unreadable body: {e}"))
+                    }
+                };
+                self.create(&body).await
+            }
+            (&Method::DELETE, p) if p.starts_with("/vm/") => {
+                let raw = &p["/vm/".len()..];
+                let name = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+                self.delete(&name).await
+            }
+            (_, "/vm") => message(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            _ => message(StatusCode::NOT_FOUND, format!("no route for {path}")),
+        }
+    }
+
+    fn list(&self) -> Resp {
+        let vms = self.vms.lock().map(|v| {
+            v.values()
+                .map(|e| {
+                    json!({
+                        "vm_id": e.id,
+                        "vm_name": e.name,
+                        "agent_name": e.agent_name,
+                        "workspace_dir": e.workspace_dir,
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
+        match vms {
+            Ok(v) => reply(StatusCode::OK, Value::Array(v)),
+            Err(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned"),
+        }
+    }
+
+    fn claim(&self, name: &str) -> bool {
+        self.busy
+            .lock()
+            .map(|mut b| b.insert(name.to_string()))
+            .unwrap_or(false)
+    }
+
+    fn release(&self, name: &str) {
+        if let Ok(mut b) = self.busy.lock() {
+            b.remove(name);
+        }
+    }
+
+    async fn create(&self, body: &[u8]) -> Resp {
+        let parsed: CreateBody = match serde_json::from_slice(body) {
+            Ok(b) => b,
+            Err(e) => {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    format!("body is not a JSON object: {e}"),
+                )
+            }
+        };
+        let (Some(Value::String(agent)), Some(Value::String(ws))) =
+            (parsed.agent_name, parsed.workspace_dir)
+        else {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "agent_name and workspace_dir are required strings",
+            );
+        };
+        if let Err(e) = validate::name("agent_name", &agent) {
+            return message(StatusCode::BAD_REQUEST, e.message);
+        }
+        if let Err(e) = validate::workspace_dir(&ws) {
+            return message(StatusCode::BAD_REQUEST, e.message);
+        }
+        let name = format!("{agent}-vm");
+        let state_dir = self.root.join("vm").join(&name);
+        let socket = state_dir.join("docker.sock");
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return message(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the VM socket path {} would exceed {MAX_SOCKET_PATH} bytes; use a shorter root or agent name",
+                    socket.display()
+                ),
+            );
+        }
+        if self.shutdown.is_cancelled() {
+            return message(StatusCode::SERVICE_UNAVAILABLE, "LocalSandboxd is stopping");
+        }
+        let exists = self
+            .vms
+            .lock()
+            .map(|v| v.contains_key(&name))
+            .unwrap_or(true);
+        if exists || !self.claim(&name) {
+            return message(StatusCode::CONFLICT, format!("vm {name:?} already exists"));
+        }
+        let result = self
+            .create_vm(&name, &agent, &ws, &state_dir, &socket)
+            .await;
+        self.release(&name);
+        match result {
+            Ok(v) => reply(StatusCode::OK, v),
+            Err(e) => message(StatusCode::INTERNAL_SERVER_ERROR, e.message),
+        }
+    }
+
+    async fn create_vm(
+        &self,
+        name: &str,
+        agent: &str,
+        ws: &str,
+        state_dir: &Path,
+        socket: &Path,
+    ) -> Result<Value> {
+        let _ = std::fs::remove_dir_all(state_dir);
+        make_private_dir(state_dir)?;
+        let ca_dir = state_dir.join("proxy_cacerts");
+        make_private_dir(&ca_dir)?;
+        let pem = ca::generate_ca_pem(name)?;
+        let ca_path = ca_dir.join("proxy-ca.crt");
+        let write = |p: &Path, data: &[u8]| {
+            std::fs::write(p, data).map_err(|e| emu(format!("writing {}: {e}", p.display())))
+        };
+        write(&ca_path, pem.as_bytes())?;
+        write(
+            &state_dir.join("proxy-config.json"),
+            serde_json::to_string_pretty(&default_policy())
+                .unwrap_or_default()
+                .as_bytes(),
+        )?;
+        let engine_dir = self.root.join("engines").join(name);
+        let engine = match VmEngine::start(&self.backend, name, socket, &engine_dir).await {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(state_dir);
+                let _ = std::fs::remove_dir_all(&engine_dir);
+                return Err(e);
+            }
+        };
+        let entry = Arc::new(VmEntry {
+            id: uuid::Uuid::new_v4().to_string(),
+            name: name.to_string(),
+            agent_name: agent.to_string(),
+            workspace_dir: ws.to_string(),
+            state_dir: state_dir.to_path_buf(),
+            engine,
+        });
+        let body = json!({
+            "vm_id": entry.id,
+            "vm_name": name,
+            "vm_config": {
+                "socketPath": socket.display().to_string(),
+                "fileSharingDirectories": [ws],
+                "stateDir": state_dir.display().to_string(),
+                "assetDir": self.root.join("assets").display().to_string(),
+            },
+            "ca_cert_path": ca_path.display().to_string(),
+            "ca_cert_data": base64::engine::general_purpose::STANDARD.encode(pem.as_bytes()),
+        });
+        // Stopped while the engine was starting: tear it down instead of registering it.
+        if self.shutdown.is_cancelled() {
+            entry.engine.stop().await;
+            let _ = std::fs::remove_dir_all(state_dir);
+            return Err(emu("LocalSandboxd stopped while the VM was starting"));
+        }
+        if let Ok(mut v) = self.vms.lock() {
+            v.insert(name.to_string(), entry);
+        }
+        Ok(body)
+    }
+
+    async fn delete(&self, name: &str) -> Resp {
+        if validate::name("VM name", name).is_err() {
+            return message(
+                StatusCode::NOT_FOUND,
+                format!("vm {} not found", validate::shown(name)),
+            );
+        }
+        if !self.claim(name) {
+            return message(
+                StatusCode::CONFLICT,
+                format!("vm {name:?} is being created or removed"),
+            );
+        }
+        let entry = self.vms.lock().ok().and_then(|mut v| v.remove(name));
+        let resp = match entry {
+            None => message(StatusCode::NOT_FOUND, format!("vm {name:?} not found")),
+            Some(vm) => {
+                vm.engine.stop().await;
+                let _ = std::fs::remove_dir_all(&vm.state_dir);
+                let _ = std::fs::remove_dir_all(self.root.join("engines").join(name));
+                Response::builder()
+                    .status(StatusCode::NO_CONTENT)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap_or_else(|_| message(StatusCode::NO_CONTENT, ""))
+            }
+        };
+        self.release(name);
+        resp
+    }
+
+    fn cleanup_files(&self) {
+        let _ = std::fs::remove_file(&self.socket_path);
+        let _ = std::fs::remove_dir_all(self.root.join("engines"));
+        let _ = std::fs::remove_dir(self.root.join("vm"));
+        if self.owns_root {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Only reached when every handle is gone without stop(): leave nothing running.
+        if !self.stopped.swap(true, Ordering::SeqCst) {
+            if let Ok(mut v) = self.vms.lock() {
+                for (_, vm) in std::mem::take(&mut *v) {
+                    vm.engine.kill_now();
+                    let _ = std::fs::remove_dir_all(&vm.state_dir);
+                }
+            }
+            self.cleanup_files();
+        }
+    }
+}
+
+/// sandboxd's default network policy for new VMs.
+pub fn default_policy() -> Value {
+    json!({
+        "policy": "allow",
+        "network": {
+            "allowedDomains": [],
+            "blockedDomains": [],
+            "blockCIDR": [
+                "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8",
+                "169.254.0.0/16", "::1/128", "fc00::/7", "fe80::/10"
+            ]
+        }
+    })
+}

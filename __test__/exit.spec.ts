@@ -1,0 +1,58 @@
+// Node exits promptly once the SDK's handles are closed (or simply dropped): checked in child processes.
+import { spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { describe, expect, it } from 'vitest'
+import { alive } from './helpers/local.js'
+
+const CHILD = fileURLToPath(new URL('./fixtures/exit-child.mjs', import.meta.url))
+
+/** Run the child; resolve with its report and how long it took to exit after reporting. */
+function runChild(mode: string, limitMs = 20_000): Promise<{ report: any; exitAfterMs: number; code: number | null }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CHILD, mode], { stdio: ['ignore', 'pipe', 'pipe'] })
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d) => (out += d))
+    child.stderr.on('data', (d) => (err += d))
+    const killer = setTimeout(() => {
+      child.kill('SIGKILL')
+      reject(new Error(`child '${mode}' did not exit within ${limitMs} ms; stdout=${out} stderr=${err}`))
+    }, limitMs)
+    child.on('exit', (code) => {
+      clearTimeout(killer)
+      const line = out.trim().split('\n').pop() ?? ''
+      let report: any
+      try {
+        report = JSON.parse(line)
+      } catch {
+        return reject(new Error(`child '${mode}' printed no report (code ${code}); stdout=${out} stderr=${err}`))
+      }
+      resolve({ report, exitAfterMs: Date.now() - report.done, code })
+    })
+  })
+}
+
+describe('process exit', () => {
+  it('exits promptly after Sandboxd and LocalSandboxd handles are closed', async () => {
+    const r = await runChild('closed')
+    expect(r.code).toBe(0)
+    expect(r.exitAfterMs).toBeLessThan(2000)
+  })
+
+  it('exits promptly when handles are dropped without stop(), and kills the VM engines on the way out', async () => {
+    const r = await runChild('forgotten')
+    expect(r.code).toBe(0)
+    expect(r.exitAfterMs).toBeLessThan(5000)
+    expect(r.report.pids).toHaveLength(1)
+    for (const pid of r.report.pids) expect(alive(pid)).toBe(false)
+    expect(existsSync(r.report.root)).toBe(false)
+  })
+
+  it('exits promptly after an aborted call', async () => {
+    const r = await runChild('aborted')
+    expect(r.report.code).toBe('ABORT_ERR')
+    expect(r.code).toBe(0)
+    expect(r.exitAfterMs).toBeLessThan(2000)
+  })
+})

@@ -1,0 +1,254 @@
+// Sandboxd + LocalSandboxd through the JS API, against real private dockerd engines.
+import { existsSync, writeFileSync } from 'node:fs'
+import { createServer, type Server, type Socket } from 'node:net'
+import { join } from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { LocalSandboxd, Sandboxd } from '../index.js'
+import { dockerRequest, importRootfs, listContainers, runContainer } from './helpers/engine.js'
+import { alive, mountsUnder, rejection, startLocal, workspace } from './helpers/local.js'
+
+const ROOTFS = process.env.SANDBOXD_TEST_ROOTFS
+if (!ROOTFS || !existsSync(ROOTFS)) {
+  throw new Error('SANDBOXD_TEST_ROOTFS is not set or missing: run the suite with `npm test`, which builds it')
+}
+
+let sbx: LocalSandboxd
+let client: Sandboxd
+const ws1 = workspace()
+const ws2 = workspace()
+
+beforeAll(async () => {
+  sbx = await startLocal()
+  client = new Sandboxd({ socketPath: sbx.socketPath })
+})
+
+afterAll(async () => {
+  await sbx?.stop()
+  ws1.cleanup()
+  ws2.cleanup()
+})
+
+describe('VM lifecycle on LocalSandboxd (dockerd backend)', () => {
+  it('create → engine answers → list → ensure → isolated containers → remove leaves nothing', async () => {
+    await client.ping()
+    const vm = await client.create({ agentName: 'alpha', workspaceDir: ws1.dir })
+    expect(vm.name).toBe('alpha-vm')
+    expect(vm.agentName).toBe('alpha')
+    expect(vm.workspaceDir).toBe(ws1.dir)
+    expect(vm.fileSharingDirectories).toEqual([ws1.dir])
+    expect(vm.stateDir).toBe(join(sbx.root, 'vm', 'alpha-vm'))
+    expect(vm.socketPath).toBe(join(vm.stateDir, 'docker.sock'))
+    expect(vm.caCertPem).toMatch(/^-----BEGIN CERTIFICATE-----\n[\s\S]+-----END CERTIFICATE-----\n$/)
+    expect(existsSync(join(vm.stateDir, 'proxy-config.json'))).toBe(true)
+    expect(JSON.parse(JSON.stringify(vm))).toMatchObject({ name: 'alpha-vm', socketPath: vm.socketPath })
+
+    // The VM's own engine answers Docker's /_ping.
+    const ping = await dockerRequest(vm.socketPath, 'GET', '/_ping')
+    expect(ping.status).toBe(200)
+    expect(ping.body.toString()).toBe('OK')
+
+    const listed = await client.list()
+    expect(listed).toEqual([{ id: vm.id, name: 'alpha-vm', agentName: 'alpha', workspaceDir: ws1.dir }])
+
+    const again = await client.ensure({ agentName: 'alpha', workspaceDir: ws1.dir })
+    expect(again.id).toBe(vm.id)
+    expect(again.socketPath).toBe(vm.socketPath)
+    expect(again.caCertPem).toBe(vm.caCertPem)
+    expect((await client.get('alpha-vm'))?.id).toBe(vm.id)
+    expect(await client.get('nobody-vm')).toBeNull()
+
+    // A container runs in the VM and is invisible from a second VM.
+    const vm2 = await client.ensure({ agentName: 'beta', workspaceDir: ws2.dir })
+    expect(vm2.socketPath).not.toBe(vm.socketPath)
+    await importRootfs(vm.socketPath, ROOTFS!, 'sbx-test/busybox:latest')
+    const id = await runContainer(vm.socketPath, 'sbx-test/busybox:latest', ['sleep', '300'], 'in-alpha')
+    const inAlpha = await listContainers(vm.socketPath)
+    expect(inAlpha.map((c) => c.Id)).toContain(id)
+    expect(await listContainers(vm2.socketPath)).toEqual([])
+    const images2 = await dockerRequest(vm2.socketPath, 'GET', '/images/json')
+    expect(images2.json()).toEqual([])
+    expect((await client.list()).map((v) => v.name).sort()).toEqual(['alpha-vm', 'beta-vm'])
+
+    // Remove: socket gone, daemon gone, nothing mounted.
+    const pidsBefore = sbx.enginePids
+    expect(pidsBefore).toHaveLength(2)
+    const t0 = Date.now()
+    await vm.remove()
+    const removeMs = Date.now() - t0
+    expect(existsSync(vm.socketPath)).toBe(false)
+    expect(existsSync(vm.stateDir)).toBe(false)
+    const left = sbx.enginePids
+    expect(left).toHaveLength(1)
+    const gone = pidsBefore.filter((p) => !left.includes(p))
+    expect(gone).toHaveLength(1)
+    expect(alive(gone[0]!)).toBe(false)
+    expect(mountsUnder(join(sbx.root, 'engines', 'alpha-vm'))).toEqual([])
+    expect(await client.get('alpha-vm')).toBeNull()
+    expect(removeMs).toBeLessThan(20_000)
+
+    await vm2.remove()
+    expect(await client.list()).toEqual([])
+  })
+
+  it('await using removes a VM at the end of the scope', async () => {
+    let socket = ''
+    {
+      await using vm = await client.create({ agentName: 'scoped', workspaceDir: ws1.dir })
+      socket = vm.socketPath
+      expect(existsSync(socket)).toBe(true)
+    }
+    expect(existsSync(socket)).toBe(false)
+    expect(await client.get('scoped-vm')).toBeNull()
+  })
+})
+
+describe('error codes, each from a real condition', () => {
+  it('ERR_SANDBOXD_UNAVAILABLE: no socket, a plain file, a stopped daemon', async () => {
+    const missing = await rejection(new Sandboxd({ socketPath: '/nonexistent/sandboxd.sock' }).list())
+    expect(missing).toBeInstanceOf(Error)
+    expect(missing.code).toBe('ERR_SANDBOXD_UNAVAILABLE')
+    expect(missing.socketPath).toBe('/nonexistent/sandboxd.sock')
+    expect(missing.message).toContain('Docker Desktop 4.58+')
+
+    const file = join(ws1.dir, 'plain-file.sock')
+    writeFileSync(file, 'not a socket')
+    const plain = await rejection(new Sandboxd({ socketPath: file }).ping())
+    expect(plain.code).toBe('ERR_SANDBOXD_UNAVAILABLE')
+    expect(plain.message).toContain('not a socket')
+
+    const other = await LocalSandboxd.start({ backend: 'dockerd' })
+    const c = new Sandboxd({ socketPath: other.socketPath })
+    await c.ping()
+    await other.stop()
+    expect((await rejection(c.list())).code).toBe('ERR_SANDBOXD_UNAVAILABLE')
+  })
+
+  it('SANDBOXD_SOCKET is used when no socketPath is given', async () => {
+    const saved = process.env.SANDBOXD_SOCKET
+    process.env.SANDBOXD_SOCKET = sbx.socketPath
+    try {
+      const c = new Sandboxd()
+      expect(c.socketPath).toBe(sbx.socketPath)
+      await c.ping()
+    } finally {
+      if (saved === undefined) delete process.env.SANDBOXD_SOCKET
+      else process.env.SANDBOXD_SOCKET = saved
+    }
+  })
+
+  it('ERR_VM_NOT_FOUND, and force makes remove idempotent', async () => {
+    const e = await rejection(client.remove('ghost-vm'))
+    expect(e.code).toBe('ERR_VM_NOT_FOUND')
+    expect(e.vmName).toBe('ghost-vm')
+    await client.remove('ghost-vm', { force: true })
+  })
+
+  it('ERR_VM_CONFLICT: a second create, and ensure with another workspace', async () => {
+    const vm = await client.create({ agentName: 'gamma', workspaceDir: ws1.dir })
+    try {
+      expect((await rejection(client.create({ agentName: 'gamma', workspaceDir: ws1.dir }))).code).toBe(
+        'ERR_VM_CONFLICT',
+      )
+      const e = await rejection(client.ensure({ agentName: 'gamma', workspaceDir: ws2.dir }))
+      expect(e.code).toBe('ERR_VM_CONFLICT')
+      expect(e.existingWorkspaceDir).toBe(ws1.dir)
+      expect(e.requestedWorkspaceDir).toBe(ws2.dir)
+      expect((await client.list()).filter((v) => v.name === 'gamma-vm')).toHaveLength(1)
+    } finally {
+      await vm.remove()
+    }
+  })
+
+  it('ERR_INVALID_ARGUMENT: bad names, bad workspaces, bad timeouts, before anything is sent', async () => {
+    for (const name of ['', 'a/b', '..', '%2e%2e', 'a\u0000b', 'a\nb', 'x'.repeat(10_000), 'a b']) {
+      const e = await rejection(client.remove(name))
+      expect(e.code, JSON.stringify(name)).toBe('ERR_INVALID_ARGUMENT')
+      expect((await rejection(client.get(name))).code).toBe('ERR_INVALID_ARGUMENT')
+      expect((await rejection(client.create({ agentName: name, workspaceDir: ws1.dir }))).code).toBe(
+        'ERR_INVALID_ARGUMENT',
+      )
+    }
+    for (const dir of ['relative/dir', '/does/not/exist', '']) {
+      const e = await rejection(client.ensure({ agentName: 'delta', workspaceDir: dir }))
+      expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+      expect(e.argument).toBe('workspaceDir')
+    }
+    for (const timeoutMs of [-1, 0, Number.NaN, 1e15]) {
+      expect((await rejection(client.list({ timeoutMs }))).code).toBe('ERR_INVALID_ARGUMENT')
+      let thrown: any
+      try {
+        new Sandboxd({ socketPath: sbx.socketPath, timeoutMs })
+      } catch (e) {
+        thrown = e
+      }
+      expect(thrown?.code).toBe('ERR_INVALID_ARGUMENT')
+    }
+    expect(await client.list()).toEqual([])
+  })
+
+  it('ERR_SANDBOXD_PROTOCOL: a Docker engine socket is not sandboxd', async () => {
+    const vm = await client.create({ agentName: 'epsilon', workspaceDir: ws1.dir })
+    try {
+      const wrong = new Sandboxd({ socketPath: vm.socketPath })
+      const e = await rejection(wrong.list())
+      expect(e.code).toBe('ERR_SANDBOXD_PROTOCOL')
+      expect(e.status).toBe(404)
+      expect(typeof e.body).toBe('string')
+      expect(e.body.length).toBeLessThanOrEqual(513)
+    } finally {
+      await vm.remove()
+    }
+  })
+
+  describe('against a socket that accepts and never answers', () => {
+    let server: Server
+    const conns: Socket[] = []
+    const path = join(ws2.dir, 'silent.sock')
+    beforeAll(async () => {
+      server = createServer((s) => conns.push(s))
+      await new Promise<void>((r) => server.listen(path, r))
+    })
+    afterAll(async () => {
+      conns.forEach((s) => s.destroy())
+      await new Promise((r) => server.close(r))
+    })
+
+    it('ERR_TIMEOUT with the deadline that passed', async () => {
+      const c = new Sandboxd({ socketPath: path, timeoutMs: 300 })
+      const t0 = Date.now()
+      const e = await rejection(c.list())
+      expect(e.code).toBe('ERR_TIMEOUT')
+      expect(e.timeoutMs).toBe(300)
+      expect(Date.now() - t0).toBeLessThan(3000)
+      expect((await rejection(c.ping({ timeoutMs: 50 }))).timeoutMs).toBe(50)
+    })
+
+    it('ABORT_ERR from an AbortSignal, before and during the call', async () => {
+      const c = new Sandboxd({ socketPath: path })
+      const pre = new AbortController()
+      pre.abort()
+      const e1 = await rejection(c.list({ signal: pre.signal }))
+      expect(e1.code).toBe('ABORT_ERR')
+      expect(e1.name).toBe('AbortError')
+
+      const ac = new AbortController()
+      const t0 = Date.now()
+      setTimeout(() => ac.abort(), 100)
+      const e2 = await rejection(c.list({ signal: ac.signal }))
+      expect(e2.code).toBe('ABORT_ERR')
+      expect(Date.now() - t0).toBeLessThan(2000)
+
+      // One signal used for many calls leaves no listeners behind (no MaxListeners warning).
+      const shared = new AbortController()
+      const warnings: Error[] = []
+      const onWarning = (w: Error) => warnings.push(w)
+      process.on('warning', onWarning)
+      try {
+        for (let i = 0; i < 30; i++) await client.list({ signal: shared.signal })
+      } finally {
+        process.off('warning', onWarning)
+      }
+      expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([])
+    })
+  })
+})

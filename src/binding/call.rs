@@ -18,6 +18,9 @@ pub struct CallOptions<'a> {
     pub timeout_ms: Option<f64>,
 }
 
+/// `addEventListener` / `removeEventListener` as seen from Rust.
+type ListenerFn<'a> = Function<'a, FnArgs<(&'a str, Function<'a, (), ()>)>, Unknown<'a>>;
+
 /// A JS AbortSignal linked to a CancellationToken; the listener is removed when the call settles.
 pub struct Linked {
     signal: ObjectRef<false>,
@@ -37,13 +40,12 @@ fn link_signal(env: &Env, signal: &Object, token: &CancellationToken) -> Result<
         t.cancel();
         Ok(())
     })?;
-    let add: Function<FnArgs<(&str, Function<(), ()>)>, Unknown> =
-        signal.get_named_property("addEventListener").map_err(|_| {
-            Error::new(
-                Status::InvalidArg,
-                "signal must be an AbortSignal".to_string(),
-            )
-        })?;
+    let add: ListenerFn = signal.get_named_property("addEventListener").map_err(|_| {
+        Error::new(
+            Status::InvalidArg,
+            "signal must be an AbortSignal".to_string(),
+        )
+    })?;
     add.apply(signal, FnArgs::from(("abort", listener)))?;
     Ok(Some(Linked {
         signal: signal.create_ref::<false>()?,
@@ -56,11 +58,7 @@ fn unlink(env: &Env, linked: Linked) {
         linked.signal.get_value(env),
         linked.listener.borrow_back(env),
     ) {
-        if let Ok(remove) = signal
-            .get_named_property::<Function<FnArgs<(&str, Function<(), ()>)>, Unknown>>(
-                "removeEventListener",
-            )
-        {
+        if let Ok(remove) = signal.get_named_property::<ListenerFn>("removeEventListener") {
             let _ = remove.apply(signal, FnArgs::from(("abort", listener)));
         }
     }
@@ -79,6 +77,10 @@ pub fn js_error(env: &Env, e: CoreError) -> Error {
             if k != "code" && k != "message" {
                 obj.set_named_property(k, v.clone())?;
             }
+        }
+        if let Some(out) = e.result.clone() {
+            let r = super::exec::exec_result_ref(env, *out)?;
+            obj.set_named_property("result", r)?;
         }
         Ok(Error::from_unknown_without_coercion(obj.to_unknown()))
     };

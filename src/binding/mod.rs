@@ -1,5 +1,8 @@
 //! The napi binding layer: converts options, results, errors and streams. No logic of its own.
 
 mod call;
+mod container;
+mod engine;
+mod exec;
 mod local;
 mod sandboxd;

@@ -280,6 +280,21 @@ impl Vm {
             .map(|p| p.display().to_string())
     }
 
+    /// Connect to the VM's own Docker engine (API version negotiated for this socket).
+    #[napi(ts_return_type = "Promise<DockerEngine>")]
+    pub fn engine(
+        &self,
+        env: Env,
+        options: Option<CallOptions>,
+    ) -> Result<AsyncBlock<super::engine::DockerEngine>> {
+        super::engine::connect_promise(
+            &env,
+            Ok(self.inner.socket_path.clone()),
+            options.as_ref().and_then(|o| o.signal.as_ref()),
+            options.as_ref().and_then(|o| o.timeout_ms),
+        )
+    }
+
     /// Remove this VM. Rejects with `ERR_VM_NOT_FOUND` if it is already gone, unless `force` is set.
     #[napi(ts_return_type = "Promise<void>")]
     pub fn remove(&self, env: Env, options: Option<RemoveVmOptions>) -> Result<AsyncBlock<()>> {

@@ -27,6 +27,22 @@ pub enum ErrorCode {
     Emulator,
     /// A bug or an unexpected local failure (I/O on the SDK's own files, a panic).
     Internal,
+    /// A Docker engine socket is missing or refuses connections.
+    EngineUnavailable,
+    /// The engine answered with an error the SDK has no specific code for (`statusCode` and `message` kept).
+    Engine,
+    /// No such container.
+    ContainerNotFound,
+    /// No such image.
+    ImageNotFound,
+    /// The container exists but is not running.
+    ContainerNotRunning,
+    /// An exec could not be started (the daemon's message is included).
+    ExecFailed,
+    /// The container or daemon went away mid-stream; what was received is attached.
+    StreamInterrupted,
+    /// A finished process or closed handle was used again.
+    ProcessFinished,
 }
 
 impl ErrorCode {
@@ -43,6 +59,14 @@ impl ErrorCode {
             ErrorCode::Closed => "ERR_CLOSED",
             ErrorCode::Emulator => "ERR_EMULATOR",
             ErrorCode::Internal => "ERR_INTERNAL",
+            ErrorCode::EngineUnavailable => "ERR_ENGINE_UNAVAILABLE",
+            ErrorCode::Engine => "ERR_ENGINE",
+            ErrorCode::ContainerNotFound => "ERR_CONTAINER_NOT_FOUND",
+            ErrorCode::ImageNotFound => "ERR_IMAGE_NOT_FOUND",
+            ErrorCode::ContainerNotRunning => "ERR_CONTAINER_NOT_RUNNING",
+            ErrorCode::ExecFailed => "ERR_EXEC_FAILED",
+            ErrorCode::StreamInterrupted => "ERR_STREAM_INTERRUPTED",
+            ErrorCode::ProcessFinished => "ERR_PROCESS_FINISHED",
         }
     }
 }
@@ -53,6 +77,8 @@ pub struct Error {
     pub code: ErrorCode,
     pub message: String,
     pub props: Map<String, Value>,
+    /// The partial result of an exec that was aborted or interrupted (JS: `err.result`).
+    pub result: Option<Box<crate::core::exec::ExecOutput>>,
 }
 
 /// Result alias used across the core.
@@ -67,6 +93,7 @@ impl Error {
             code,
             message: message.into(),
             props: Map::new(),
+            result: None,
         }
     }
 

@@ -36,7 +36,7 @@ impl Backend {
 
 /// A running engine for one VM.
 pub enum VmEngine {
-    Dockerd(DockerdEngine),
+    Dockerd(Box<DockerdEngine>),
     Relay(RelayEngine),
 }
 
@@ -51,7 +51,7 @@ impl VmEngine {
         match backend {
             Backend::Dockerd { dockerd } => DockerdEngine::start(dockerd, name, socket, engine_dir)
                 .await
-                .map(VmEngine::Dockerd),
+                .map(|d| VmEngine::Dockerd(Box::new(d))),
             Backend::Relay { target } => RelayEngine::start(target, socket)
                 .await
                 .map(VmEngine::Relay),

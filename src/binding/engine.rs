@@ -1,0 +1,335 @@
+//! JS classes `DockerEngine` and `Images` over [`crate::core::engine`] and [`crate::core::images`].
+
+use super::call::{run, run_with, CallOptions};
+use super::container::Containers;
+use crate::core::engine::{self, Engine};
+use crate::core::images;
+use napi::bindgen_prelude::*;
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::Env;
+use std::sync::Arc;
+
+/// Options for `DockerEngine.connect()`.
+#[napi(object, object_to_js = false)]
+pub struct ConnectOptions<'a> {
+    /// The engine's Unix socket (a path or `unix:///path`).
+    pub socket_path: String,
+    /// Aborting rejects with `ABORT_ERR`.
+    #[napi(ts_type = "AbortSignal")]
+    pub signal: Option<Object<'a>>,
+    /// Deadline in milliseconds (default 15 s).
+    pub timeout_ms: Option<f64>,
+}
+
+/// `engine.version()`.
+#[napi(object)]
+pub struct EngineVersion {
+    /// Engine version, e.g. `20.10.24`.
+    pub version: String,
+    /// The newest API version the engine speaks.
+    pub api_version: String,
+    /// The oldest API version the engine speaks.
+    pub min_api_version: String,
+    /// The API version this client negotiated and sends on every request.
+    pub negotiated_api_version: String,
+    pub os: String,
+    pub arch: String,
+    pub kernel_version: String,
+}
+
+/// A Docker Engine (the host's, or a VM's own) on its Unix socket. The API version is negotiated once per
+/// socket and pinned on every request. Holds no connection between calls.
+#[napi]
+pub struct DockerEngine {
+    pub(crate) inner: Arc<Engine>,
+}
+
+async fn connect_bounded(
+    socket: std::path::PathBuf,
+    token: tokio_util::sync::CancellationToken,
+    timeout: Option<std::time::Duration>,
+) -> crate::core::Result<DockerEngine> {
+    let inner = crate::core::http::bounded(
+        "connecting to the Docker engine",
+        Some(timeout.unwrap_or(engine::CONNECT_TIMEOUT)),
+        &token,
+        Engine::connect(&socket),
+    )
+    .await?;
+    Ok(DockerEngine { inner })
+}
+
+/// Connect to the engine at `socket` as a promise (shared by `DockerEngine.connect` and `vm.engine()`).
+pub fn connect_promise(
+    env: &Env,
+    socket: crate::core::Result<std::path::PathBuf>,
+    signal: Option<&Object>,
+    timeout_ms: Option<f64>,
+) -> Result<AsyncBlock<DockerEngine>> {
+    run(env, signal, timeout_ms, move |t, d| async move {
+        connect_bounded(socket?, t, d).await
+    })
+}
+
+#[napi]
+impl DockerEngine {
+    /// Connect to the engine on `socketPath` and negotiate the API version.
+    /// Rejects with `ERR_ENGINE_UNAVAILABLE` when nothing answers there.
+    #[napi(ts_return_type = "Promise<DockerEngine>")]
+    pub fn connect(env: Env, options: ConnectOptions) -> Result<AsyncBlock<DockerEngine>> {
+        let socket = engine::socket_from_host(&options.socket_path);
+        connect_promise(&env, socket, options.signal.as_ref(), options.timeout_ms)
+    }
+
+    /// The host's engine: `DOCKER_HOST` (unix only), then `/var/run/docker.sock`, then Docker Desktop's sockets.
+    #[napi(ts_return_type = "Promise<DockerEngine>")]
+    pub fn local(env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<DockerEngine>> {
+        let socket = engine::local_socket();
+        connect_promise(
+            &env,
+            socket,
+            options.as_ref().and_then(|o| o.signal.as_ref()),
+            options.as_ref().and_then(|o| o.timeout_ms),
+        )
+    }
+
+    /// The engine's socket path.
+    #[napi(getter)]
+    pub fn socket_path(&self) -> String {
+        self.inner.socket().display().to_string()
+    }
+
+    /// The negotiated API version (e.g. `1.41`).
+    #[napi(getter)]
+    pub fn api_version(&self) -> String {
+        self.inner.api_version().to_string()
+    }
+
+    /// `GET /_ping`.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn ping(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<()>> {
+        let e = self.inner.clone();
+        run_with(&env, options.as_ref(), move |t, d| async move {
+            crate::core::http::bounded("engine ping", d, &t, e.ping()).await
+        })
+    }
+
+    /// `GET /version`.
+    #[napi(ts_return_type = "Promise<EngineVersion>")]
+    pub fn version(
+        &self,
+        env: Env,
+        options: Option<CallOptions>,
+    ) -> Result<AsyncBlock<EngineVersion>> {
+        let e = self.inner.clone();
+        run_with(&env, options.as_ref(), move |t, d| async move {
+            let v = crate::core::http::bounded("engine version", d, &t, e.version()).await?;
+            Ok(EngineVersion {
+                version: v.version,
+                api_version: v.api_version,
+                min_api_version: v.min_api_version,
+                negotiated_api_version: v.negotiated_api_version,
+                os: v.os,
+                arch: v.arch,
+                kernel_version: v.kernel_version,
+            })
+        })
+    }
+
+    /// Images on this engine.
+    #[napi(getter)]
+    pub fn images(&self) -> Images {
+        Images {
+            engine: self.inner.clone(),
+        }
+    }
+
+    /// Containers on this engine.
+    #[napi(getter)]
+    pub fn containers(&self) -> Containers {
+        Containers {
+            engine: self.inner.clone(),
+        }
+    }
+}
+
+/// A row of `images.list()`.
+#[napi(object)]
+pub struct ImageSummary {
+    /// `sha256:…`
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    /// Bytes.
+    pub size: i64,
+    /// Unix seconds.
+    pub created: i64,
+}
+
+/// `images.inspect(ref)`.
+#[napi(object)]
+pub struct ImageInfo {
+    /// `sha256:…`
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    /// Bytes.
+    pub size: i64,
+    /// RFC 3339.
+    pub created: String,
+    pub architecture: String,
+    pub os: String,
+}
+
+impl From<images::ImageInfo> for ImageInfo {
+    fn from(i: images::ImageInfo) -> Self {
+        ImageInfo {
+            id: i.id,
+            repo_tags: i.repo_tags,
+            size: i.size,
+            created: i.created,
+            architecture: i.architecture,
+            os: i.os,
+        }
+    }
+}
+
+/// Options for `images.copyTo()`.
+#[napi(object, object_to_js = false)]
+pub struct CopyImageOptions<'a> {
+    /// Called with the bytes moved so far while the tar streams (never keeps the process alive).
+    #[napi(ts_type = "(bytesMoved: number) => void")]
+    pub on_progress: Option<Function<'a, f64, ()>>,
+    /// Aborting stops the copy and rejects with `ABORT_ERR`.
+    #[napi(ts_type = "AbortSignal")]
+    pub signal: Option<Object<'a>>,
+    /// Deadline in milliseconds (default: none; large images take minutes).
+    pub timeout_ms: Option<f64>,
+}
+
+/// What `images.copyTo()` did.
+#[napi(object)]
+pub struct CopyReport {
+    /// The image id on both engines.
+    pub image_id: String,
+    /// True when the target already had this image id: nothing moved.
+    pub skipped: bool,
+    /// Bytes of image tar streamed.
+    pub bytes: f64,
+    pub duration_ms: f64,
+}
+
+/// Images on one engine.
+#[napi]
+pub struct Images {
+    engine: Arc<Engine>,
+}
+
+#[napi]
+impl Images {
+    /// All images.
+    #[napi(ts_return_type = "Promise<ImageSummary[]>")]
+    pub fn list(
+        &self,
+        env: Env,
+        options: Option<CallOptions>,
+    ) -> Result<AsyncBlock<Vec<ImageSummary>>> {
+        let e = self.engine.clone();
+        run_with(&env, options.as_ref(), move |t, d| async move {
+            let rows = crate::core::http::bounded("images.list", d, &t, images::list(&e)).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| ImageSummary {
+                    id: r.id,
+                    repo_tags: r.repo_tags,
+                    size: r.size,
+                    created: r.created,
+                })
+                .collect())
+        })
+    }
+
+    /// Whether `ref` (name:tag or id) is on this engine.
+    #[napi(ts_return_type = "Promise<boolean>")]
+    pub fn exists(
+        &self,
+        env: Env,
+        reference: String,
+        options: Option<CallOptions>,
+    ) -> Result<AsyncBlock<bool>> {
+        let e = self.engine.clone();
+        run_with(&env, options.as_ref(), move |t, d| async move {
+            let found =
+                crate::core::http::bounded("images.exists", d, &t, images::inspect(&e, &reference))
+                    .await?;
+            Ok(found.is_some())
+        })
+    }
+
+    /// The image, or `null`.
+    #[napi(ts_return_type = "Promise<ImageInfo | null>")]
+    pub fn inspect(
+        &self,
+        env: Env,
+        reference: String,
+        options: Option<CallOptions>,
+    ) -> Result<AsyncBlock<Option<ImageInfo>>> {
+        let e = self.engine.clone();
+        run_with(&env, options.as_ref(), move |t, d| async move {
+            let found = crate::core::http::bounded(
+                "images.inspect",
+                d,
+                &t,
+                images::inspect(&e, &reference),
+            )
+            .await?;
+            Ok(found.map(ImageInfo::from))
+        })
+    }
+
+    /// Stream image `ref` from this engine into `target` (`docker save | docker load`, without the CLI and
+    /// without buffering the tar). Skips when the target already has the same image id.
+    #[napi(ts_return_type = "Promise<CopyReport>")]
+    pub fn copy_to(
+        &self,
+        env: Env,
+        target: &DockerEngine,
+        reference: String,
+        options: Option<CopyImageOptions>,
+    ) -> Result<AsyncBlock<CopyReport>> {
+        let src = self.engine.clone();
+        let dst = target.inner.clone();
+        let progress: Option<Arc<dyn Fn(u64) + Send + Sync>> =
+            match options.as_ref().and_then(|o| o.on_progress.as_ref()) {
+                Some(f) => {
+                    let tsfn: ThreadsafeFunction<f64, (), f64, Status, false, true> = f
+                        .build_threadsafe_function()
+                        .weak::<true>()
+                        .callee_handled::<false>()
+                        .build()?;
+                    Some(Arc::new(move |n: u64| {
+                        tsfn.call(n as f64, ThreadsafeFunctionCallMode::NonBlocking);
+                    }))
+                }
+                None => None,
+            };
+        run(
+            &env,
+            options.as_ref().and_then(|o| o.signal.as_ref()),
+            options.as_ref().and_then(|o| o.timeout_ms),
+            move |t, d| async move {
+                let r = crate::core::http::bounded(
+                    "image copy",
+                    d,
+                    &t,
+                    images::copy(src, dst, &reference, progress, &t),
+                )
+                .await?;
+                Ok(CopyReport {
+                    image_id: r.image_id,
+                    skipped: r.skipped,
+                    bytes: r.bytes as f64,
+                    duration_ms: r.duration_ms as f64,
+                })
+            },
+        )
+    }
+}

@@ -1,0 +1,431 @@
+//! exec results and streams for JS: `ExecResult`, `ExecProcess` (async iterator of output chunks), `ExecLines`,
+//! and `LogStream`. Iterators are plain classes with `next()`/`return()`/`[Symbol.asyncIterator]` so that their
+//! errors carry the SDK's codes.
+
+use super::call::{promise, promise_map, run_with, CallOptions};
+use crate::core::exec::{Chunk, ExecOutput, ExitStatus as CoreExit, Process};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use napi::bindgen_prelude::*;
+use napi::Env;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The outcome of `container.exec()`. A non-zero `exitCode` is a result, never an exception.
+#[napi(object, object_from_js = false)]
+pub struct ExecResult<'a> {
+    /// The exit code; absent only when the exit could not be known.
+    pub exit_code: Option<i64>,
+    /// The signal the SDK sent to end the process (timeout or abort), if any.
+    pub signal: Option<String>,
+    pub stdout: Buffer,
+    pub stderr: Buffer,
+    /// True when `timeoutMs` passed and the process tree was killed.
+    pub timed_out: bool,
+    /// True when the call's signal aborted it (only seen on `err.result`).
+    pub aborted: bool,
+    /// True when `maxOutputBytes` cut stdout or stderr.
+    pub truncated: bool,
+    pub duration_ms: f64,
+    /// `stdout` decoded as UTF-8.
+    #[napi(ts_type = "() => string")]
+    pub text: Function<'a, (), String>,
+}
+
+/// Build the JS `ExecResult` (also used for `err.result` on aborts and interruptions), held by a reference so
+/// it can cross into a promise.
+pub fn exec_result_ref(env: &Env, out: ExecOutput) -> Result<ObjectRef<false>> {
+    let r = exec_result(env, out)?;
+    let raw = unsafe { ExecResult::to_napi_value(env.raw(), r)? };
+    Object::from_raw(env.raw(), raw).create_ref::<false>()
+}
+
+fn exec_result(env: &Env, out: ExecOutput) -> Result<ExecResult<'_>> {
+    let text = env.create_function_from_closure::<(), String, _>("text", |ctx| {
+        let this: Object = ctx.this()?;
+        let buf: Buffer = this.get_named_property("stdout")?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    })?;
+    Ok(ExecResult {
+        exit_code: out.exit_code,
+        signal: out.signal,
+        stdout: out.stdout.into(),
+        stderr: out.stderr.into(),
+        timed_out: out.timed_out,
+        aborted: out.aborted,
+        truncated: out.truncated,
+        duration_ms: out.duration_ms as f64,
+        text,
+    })
+}
+
+/// A piece of output: `{ stream: 'stdout' | 'stderr', data: Buffer }`.
+#[napi(object)]
+pub struct OutputChunk {
+    #[napi(ts_type = "'stdout' | 'stderr'")]
+    pub stream: String,
+    pub data: Buffer,
+}
+
+/// One line of output (without its line ending).
+#[napi(object)]
+pub struct OutputLine {
+    #[napi(ts_type = "'stdout' | 'stderr'")]
+    pub stream: String,
+    pub line: String,
+}
+
+/// An iterator step.
+#[napi(object)]
+pub struct ChunkStep {
+    pub done: bool,
+    pub value: Option<OutputChunk>,
+}
+
+/// An iterator step.
+#[napi(object)]
+pub struct LineStep {
+    pub done: bool,
+    pub value: Option<OutputLine>,
+}
+
+/// How a streamed process ended.
+#[napi(object)]
+pub struct ExitStatus {
+    /// The exit code (non-zero is a result, not an error).
+    pub exit_code: Option<i64>,
+    /// The signal the SDK sent (`kill()`, timeout, dispose), if any.
+    pub signal: Option<String>,
+    /// True when `timeoutMs` passed and the process tree was killed.
+    pub timed_out: bool,
+    pub duration_ms: f64,
+}
+
+impl From<CoreExit> for ExitStatus {
+    fn from(e: CoreExit) -> Self {
+        ExitStatus {
+            exit_code: e.exit_code,
+            signal: e.signal,
+            timed_out: e.timed_out,
+            duration_ms: e.duration_ms as f64,
+        }
+    }
+}
+
+fn chunk_js(c: Chunk) -> OutputChunk {
+    match c {
+        Chunk::Stdout(b) => OutputChunk {
+            stream: "stdout".into(),
+            data: b.to_vec().into(),
+        },
+        Chunk::Stderr(b) => OutputChunk {
+            stream: "stderr".into(),
+            data: b.to_vec().into(),
+        },
+    }
+}
+
+/// A process started with `container.spawn()`. `for await (const { stream, data } of proc)` reads its output
+/// in order, with backpressure; `write`/`end` feed stdin; `kill` signals the whole process group.
+#[napi]
+pub struct ExecProcess {
+    pub(crate) proc: Process,
+}
+
+#[napi]
+impl ExecProcess {
+    /// The next output chunk (`done` at the end). Rejects with `ERR_STREAM_INTERRUPTED` when the container or
+    /// engine went away.
+    #[napi(ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>")]
+    pub fn next(&self, env: Env) -> Result<AsyncBlock<ChunkStep>> {
+        let p = self.proc.clone();
+        promise(&env, None, async move {
+            match p.next().await {
+                None => Ok(ChunkStep {
+                    done: true,
+                    value: None,
+                }),
+                Some(Err(e)) => Err(e),
+                Some(Ok(c)) => Ok(ChunkStep {
+                    done: false,
+                    value: Some(chunk_js(c)),
+                }),
+            }
+        })
+    }
+
+    /// Stop reading (`break` in `for await`): further output is discarded; the process keeps running.
+    #[napi(
+        js_name = "return",
+        ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
+    )]
+    pub fn return_(&self, env: Env) -> Result<AsyncBlock<ChunkStep>> {
+        self.proc.discard_output();
+        promise(&env, None, async {
+            Ok(ChunkStep {
+                done: true,
+                value: None,
+            })
+        })
+    }
+
+    /// The process is its own async iterator.
+    #[napi(
+        well_known_symbol = "asyncIterator",
+        ts_return_type = "AsyncIterator<OutputChunk, undefined>"
+    )]
+    pub fn iterator<'a>(&self, this: This<'a>) -> Object<'a> {
+        this.object
+    }
+
+    /// Output as text lines, `{ stream, line }`, each stream split on `\n` (a trailing `\r` is dropped).
+    #[napi]
+    pub fn lines(&self) -> ExecLines {
+        ExecLines {
+            inner: Arc::new(tokio::sync::Mutex::new(LineState {
+                proc: self.proc.clone(),
+                partial: [Vec::new(), Vec::new()],
+                ready: VecDeque::new(),
+                ended: false,
+            })),
+        }
+    }
+
+    /// The process id inside the container (known shortly after start), or `null`.
+    #[napi(getter)]
+    pub fn pid(&self) -> Option<i64> {
+        self.proc.pid()
+    }
+
+    /// Write to stdin. Rejects with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn write(&self, env: Env, data: Either<String, Uint8Array>) -> Result<AsyncBlock<()>> {
+        let bytes: Vec<u8> = match data {
+            Either::A(s) => s.into_bytes(),
+            Either::B(b) => b.to_vec(),
+        };
+        let p = self.proc.clone();
+        promise(&env, None, async move { p.write(&bytes).await })
+    }
+
+    /// Close stdin: the process reads EOF (a real half-close). Idempotent.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn end(&self, env: Env) -> Result<AsyncBlock<()>> {
+        let p = self.proc.clone();
+        promise(&env, None, async move { p.end().await })
+    }
+
+    /// Send `signal` (default `SIGTERM`) to the whole process group, children included.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn kill(&self, env: Env, signal: Option<String>) -> Result<AsyncBlock<()>> {
+        let p = self.proc.clone();
+        promise(&env, None, async move {
+            p.kill(signal.as_deref().unwrap_or("SIGTERM")).await
+        })
+    }
+
+    /// Wait for the exit. If the output is not being read, it is discarded so the process cannot stall.
+    #[napi(ts_return_type = "Promise<ExitStatus>")]
+    pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<ExitStatus>> {
+        let p = self.proc.clone();
+        run_with(&env, options.as_ref(), move |t, d| async move {
+            let st =
+                crate::core::http::bounded("waiting for the process", d, &t, p.wait(&t)).await?;
+            Ok(ExitStatus::from(st))
+        })
+    }
+
+    /// `await using proc = await c.spawn(…)`: kills the process tree (TERM, then KILL) if it still runs.
+    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
+    pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
+        let p = self.proc.clone();
+        promise(&env, None, async move {
+            p.discard_output();
+            if p.exit_now().is_none() {
+                let _ = p.terminate().await;
+                let never = CancellationToken::new();
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(10), p.wait(&never)).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+struct LineState {
+    proc: Process,
+    partial: [Vec<u8>; 2],
+    ready: VecDeque<OutputLine>,
+    ended: bool,
+}
+
+impl LineState {
+    fn push(&mut self, idx: usize, data: &[u8]) {
+        self.partial[idx].extend_from_slice(data);
+        while let Some(nl) = self.partial[idx].iter().position(|b| *b == b'\n') {
+            let mut line: Vec<u8> = self.partial[idx].drain(..=nl).collect();
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            self.ready.push_back(OutputLine {
+                stream: if idx == 0 { "stdout" } else { "stderr" }.into(),
+                line: String::from_utf8_lossy(&line).into_owned(),
+            });
+        }
+    }
+
+    fn flush(&mut self) {
+        for idx in 0..2 {
+            if !self.partial[idx].is_empty() {
+                let rest = std::mem::take(&mut self.partial[idx]);
+                self.ready.push_back(OutputLine {
+                    stream: if idx == 0 { "stdout" } else { "stderr" }.into(),
+                    line: String::from_utf8_lossy(&rest).into_owned(),
+                });
+            }
+        }
+    }
+
+    async fn next(&mut self) -> crate::core::Result<Option<OutputLine>> {
+        loop {
+            if let Some(l) = self.ready.pop_front() {
+                return Ok(Some(l));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.proc.next().await {
+                None => {
+                    self.ended = true;
+                    self.flush();
+                }
+                Some(Err(e)) => {
+                    self.ended = true;
+                    return Err(e);
+                }
+                Some(Ok(Chunk::Stdout(b))) => self.push(0, &b),
+                Some(Ok(Chunk::Stderr(b))) => self.push(1, &b),
+            }
+        }
+    }
+}
+
+/// `proc.lines()`: the process output as `{ stream, line }`.
+#[napi]
+pub struct ExecLines {
+    inner: Arc<tokio::sync::Mutex<LineState>>,
+}
+
+#[napi]
+impl ExecLines {
+    /// The next line (`done` at the end).
+    #[napi(ts_return_type = "Promise<IteratorResult<OutputLine, undefined>>")]
+    pub fn next(&self, env: Env) -> Result<AsyncBlock<LineStep>> {
+        let s = self.inner.clone();
+        promise(&env, None, async move {
+            let l = s.lock().await.next().await?;
+            Ok(LineStep {
+                done: l.is_none(),
+                value: l,
+            })
+        })
+    }
+
+    /// Stop reading: further output is discarded.
+    #[napi(
+        js_name = "return",
+        ts_return_type = "Promise<IteratorResult<OutputLine, undefined>>"
+    )]
+    pub fn return_(&self, env: Env) -> Result<AsyncBlock<LineStep>> {
+        let s = self.inner.clone();
+        promise(&env, None, async move {
+            s.lock().await.proc.discard_output();
+            Ok(LineStep {
+                done: true,
+                value: None,
+            })
+        })
+    }
+
+    /// The lines object is its own async iterator.
+    #[napi(
+        well_known_symbol = "asyncIterator",
+        ts_return_type = "AsyncIterator<OutputLine, undefined>"
+    )]
+    pub fn iterator<'a>(&self, this: This<'a>) -> Object<'a> {
+        this.object
+    }
+}
+
+/// `container.logs()`: log chunks `{ stream, data }`; with `follow`, until the container stops or `return()`.
+#[napi]
+pub struct LogStream {
+    pub(crate) inner: Arc<tokio::sync::Mutex<BoxStream<'static, crate::core::Result<Chunk>>>>,
+    pub(crate) stop: CancellationToken,
+}
+
+#[napi]
+impl LogStream {
+    /// The next chunk (`done` at the end).
+    #[napi(ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>")]
+    pub fn next(&self, env: Env) -> Result<AsyncBlock<ChunkStep>> {
+        let s = self.inner.clone();
+        let stop = self.stop.clone();
+        promise(&env, None, async move {
+            let mut g = s.lock().await;
+            let item = tokio::select! {
+                i = g.next() => i,
+                _ = stop.cancelled() => None,
+            };
+            match item {
+                None => Ok(ChunkStep {
+                    done: true,
+                    value: None,
+                }),
+                Some(Err(e)) => Err(e),
+                Some(Ok(c)) => Ok(ChunkStep {
+                    done: false,
+                    value: Some(chunk_js(c)),
+                }),
+            }
+        })
+    }
+
+    /// Stop following the logs.
+    #[napi(
+        js_name = "return",
+        ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
+    )]
+    pub fn return_(&self, env: Env) -> Result<AsyncBlock<ChunkStep>> {
+        self.stop.cancel();
+        promise(&env, None, async {
+            Ok(ChunkStep {
+                done: true,
+                value: None,
+            })
+        })
+    }
+
+    /// The stream is its own async iterator.
+    #[napi(
+        well_known_symbol = "asyncIterator",
+        ts_return_type = "AsyncIterator<OutputChunk, undefined>"
+    )]
+    pub fn iterator<'a>(&self, this: This<'a>) -> Object<'a> {
+        this.object
+    }
+}
+
+/// Map a buffered exec's outcome to its JS result (used by `exec` and `sh`).
+pub fn exec_promise<F>(
+    env: &Env,
+    linked: Option<super::call::Linked>,
+    fut: F,
+) -> Result<AsyncBlock<ObjectRef<false>>>
+where
+    F: std::future::Future<Output = crate::core::Result<ExecOutput>> + Send + 'static,
+{
+    promise_map(env, linked, fut, exec_result_ref)
+}

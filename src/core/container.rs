@@ -1,0 +1,538 @@
+//! Containers on an engine: run/get/list, lifecycle, logs, exec entry points and file copy (archive API).
+
+use super::engine::{Engine, Subject};
+use super::error::{Error, ErrorCode, Result};
+use super::exec::{self, ExecOutput, ExecSpec, Process};
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, DownloadFromContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions, StopContainerOptions, UploadToContainerOptions,
+};
+use bytes::Bytes;
+use futures::{Stream, StreamExt, TryStreamExt};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Largest file `readFile` / archive `getArchive` returns in one buffer.
+pub const MAX_READ_BYTES: usize = 512 * 1024 * 1024;
+
+/// What `containers.run()` creates and starts.
+#[derive(Debug, Clone, Default)]
+pub struct RunSpec {
+    pub image: String,
+    pub name: Option<String>,
+    pub cmd: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub user: Option<String>,
+    pub binds: Vec<String>,
+    pub labels: HashMap<String, String>,
+    /// Default true: a PID 1 that reaps, so killed exec trees leave no zombies.
+    pub init: Option<bool>,
+    pub stop_signal: Option<String>,
+    pub auto_remove: bool,
+}
+
+/// A container on an engine.
+#[derive(Clone)]
+pub struct Container {
+    pub engine: Arc<Engine>,
+    pub id: String,
+    pub name: String,
+}
+
+/// A row of `containers.list()`.
+#[derive(Debug, Clone)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub names: Vec<String>,
+    pub image: String,
+    pub state: String,
+    pub status: String,
+    pub labels: HashMap<String, String>,
+    pub created: i64,
+}
+
+/// What `container.inspect()` returns. Env values are never included: only the keys.
+#[derive(Debug, Clone)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub status: String,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub pid: Option<i64>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub created: Option<String>,
+    pub labels: HashMap<String, String>,
+    pub env_keys: Vec<String>,
+    pub init: bool,
+}
+
+/// Container names and ids: `[A-Za-z0-9][A-Za-z0-9_.-]*` up to 128 bytes (a leading `/` is dropped).
+pub fn validate_container_ref(value: &str) -> Result<String> {
+    let v = value.strip_prefix('/').unwrap_or(value);
+    let bad = |why: &str| {
+        Err(Error::invalid(format!(
+            "invalid container name or id {}: {why}",
+            super::validate::shown(value)
+        ))
+        .with("argument", "container"))
+    };
+    if v.is_empty() {
+        return bad("must not be empty");
+    }
+    if v.len() > 128 {
+        return bad("longer than 128 bytes");
+    }
+    if !v.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+        return bad("must start with a letter or digit");
+    }
+    if v.contains("..")
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    {
+        return bad("use letters, digits, '_', '.', '-'");
+    }
+    Ok(v.to_string())
+}
+
+/// Image references: non-empty, printable, no whitespace, at most 512 bytes.
+pub fn validate_image_ref(value: &str) -> Result<()> {
+    if value.is_empty()
+        || value.len() > 512
+        || value.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(Error::invalid(format!(
+            "invalid image reference {}",
+            super::validate::shown(value)
+        ))
+        .with("argument", "image"));
+    }
+    Ok(())
+}
+
+/// A path inside the container: absolute, no NUL.
+pub fn validate_container_path(value: &str) -> Result<()> {
+    if !value.starts_with('/') || value.contains('\0') {
+        return Err(Error::invalid(format!(
+            "container paths must be absolute and contain no NUL: {}",
+            super::validate::shown(value)
+        ))
+        .with("argument", "path"));
+    }
+    Ok(())
+}
+
+/// Create and start a container.
+pub async fn run(engine: Arc<Engine>, spec: RunSpec) -> Result<Container> {
+    validate_image_ref(&spec.image)?;
+    if let Some(n) = &spec.name {
+        validate_container_ref(n)?;
+    }
+    exec::validate_env(&spec.env)?;
+    if let Some(sig) = &spec.stop_signal {
+        exec::validate_signal(sig)?;
+    }
+    let config = ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.cmd.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        working_dir: spec.working_dir.clone(),
+        user: spec.user.clone(),
+        labels: Some(spec.labels.clone()),
+        stop_signal: spec.stop_signal.clone(),
+        host_config: Some(HostConfig {
+            init: Some(spec.init.unwrap_or(true)),
+            binds: Some(spec.binds.clone()),
+            auto_remove: Some(spec.auto_remove),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = engine
+        .docker()
+        .create_container(
+            Some(CreateContainerOptions {
+                name: spec.name.clone(),
+                ..Default::default()
+            }),
+            config,
+        )
+        .await
+        .map_err(|e| {
+            let mut err = engine.err(e, Subject::Image(&spec.image));
+            if err.code == ErrorCode::ImageNotFound {
+                err.message = format!(
+                    "image {:?} is not on this engine (a VM engine starts empty: copy it in with \
+                     hostEngine.images.copyTo(vmEngine, ref))",
+                    spec.image
+                );
+            } else if err.props.get("statusCode").and_then(|v| v.as_u64()) == Some(409) {
+                err.code = ErrorCode::Engine;
+            }
+            err
+        })?;
+    let c = Container {
+        engine: engine.clone(),
+        id: created.id.clone(),
+        name: spec.name.clone().unwrap_or_default(),
+    };
+    if let Err(e) = c.start().await {
+        let _ = c.remove(true).await;
+        return Err(e);
+    }
+    Ok(match c.inspect().await {
+        Ok(info) => Container {
+            name: info.name,
+            ..c
+        },
+        Err(_) => c,
+    })
+}
+
+/// The container with that name or id, or `None`.
+pub async fn get(engine: Arc<Engine>, name_or_id: &str) -> Result<Option<Container>> {
+    let r = validate_container_ref(name_or_id)?;
+    match engine.docker().inspect_container(&r, None).await {
+        Ok(c) => Ok(Some(Container {
+            engine: engine.clone(),
+            id: c.id.unwrap_or_default(),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+        })),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(engine.err(e, Subject::Container(&r))),
+    }
+}
+
+/// Containers, filtered by labels (`k=v` or `k`) and name.
+pub async fn list(
+    engine: &Engine,
+    all: bool,
+    labels: &[String],
+    name: Option<&str>,
+) -> Result<Vec<ContainerSummary>> {
+    let mut filters: HashMap<String, Vec<String>> = HashMap::new();
+    if !labels.is_empty() {
+        filters.insert("label".into(), labels.to_vec());
+    }
+    if let Some(n) = name {
+        filters.insert("name".into(), vec![n.to_string()]);
+    }
+    let rows = engine
+        .docker()
+        .list_containers(Some(ListContainersOptions {
+            all,
+            filters: if filters.is_empty() {
+                None
+            } else {
+                Some(filters)
+            },
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| engine.err(e, Subject::Engine))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ContainerSummary {
+            id: r.id.unwrap_or_default(),
+            names: r
+                .names
+                .unwrap_or_default()
+                .into_iter()
+                .map(|n| n.trim_start_matches('/').to_string())
+                .collect(),
+            image: r.image.unwrap_or_default(),
+            state: r.state.map(|s| s.to_string()).unwrap_or_default(),
+            status: r.status.unwrap_or_default(),
+            labels: r.labels.unwrap_or_default(),
+            created: r.created.unwrap_or_default(),
+        })
+        .collect())
+}
+
+/// Build a one-file tar archive.
+fn single_file_tar(name: &str, data: &[u8], mode: u32) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::with_capacity(data.len() + 1024));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(mode);
+    h.set_mtime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    h.set_entry_type(tar::EntryType::Regular);
+    b.append_data(&mut h, name, data)
+        .map_err(|e| Error::internal(format!("building a tar: {e}")))?;
+    b.into_inner()
+        .map_err(|e| Error::internal(format!("building a tar: {e}")))
+}
+
+impl Container {
+    fn err(&self, e: bollard::errors::Error) -> Error {
+        self.engine.err(e, Subject::Container(&self.id))
+    }
+
+    pub async fn start(&self) -> Result<()> {
+        match self.engine.docker().start_container(&self.id, None).await {
+            Ok(()) => Ok(()),
+            // 304: already started.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    pub async fn stop(&self, timeout_sec: Option<i32>) -> Result<()> {
+        match self
+            .engine
+            .docker()
+            .stop_container(
+                &self.id,
+                Some(StopContainerOptions {
+                    t: timeout_sec,
+                    signal: None,
+                }),
+            )
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    pub async fn remove(&self, force: bool) -> Result<()> {
+        self.engine
+            .docker()
+            .remove_container(
+                &self.id,
+                Some(RemoveContainerOptions {
+                    force,
+                    v: true,
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    pub async fn inspect(&self) -> Result<ContainerInfo> {
+        let c = self
+            .engine
+            .docker()
+            .inspect_container(&self.id, None)
+            .await
+            .map_err(|e| self.err(e))?;
+        let state = c.state.unwrap_or_default();
+        let config = c.config.unwrap_or_default();
+        Ok(ContainerInfo {
+            id: c.id.unwrap_or_default(),
+            name: c
+                .name
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            image: config.image.unwrap_or_default(),
+            status: state.status.map(|s| s.to_string()).unwrap_or_default(),
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code,
+            pid: state.pid,
+            started_at: state.started_at,
+            finished_at: state.finished_at,
+            created: c.created,
+            labels: config.labels.unwrap_or_default(),
+            env_keys: config
+                .env
+                .unwrap_or_default()
+                .into_iter()
+                .map(|kv| kv.split('=').next().unwrap_or_default().to_string())
+                .collect(),
+            init: c.host_config.and_then(|h| h.init).unwrap_or(false),
+        })
+    }
+
+    /// Wait for the container to stop; resolves with its exit code (non-zero is a result).
+    pub async fn wait(&self, cancel: &CancellationToken) -> Result<i64> {
+        let mut s = self.engine.docker().wait_container(&self.id, None);
+        let item = tokio::select! {
+            i = s.next() => i,
+            _ = cancel.cancelled() => return Err(Error::aborted()),
+        };
+        match item {
+            Some(Ok(r)) => Ok(r.status_code),
+            // bollard turns a non-zero exit into an error; it is still the exit code.
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(self.err(e)),
+            None => Ok(self.inspect().await?.exit_code.unwrap_or(-1)),
+        }
+    }
+
+    /// Start it if it is not running (a stopped container is started; a missing one is an error).
+    pub async fn ensure_running(&self) -> Result<()> {
+        let info = self.inspect().await?;
+        if !info.running {
+            self.start().await?;
+        }
+        Ok(())
+    }
+
+    /// The container's log stream (stdout/stderr chunks).
+    pub fn logs(
+        &self,
+        follow: bool,
+        since: i32,
+    ) -> impl Stream<Item = Result<exec::Chunk>> + Send + 'static {
+        let engine = self.engine.clone();
+        let id = self.id.clone();
+        self.engine
+            .docker()
+            .logs(
+                &self.id,
+                Some(LogsOptions {
+                    follow,
+                    stdout: true,
+                    stderr: true,
+                    since,
+                    tail: "all".into(),
+                    ..Default::default()
+                }),
+            )
+            .filter_map(move |r| {
+                let out = match r {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        Some(Ok(exec::Chunk::Stdout(message)))
+                    }
+                    Ok(LogOutput::StdErr { message }) => Some(Ok(exec::Chunk::Stderr(message))),
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(engine.err(e, Subject::Container(&id)))),
+                };
+                futures::future::ready(out)
+            })
+    }
+
+    /// Buffered exec.
+    pub async fn exec(&self, spec: ExecSpec, cancel: CancellationToken) -> Result<ExecOutput> {
+        exec::exec(self.engine.clone(), self.id.clone(), spec, cancel).await
+    }
+
+    /// Streaming exec.
+    pub async fn spawn(&self, spec: ExecSpec) -> Result<Process> {
+        Process::spawn(self.engine.clone(), self.id.clone(), spec).await
+    }
+
+    /// Upload a tar archive and extract it into `dir`.
+    pub async fn put_archive(&self, dir: &str, tar: Bytes) -> Result<()> {
+        validate_container_path(dir)?;
+        self.engine
+            .docker()
+            .upload_to_container(
+                &self.id,
+                Some(UploadToContainerOptions {
+                    path: dir.to_string(),
+                    ..Default::default()
+                }),
+                bollard::body_full(tar),
+            )
+            .await
+            .map_err(|e| self.path_err(e, dir))
+    }
+
+    /// A tar archive of `path` (file or directory).
+    pub async fn get_archive(&self, path: &str) -> Result<Vec<u8>> {
+        validate_container_path(path)?;
+        let mut out = Vec::new();
+        let mut s = self.engine.docker().download_from_container(
+            &self.id,
+            Some(DownloadFromContainerOptions {
+                path: path.to_string(),
+            }),
+        );
+        while let Some(chunk) = s.try_next().await.map_err(|e| self.path_err(e, path))? {
+            if out.len() + chunk.len() > MAX_READ_BYTES {
+                return Err(Error::invalid(format!(
+                    "{path} is larger than {MAX_READ_BYTES} bytes"
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// Write one file (parent directory must exist), with `mode` (default 0644).
+    pub async fn write_file(&self, path: &str, data: &[u8], mode: Option<u32>) -> Result<()> {
+        validate_container_path(path)?;
+        let (dir, name) = match path.rfind('/') {
+            Some(0) => ("/", &path[1..]),
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => unreachable!("validated absolute"),
+        };
+        if name.is_empty() {
+            return Err(
+                Error::invalid("writeFile needs a file path, not a directory")
+                    .with("argument", "path"),
+            );
+        }
+        let tar = single_file_tar(name, data, mode.unwrap_or(0o644))?;
+        self.put_archive(dir, Bytes::from(tar)).await
+    }
+
+    /// Read one regular file.
+    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let archive = self.get_archive(path).await?;
+        let mut ar = tar::Archive::new(archive.as_slice());
+        let entries = ar
+            .entries()
+            .map_err(|e| Error::internal(format!("reading the engine's tar: {e}")))?;
+        for entry in entries {
+            let mut entry =
+                entry.map_err(|e| Error::internal(format!("reading the engine's tar: {e}")))?;
+            if entry.header().entry_type().is_file() {
+                let mut buf = Vec::with_capacity(entry.size() as usize);
+                std::io::Read::read_to_end(&mut entry, &mut buf)
+                    .map_err(|e| Error::internal(format!("reading the engine's tar: {e}")))?;
+                return Ok(buf);
+            }
+            if entry.header().entry_type().is_dir() {
+                return Err(
+                    Error::invalid(format!("{path} is a directory")).with("argument", "path")
+                );
+            }
+        }
+        Err(Error::invalid(format!("{path} is not a regular file")).with("argument", "path"))
+    }
+
+    fn path_err(&self, e: bollard::errors::Error, path: &str) -> Error {
+        let mut err = self.err(e);
+        let not_found = err.props.get("statusCode").and_then(|v| v.as_u64()) == Some(404);
+        if not_found
+            && !err
+                .message
+                .to_ascii_lowercase()
+                .contains("no such container")
+        {
+            err.code = ErrorCode::InvalidArgument;
+            err.message = format!("no such path in the container: {path}");
+            err = err.with("path", path);
+        }
+        err
+    }
+}

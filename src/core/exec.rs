@@ -1,0 +1,795 @@
+//! exec in a container: buffered (`exec`) and streaming (`Process`), with env/cwd/user/stdin/tty, deadlines,
+//! cancellation, and a kill that takes the whole process tree down.
+//!
+//! Every workload runs as `sh -c 'echo $$ >&2; exec "$@"' sh CMD…`: the first stderr line is the process id,
+//! which runc made a session and group leader, so `kill -SIG -PGID` reaches every descendant. The exec also
+//! carries `SANDBOXD_EXEC_ID=<token>` in its environment so that processes which `setsid` away from the group
+//! are found by a `/proc/*/environ` sweep. (Recipe measured in engine-notes.md §8.)
+
+use super::engine::{map_err, Engine, Subject};
+use super::error::{Error, ErrorCode, Result};
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// The environment marker that identifies an exec's processes for the kill sweep.
+pub const EXEC_MARKER: &str = "SANDBOXD_EXEC_ID";
+/// How long to wait for the stream to end after a kill before giving up on it.
+const DRAIN_AFTER_KILL: Duration = Duration::from_secs(5);
+/// Chunks buffered between the reader task and a streaming consumer (backpressure beyond this).
+const CHANNEL_CHUNKS: usize = 8;
+/// A deadline that never comes (about 30 years).
+const FOREVER: Duration = Duration::from_secs(1 << 30);
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct ExecSpec {
+    pub cmd: Vec<String>,
+    /// `(key, value)` pairs; validated by [`validate_env`].
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    pub user: Option<String>,
+    pub tty: bool,
+    /// Keep stdin open for writes (streaming) or feed these bytes then close it (buffered).
+    pub stdin: Option<Bytes>,
+    pub interactive: bool,
+    pub timeout: Option<Duration>,
+    /// Cap on the bytes kept per stream (buffered exec); the rest is read and dropped.
+    pub max_output_bytes: Option<usize>,
+}
+
+/// The outcome of an exec (also the partial result attached to abort/interrupt errors).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// `None` when the exit is unknown (the container vanished).
+    pub exit_code: Option<i64>,
+    /// The signal the SDK sent to end the process (timeout, abort, kill), if any.
+    pub signal: Option<String>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub timed_out: bool,
+    pub aborted: bool,
+    pub truncated: bool,
+    pub duration_ms: u64,
+}
+
+/// One chunk of streamed output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chunk {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+/// Env keys: non-empty, no `=`, no NUL; values: no NUL. Messages name the key, never the value.
+pub fn validate_env(env: &[(String, String)]) -> Result<()> {
+    for (k, v) in env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') {
+            return Err(Error::invalid(format!(
+                "invalid env key {}: keys must be non-empty and contain no '=' or NUL",
+                super::validate::shown(k)
+            ))
+            .with("argument", "env")
+            .with("key", super::validate::shown(k)));
+        }
+        if v.contains('\0') {
+            return Err(Error::invalid(format!(
+                "the value of env {} contains a NUL byte, which no process environment can hold",
+                super::validate::shown(k)
+            ))
+            .with("argument", "env")
+            .with("key", super::validate::shown(k)));
+        }
+    }
+    Ok(())
+}
+
+fn validate_spec(spec: &ExecSpec) -> Result<()> {
+    if spec.cmd.is_empty() || spec.cmd[0].is_empty() {
+        return Err(
+            Error::invalid("cmd must be a non-empty array of strings").with("argument", "cmd")
+        );
+    }
+    if spec.cmd.iter().any(|a| a.contains('\0')) {
+        return Err(
+            Error::invalid("cmd arguments must not contain NUL bytes").with("argument", "cmd")
+        );
+    }
+    for (what, v) in [("cwd", &spec.cwd), ("user", &spec.user)] {
+        if let Some(v) = v {
+            if v.is_empty() || v.contains('\0') || v.contains('\n') {
+                return Err(Error::invalid(format!(
+                    "{what} must be a non-empty string without NUL or newlines"
+                ))
+                .with("argument", what));
+            }
+        }
+    }
+    if let Some(cwd) = &spec.cwd {
+        if !cwd.starts_with('/') {
+            return Err(Error::invalid("cwd must be an absolute path").with("argument", "cwd"));
+        }
+    }
+    validate_env(&spec.env)
+}
+
+type Output = Pin<
+    Box<dyn futures::Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+type Input = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// A started exec: its id, the attached streams, and what the kill needs.
+struct Started {
+    exec_id: String,
+    output: Output,
+    input: Input,
+    token: String,
+}
+
+async fn start(engine: &Engine, container: &str, spec: &ExecSpec) -> Result<Started> {
+    validate_spec(spec)?;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    env.push(format!("{EXEC_MARKER}={token}"));
+    let mut cmd = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        "echo $$ >&2; exec \"$@\"".to_string(),
+        "sh".to_string(),
+    ];
+    cmd.extend(spec.cmd.iter().cloned());
+    let attach_stdin = spec.stdin.is_some() || spec.interactive;
+    let created = engine
+        .docker()
+        .create_exec(
+            container,
+            CreateExecOptions::<String> {
+                attach_stdin: Some(attach_stdin),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                tty: Some(spec.tty),
+                env: Some(env),
+                cmd: Some(cmd),
+                user: spec.user.clone(),
+                working_dir: spec.cwd.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| exec_start_error(engine, e, container))?;
+    let started = engine
+        .docker()
+        .start_exec(
+            &created.id,
+            Some(StartExecOptions {
+                detach: false,
+                tty: spec.tty,
+                output_capacity: Some(64 * 1024),
+            }),
+        )
+        .await
+        .map_err(|e| exec_start_error(engine, e, container))?;
+    match started {
+        StartExecResults::Attached { output, input } => Ok(Started {
+            exec_id: created.id,
+            output,
+            input,
+            token,
+        }),
+        StartExecResults::Detached => Err(Error::new(
+            ErrorCode::ExecFailed,
+            "the engine detached the exec",
+        )),
+    }
+}
+
+fn exec_start_error(engine: &Engine, e: bollard::errors::Error, container: &str) -> Error {
+    let mut err = engine.err(e, Subject::Container(container));
+    if err.code == ErrorCode::Engine {
+        err.code = ErrorCode::ExecFailed;
+        err.message = format!("could not start the exec: {}", err.message);
+    }
+    err
+}
+
+/// Splits the leading `PID\n` line off the first bytes of stderr (or of tty output).
+#[derive(Default)]
+struct PidLine {
+    buf: BytesMut,
+    done: bool,
+}
+
+impl PidLine {
+    /// Feed bytes; returns (pid if just learned, bytes that belong to the user).
+    fn feed(&mut self, data: &[u8]) -> (Option<i64>, Bytes) {
+        if self.done {
+            return (None, Bytes::copy_from_slice(data));
+        }
+        self.buf.extend_from_slice(data);
+        if let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+            self.done = true;
+            let line = self.buf.split_to(nl + 1);
+            let pid = std::str::from_utf8(&line)
+                .ok()
+                .and_then(|s| s.trim().parse::<i64>().ok());
+            let rest = self.buf.split().freeze();
+            (pid, rest)
+        } else if self.buf.len() > 64 {
+            // Not a PID line (sh missing or replaced): hand everything over unchanged.
+            self.done = true;
+            (None, self.buf.split().freeze())
+        } else {
+            (None, Bytes::new())
+        }
+    }
+}
+
+/// Where a started exec's group id is published once known.
+#[derive(Clone)]
+struct Pgid(watch::Sender<Option<i64>>);
+
+impl Pgid {
+    fn new() -> Self {
+        Pgid(watch::channel(None).0)
+    }
+    async fn get(&self, within: Duration) -> Option<i64> {
+        let mut rx = self.0.subscribe();
+        let _ = tokio::time::timeout(within, rx.wait_for(|v| v.is_some())).await;
+        let v = *rx.borrow();
+        v
+    }
+}
+
+/// Send `signal` to the process group and to every process carrying the exec's marker; with `escalate`,
+/// TERM → up to 2 s → KILL. Runs as a second exec (root), argv only.
+async fn kill_tree(
+    engine: &Engine,
+    container: &str,
+    pgid: Option<i64>,
+    token: &str,
+    signal: &str,
+    escalate: bool,
+) -> Result<()> {
+    let script = r#"sig=$1; pg=$2; tok=$3; esc=$4
+sweep() { for p in /proc/[0-9]*; do
+  if grep -q "SANDBOXD_EXEC_ID=$tok" "$p/environ" 2>/dev/null; then kill -$1 "${p#/proc/}" 2>/dev/null; fi
+done; }
+if [ "$pg" -gt 1 ] 2>/dev/null; then kill -$sig -$pg 2>/dev/null; fi
+sweep $sig
+if [ "$esc" = 1 ]; then
+  i=0
+  while [ $i -lt 20 ]; do
+    alive=0
+    if [ "$pg" -gt 1 ] 2>/dev/null && kill -0 -$pg 2>/dev/null; then alive=1; fi
+    [ $alive = 0 ] && break
+    sleep 0.1; i=$((i+1))
+  done
+  if [ "$pg" -gt 1 ] 2>/dev/null; then kill -KILL -$pg 2>/dev/null; fi
+  sweep KILL
+fi
+exit 0"#;
+    let sig = signal.trim_start_matches("SIG").to_string();
+    let cmd = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        script.to_string(),
+        "sh".to_string(),
+        sig,
+        pgid.unwrap_or(0).to_string(),
+        token.to_string(),
+        if escalate { "1" } else { "0" }.to_string(),
+    ];
+    let created = engine
+        .docker()
+        .create_exec(
+            container,
+            CreateExecOptions::<String> {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                user: Some("0".to_string()),
+                cmd: Some(cmd),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| engine.err(e, Subject::Container(container)))?;
+    let res = engine
+        .docker()
+        .start_exec(&created.id, None)
+        .await
+        .map_err(|e| engine.err(e, Subject::Container(container)))?;
+    if let StartExecResults::Attached { mut output, .. } = res {
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            while output.next().await.is_some() {}
+        })
+        .await;
+    }
+    Ok(())
+}
+
+/// The exit code once the stream has ended; `Ok(None)` when the exec (or its container) is gone.
+async fn exit_code(engine: &Engine, exec_id: &str) -> Result<Option<i64>> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match engine.docker().inspect_exec(exec_id).await {
+            Ok(r) if r.running == Some(true) && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(r) => return Ok(r.exit_code),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(map_err(e, Subject::Exec)),
+        }
+    }
+}
+
+fn signal_name(s: &str) -> String {
+    if s.starts_with("SIG") {
+        s.to_string()
+    } else {
+        format!("SIG{s}")
+    }
+}
+
+/// Run to completion and collect the output. Non-zero exit is a result. A timeout kills the process tree
+/// and resolves with `timed_out`; cancellation kills it and rejects with `ABORT_ERR` carrying the partial result.
+pub async fn exec(
+    engine: Arc<Engine>,
+    container: String,
+    spec: ExecSpec,
+    cancel: CancellationToken,
+) -> Result<ExecOutput> {
+    let began = Instant::now();
+    if cancel.is_cancelled() {
+        return Err(Error::aborted());
+    }
+    let Started {
+        exec_id,
+        mut output,
+        mut input,
+        token,
+    } = start(&engine, &container, &spec).await?;
+    // Feed stdin concurrently so a large input cannot deadlock against unread output.
+    if let Some(data) = spec.stdin.clone() {
+        tokio::spawn(async move {
+            let _ = input.write_all(&data).await;
+            let _ = input.shutdown().await;
+        });
+    } else {
+        drop(input);
+    }
+    let mut out = ExecOutput::default();
+    let limit = spec.max_output_bytes.unwrap_or(usize::MAX);
+    let mut pid = PidLine::default();
+    let mut pgid = None;
+    let sleep = tokio::time::sleep(spec.timeout.unwrap_or(FOREVER));
+    tokio::pin!(sleep);
+    let keep = |out: &mut ExecOutput, is_err: bool, data: &[u8]| {
+        let buf = if is_err {
+            &mut out.stderr
+        } else {
+            &mut out.stdout
+        };
+        let room = limit.saturating_sub(buf.len());
+        if data.len() > room {
+            out.truncated = true;
+        }
+        buf.extend_from_slice(&data[..data.len().min(room)]);
+    };
+    let mut ended_by: Option<&'static str> = None;
+    loop {
+        tokio::select! {
+            frame = output.next() => match frame {
+                None => break,
+                Some(Err(e)) => {
+                    out.duration_ms = began.elapsed().as_millis() as u64;
+                    return Err(interrupted(&format!("the exec stream broke: {}", super::error::chain_message(&e)), out));
+                }
+                Some(Ok(f)) => match f {
+                    LogOutput::StdOut { message } => keep(&mut out, false, &message),
+                    LogOutput::StdErr { message } => {
+                        let (p, rest) = pid.feed(&message);
+                        pgid = pgid.or(p);
+                        keep(&mut out, true, &rest);
+                    }
+                    LogOutput::Console { message } => {
+                        let (p, rest) = pid.feed(&message);
+                        pgid = pgid.or(p);
+                        keep(&mut out, false, &rest);
+                    }
+                    LogOutput::StdIn { .. } => {}
+                },
+            },
+            _ = &mut sleep => {
+                if ended_by.is_some() {
+                    // The stream did not end within DRAIN_AFTER_KILL of the kill: stop waiting for it.
+                    break;
+                }
+                ended_by = Some("timeout");
+                out.timed_out = true;
+                out.signal = Some("SIGKILL".into());
+                let _ = kill_tree(&engine, &container, pgid, &token, "TERM", true).await;
+                sleep.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_KILL);
+            }
+            _ = cancel.cancelled(), if ended_by.is_none() => {
+                ended_by = Some("abort");
+                out.aborted = true;
+                out.signal = Some("SIGKILL".into());
+                let _ = kill_tree(&engine, &container, pgid, &token, "TERM", true).await;
+                sleep.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_KILL);
+            }
+        }
+    }
+    out.exit_code = exit_code(&engine, &exec_id).await?;
+    out.duration_ms = began.elapsed().as_millis() as u64;
+    if let (Some(code), Some(_)) = (out.exit_code, &out.signal) {
+        // The process may have exited on TERM (143) before KILL was needed.
+        if code == 143 {
+            out.signal = Some("SIGTERM".into());
+        } else if code != 137 {
+            out.signal = None;
+        }
+    }
+    if ended_by == Some("abort") {
+        let mut e = Error::aborted();
+        e.result = Some(Box::new(out));
+        return Err(e);
+    }
+    if out.exit_code.is_none() {
+        return Err(interrupted(
+            "the container or its engine went away before the exec finished",
+            out,
+        ));
+    }
+    Ok(out)
+}
+
+fn interrupted(msg: &str, out: ExecOutput) -> Error {
+    let mut e = Error::new(ErrorCode::StreamInterrupted, msg)
+        .with("receivedStdoutBytes", out.stdout.len())
+        .with("receivedStderrBytes", out.stderr.len());
+    e.result = Some(Box::new(out));
+    e
+}
+
+/// How a streamed process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub exit_code: Option<i64>,
+    pub signal: Option<String>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+}
+
+struct ProcShared {
+    engine: Arc<Engine>,
+    container: String,
+    token: String,
+    pgid: Pgid,
+    input: tokio::sync::Mutex<Option<Input>>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<Result<Chunk>>>,
+    exit: watch::Receiver<Option<Result<ExitStatus>>>,
+    discard: AtomicBool,
+    discard_now: Notify,
+    consumed: AtomicBool,
+    killed: Mutex<Option<String>>,
+    stop: CancellationToken,
+}
+
+/// A streaming exec: output chunks in order, stdin writes with a real half-close, kill, wait.
+#[derive(Clone)]
+pub struct Process {
+    shared: Arc<ProcShared>,
+}
+
+impl Process {
+    /// Start `spec` in `container`. Output is read with backpressure: a consumer that stops reading stops
+    /// the reader (and so the process, once the engine's buffers fill) instead of growing memory.
+    pub async fn spawn(
+        engine: Arc<Engine>,
+        container: String,
+        mut spec: ExecSpec,
+    ) -> Result<Process> {
+        let began = Instant::now();
+        spec.interactive = true;
+        let Started {
+            exec_id,
+            mut output,
+            input,
+            token,
+        } = start(&engine, &container, &spec).await?;
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let (exit_tx, exit_rx) = watch::channel(None);
+        let shared = Arc::new(ProcShared {
+            engine: engine.clone(),
+            container: container.clone(),
+            token,
+            pgid: Pgid::new(),
+            input: tokio::sync::Mutex::new(Some(input)),
+            rx: tokio::sync::Mutex::new(rx),
+            exit: exit_rx,
+            discard: AtomicBool::new(false),
+            discard_now: Notify::new(),
+            consumed: AtomicBool::new(false),
+            killed: Mutex::new(None),
+            stop: CancellationToken::new(),
+        });
+        let s = shared.clone();
+        let timeout = spec.timeout;
+        let tty = spec.tty;
+        tokio::spawn(async move {
+            let mut pid = PidLine::default();
+            let mut timed_out = false;
+            let sleep = async {
+                match timeout {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(sleep);
+            let mut failure: Option<Error> = None;
+            loop {
+                let frame = tokio::select! {
+                    f = output.next() => f,
+                    _ = &mut sleep, if !timed_out => {
+                        timed_out = true;
+                        let pg = s.pgid.get(Duration::from_millis(500)).await;
+                        let _ = kill_tree(&s.engine, &s.container, pg, &s.token, "TERM", true).await;
+                        s.killed.lock().map(|mut k| *k = Some("SIGKILL".into())).ok();
+                        continue;
+                    }
+                    _ = s.stop.cancelled() => break,
+                };
+                let chunk = match frame {
+                    None => break,
+                    Some(Err(e)) => {
+                        failure = Some(Error::new(
+                            ErrorCode::StreamInterrupted,
+                            format!("the exec stream broke: {}", super::error::chain_message(&e)),
+                        ));
+                        break;
+                    }
+                    Some(Ok(LogOutput::StdOut { message })) => Chunk::Stdout(message),
+                    Some(Ok(LogOutput::StdErr { message }))
+                    | Some(Ok(LogOutput::Console { message })) => {
+                        let (p, rest) = pid.feed(&message);
+                        if let Some(p) = p {
+                            let _ = s.pgid.0.send(Some(p));
+                        }
+                        if rest.is_empty() {
+                            continue;
+                        }
+                        if tty {
+                            Chunk::Stdout(rest)
+                        } else {
+                            Chunk::Stderr(rest)
+                        }
+                    }
+                    Some(Ok(LogOutput::StdIn { .. })) => continue,
+                };
+                if s.discard.load(Ordering::SeqCst) {
+                    continue;
+                }
+                tokio::select! {
+                    r = tx.send(Ok(chunk)) => if r.is_err() { s.discard.store(true, Ordering::SeqCst) },
+                    _ = s.discard_now.notified() => {}
+                    _ = s.stop.cancelled() => break,
+                }
+            }
+            let status = match failure {
+                Some(e) => Err(e),
+                None => match exit_code(&s.engine, &exec_id).await {
+                    Ok(Some(code)) => {
+                        let mut signal = s.killed.lock().ok().and_then(|k| k.clone());
+                        if signal.is_some() && code == 143 {
+                            signal = Some("SIGTERM".into());
+                        }
+                        Ok(ExitStatus {
+                            exit_code: Some(code),
+                            signal,
+                            timed_out,
+                            duration_ms: began.elapsed().as_millis() as u64,
+                        })
+                    }
+                    Ok(None) => Err(Error::new(
+                        ErrorCode::StreamInterrupted,
+                        "the container or its engine went away before the process finished",
+                    )),
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = &status {
+                let _ = tx.send(Err(e.clone())).await;
+            }
+            let _ = exit_tx.send(Some(status));
+        });
+        Ok(Process { shared })
+    }
+
+    /// The next output chunk; `None` at the end. An interrupted stream yields its error once.
+    pub async fn next(&self) -> Option<Result<Chunk>> {
+        self.shared.consumed.store(true, Ordering::SeqCst);
+        let mut rx = self.shared.rx.lock().await;
+        rx.recv().await
+    }
+
+    /// Write to stdin. Fails with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone.
+    pub async fn write(&self, data: &[u8]) -> Result<()> {
+        let mut guard = self.shared.input.lock().await;
+        let Some(input) = guard.as_mut() else {
+            return Err(Error::new(
+                ErrorCode::ProcessFinished,
+                "stdin is already closed (end() was called)",
+            ));
+        };
+        input.write_all(data).await.map_err(|e| {
+            Error::new(
+                ErrorCode::ProcessFinished,
+                format!("stdin is closed: the process is gone ({e})"),
+            )
+        })
+    }
+
+    /// Close stdin (a real half-close: the process reads EOF). Idempotent.
+    pub async fn end(&self) -> Result<()> {
+        let mut guard = self.shared.input.lock().await;
+        if let Some(mut input) = guard.take() {
+            let _ = input.shutdown().await;
+        }
+        Ok(())
+    }
+
+    /// Send `signal` to the whole process group (and to processes that setsid'd away).
+    pub async fn kill(&self, signal: &str) -> Result<()> {
+        if self.exit_now().is_some() {
+            return Ok(());
+        }
+        let sig = validate_signal(signal)?;
+        let pg = self.shared.pgid.get(Duration::from_secs(1)).await;
+        if let Ok(mut k) = self.shared.killed.lock() {
+            *k = Some(signal_name(&sig));
+        }
+        kill_tree(
+            &self.shared.engine,
+            &self.shared.container,
+            pg,
+            &self.shared.token,
+            &sig,
+            false,
+        )
+        .await
+    }
+
+    /// TERM, then KILL after 2 s, for the whole tree (what dispose does).
+    pub async fn terminate(&self) -> Result<()> {
+        if self.exit_now().is_some() {
+            return Ok(());
+        }
+        let pg = self.shared.pgid.get(Duration::from_secs(1)).await;
+        if let Ok(mut k) = self.shared.killed.lock() {
+            *k = Some("SIGKILL".into());
+        }
+        kill_tree(
+            &self.shared.engine,
+            &self.shared.container,
+            pg,
+            &self.shared.token,
+            "TERM",
+            true,
+        )
+        .await
+    }
+
+    /// Wait for the exit. If nobody is reading the output, it is discarded so the process cannot stall.
+    pub async fn wait(&self, cancel: &CancellationToken) -> Result<ExitStatus> {
+        if !self.shared.consumed.load(Ordering::SeqCst) {
+            self.discard_output();
+        }
+        let mut rx = self.shared.exit.clone();
+        tokio::select! {
+            r = rx.wait_for(|v| v.is_some()) => match r {
+                Ok(v) => v.clone().unwrap_or_else(|| Err(Error::internal("exit status missing"))),
+                Err(_) => Err(Error::internal("the exec reader ended without a status")),
+            },
+            _ = cancel.cancelled() => Err(Error::aborted()),
+        }
+    }
+
+    /// Drop all further output (and what is queued): for callers that only want the exit.
+    pub fn discard_output(&self) {
+        self.shared.discard.store(true, Ordering::SeqCst);
+        self.shared.discard_now.notify_waiters();
+        if let Ok(mut rx) = self.shared.rx.try_lock() {
+            while rx.try_recv().is_ok() {}
+        }
+    }
+
+    /// The exit status if the process has finished.
+    pub fn exit_now(&self) -> Option<Result<ExitStatus>> {
+        self.shared.exit.borrow().clone()
+    }
+
+    /// The process id inside the container, once known.
+    pub fn pid(&self) -> Option<i64> {
+        *self.shared.pgid.0.borrow()
+    }
+
+    /// Stop reading (the process is left to the engine): used when a handle is dropped after exit.
+    pub fn detach(&self) {
+        self.shared.stop.cancel();
+    }
+}
+
+/// `SIGTERM`, `TERM`, `KILL`, `9`… → the name busybox `kill -NAME` accepts.
+pub fn validate_signal(signal: &str) -> Result<String> {
+    const NAMES: &[&str] = &[
+        "HUP", "INT", "QUIT", "ILL", "TRAP", "ABRT", "BUS", "FPE", "KILL", "USR1", "SEGV", "USR2",
+        "PIPE", "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP", "TTIN", "TTOU", "URG",
+        "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO", "PWR", "SYS",
+    ];
+    let s = signal.trim_start_matches("SIG");
+    if NAMES.contains(&s) {
+        return Ok(s.to_string());
+    }
+    if let Ok(n) = s.parse::<u32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n.to_string());
+        }
+    }
+    Err(
+        Error::invalid(format!("unknown signal {}", super::validate::shown(signal)))
+            .with("argument", "signal"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_line_is_split_off() {
+        let mut p = PidLine::default();
+        assert_eq!(p.feed(b"12"), (None, Bytes::new()));
+        assert_eq!(p.feed(b"3\nerr"), (Some(123), Bytes::from_static(b"err")));
+        assert_eq!(p.feed(b"more"), (None, Bytes::from_static(b"more")));
+        let mut tty = PidLine::default();
+        assert_eq!(tty.feed(b"7\r\nhi"), (Some(7), Bytes::from_static(b"hi")));
+        let mut junk = PidLine::default();
+        let long = vec![b'x'; 100];
+        assert_eq!(junk.feed(&long).1.len(), 100);
+    }
+
+    #[test]
+    fn env_keys_are_checked_without_leaking_values() {
+        assert!(validate_env(&[
+            ("A".into(), "x=y z\n\"'$`ü".into()),
+            ("E".into(), "".into())
+        ])
+        .is_ok());
+        for k in ["", "A=B", "A\0"] {
+            let e = validate_env(&[(k.into(), "secret-value".into())]).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidArgument);
+            assert!(!e.message.contains("secret-value"));
+        }
+        let e = validate_env(&[("K".into(), "sec\0ret".into())]).unwrap_err();
+        assert!(!e.message.contains("sec"));
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(validate_signal("SIGTERM").unwrap(), "TERM");
+        assert_eq!(validate_signal("KILL").unwrap(), "KILL");
+        assert_eq!(validate_signal("9").unwrap(), "9");
+        assert!(validate_signal("SIGNOPE").is_err());
+        assert!(validate_signal("0").is_err());
+        assert!(validate_signal("TERM; rm -rf /").is_err());
+    }
+}

@@ -1,0 +1,170 @@
+//! Images on an engine, and the streaming copy from one engine to another
+//! (`GET /images/{name}/get` piped into `POST /images/load`, never buffered).
+
+use super::container::validate_image_ref;
+use super::engine::{Engine, Subject};
+use super::error::{Error, ErrorCode, Result};
+use bollard::query_parameters::{ImportImageOptions, ListImagesOptions};
+use futures::{StreamExt, TryStreamExt};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// bollard's timeout covers the whole upload of `/images/load` (the engine answers after the last byte).
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
+
+/// A row of `images.list()`.
+#[derive(Debug, Clone)]
+pub struct ImageSummary {
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub size: i64,
+    pub created: i64,
+}
+
+/// What `images.inspect()` returns.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    pub size: i64,
+    pub created: String,
+    pub architecture: String,
+    pub os: String,
+}
+
+/// What a copy did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyReport {
+    pub image_id: String,
+    /// True when the target already had the same image id: nothing was moved.
+    pub skipped: bool,
+    pub bytes: u64,
+    pub duration_ms: u64,
+}
+
+pub async fn list(engine: &Engine) -> Result<Vec<ImageSummary>> {
+    let rows = engine
+        .docker()
+        .list_images(Some(ListImagesOptions::default()))
+        .await
+        .map_err(|e| engine.err(e, Subject::Engine))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ImageSummary {
+            id: r.id,
+            repo_tags: r.repo_tags,
+            size: r.size,
+            created: r.created,
+        })
+        .collect())
+}
+
+pub async fn inspect(engine: &Engine, reference: &str) -> Result<Option<ImageInfo>> {
+    validate_image_ref(reference)?;
+    match engine.docker().inspect_image(reference).await {
+        Ok(i) => Ok(Some(ImageInfo {
+            id: i.id.unwrap_or_default(),
+            repo_tags: i.repo_tags.unwrap_or_default(),
+            size: i.size.unwrap_or_default(),
+            created: i.created.unwrap_or_default(),
+            architecture: i.architecture.unwrap_or_default(),
+            os: i.os.unwrap_or_default(),
+        })),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(engine.err(e, Subject::Image(reference))),
+    }
+}
+
+/// Stream `reference` from `source` into `target`. Skips when the target has the same image id.
+/// `progress(bytes_so_far)` is called as chunks move (at most every 64 KiB).
+pub async fn copy(
+    source: Arc<Engine>,
+    target: Arc<Engine>,
+    reference: &str,
+    progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    cancel: &CancellationToken,
+) -> Result<CopyReport> {
+    let began = Instant::now();
+    let src = inspect(&source, reference).await?.ok_or_else(|| {
+        Error::new(
+            ErrorCode::ImageNotFound,
+            format!("image {reference:?} is not on the source engine"),
+        )
+        .with("image", reference)
+    })?;
+    if let Some(existing) = inspect(&target, reference).await? {
+        if existing.id == src.id {
+            return Ok(CopyReport {
+                image_id: src.id,
+                skipped: true,
+                bytes: 0,
+                duration_ms: began.elapsed().as_millis() as u64,
+            });
+        }
+    }
+    let moved = Arc::new(AtomicU64::new(0));
+    let counter = moved.clone();
+    let mut last_report = 0u64;
+    let export = source.docker().export_image(reference).map(move |chunk| {
+        if let Ok(b) = &chunk {
+            let total = counter.fetch_add(b.len() as u64, Ordering::Relaxed) + b.len() as u64;
+            if let Some(p) = &progress {
+                if total - last_report >= 64 * 1024 {
+                    last_report = total;
+                    p(total);
+                }
+            }
+        }
+        chunk
+    });
+    let importer = target.docker().clone().with_timeout(IMPORT_TIMEOUT);
+    let load = async {
+        let mut results = importer.import_image_stream(
+            ImportImageOptions {
+                quiet: true,
+                ..Default::default()
+            },
+            export,
+            None,
+        );
+        while let Some(info) = results
+            .try_next()
+            .await
+            .map_err(|e| target.err(e, Subject::Image(reference)))?
+        {
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                return Err(Error::new(
+                    ErrorCode::Engine,
+                    format!("the target engine refused the image: {err}"),
+                )
+                .with("image", reference));
+            }
+        }
+        Ok::<(), Error>(())
+    };
+    tokio::select! {
+        r = load => r?,
+        _ = cancel.cancelled() => return Err(Error::aborted().with("bytesMoved", moved.load(Ordering::Relaxed))),
+    }
+    let after = inspect(&target, reference).await?;
+    if after.as_ref().map(|i| &i.id) != Some(&src.id) {
+        return Err(Error::new(
+            ErrorCode::Engine,
+            format!(
+                "after loading, {reference:?} on the target is not the source's image {}",
+                src.id
+            ),
+        ));
+    }
+    let bytes = moved.load(Ordering::Relaxed);
+    Ok(CopyReport {
+        image_id: src.id,
+        skipped: false,
+        bytes,
+        duration_ms: began.elapsed().as_millis() as u64,
+    })
+}

@@ -113,17 +113,36 @@ impl From<CoreExit> for ExitStatus {
     }
 }
 
-fn chunk_js(c: Chunk) -> OutputChunk {
+/// `{ done, value: { stream, data } }` with `data` copied into a V8-allocated Buffer: V8 then counts the bytes
+/// and collects streamed chunks promptly (external buffers let RSS run ahead of the GC).
+fn chunk_step_ref(env: &Env, c: Option<Chunk>) -> Result<ObjectRef<false>> {
+    let mut step = Object::new(env)?;
     match c {
-        Chunk::Stdout(b) => OutputChunk {
-            stream: "stdout".into(),
-            data: b.to_vec().into(),
-        },
-        Chunk::Stderr(b) => OutputChunk {
-            stream: "stderr".into(),
-            data: b.to_vec().into(),
-        },
+        None => {
+            step.set_named_property("done", true)?;
+            step.set_named_property("value", ())?;
+        }
+        Some(c) => {
+            let (stream, data) = match &c {
+                Chunk::Stdout(b) => ("stdout", b),
+                Chunk::Stderr(b) => ("stderr", b),
+            };
+            let mut value = Object::new(env)?;
+            value.set_named_property("stream", stream)?;
+            value.set_named_property("data", BufferSlice::copy_from(env, data)?)?;
+            step.set_named_property("done", false)?;
+            step.set_named_property("value", value)?;
+        }
     }
+    step.create_ref::<false>()
+}
+
+/// A promise of the next chunk step.
+fn chunk_promise<F>(env: &Env, fut: F) -> Result<AsyncBlock<ObjectRef<false>>>
+where
+    F: std::future::Future<Output = crate::core::Result<Option<Chunk>>> + Send + 'static,
+{
+    promise_map(env, None, fut, chunk_step_ref)
 }
 
 /// A process started with `container.spawn()`. `for await (const { stream, data } of proc)` reads its output
@@ -138,21 +157,9 @@ impl ExecProcess {
     /// The next output chunk (`done` at the end). Rejects with `ERR_STREAM_INTERRUPTED` when the container or
     /// engine went away.
     #[napi(ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>")]
-    pub fn next(&self, env: Env) -> Result<AsyncBlock<ChunkStep>> {
+    pub fn next(&self, env: Env) -> Result<AsyncBlock<ObjectRef<false>>> {
         let p = self.proc.clone();
-        promise(&env, None, async move {
-            match p.next().await {
-                None => Ok(ChunkStep {
-                    done: true,
-                    value: None,
-                }),
-                Some(Err(e)) => Err(e),
-                Some(Ok(c)) => Ok(ChunkStep {
-                    done: false,
-                    value: Some(chunk_js(c)),
-                }),
-            }
-        })
+        chunk_promise(&env, async move { p.next().await.transpose() })
     }
 
     /// Stop reading (`break` in `for await`): further output is discarded; the process keeps running.
@@ -370,26 +377,16 @@ pub struct LogStream {
 impl LogStream {
     /// The next chunk (`done` at the end).
     #[napi(ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>")]
-    pub fn next(&self, env: Env) -> Result<AsyncBlock<ChunkStep>> {
+    pub fn next(&self, env: Env) -> Result<AsyncBlock<ObjectRef<false>>> {
         let s = self.inner.clone();
         let stop = self.stop.clone();
-        promise(&env, None, async move {
+        chunk_promise(&env, async move {
             let mut g = s.lock().await;
             let item = tokio::select! {
                 i = g.next() => i,
                 _ = stop.cancelled() => None,
             };
-            match item {
-                None => Ok(ChunkStep {
-                    done: true,
-                    value: None,
-                }),
-                Some(Err(e)) => Err(e),
-                Some(Ok(c)) => Ok(ChunkStep {
-                    done: false,
-                    value: Some(chunk_js(c)),
-                }),
-            }
+            item.transpose()
         })
     }
 

@@ -25,7 +25,9 @@ pub const EXEC_MARKER: &str = "SANDBOXD_EXEC_ID";
 /// How long to wait for the stream to end after a kill before giving up on it.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(5);
 /// Chunks buffered between the reader task and a streaming consumer (backpressure beyond this).
-const CHANNEL_CHUNKS: usize = 8;
+const CHANNEL_CHUNKS: usize = 32;
+/// Largest chunk handed to JS: queued chunks of one stream are merged up to this size.
+const MAX_CHUNK: usize = 256 * 1024;
 /// A deadline that never comes (about 30 years).
 const FOREVER: Duration = Duration::from_secs(1 << 30);
 
@@ -331,6 +333,27 @@ async fn exit_code(engine: &Engine, exec_id: &str) -> Result<Option<i64>> {
     }
 }
 
+/// After a stream ended with a signal-like exit the SDK did not cause: did the container go away under it?
+/// The engine may still report the container running for a moment after killing it, so watch for up to 1 s.
+async fn container_gone(engine: &Engine, container: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        let gone = match engine.docker().inspect_container(container, None).await {
+            Ok(c) => {
+                let st = c.state.unwrap_or_default();
+                !st.running.unwrap_or(false)
+                    || st.dead.unwrap_or(false)
+                    || st.restarting.unwrap_or(false)
+            }
+            Err(_) => true,
+        };
+        if gone || Instant::now() >= deadline {
+            return gone;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn signal_name(s: &str) -> String {
     if s.starts_with("SIG") {
         s.to_string()
@@ -443,7 +466,11 @@ pub async fn exec(
         e.result = Some(Box::new(out));
         return Err(e);
     }
-    if out.exit_code.is_none() {
+    let killed_by_us = ended_by.is_some();
+    let signalled = out.exit_code.is_some_and(|c| c > 128);
+    if out.exit_code.is_none()
+        || (signalled && !killed_by_us && container_gone(&engine, &container).await)
+    {
         return Err(interrupted(
             "the container or its engine went away before the exec finished",
             out,
@@ -469,13 +496,15 @@ pub struct ExitStatus {
     pub duration_ms: u64,
 }
 
+#[allow(clippy::type_complexity)]
 struct ProcShared {
     engine: Arc<Engine>,
     container: String,
     token: String,
     pgid: Pgid,
     input: tokio::sync::Mutex<Option<Input>>,
-    rx: tokio::sync::Mutex<mpsc::Receiver<Result<Chunk>>>,
+    /// The queue from the reader task, and a chunk held back by merging.
+    rx: tokio::sync::Mutex<(mpsc::Receiver<Result<Chunk>>, Option<Result<Chunk>>)>,
     exit: watch::Receiver<Option<Result<ExitStatus>>>,
     discard: AtomicBool,
     discard_now: Notify,
@@ -514,7 +543,7 @@ impl Process {
             token,
             pgid: Pgid::new(),
             input: tokio::sync::Mutex::new(Some(input)),
-            rx: tokio::sync::Mutex::new(rx),
+            rx: tokio::sync::Mutex::new((rx, None)),
             exit: exit_rx,
             discard: AtomicBool::new(false),
             discard_now: Notify::new(),
@@ -562,7 +591,7 @@ impl Process {
                     | Some(Ok(LogOutput::Console { message })) => {
                         let (p, rest) = pid.feed(&message);
                         if let Some(p) = p {
-                            let _ = s.pgid.0.send(Some(p));
+                            s.pgid.0.send_replace(Some(p));
                         }
                         if rest.is_empty() {
                             continue;
@@ -587,6 +616,16 @@ impl Process {
             let status = match failure {
                 Some(e) => Err(e),
                 None => match exit_code(&s.engine, &exec_id).await {
+                    Ok(Some(code))
+                        if code > 128
+                            && s.killed.lock().map(|k| k.is_none()).unwrap_or(true)
+                            && container_gone(&s.engine, &s.container).await =>
+                    {
+                        Err(Error::new(
+                            ErrorCode::StreamInterrupted,
+                            "the container went away before the process finished",
+                        ))
+                    }
                     Ok(Some(code)) => {
                         let mut signal = s.killed.lock().ok().and_then(|k| k.clone());
                         if signal.is_some() && code == 143 {
@@ -609,7 +648,7 @@ impl Process {
             if let Err(e) = &status {
                 let _ = tx.send(Err(e.clone())).await;
             }
-            let _ = exit_tx.send(Some(status));
+            exit_tx.send_replace(Some(status));
         });
         Ok(Process { shared })
     }
@@ -617,8 +656,35 @@ impl Process {
     /// The next output chunk; `None` at the end. An interrupted stream yields its error once.
     pub async fn next(&self) -> Option<Result<Chunk>> {
         self.shared.consumed.store(true, Ordering::SeqCst);
-        let mut rx = self.shared.rx.lock().await;
-        rx.recv().await
+        let mut guard = self.shared.rx.lock().await;
+        let (rx, held) = &mut *guard;
+        let first = match held.take() {
+            Some(c) => c,
+            None => rx.recv().await?,
+        };
+        // Merge what is already queued for the same stream: fewer, larger chunks cross into JS.
+        let Ok(first) = first else { return Some(first) };
+        let (is_err, mut buf) = match first {
+            Chunk::Stdout(b) => (false, BytesMut::from(&b[..])),
+            Chunk::Stderr(b) => (true, BytesMut::from(&b[..])),
+        };
+        while buf.len() < MAX_CHUNK {
+            match rx.try_recv() {
+                Ok(Ok(Chunk::Stdout(b))) if !is_err => buf.extend_from_slice(&b),
+                Ok(Ok(Chunk::Stderr(b))) if is_err => buf.extend_from_slice(&b),
+                Ok(other) => {
+                    *held = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let b = buf.freeze();
+        Some(Ok(if is_err {
+            Chunk::Stderr(b)
+        } else {
+            Chunk::Stdout(b)
+        }))
     }
 
     /// Write to stdin. Fails with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone.
@@ -649,10 +715,10 @@ impl Process {
 
     /// Send `signal` to the whole process group (and to processes that setsid'd away).
     pub async fn kill(&self, signal: &str) -> Result<()> {
+        let sig = validate_signal(signal)?;
         if self.exit_now().is_some() {
             return Ok(());
         }
-        let sig = validate_signal(signal)?;
         let pg = self.shared.pgid.get(Duration::from_secs(1)).await;
         if let Ok(mut k) = self.shared.killed.lock() {
             *k = Some(signal_name(&sig));
@@ -707,8 +773,9 @@ impl Process {
     pub fn discard_output(&self) {
         self.shared.discard.store(true, Ordering::SeqCst);
         self.shared.discard_now.notify_waiters();
-        if let Ok(mut rx) = self.shared.rx.try_lock() {
-            while rx.try_recv().is_ok() {}
+        if let Ok(mut guard) = self.shared.rx.try_lock() {
+            guard.1 = None;
+            while guard.0.try_recv().is_ok() {}
         }
     }
 

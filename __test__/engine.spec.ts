@@ -1,0 +1,360 @@
+// The VM's Docker engine through the SDK: images in, containers, exec with env, streaming, files.
+// Real parts: LocalSandboxd with a private dockerd per VM, images built on the host engine.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DockerEngine, LocalSandboxd, Sandboxd, type Container, type Vm } from '../index.js'
+import { rejection, startLocal, workspace } from './helpers/local.js'
+
+const IMAGE = process.env.SANDBOXD_TEST_IMAGE
+if (!IMAGE) throw new Error('SANDBOXD_TEST_IMAGE is not set: run the suite with `npm test`, which builds it')
+
+let sbx: LocalSandboxd
+let vm: Vm
+let host: DockerEngine
+let engine: DockerEngine
+let box: Container
+const ws = workspace()
+
+/** Processes in the container other than PID 1 (docker-init), its main command and the `ps` itself. */
+async function strayProcesses(c: Container): Promise<string[]> {
+  const ps = await c.exec(['ps', '-o', 'pid,args'])
+  return ps
+    .text()
+    .split('\n')
+    .slice(1)
+    .map((l) => l.trim())
+    .filter((l) => l && !/^1 /.test(l) && !l.includes('ps -o pid,args') && !/^\d+ sleep 100000$/.test(l))
+}
+
+beforeAll(async () => {
+  sbx = await startLocal()
+  vm = await new Sandboxd({ socketPath: sbx.socketPath }).create({ agentName: 'engine', workspaceDir: ws.dir })
+  host = await DockerEngine.local()
+  engine = await vm.engine()
+  await host.images.copyTo(engine, IMAGE!)
+  box = await engine.containers.run({ image: IMAGE!, name: 'box', cmd: ['sleep', '100000'] })
+})
+
+afterAll(async () => {
+  await sbx?.stop()
+  ws.cleanup()
+})
+
+describe('engine', () => {
+  it('negotiates a version per socket and answers ping/version', async () => {
+    await engine.ping()
+    const v = await engine.version()
+    expect(v.apiVersion).toMatch(/^1\.\d+$/)
+    expect(engine.apiVersion).toBe(v.negotiatedApiVersion)
+    expect(engine.socketPath).toBe(vm.socketPath)
+    const e = await rejection(DockerEngine.connect({ socketPath: '/nonexistent/docker.sock' }))
+    expect(e.code).toBe('ERR_ENGINE_UNAVAILABLE')
+  })
+})
+
+describe('images', () => {
+  it('copies an image built on the host into the VM, runs it there, and skips a second copy', async () => {
+    const tag = 'sbx-test/copied:1'
+    // Build a new image on the host engine (a commit of a container with a marker file).
+    const builder = await host.containers.run({ image: IMAGE!, cmd: ['sh', '-c', 'echo built-on-host > /marker; sleep 100000'] })
+    await new Promise((r) => setTimeout(r, 300))
+    const commit = await fetchCommit(host.socketPath, builder.id, 'sbx-test/copied', '1')
+    expect(commit).toMatch(/^sha256:/)
+    await builder.remove({ force: true })
+
+    const target = await vm.engine()
+    expect(await target.images.exists(tag)).toBe(false)
+    const progress: number[] = []
+    const first = await host.images.copyTo(target, tag, { onProgress: (n) => progress.push(n) })
+    expect(first.skipped).toBe(false)
+    expect(first.bytes).toBeGreaterThan(1_000_000)
+    expect(first.imageId).toBe(commit)
+    expect((await target.images.inspect(tag))?.id).toBe(commit)
+    await new Promise((r) => setImmediate(r))
+    expect(progress.length).toBeGreaterThan(0)
+    expect(progress.every((n, i) => i === 0 || n >= progress[i - 1]!)).toBe(true)
+
+    const second = await host.images.copyTo(target, tag)
+    expect(second).toMatchObject({ skipped: true, bytes: 0, imageId: commit })
+
+    const c = await target.containers.run({ image: tag, cmd: ['sleep', '100000'] })
+    try {
+      expect((await c.exec(['cat', '/marker'])).text()).toBe('built-on-host\n')
+    } finally {
+      await c.remove({ force: true })
+    }
+    expect((await rejection(host.images.copyTo(target, 'sbx-test/nope:0'))).code).toBe('ERR_IMAGE_NOT_FOUND')
+    const missing = await rejection(target.containers.run({ image: 'sbx-test/nope:0' }))
+    expect(missing.code).toBe('ERR_IMAGE_NOT_FOUND')
+    expect(missing.message).toContain('copyTo')
+  })
+})
+
+/** POST /commit on an engine (test-only: the SDK has no commit API yet). */
+async function fetchCommit(socketPath: string, id: string, repo: string, tag: string): Promise<string> {
+  const { request } = await import('node:http')
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { socketPath, method: 'POST', path: `/commit?container=${id}&repo=${repo}&tag=${tag}`, headers: { Host: 'docker' } },
+      (res) => {
+        let body = ''
+        res.on('data', (d) => (body += d))
+        res.on('end', () => (res.statusCode === 201 ? resolve(JSON.parse(body).Id) : reject(new Error(body))))
+      },
+    )
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+describe('containers', () => {
+  it('run/get/list/inspect/stop/start/ensureRunning/wait/logs/remove', async () => {
+    const c = await engine.containers.run({
+      image: IMAGE!,
+      name: 'life',
+      cmd: ['sh', '-c', 'echo out-line; echo err-line >&2; sleep 100000'],
+      env: { API_KEY: 'sk-secret-123', PLAIN: 'x' },
+      labels: { 'sandboxd.test': 'life' },
+    })
+    expect(c.name).toBe('life')
+    expect((await engine.containers.get('life'))?.id).toBe(c.id)
+    expect(await engine.containers.get('nobody')).toBeNull()
+    const listed = await engine.containers.list({ labels: ['sandboxd.test=life'] })
+    expect(listed.map((r) => r.id)).toEqual([c.id])
+    const info = await c.inspect()
+    expect(info).toMatchObject({ running: true, name: 'life', init: true, labels: { 'sandboxd.test': 'life' } })
+    expect(info.envKeys).toEqual(expect.arrayContaining(['API_KEY', 'PLAIN']))
+    expect(JSON.stringify(info)).not.toContain('sk-secret-123')
+
+    await new Promise((r) => setTimeout(r, 200))
+    const logs: string[] = []
+    for await (const chunk of c.logs()) logs.push(`${chunk.stream}:${chunk.data.toString().trim()}`)
+    expect(logs.sort()).toEqual(['stderr:err-line', 'stdout:out-line'])
+
+    await c.stop({ timeoutSec: 1 })
+    expect((await c.inspect()).running).toBe(false)
+    expect((await rejection(c.exec(['true']))).code).toBe('ERR_CONTAINER_NOT_RUNNING')
+    await c.ensureRunning()
+    expect((await c.inspect()).running).toBe(true)
+    await c.ensureRunning()
+
+    const quick = await engine.containers.run({ image: IMAGE!, cmd: ['sh', '-c', 'exit 7'] })
+    expect(await quick.wait()).toBe(7)
+    await quick.remove()
+
+    await c.remove({ force: true })
+    expect(await engine.containers.get('life')).toBeNull()
+    expect((await rejection(c.inspect())).code).toBe('ERR_CONTAINER_NOT_FOUND')
+  })
+})
+
+describe('exec', () => {
+  it('passes env values byte-exact: =, spaces, quotes, newlines, unicode, empty', async () => {
+    const env = {
+      EQ: 'a=b=c',
+      SPACES: '  two  spaces ',
+      QUOTES: `'single' "double" \`back\` $HOME \\`,
+      NL: 'line1\nline2\n',
+      UNI: 'héllo 🌍 日本',
+      EMPTY: '',
+    }
+    for (const [k, v] of Object.entries(env)) {
+      const r = await box.exec(['sh', '-c', `printf '%s' "$${k}"`], { env })
+      expect(r.exitCode).toBe(0)
+      expect(r.stdout.toString('utf8'), k).toBe(v)
+    }
+    const set = await box.exec(['sh', '-c', 'if [ -n "${EMPTY+set}" ]; then echo set; fi'], { env })
+    expect(set.text()).toBe('set\n')
+  })
+
+  it('rejects bad env keys and non-string values with ERR_INVALID_ARGUMENT, never echoing values', async () => {
+    for (const env of [{ 'A=B': 'v' }, { '': 'v' }, { 'A\u0000': 'v' }]) {
+      const e = await rejection(box.exec(['true'], { env }))
+      expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+    }
+    for (const bad of [5, true, null, undefined, { x: 1 }]) {
+      const e = await rejection(box.exec(['true'], { env: { TOKEN: bad as any } }))
+      expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+      expect(e.message).toContain('TOKEN')
+    }
+    const e = await rejection(box.exec(['true'], { env: { SECRET: 'sk-do-not-print\u0000x' } }))
+    expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(e.message).not.toContain('sk-do-not-print')
+  })
+
+  it('cwd, user, exit codes 0/1/127, stdin to cat with EOF, non-UTF-8 bytes preserved', async () => {
+    expect((await box.exec(['pwd'], { cwd: '/tmp' })).text()).toBe('/tmp\n')
+    expect((await box.exec(['id', '-u'], { user: '1234:5678' })).text()).toBe('1234\n')
+    expect((await box.exec(['id', '-g'], { user: '1234:5678' })).text()).toBe('5678\n')
+    expect((await box.exec(['true'])).exitCode).toBe(0)
+    expect((await box.exec(['false'])).exitCode).toBe(1)
+    const missing = await box.exec(['definitely-not-a-command'])
+    expect(missing.exitCode).toBe(127)
+    expect(missing.timedOut).toBe(false)
+
+    const cat = await box.exec(['cat'], { stdin: 'hello\nworld' })
+    expect(cat.exitCode).toBe(0)
+    expect(cat.text()).toBe('hello\nworld')
+
+    const bytes = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x0a, 0xc3, 0x28, 0x00])
+    const echoed = await box.exec(['cat'], { stdin: bytes })
+    expect(Buffer.compare(echoed.stdout, bytes)).toBe(0)
+    const big = Buffer.alloc(4 * 1024 * 1024, 0xab)
+    const bigEcho = await box.exec(['cat'], { stdin: big })
+    expect(bigEcho.stdout.length).toBe(big.length)
+    expect(bigEcho.stdout.equals(big)).toBe(true)
+
+    const split = await box.sh('echo to-out; echo to-err >&2; exit 4')
+    expect(split).toMatchObject({ exitCode: 4, timedOut: false, aborted: false, truncated: false })
+    expect(split.stdout.toString()).toBe('to-out\n')
+    expect(split.stderr.toString()).toBe('to-err\n')
+    expect(split.durationMs).toBeGreaterThan(0)
+
+    const capped = await box.sh('head -c 100000 /dev/zero', { maxOutputBytes: 1000 })
+    expect(capped.stdout.length).toBe(1000)
+    expect(capped.truncated).toBe(true)
+  })
+
+  it('a timeout kills the whole process tree and resolves with timedOut and the partial output', async () => {
+    const t0 = Date.now()
+    const r = await box.sh('echo started; sleep 1000 & sleep 1000', { timeoutMs: 500 })
+    expect(Date.now() - t0).toBeLessThan(8000)
+    expect(r.timedOut).toBe(true)
+    expect(r.text()).toBe('started\n')
+    expect(r.signal).toMatch(/^SIG(TERM|KILL)$/)
+    expect(await strayProcesses(box)).toEqual([])
+  })
+
+  it('an abort kills the tree and rejects with ABORT_ERR carrying the partial result', async () => {
+    const ac = new AbortController()
+    setTimeout(() => ac.abort(), 400)
+    const e = await rejection(box.sh('echo partial; sleep 1000 & sleep 1000', { signal: ac.signal }))
+    expect(e.code).toBe('ABORT_ERR')
+    expect(e.name).toBe('AbortError')
+    expect(e.result.aborted).toBe(true)
+    expect(e.result.text()).toBe('partial\n')
+    expect(await strayProcesses(box)).toEqual([])
+    // a process that setsid's away from the group is found by the environment sweep
+    const ac2 = new AbortController()
+    setTimeout(() => ac2.abort(), 400)
+    await rejection(box.sh('setsid sleep 1000 </dev/null >/dev/null 2>&1 & sleep 1000', { signal: ac2.signal }))
+    expect(await strayProcesses(box)).toEqual([])
+  })
+
+  it('50 execs in flight all return their own output', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => box.exec(['sh', '-c', 'echo "$N"; exit $((N % 3))'], { env: { N: String(i) } })),
+    )
+    results.forEach((r, i) => {
+      expect(r.text()).toBe(`${i}\n`)
+      expect(r.exitCode).toBe(i % 3)
+    })
+  })
+
+  it('a container removed mid-exec ends with ERR_STREAM_INTERRUPTED promptly, with what was received', async () => {
+    const victim = await engine.containers.run({ image: IMAGE!, cmd: ['sleep', '100000'] })
+    const pending = rejection(victim.sh('echo before; sleep 1000'))
+    await new Promise((r) => setTimeout(r, 500))
+    const t0 = Date.now()
+    await victim.remove({ force: true })
+    const e = await pending
+    expect(Date.now() - t0).toBeLessThan(5000)
+    expect(e.code).toBe('ERR_STREAM_INTERRUPTED')
+    expect(e.result.text()).toBe('before\n')
+  })
+})
+
+describe('spawn', () => {
+  it('streams stdout/stderr chunks, lines(), write/end half-close, wait', async () => {
+    const p = await box.spawn(['sh', '-c', 'echo one; echo two >&2; echo three'])
+    const got: string[] = []
+    for await (const { stream, data } of p) got.push(`${stream}:${data.toString()}`)
+    expect(got.join('')).toContain('one')
+    expect(got.filter((g) => g.startsWith('stderr:')).join('')).toBe('stderr:two\n')
+    expect(await p.wait()).toMatchObject({ exitCode: 0, timedOut: false })
+
+    const cat = await box.spawn(['cat'])
+    await cat.write('a\nb')
+    await cat.write(Buffer.from('c\r\n'))
+    await cat.end()
+    const lines: string[] = []
+    for await (const l of cat.lines()) lines.push(`${l.stream}:${l.line}`)
+    expect(lines).toEqual(['stdout:a', 'stdout:bc'])
+    expect((await cat.wait()).exitCode).toBe(0)
+    expect((await rejection(cat.write('late'))).code).toBe('ERR_PROCESS_FINISHED')
+  })
+
+  it('kill() signals the whole group; wait() reports it; dispose kills what is left', async () => {
+    const p = await box.spawn(['sh', '-c', 'sleep 1000 & sleep 1000'])
+    await new Promise((r) => setTimeout(r, 300))
+    expect(p.pid).toBeGreaterThan(1)
+    await p.kill('SIGKILL')
+    const st = await p.wait({ timeoutMs: 10_000 })
+    expect(st.exitCode).toBe(137)
+    expect(st.signal).toBe('SIGKILL')
+    expect(await strayProcesses(box)).toEqual([])
+    expect((await rejection(p.kill('SIGNOPE'))).code).toBe('ERR_INVALID_ARGUMENT')
+
+    {
+      await using q = await box.spawn(['sh', '-c', 'sleep 1000 & sleep 1000'])
+      await new Promise((r) => setTimeout(r, 200))
+      expect(q.pid).toBeGreaterThan(1)
+    }
+    expect(await strayProcesses(box)).toEqual([])
+  })
+
+  it('a timeout on spawn kills the tree and wait() says timedOut', async () => {
+    const p = await box.spawn(['sh', '-c', 'sleep 1000 & sleep 1000'], { timeoutMs: 300 })
+    const st = await p.wait({ timeoutMs: 10_000 })
+    expect(st.timedOut).toBe(true)
+    expect(await strayProcesses(box)).toEqual([])
+  })
+
+  it('streams 200 MiB with bounded RSS, and a paused consumer does not grow memory', async () => {
+    const total = 200 * 1024 * 1024
+    const p = await box.spawn(['head', '-c', String(total), '/dev/zero'])
+    global.gc?.()
+    const rss0 = process.memoryUsage().rss
+    let n = 0
+    let peak = rss0
+    const t0 = Date.now()
+    let i = 0
+    for await (const { data } of p) {
+      n += data.length
+      if (++i % 256 === 0) peak = Math.max(peak, process.memoryUsage().rss)
+    }
+    expect(n).toBe(total)
+    console.log(`spawn streamed 200 MiB in ${Date.now() - t0} ms, RSS growth ${((peak - rss0) / 1048576).toFixed(1)} MiB`)
+    expect((await p.wait()).exitCode).toBe(0)
+    const growth = (peak - rss0) / 1024 / 1024
+    expect(growth).toBeLessThan(32)
+
+    const slow = await box.spawn(['head', '-c', String(total), '/dev/zero'])
+    const first = await slow.next()
+    expect(first.done).toBe(false)
+    const before = process.memoryUsage().rss
+    await new Promise((r) => setTimeout(r, 1500))
+    const after = process.memoryUsage().rss
+    expect((after - before) / 1024 / 1024).toBeLessThan(8)
+    await slow.kill('SIGKILL')
+    await slow.return() // stop reading: what is left is discarded, so the exit can be reached
+    expect((await slow.wait({ timeoutMs: 10_000 })).exitCode).toBe(137)
+  })
+})
+
+describe('files', () => {
+  it('writeFile/readFile/putArchive/getArchive through the archive API', async () => {
+    const data = Buffer.from([0, 1, 2, 255, 254, 10])
+    await box.writeFile('/tmp/bin.dat', data, { mode: 0o600 })
+    expect((await box.readFile('/tmp/bin.dat')).equals(data)).toBe(true)
+    expect((await box.exec(['stat', '-c', '%a', '/tmp/bin.dat'])).text()).toBe('600\n')
+    await box.writeFile('/tmp/text.txt', 'héllo')
+    expect((await box.readFile('/tmp/text.txt')).toString()).toBe('héllo')
+    const tar = await box.getArchive('/tmp/text.txt')
+    expect(tar.length % 512).toBe(0)
+    await box.exec(['mkdir', '-p', '/tmp/unpacked'])
+    await box.putArchive('/tmp/unpacked', tar)
+    expect((await box.readFile('/tmp/unpacked/text.txt')).toString()).toBe('héllo')
+    expect((await rejection(box.readFile('/no/such/file'))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(box.writeFile('relative.txt', 'x'))).code).toBe('ERR_INVALID_ARGUMENT')
+  })
+})

@@ -49,6 +49,12 @@ describe('process exit', () => {
     expect(existsSync(r.report.root)).toBe(false)
   })
 
+  it('exits promptly after exec processes and iterators are closed or dropped', async () => {
+    const r = await runChild('processes', 60_000)
+    expect(r.code).toBe(0)
+    expect(r.exitAfterMs).toBeLessThan(2000)
+  })
+
   it('exits promptly after an aborted call', async () => {
     const r = await runChild('aborted')
     expect(r.report.code).toBe('ABORT_ERR')

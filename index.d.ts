@@ -9,6 +9,134 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A container on an engine. */
+export declare class Container {
+  /** Full container id. */
+  get id(): string
+  /** Container name (without the leading `/`). */
+  get name(): string
+  /** Start it (a running container is fine). */
+  start(options?: CallOptions | undefined | null): Promise<void>
+  /** Stop it (a stopped container is fine). */
+  stop(options?: StopOptions | undefined | null): Promise<void>
+  /** Remove it (`force` kills it first). */
+  remove(options?: RemoveContainerOptions | undefined | null): Promise<void>
+  /** State, image, labels and env keys (never env values). */
+  inspect(options?: CallOptions | undefined | null): Promise<ContainerInfo>
+  /** Wait until it stops; resolves with the exit code. */
+  wait(options?: CallOptions | undefined | null): Promise<number>
+  /** Start it if it is not running. */
+  ensureRunning(options?: CallOptions | undefined | null): Promise<void>
+  /** The container's logs as an async iterator of `{ stream, data }`. */
+  logs(options?: LogsOptions | undefined | null): LogStream
+  /** Run `cmd` (argv, no shell) and collect its output. A non-zero exit is a result, never a rejection. */
+  exec(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecResult>
+  /** Run `script` with `sh -c` (the script is one argv element: nothing is interpolated by the SDK). */
+  sh(script: string, options?: ExecOptions | undefined | null): Promise<ExecResult>
+  /** Start `cmd` and stream it: output as an async iterator, stdin via `write`/`end`, `kill`, `wait`. */
+  spawn(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecProcess>
+  /** Write one file (its directory must exist) through the archive API: no exec, no shell. */
+  writeFile(path: string, data: string | Uint8Array, options?: WriteFileOptions | undefined | null): Promise<void>
+  /** Read one regular file through the archive API. */
+  readFile(path: string, options?: CallOptions | undefined | null): Promise<Buffer>
+  /** Extract a tar archive into directory `dir`. */
+  putArchive(dir: string, tar: Uint8Array, options?: CallOptions | undefined | null): Promise<void>
+  /** A tar archive of `path` (file or directory). */
+  getArchive(path: string, options?: CallOptions | undefined | null): Promise<Buffer>
+}
+
+/** Containers on one engine. */
+export declare class Containers {
+  /** Create and start a container. A missing image is `ERR_IMAGE_NOT_FOUND` (no registry pull). */
+  run(options: RunOptions): Promise<Container>
+  /** The container with that name or id, or `null`. */
+  get(nameOrId: string, options?: CallOptions | undefined | null): Promise<Container | null>
+  /** Containers on this engine (running only, unless `all`). */
+  list(options?: ListContainersOptions | undefined | null): Promise<ContainerSummary[]>
+}
+
+/**
+ * A Docker Engine (the host's, or a VM's own) on its Unix socket. The API version is negotiated once per
+ * socket and pinned on every request. Holds no connection between calls.
+ */
+export declare class DockerEngine {
+  /**
+   * Connect to the engine on `socketPath` and negotiate the API version.
+   * Rejects with `ERR_ENGINE_UNAVAILABLE` when nothing answers there.
+   */
+  static connect(options: ConnectOptions): Promise<DockerEngine>
+  /** The host's engine: `DOCKER_HOST` (unix only), then `/var/run/docker.sock`, then Docker Desktop's sockets. */
+  static local(options?: CallOptions | undefined | null): Promise<DockerEngine>
+  /** The engine's socket path. */
+  get socketPath(): string
+  /** The negotiated API version (e.g. `1.41`). */
+  get apiVersion(): string
+  /** `GET /_ping`. */
+  ping(options?: CallOptions | undefined | null): Promise<void>
+  /** `GET /version`. */
+  version(options?: CallOptions | undefined | null): Promise<EngineVersion>
+  /** Images on this engine. */
+  get images(): Images
+  /** Containers on this engine. */
+  get containers(): Containers
+}
+
+/** `proc.lines()`: the process output as `{ stream, line }`. */
+export declare class ExecLines {
+  /** The next line (`done` at the end). */
+  next(): Promise<IteratorResult<OutputLine, undefined>>
+  /** Stop reading: further output is discarded. */
+  return(): Promise<IteratorResult<OutputLine, undefined>>
+  /** The lines object is its own async iterator. */
+  [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputLine, undefined>
+}
+
+/**
+ * A process started with `container.spawn()`. `for await (const { stream, data } of proc)` reads its output
+ * in order, with backpressure; `write`/`end` feed stdin; `kill` signals the whole process group.
+ */
+export declare class ExecProcess {
+  /**
+   * The next output chunk (`done` at the end). Rejects with `ERR_STREAM_INTERRUPTED` when the container or
+   * engine went away.
+   */
+  next(): Promise<IteratorResult<OutputChunk, undefined>>
+  /** Stop reading (`break` in `for await`): further output is discarded; the process keeps running. */
+  return(): Promise<IteratorResult<OutputChunk, undefined>>
+  /** The process is its own async iterator. */
+  [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputChunk, undefined>
+  /** Output as text lines, `{ stream, line }`, each stream split on `
+  ` (a trailing `\r` is dropped). */
+  lines(): ExecLines
+  /** The process id inside the container (known shortly after start), or `null`. */
+  get pid(): number | null
+  /** Write to stdin. Rejects with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone. */
+  write(data: string | Uint8Array): Promise<void>
+  /** Close stdin: the process reads EOF (a real half-close). Idempotent. */
+  end(): Promise<void>
+  /** Send `signal` (default `SIGTERM`) to the whole process group, children included. */
+  kill(signal?: string | undefined | null): Promise<void>
+  /** Wait for the exit. If the output is not being read, it is discarded so the process cannot stall. */
+  wait(options?: CallOptions | undefined | null): Promise<ExitStatus>
+  /** `await using proc = await c.spawn(…)`: kills the process tree (TERM, then KILL) if it still runs. */
+  [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
+/** Images on one engine. */
+export declare class Images {
+  /** All images. */
+  list(options?: CallOptions | undefined | null): Promise<ImageSummary[]>
+  /** Whether `ref` (name:tag or id) is on this engine. */
+  exists(reference: string, options?: CallOptions | undefined | null): Promise<boolean>
+  /** The image, or `null`. */
+  inspect(reference: string, options?: CallOptions | undefined | null): Promise<ImageInfo | null>
+  /**
+   * Stream image `ref` from this engine into `target` (`docker save | docker load`, without the CLI and
+   * without buffering the tar). Skips when the target already has the same image id.
+   */
+  copyTo(target: DockerEngine, reference: string, options?: CopyImageOptions | undefined | null): Promise<CopyReport>
+}
+
 /**
  * A stand-in sandboxd on Linux, serving the same API on a Unix socket with a real Docker engine per VM.
  * Use it in tests: `await using sbx = await LocalSandboxd.start(); new Sandboxd({ socketPath: sbx.socketPath })`.
@@ -31,6 +159,16 @@ export declare class LocalSandboxd {
   stop(): Promise<void>
   /** `await using sbx = await LocalSandboxd.start()` stops it at the end of the scope. */
   [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
+/** `container.logs()`: log chunks `{ stream, data }`; with `follow`, until the container stops or `return()`. */
+export declare class LogStream {
+  /** The next chunk (`done` at the end). */
+  next(): Promise<IteratorResult<OutputChunk, undefined>>
+  /** Stop following the logs. */
+  return(): Promise<IteratorResult<OutputChunk, undefined>>
+  /** The stream is its own async iterator. */
+  [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputChunk, undefined>
 }
 
 /** A client for the sandboxd daemon (Docker Sandboxes) on its Unix socket. Holds no connection: nothing to close. */
@@ -81,6 +219,8 @@ export declare class Vm {
   get caCertPem(): string | null
   /** Where the proxy CA lives on the host, when known. */
   get caCertPath(): string | null
+  /** Connect to the VM's own Docker engine (API version negotiated for this socket). */
+  engine(options?: CallOptions | undefined | null): Promise<DockerEngine>
   /** Remove this VM. Rejects with `ERR_VM_NOT_FOUND` if it is already gone, unless `force` is set. */
   remove(options?: RemoveVmOptions | undefined | null): Promise<void>
   /** `await using vm = …` removes the VM at the end of the scope (a VM already gone is fine). */
@@ -97,6 +237,75 @@ export interface CallOptions {
   timeoutMs?: number
 }
 
+/** An iterator step. */
+export interface ChunkStep {
+  done: boolean
+  value?: OutputChunk
+}
+
+/** Options for `DockerEngine.connect()`. */
+export interface ConnectOptions {
+  /** The engine's Unix socket (a path or `unix:///path`). */
+  socketPath: string
+  /** Aborting rejects with `ABORT_ERR`. */
+  signal?: AbortSignal
+  /** Deadline in milliseconds (default 15 s). */
+  timeoutMs?: number
+}
+
+/** `container.inspect()`: the essentials, with env keys only (values may be secrets). */
+export interface ContainerInfo {
+  id: string
+  name: string
+  image: string
+  status: string
+  running: boolean
+  exitCode?: number
+  pid?: number
+  startedAt?: string
+  finishedAt?: string
+  created?: string
+  labels: Record<string, string>
+  /** Names of the container's env variables (values are never returned). */
+  envKeys: Array<string>
+  init: boolean
+}
+
+/** A row of `containers.list()`. */
+export interface ContainerSummary {
+  id: string
+  names: Array<string>
+  image: string
+  /** `running`, `exited`, … */
+  state: string
+  /** Human-readable status, e.g. `Up 3 seconds`. */
+  status: string
+  labels: Record<string, string>
+  /** Unix seconds. */
+  created: number
+}
+
+/** Options for `images.copyTo()`. */
+export interface CopyImageOptions {
+  /** Called with the bytes moved so far while the tar streams (never keeps the process alive). */
+  onProgress?: (bytesMoved: number) => void
+  /** Aborting stops the copy and rejects with `ABORT_ERR`. */
+  signal?: AbortSignal
+  /** Deadline in milliseconds (default: none; large images take minutes). */
+  timeoutMs?: number
+}
+
+/** What `images.copyTo()` did. */
+export interface CopyReport {
+  /** The image id on both engines. */
+  imageId: string
+  /** True when the target already had this image id: nothing moved. */
+  skipped: boolean
+  /** Bytes of image tar streamed. */
+  bytes: number
+  durationMs: number
+}
+
 /** What to create: `create({ agentName, workspaceDir })` / `ensure(…)`. */
 export interface CreateVmOptions {
   /** Agent name (letters, digits, `_`, `.`, `-`); the VM is named `<agentName>-vm`. */
@@ -106,6 +315,113 @@ export interface CreateVmOptions {
   /** Aborting rejects with `ABORT_ERR`. */
   signal?: AbortSignal
   /** Deadline in milliseconds (default 5 min). */
+  timeoutMs?: number
+}
+
+/** `engine.version()`. */
+export interface EngineVersion {
+  /** Engine version, e.g. `20.10.24`. */
+  version: string
+  /** The newest API version the engine speaks. */
+  apiVersion: string
+  /** The oldest API version the engine speaks. */
+  minApiVersion: string
+  /** The API version this client negotiated and sends on every request. */
+  negotiatedApiVersion: string
+  os: string
+  arch: string
+  kernelVersion: string
+}
+
+/** Options for `container.exec()`, `sh()` and `spawn()`. */
+export interface ExecOptions {
+  /** Environment for this command only. Values may contain anything but NUL; keys no `=` or NUL. */
+  env?: Record<string, string>
+  /** Working directory (absolute). */
+  cwd?: string
+  /** `user`, `uid`, or `uid:gid`. */
+  user?: string
+  /** Bytes for stdin, closed after writing (`exec`/`sh` only; with `spawn` use `write`/`end`). */
+  stdin?: string | Uint8Array
+  /** Allocate a TTY (stdout and stderr merge). */
+  tty?: boolean
+  /** Kill the whole process tree after this many milliseconds; `exec` then resolves with `timedOut: true`. */
+  timeoutMs?: number
+  /** Aborting kills the process tree; `exec` rejects with `ABORT_ERR` whose `result` holds the partial output. */
+  signal?: AbortSignal
+  /** Keep at most this many bytes of stdout and of stderr (the rest is read and dropped; `truncated: true`). */
+  maxOutputBytes?: number
+}
+
+/** The outcome of `container.exec()`. A non-zero `exitCode` is a result, never an exception. */
+export interface ExecResult {
+  /** The exit code; absent only when the exit could not be known. */
+  exitCode?: number
+  /** The signal the SDK sent to end the process (timeout or abort), if any. */
+  signal?: string
+  stdout: Buffer
+  stderr: Buffer
+  /** True when `timeoutMs` passed and the process tree was killed. */
+  timedOut: boolean
+  /** True when the call's signal aborted it (only seen on `err.result`). */
+  aborted: boolean
+  /** True when `maxOutputBytes` cut stdout or stderr. */
+  truncated: boolean
+  durationMs: number
+  /** `stdout` decoded as UTF-8. */
+  text: () => string
+}
+
+/** How a streamed process ended. */
+export interface ExitStatus {
+  /** The exit code (non-zero is a result, not an error). */
+  exitCode?: number
+  /** The signal the SDK sent (`kill()`, timeout, dispose), if any. */
+  signal?: string
+  /** True when `timeoutMs` passed and the process tree was killed. */
+  timedOut: boolean
+  durationMs: number
+}
+
+/** `images.inspect(ref)`. */
+export interface ImageInfo {
+  /** `sha256:…` */
+  id: string
+  repoTags: Array<string>
+  /** Bytes. */
+  size: number
+  /** RFC 3339. */
+  created: string
+  architecture: string
+  os: string
+}
+
+/** A row of `images.list()`. */
+export interface ImageSummary {
+  /** `sha256:…` */
+  id: string
+  repoTags: Array<string>
+  /** Bytes. */
+  size: number
+  /** Unix seconds. */
+  created: number
+}
+
+/** An iterator step. */
+export interface LineStep {
+  done: boolean
+  value?: OutputLine
+}
+
+/** Options for `containers.list()`. */
+export interface ListContainersOptions {
+  /** Include stopped containers. */
+  all?: boolean
+  /** Label filters: `key` or `key=value`. */
+  labels?: Array<string>
+  /** Name filter (substring match, as the engine does it). */
+  name?: string
+  signal?: AbortSignal
   timeoutMs?: number
 }
 
@@ -131,6 +447,34 @@ export interface LocalSandboxdOptions {
   dockerdPath?: string
 }
 
+/** Options for `container.logs()`. */
+export interface LogsOptions {
+  /** Keep streaming new output until the container stops. */
+  follow?: boolean
+  /** Only logs since this Unix time (seconds). */
+  since?: number
+}
+
+/** A piece of output: `{ stream: 'stdout' | 'stderr', data: Buffer }`. */
+export interface OutputChunk {
+  stream: 'stdout' | 'stderr'
+  data: Buffer
+}
+
+/** One line of output (without its line ending). */
+export interface OutputLine {
+  stream: 'stdout' | 'stderr'
+  line: string
+}
+
+/** Options for `container.remove()`. */
+export interface RemoveContainerOptions {
+  /** Kill it first if it is running. */
+  force?: boolean
+  signal?: AbortSignal
+  timeoutMs?: number
+}
+
 /** Options for `remove()`. */
 export interface RemoveVmOptions {
   /** Succeed when the VM is already gone instead of rejecting with `ERR_VM_NOT_FOUND`. */
@@ -141,11 +485,45 @@ export interface RemoveVmOptions {
   timeoutMs?: number
 }
 
+/** Options for `containers.run()`. */
+export interface RunOptions {
+  /** Image reference; it must already be on this engine (copy it in with `images.copyTo`). */
+  image: string
+  name?: string
+  cmd?: Array<string>
+  entrypoint?: Array<string>
+  /** Environment of the container's main process. */
+  env?: Record<string, string>
+  workingDir?: string
+  user?: string
+  /** `host:container[:ro]` bind mounts. */
+  binds?: Array<string>
+  labels?: Record<string, string>
+  /** Run an init as PID 1 that reaps zombies (default `true`). */
+  init?: boolean
+  /** Signal `stop()` sends first (default: the image's, usually SIGTERM). */
+  stopSignal?: string
+  /** Remove the container when it exits. */
+  autoRemove?: boolean
+  /** Aborting rejects with `ABORT_ERR`. */
+  signal?: AbortSignal
+  /** Deadline in milliseconds (default 60 s). */
+  timeoutMs?: number
+}
+
 /** Options for `new Sandboxd()`. */
 export interface SandboxdOptions {
   /** The sandboxd socket. Default: `SANDBOXD_SOCKET`, then `~/.docker/sandboxes/sandboxd.sock`. */
   socketPath?: string
   /** Deadline for every call, in milliseconds. Default: 30 s for list/get/remove/ping, 5 min for create/ensure. */
+  timeoutMs?: number
+}
+
+/** Options for `container.stop()`. */
+export interface StopOptions {
+  /** Seconds to wait after the stop signal before SIGKILL (engine default 10). */
+  timeoutSec?: number
+  signal?: AbortSignal
   timeoutMs?: number
 }
 
@@ -171,4 +549,12 @@ export interface VmJson {
   stateDir: string
   fileSharingDirectories: Array<string>
   caCertPath?: string
+}
+
+/** Options for `container.writeFile()`. */
+export interface WriteFileOptions {
+  /** File mode (default `0o644`). */
+  mode?: number
+  signal?: AbortSignal
+  timeoutMs?: number
 }

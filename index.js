@@ -835,6 +835,13 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.Container = nativeBinding.Container
+module.exports.Containers = nativeBinding.Containers
+module.exports.DockerEngine = nativeBinding.DockerEngine
+module.exports.ExecLines = nativeBinding.ExecLines
+module.exports.ExecProcess = nativeBinding.ExecProcess
+module.exports.Images = nativeBinding.Images
 module.exports.LocalSandboxd = nativeBinding.LocalSandboxd
+module.exports.LogStream = nativeBinding.LogStream
 module.exports.Sandboxd = nativeBinding.Sandboxd
 module.exports.Vm = nativeBinding.Vm

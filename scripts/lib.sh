@@ -89,7 +89,12 @@ ensure_node_modules() {
     if [[ ! -d node_modules || ! -f node_modules/.package-lock.json ||
       package-lock.json -nt node_modules/.package-lock.json ]]; then
       sbx_log "npm ci"
-      npm ci --no-audit --no-fund
+      # npm 11 can write a lock file that omits other platforms' optional packages and then refuses
+      # `npm ci` on it; `npm install` honours the same lock and fills the gap.
+      npm ci --no-audit --no-fund || {
+        sbx_log "npm ci refused the lock file; falling back to npm install"
+        npm install --no-audit --no-fund
+      }
     fi
   )
 }

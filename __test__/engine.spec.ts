@@ -167,7 +167,8 @@ describe('exec', () => {
   })
 
   it('rejects bad env keys and non-string values with ERR_INVALID_ARGUMENT, never echoing values', async () => {
-    for (const env of [{ 'A=B': 'v' }, { '': 'v' }, { 'A\u0000': 'v' }]) {
+    const badKeys: Record<string, string>[] = [{ 'A=B': 'v' }, { '': 'v' }, { 'A\u0000': 'v' }]
+    for (const env of badKeys) {
       const e = await rejection(box.exec(['true'], { env }))
       expect(e.code).toBe('ERR_INVALID_ARGUMENT')
     }

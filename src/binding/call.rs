@@ -53,7 +53,7 @@ fn link_signal(env: &Env, signal: &Object, token: &CancellationToken) -> Result<
     }))
 }
 
-fn unlink(env: &Env, linked: Linked) {
+pub fn unlink(env: &Env, linked: Linked) {
     if let (Ok(signal), Ok(listener)) = (
         linked.signal.get_value(env),
         linked.listener.borrow_back(env),

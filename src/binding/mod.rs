@@ -1,5 +1,6 @@
 //! The napi binding layer: converts options, results, errors and streams. No logic of its own.
 
+mod agent;
 mod call;
 mod container;
 mod engine;

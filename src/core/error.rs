@@ -43,6 +43,14 @@ pub enum ErrorCode {
     StreamInterrupted,
     /// A finished process or closed handle was used again.
     ProcessFinished,
+    /// The container has no program to relay HTTP to the agent server.
+    NoTunnelRelay,
+    /// The sandbox-agent server does not answer (not running, or not reachable).
+    AgentUnavailable,
+    /// The agent process exited (crash, kill, or close); `exitCode` is attached when known.
+    AgentExited,
+    /// The agent server or agent answered something unexpected (HTTP problem, JSON-RPC error).
+    AgentProtocol,
 }
 
 impl ErrorCode {
@@ -67,6 +75,10 @@ impl ErrorCode {
             ErrorCode::ExecFailed => "ERR_EXEC_FAILED",
             ErrorCode::StreamInterrupted => "ERR_STREAM_INTERRUPTED",
             ErrorCode::ProcessFinished => "ERR_PROCESS_FINISHED",
+            ErrorCode::NoTunnelRelay => "ERR_NO_TUNNEL_RELAY",
+            ErrorCode::AgentUnavailable => "ERR_AGENT_UNAVAILABLE",
+            ErrorCode::AgentExited => "ERR_AGENT_EXITED",
+            ErrorCode::AgentProtocol => "ERR_AGENT_PROTOCOL",
         }
     }
 }

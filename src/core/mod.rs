@@ -1,5 +1,7 @@
 //! The pure Rust core. Nothing here knows about napi; the binding layer converts.
 
+pub mod acp;
+pub mod agent;
 pub mod container;
 pub mod engine;
 pub mod error;
@@ -8,6 +10,9 @@ pub mod http;
 pub mod images;
 pub mod local;
 pub mod sandboxd;
+pub mod session;
+pub mod sse;
+pub mod tunnel;
 pub mod validate;
 pub mod vm;
 

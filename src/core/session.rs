@@ -1,0 +1,427 @@
+//! Agent sessions: one ACP connection per session, `session/new`, prompts whose turn streams typed events,
+//! cancel, permissions, close.
+
+use super::acp::{default_init_params, AcpConnection, AcpEvent, Feed, Subscription};
+use super::agent::AgentServer;
+use super::error::{Error, ErrorCode, Result};
+use agent_client_protocol_schema::v1::{ContentBlock, SessionNotification, SessionUpdate};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// One event of a turn, typed from ACP `session/update` (schema: agent-client-protocol-schema).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    Text {
+        event_id: u64,
+        text: String,
+    },
+    Thought {
+        event_id: u64,
+        text: String,
+    },
+    /// `tool_call`: the update object as sent (camelCase ACP fields).
+    ToolCall {
+        event_id: u64,
+        update: Value,
+    },
+    ToolCallUpdate {
+        event_id: u64,
+        update: Value,
+    },
+    Plan {
+        event_id: u64,
+        update: Value,
+    },
+    /// `session/request_permission`: answer with [`AgentSession::respond_permission`].
+    PermissionRequest {
+        event_id: u64,
+        id: Value,
+        params: Value,
+    },
+    /// Anything else (other updates, unknown methods, other sessions' messages are filtered out).
+    Raw {
+        event_id: u64,
+        message: Value,
+    },
+    /// Events lost to the server's replay ring.
+    Gap {
+        from: u64,
+        to: u64,
+    },
+    /// The turn's end.
+    Stop {
+        event_id: u64,
+        stop_reason: String,
+    },
+}
+
+/// Classify one inbound message for session `sid`. `None`: not this session's business.
+pub fn classify(sid: &str, ev: &AcpEvent) -> Option<TurnEvent> {
+    let m = &ev.message;
+    let event_id = ev.event_id;
+    let method = m.get("method").and_then(|v| v.as_str());
+    let params_sid = m["params"]["sessionId"].as_str();
+    match method {
+        Some("session/update") => {
+            if params_sid != Some(sid) {
+                return None;
+            }
+            let raw = || {
+                Some(TurnEvent::Raw {
+                    event_id,
+                    message: m.clone(),
+                })
+            };
+            let Ok(n) = serde_json::from_value::<SessionNotification>(m["params"].clone()) else {
+                return raw();
+            };
+            let update = m["params"]["update"].clone();
+            let text = |block: &ContentBlock| match block {
+                ContentBlock::Text(t) => Some(t.text.clone()),
+                _ => None,
+            };
+            match n.update {
+                SessionUpdate::AgentMessageChunk(c) => match text(&c.content) {
+                    Some(text) => Some(TurnEvent::Text { event_id, text }),
+                    None => raw(),
+                },
+                SessionUpdate::AgentThoughtChunk(c) => match text(&c.content) {
+                    Some(text) => Some(TurnEvent::Thought { event_id, text }),
+                    None => raw(),
+                },
+                SessionUpdate::ToolCall(_) => Some(TurnEvent::ToolCall { event_id, update }),
+                SessionUpdate::ToolCallUpdate(_) => {
+                    Some(TurnEvent::ToolCallUpdate { event_id, update })
+                }
+                SessionUpdate::Plan(_) => Some(TurnEvent::Plan { event_id, update }),
+                _ => raw(),
+            }
+        }
+        Some("session/request_permission") if m.get("id").is_some() => {
+            if params_sid.is_some() && params_sid != Some(sid) {
+                return None;
+            }
+            Some(TurnEvent::PermissionRequest {
+                event_id,
+                id: m["id"].clone(),
+                params: m["params"].clone(),
+            })
+        }
+        Some(_) => {
+            if params_sid.is_some() && params_sid != Some(sid) {
+                return None;
+            }
+            Some(TurnEvent::Raw {
+                event_id,
+                message: m.clone(),
+            })
+        }
+        None => None, // responses are matched by id, not shown as events
+    }
+}
+
+/// A session with an agent.
+#[derive(Clone)]
+pub struct AgentSession {
+    conn: AcpConnection,
+    session_id: String,
+    agent: String,
+    init: Value,
+}
+
+/// How to answer a permission request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PermissionAnswer {
+    Select(String),
+    Cancel,
+}
+
+impl AgentSession {
+    /// Open a connection for `agent` and create a session in `cwd`.
+    pub async fn create(
+        server: Arc<AgentServer>,
+        agent: &str,
+        cwd: &str,
+        mcp_servers: Value,
+        deadline: Option<Duration>,
+        cancel: &CancellationToken,
+    ) -> Result<AgentSession> {
+        if !cwd.starts_with('/') {
+            return Err(
+                Error::invalid("cwd must be an absolute path inside the container")
+                    .with("argument", "cwd"),
+            );
+        }
+        let (conn, init) = super::http::bounded(
+            "opening the agent connection",
+            deadline,
+            cancel,
+            AcpConnection::open(server, agent, default_init_params()),
+        )
+        .await?;
+        let created = conn
+            .request(
+                "session/new",
+                json!({"cwd": cwd, "mcpServers": mcp_servers}),
+                None,
+                deadline,
+                cancel,
+            )
+            .await;
+        let result = match created {
+            Ok(r) => r,
+            Err(e) => {
+                conn.close().await;
+                return Err(e);
+            }
+        };
+        let Some(session_id) = result["sessionId"].as_str().map(str::to_string) else {
+            conn.close().await;
+            return Err(Error::new(
+                ErrorCode::AgentProtocol,
+                "session/new returned no sessionId",
+            )
+            .with("result", result));
+        };
+        Ok(AgentSession {
+            conn,
+            session_id,
+            agent: agent.to_string(),
+            init,
+        })
+    }
+
+    pub fn connection(&self) -> &AcpConnection {
+        &self.conn
+    }
+
+    /// The agent's own session id.
+    pub fn agent_session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    /// The agent's `initialize` result (capabilities, agentInfo).
+    pub fn init_result(&self) -> &Value {
+        &self.init
+    }
+
+    /// Start a turn. Events arrive on the returned [`Turn`]; it ends after the `Stop` event.
+    pub fn prompt(&self, blocks: Value) -> Result<Turn> {
+        if self.conn.is_closed() {
+            return Err(Error::closed("the session"));
+        }
+        if let Some(x) = self.conn.exit() {
+            return Err(
+                Error::new(ErrorCode::AgentExited, "the agent process has exited")
+                    .with("exitCode", x.code.map(Value::from).unwrap_or(Value::Null)),
+            );
+        }
+        // Subscribe now, so nothing sent after this point can be missed; the request itself is sent by the
+        // first `next()` (it must run on the runtime).
+        let sub = self.conn.subscribe();
+        let id = self.conn.next_id();
+        Ok(Turn {
+            sub,
+            sid: self.session_id.clone(),
+            prompt_id: id,
+            conn: self.conn.clone(),
+            failed: Arc::new(std::sync::Mutex::new(None)),
+            unsent: Some(json!({"sessionId": self.session_id, "prompt": blocks})),
+            request: None,
+            done: false,
+        })
+    }
+
+    /// Answer a permission request (`respond(optionId)` / `respond('cancel')`).
+    pub async fn respond_permission(&self, id: Value, answer: PermissionAnswer) -> Result<()> {
+        let outcome = match answer {
+            PermissionAnswer::Select(o) => {
+                json!({"outcome": {"outcome": "selected", "optionId": o}})
+            }
+            PermissionAnswer::Cancel => json!({"outcome": {"outcome": "cancelled"}}),
+        };
+        self.conn.respond(id, outcome).await
+    }
+
+    /// Cancel the running turn: `session/cancel`, and every open permission request answered `cancelled`.
+    pub async fn cancel(&self) -> Result<()> {
+        self.conn.cancel_permissions().await;
+        self.conn
+            .notify("session/cancel", json!({"sessionId": self.session_id}))
+            .await
+    }
+
+    /// Close the session (and its agent process).
+    pub async fn close(&self) {
+        self.conn.close().await;
+    }
+}
+
+/// A running turn.
+pub struct Turn {
+    sub: Subscription,
+    sid: String,
+    prompt_id: Value,
+    conn: AcpConnection,
+    failed: Arc<std::sync::Mutex<Option<Error>>>,
+    /// The `session/prompt` params, until the first `next()` sends them.
+    unsent: Option<Value>,
+    request: Option<tokio::task::JoinHandle<()>>,
+    done: bool,
+}
+
+impl Turn {
+    /// Whether the turn has ended.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The next event; `Ok(None)` after `Stop`.
+    pub async fn next(&mut self) -> Result<Option<TurnEvent>> {
+        if self.done {
+            return Ok(None);
+        }
+        if let Some(params) = self.unsent.take() {
+            // The request's answer also arrives on SSE, where the turn ends; the request future only reports
+            // failures (HTTP errors, agent exit) — with no deadline: a turn takes as long as it takes.
+            let conn = self.conn.clone();
+            let failed = self.failed.clone();
+            let id = self.prompt_id.clone();
+            self.request = Some(tokio::spawn(async move {
+                let never = CancellationToken::new();
+                if let Err(e) = conn
+                    .request("session/prompt", params, Some(id), None, &never)
+                    .await
+                {
+                    if let Ok(mut f) = failed.lock() {
+                        *f = Some(e);
+                    }
+                }
+            }));
+        }
+        loop {
+            let feed = tokio::select! {
+                f = self.sub.recv() => f,
+                _ = async {
+                    // Poll the request task: an HTTP failure or agent exit ends the turn with its error.
+                    match self.request.as_mut() {
+                        Some(h) => { let _ = h.await; }
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {
+                    self.request = None;
+                    if let Some(e) = self.failed.lock().ok().and_then(|mut f| f.take()) {
+                        self.done = true;
+                        return Err(e);
+                    }
+                    continue;
+                }
+            };
+            match feed {
+                Feed::Event(ev) => {
+                    let m = &ev.message;
+                    if m.get("method").is_none() && m.get("id") == Some(&self.prompt_id) {
+                        self.done = true;
+                        return match super::acp::response_result(m.clone()) {
+                            Ok(r) => Ok(Some(TurnEvent::Stop {
+                                event_id: ev.event_id,
+                                stop_reason: r["stopReason"]
+                                    .as_str()
+                                    .unwrap_or("end_turn")
+                                    .to_string(),
+                            })),
+                            Err(e) => Err(e),
+                        };
+                    }
+                    if let Some(te) = classify(&self.sid, &ev) {
+                        if let TurnEvent::PermissionRequest { id, .. } = &te {
+                            self.conn.track_permission(id);
+                        }
+                        return Ok(Some(te));
+                    }
+                }
+                Feed::Gap { from, to } => return Ok(Some(TurnEvent::Gap { from, to })),
+                Feed::Ended(e) => {
+                    self.done = true;
+                    if let Some(x) = self.conn.exit() {
+                        let mut err = Error::new(
+                            ErrorCode::AgentExited,
+                            match x.code {
+                                Some(c) => format!(
+                                    "the agent process exited with code {c} during the turn"
+                                ),
+                                None => "the agent process was killed during the turn".to_string(),
+                            },
+                        );
+                        err = err.with("exitCode", x.code.map(Value::from).unwrap_or(Value::Null));
+                        return Err(err);
+                    }
+                    return Err(e.unwrap_or_else(|| Error::closed("the session")));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(message: Value) -> AcpEvent {
+        AcpEvent {
+            event_id: 5,
+            message,
+        }
+    }
+
+    #[test]
+    fn classifies_updates() {
+        let chunk = json!({"jsonrpc":"2.0","method":"session/update","params":{"sessionId":"s1","update":{"content":{"text":"Hello","type":"text"},"sessionUpdate":"agent_message_chunk"}}});
+        assert_eq!(
+            classify("s1", &ev(chunk.clone())),
+            Some(TurnEvent::Text {
+                event_id: 5,
+                text: "Hello".into()
+            })
+        );
+        assert_eq!(classify("other", &ev(chunk)), None);
+        let thought = json!({"method":"session/update","params":{"sessionId":"s1","update":{"content":{"text":"hm","type":"text"},"sessionUpdate":"agent_thought_chunk"}}});
+        assert!(matches!(
+            classify("s1", &ev(thought)),
+            Some(TurnEvent::Thought { .. })
+        ));
+        let tool = json!({"method":"session/update","params":{"sessionId":"s1","update":{"kind":"execute","rawInput":{"command":"ls"},"sessionUpdate":"tool_call","status":"in_progress","title":"List files","toolCallId":"call-0"}}});
+        match classify("s1", &ev(tool)) {
+            Some(TurnEvent::ToolCall { update, .. }) => assert_eq!(update["toolCallId"], "call-0"),
+            other => panic!("{other:?}"),
+        }
+        let upd = json!({"method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"tool_call_update","status":"completed","toolCallId":"call-0"}}});
+        assert!(matches!(
+            classify("s1", &ev(upd)),
+            Some(TurnEvent::ToolCallUpdate { .. })
+        ));
+        let plan = json!({"method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"plan","entries":[{"content":"x","priority":"high","status":"pending"}]}}});
+        assert!(matches!(
+            classify("s1", &ev(plan)),
+            Some(TurnEvent::Plan { .. })
+        ));
+        let unknown = json!({"method":"session/update","params":{"sessionId":"s1","update":{"sessionUpdate":"brand_new_thing","x":1}}});
+        assert!(matches!(
+            classify("s1", &ev(unknown)),
+            Some(TurnEvent::Raw { .. })
+        ));
+        let perm = json!({"id":"perm-1","method":"session/request_permission","params":{"sessionId":"s1","options":[]}});
+        assert!(matches!(
+            classify("s1", &ev(perm)),
+            Some(TurnEvent::PermissionRequest { .. })
+        ));
+        let response = json!({"id":3,"jsonrpc":"2.0","result":{"stopReason":"end_turn"}});
+        assert_eq!(classify("s1", &ev(response)), None);
+    }
+}

@@ -167,9 +167,18 @@ impl AcpConnection {
             return Err(e);
         }
         let result = response_result(res.json()?)?;
+        // Return only once the SSE stream is live: everything from here on is then seen live, and everything
+        // before is in the server's replay ring (read on connect).
+        let (ready_tx, ready_rx) = oneshot::channel();
         let reader = conn.shared.clone();
-        tokio::spawn(async move { read_sse(reader).await });
-        Ok((conn, result))
+        tokio::spawn(async move { read_sse(reader, Some(ready_tx)).await });
+        match tokio::time::timeout(Duration::from_secs(30), ready_rx).await {
+            Ok(Ok(())) => Ok((conn, result)),
+            _ => {
+                conn.close().await;
+                Err(Error::new(ErrorCode::AgentUnavailable, "the agent server's event stream did not open"))
+            }
+        }
     }
 
     fn path(&self) -> String {
@@ -516,7 +525,7 @@ fn handle_message(shared: &Shared, event_id: u64, message: Value) {
 }
 
 /// The connection's SSE reader: follows the stream, resumes after drops, reports gaps, ends on close/exit.
-async fn read_sse(shared: Arc<Shared>) {
+async fn read_sse(shared: Arc<Shared>, mut ready: Option<oneshot::Sender<()>>) {
     let path = format!("/v1/acp/{}", encode_segment(&shared.server_id));
     let mut failures = 0u32;
     let mut final_error: Option<Error> = None;
@@ -536,6 +545,9 @@ async fn read_sse(shared: Arc<Shared>) {
         match opened {
             Ok(res) if res.status() == 200 => {
                 failures = 0;
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
                 let mut body = res.into_body();
                 let mut parser = SseParser::new(MAX_SSE_LINE);
                 loop {

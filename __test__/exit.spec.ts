@@ -55,6 +55,12 @@ describe('process exit', () => {
     expect(r.exitAfterMs).toBeLessThan(2000)
   })
 
+  it('exits promptly after agent sessions are closed or their turn iterators abandoned', async () => {
+    const r = await runChild('sessions', 60_000)
+    expect(r.code).toBe(0)
+    expect(r.exitAfterMs).toBeLessThan(3000)
+  })
+
   it('exits promptly after an aborted call', async () => {
     const r = await runChild('aborted')
     expect(r.report.code).toBe('ABORT_ERR')

@@ -7,6 +7,7 @@
 #   ensure_node_modules        # npm ci when node_modules is missing or stale
 #   start_private_dockerd      # (optional DIR) -> exports DOCKER_HOST
 #   build_test_images          # -> exports SANDBOXD_TEST_IMAGE / SANDBOXD_TEST_ROOTFS
+#                              #    and SANDBOXD_AGENT_IMAGE (sandbox-agent image)
 #   stop_private_dockerd       # idempotent, safe in an EXIT trap
 #
 # Everything here assumes root on Debian (CI runs as root on a fresh machine).
@@ -356,6 +357,65 @@ build_test_images() {
 # Follow the pattern above: skip when the image exists and its inputs are older
 # than its build output.
 build_extra_test_images() {
-  : # e.g. build_sandbox_agent_image
+  build_sandbox_agent_image
+}
+
+# sandboxd-test/agent:latest: the real sandbox-agent 0.4.2 (npm devDependency
+# @sandbox-agent/cli-linux-x64) on $SBX_TEST_IMAGE, with the mock agent and the
+# scripted ACP agent installed; see __test__/fixtures/agent-image/README.md.
+SBX_AGENT_IMAGE="sandboxd-test/agent:latest"
+SBX_AGENT_FIXTURE="${SBX_REPO}/__test__/fixtures/agent-image"
+SBX_AGENT_BIN="${SBX_REPO}/node_modules/@sandbox-agent/cli-linux-x64/bin/sandbox-agent"
+SBX_AGENT_LABEL="sandboxd.test.inputs"
+
+# Hash of everything the image is built from: Dockerfile, agent script,
+# sandbox-agent binary and the ID of the base image.
+_sbx_agent_image_inputs() {
+  local base_id
+  base_id=$(docker image inspect --format '{{.Id}}' "$SBX_TEST_IMAGE") || return 1
+  {
+    sha256sum "$SBX_AGENT_FIXTURE/Dockerfile" "$SBX_AGENT_FIXTURE/scripted-acp-agent.sh" "$SBX_AGENT_BIN" |
+      awk '{ print $1 }'
+    echo "$base_id"
+  } | sha256sum | awk '{ print $1 }'
+}
+
+build_sandbox_agent_image() {
+  local image=$SBX_AGENT_IMAGE inputs have ctx rc=0
+  if [[ ! -x "$SBX_AGENT_BIN" ]]; then
+    if [[ "$(uname -m)" != x86_64 ]]; then
+      # the npm package ships a linux-x64 binary only
+      sbx_log "note: no sandbox-agent binary for $(uname -m); $image not built, SANDBOXD_AGENT_IMAGE unset"
+      unset SANDBOXD_AGENT_IMAGE
+      return 0
+    fi
+    sbx_err "$SBX_AGENT_BIN missing: run npm ci (devDependency @sandbox-agent/cli-linux-x64)"
+    return 1
+  fi
+  inputs=$(_sbx_agent_image_inputs) || return 1
+  have=$(docker image inspect --format "{{ index .Config.Labels \"$SBX_AGENT_LABEL\" }}" "$image" 2>/dev/null || true)
+  if [[ "$have" != "$inputs" ]]; then
+    local old_id
+    old_id=$(docker image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
+    sbx_log "building $image (inputs ${inputs:0:12})"
+    mkdir -p "${SBX_REPO}/.tmp" && ctx=$(mktemp -d "${SBX_REPO}/.tmp/agent-image.XXXXXX") || return 1
+    # hard links when possible: the binary is 24 MB
+    cp -l "$SBX_AGENT_BIN" "$ctx/sandbox-agent" 2>/dev/null || cp "$SBX_AGENT_BIN" "$ctx/sandbox-agent" || rc=1
+    cp "$SBX_AGENT_FIXTURE/Dockerfile" "$SBX_AGENT_FIXTURE/scripted-acp-agent.sh" "$ctx/" || rc=1
+    if ((rc == 0)); then
+      DOCKER_BUILDKIT=0 docker build --force-rm \
+        --build-arg "BASE_IMAGE=$SBX_TEST_IMAGE" \
+        --label "$SBX_AGENT_LABEL=$inputs" \
+        --tag "$image" "$ctx" >"$ctx.log" 2>&1 || rc=1
+      ((rc == 0)) || tail -n 30 "$ctx.log" >&2
+    fi
+    rm -rf "$ctx" "$ctx.log"
+    ((rc == 0)) || { sbx_err "docker build of $image failed"; return 1; }
+    # drop the stale image unless a container still uses it
+    if [[ -n "$old_id" ]]; then
+      docker image rm "$old_id" >/dev/null 2>&1 || true
+    fi
+  fi
+  export SANDBOXD_AGENT_IMAGE=$image
 }
 # <<< FURTHER TEST IMAGES GO HERE <<<

@@ -3,6 +3,7 @@
 #
 #   packages -> node_modules -> debug addon build (skip: SANDBOXD_SKIP_BUILD=1)
 #   -> private dockerd (unless $DOCKER_HOST already answers) -> test images
+#   (busybox + sandbox-agent, see scripts/lib.sh)
 #   -> cargo test --no-default-features -> tsc -> vitest (.tmp/vitest.json)
 #
 # Setup steps stop the run at the first failure; the three test steps always
@@ -148,6 +149,7 @@ echo "env for the tests:"
 echo "    DOCKER_HOST=$DOCKER_HOST"
 echo "    SANDBOXD_TEST_IMAGE=$SANDBOXD_TEST_IMAGE"
 echo "    SANDBOXD_TEST_ROOTFS=$SANDBOXD_TEST_ROOTFS"
+echo "    SANDBOXD_AGENT_IMAGE=${SANDBOXD_AGENT_IMAGE:-<not built>}"
 
 # ---- tests (all run; failures collected) -----------------------------------
 run_test_step "cargo test --no-default-features" cargo test --no-default-features

@@ -9,6 +9,68 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
+/** A raw ACP connection. */
+export declare class AcpClient {
+  /** The server id of this connection. */
+  get serverId(): string
+  /** The `initialize` result. */
+  get initResult(): unknown
+  /** The last SSE event id seen by the connection's reader. */
+  get lastEventId(): number
+  /**
+   * Send a JSON-RPC request and resolve with its `result` (a JSON-RPC error rejects `ERR_AGENT_PROTOCOL`
+   * with `rpcCode`/`rpcMessage`).
+   */
+  request(method: string, params?: unknown, options?: AcpRequestOptions): Promise<unknown>
+  /** Send a notification (no response). */
+  notify(method: string, params?: unknown): Promise<void>
+  /** Answer an agent→client request. */
+  respond(id: string | number, result: unknown): Promise<void>
+  /** The connection's messages from the server's log after `after`, then live (a second SSE reader). */
+  events(options?: EventsOptions | undefined | null): AcpEventStream
+  /** Close the connection (DELETE, bounded) and its agent process. Idempotent. */
+  close(): Promise<void>
+  /** `await using` closes it. */
+  [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
+/** Raw ACP messages with their SSE event ids; ends when the connection closes or the agent exits. */
+export declare class AcpEventStream {
+  /** The next message (`done` at the end). */
+  next(): Promise<IteratorResult<AcpStreamEvent, undefined>>
+  /** Stop reading. */
+  return(): Promise<IteratorResult<AcpStreamEvent, undefined>>
+  /** The stream is its own async iterator. */
+  [globalThis.Symbol.asyncIterator](): AsyncIterator<AcpStreamEvent, undefined>
+}
+
+/** A session with an agent. `prompt()` streams a turn's events; `send()` collects them. */
+export declare class AgentSession {
+  /** The agent's session id. */
+  get agentSessionId(): string
+  /** This session's id on the server (`sdk-<agent>-<uuid>`; one agent process per session). */
+  get id(): string
+  /** The agent id. */
+  get agent(): string
+  /** The agent's `initialize` result (agentInfo, capabilities). */
+  get agentInfo(): Record<string, unknown>
+  /** Send a prompt (text or ACP content blocks); iterate its events until `stop`. `break` cancels the turn. */
+  prompt(prompt: string | unknown[], options?: PromptOptions): TurnStream
+  /**
+   * Send a prompt and collect the turn: `{ text, stopReason, events }`. Permission requests in it are
+   * answered `cancelled` (use `prompt()` to answer them).
+   */
+  send(prompt: string | unknown[], options?: PromptOptions): Promise<SendResult>
+  /** Cancel the running turn (`session/cancel`); open permission requests are answered `cancelled`. */
+  cancel(): Promise<void>
+  /** Close the session and its agent process. Idempotent. */
+  close(): Promise<void>
+  /** Every message of this session's connection from the server's log, after `after`, then live. */
+  events(options?: EventsOptions | undefined | null): AcpEventStream
+  /** `await using session = …` closes it. */
+  [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
 /** A container on an engine. */
 export declare class Container {
   /** Full container id. */
@@ -171,6 +233,27 @@ export declare class LogStream {
   [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputChunk, undefined>
 }
 
+/** The sandbox-agent server inside a container, reached through `docker exec` tunnels (no port needed). */
+export declare class SandboxAgent {
+  /** `container`: where `sandbox-agent` runs (it needs `nc`, `socat`, `node` or `python3` as a relay). */
+  constructor(container: Container, options?: SandboxAgentOptions | undefined | null)
+  /**
+   * Probe health; when the server is down, start `sandbox-agent server --no-telemetry` detached (with a long
+   * `SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS`) and wait until it is healthy (default 15 s).
+   */
+  ensureServer(options?: CallOptions | undefined | null): Promise<EnsureServerResult>
+  /** `GET /v1/health`. */
+  health(options?: CallOptions | undefined | null): Promise<{ status: string }>
+  /** `GET /v1/agents`: the agents the server knows, and whether each is installed. */
+  listAgents(options?: CallOptions | undefined | null): Promise<{ agents: Array<{ id: string; installed: boolean } & Record<string, unknown>> }>
+  /** `POST /v1/agents/{name}/install` (not the CLI's broken `api agents install`). */
+  installAgent(name: string, options?: CallOptions | undefined | null): Promise<Record<string, unknown>>
+  /** Create an ACP session (its own connection and agent process) in `cwd`. */
+  createSession(options: CreateSessionOptions): Promise<AgentSession>
+  /** A raw ACP connection (JSON-RPC over the server's HTTP transport), for protocol-level work. */
+  connect(options: ConnectAgentOptions): Promise<AcpClient>
+}
+
 /** A client for the sandboxd daemon (Docker Sandboxes) on its Unix socket. Holds no connection: nothing to close. */
 export declare class Sandboxd {
   /** Socket resolution: `options.socketPath`, then `SANDBOXD_SOCKET`, then `~/.docker/sandboxes/sandboxd.sock`. */
@@ -197,6 +280,16 @@ export declare class Sandboxd {
   remove(name: string, options?: RemoveVmOptions | undefined | null): Promise<void>
   /** Resolves at once: a `Sandboxd` holds no connection between calls. */
   [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
+/** The events of one turn: `for await (const ev of session.prompt('…'))`. */
+export declare class TurnStream {
+  /** The next event (`done` after `stop`). */
+  next(): Promise<IteratorResult<AgentEvent, undefined>>
+  /** Stop iterating (`break`): the turn is cancelled. */
+  return(): Promise<IteratorResult<AgentEvent, undefined>>
+  /** The turn is its own async iterator. */
+  [globalThis.Symbol.asyncIterator](): AsyncIterator<AgentEvent, undefined>
 }
 
 /** A sandboxd microVM: its Docker engine socket, state dir and proxy CA. */
@@ -229,6 +322,59 @@ export declare class Vm {
   toJSON(): VmJson
 }
 
+/** Options for `request()`. */
+export interface AcpRequestOptions {
+  /** The JSON-RPC id to use (string or number); default: the next number. */
+  id?: string | number
+  signal?: AbortSignal
+  /** Default 60 s. */
+  timeoutMs?: number
+}
+
+/** One item of an event stream: `{ type: 'message', eventId, message }` or `{ type: 'gap', from, to }`. */
+export interface AcpStreamEvent {
+  type: 'message' | 'gap'
+  eventId?: number
+  message?: unknown
+  from?: number
+  to?: number
+}
+
+/** A turn event. `type` says which fields are present. */
+export interface AgentEvent {
+  /** `text` | `thought` | `tool_call` | `tool_call_update` | `plan` | `permission_request` | `raw` | `gap` | `stop` */
+  type: 'text' | 'thought' | 'tool_call' | 'tool_call_update' | 'plan' | 'permission_request' | 'raw' | 'gap' | 'stop'
+  /** The SSE event id (absent on `gap`). */
+  eventId?: number
+  /** `text`, `thought`: the chunk's text. */
+  text?: string
+  /**
+   * `tool_call`, `tool_call_update`: ACP fields (`title`, `kind`, `status`, `content`, `rawInput`, …) are on
+   * the event itself.
+   */
+  toolCallId?: string
+  title?: string
+  kind?: string
+  status?: string
+  content?: unknown
+  rawInput?: unknown
+  /** `plan`: the plan entries. */
+  entries?: unknown[]
+  /** `permission_request`: the JSON-RPC id, the tool call and the options. */
+  id?: string | number
+  toolCall?: unknown
+  options?: Array<{ optionId: string; name: string; kind: string }>
+  /** `permission_request`: answer with an `optionId`, or `'cancel'`. */
+  respond?: (optionId: string) => Promise<void>
+  /** `raw`: the whole JSON-RPC message. */
+  message?: unknown
+  /** `gap`: the range of lost event ids. */
+  from?: number
+  to?: number
+  /** `stop`: `end_turn` | `max_tokens` | `max_turn_requests` | `refusal` | `cancelled`. */
+  stopReason?: string
+}
+
 /** Options accepted by every call that can wait. */
 export interface CallOptions {
   /** Aborting rejects the call with `ABORT_ERR` (and stops the work it started). */
@@ -241,6 +387,15 @@ export interface CallOptions {
 export interface ChunkStep {
   done: boolean
   value?: OutputChunk
+}
+
+/** Options for `connect()` (a raw ACP connection). */
+export interface ConnectAgentOptions {
+  agent: string
+  /** `initialize` params (default: protocol 1, no fs/terminal capabilities). */
+  initParams?: Record<string, unknown>
+  signal?: AbortSignal
+  timeoutMs?: number
 }
 
 /** Options for `DockerEngine.connect()`. */
@@ -306,6 +461,19 @@ export interface CopyReport {
   durationMs: number
 }
 
+/** Options for `createSession()`. */
+export interface CreateSessionOptions {
+  /** Agent id known to sandbox-agent (`claude`, `codex`, `mock`, …). */
+  agent: string
+  /** Absolute working directory inside the container. */
+  cwd: string
+  /** ACP `mcpServers` (default `[]`). */
+  mcpServers?: unknown[]
+  signal?: AbortSignal
+  /** Deadline for opening the connection and creating the session (default 60 s). */
+  timeoutMs?: number
+}
+
 /** What to create: `create({ agentName, workspaceDir })` / `ensure(…)`. */
 export interface CreateVmOptions {
   /** Agent name (letters, digits, `_`, `.`, `-`); the VM is named `<agentName>-vm`. */
@@ -331,6 +499,18 @@ export interface EngineVersion {
   os: string
   arch: string
   kernelVersion: string
+}
+
+/** What `ensureServer()` did. */
+export interface EnsureServerResult {
+  /** True when this call started the server (it was not answering). */
+  started: boolean
+}
+
+/** Options for `events()`. */
+export interface EventsOptions {
+  /** Resume after this SSE event id (`Last-Event-ID`). */
+  after?: number
 }
 
 /** Options for `container.exec()`, `sh()` and `spawn()`. */
@@ -467,6 +647,14 @@ export interface OutputLine {
   line: string
 }
 
+/** Options for `prompt()` / `send()`. */
+export interface PromptOptions {
+  /** Aborting cancels the turn (`session/cancel`) and rejects the iterator with `ABORT_ERR`. */
+  signal?: AbortSignal
+  /** `send()` only: deadline for the whole turn; past it the turn is cancelled and `send` rejects `ERR_TIMEOUT`. */
+  timeoutMs?: number
+}
+
 /** Options for `container.remove()`. */
 export interface RemoveContainerOptions {
   /** Kill it first if it is running. */
@@ -511,12 +699,28 @@ export interface RunOptions {
   timeoutMs?: number
 }
 
+/** Options for `new SandboxAgent()`. */
+export interface SandboxAgentOptions {
+  /** The server's port inside the container (default 2468). */
+  port?: number
+  /** Bearer token, when the server runs with `--token`. */
+  token?: string
+}
+
 /** Options for `new Sandboxd()`. */
 export interface SandboxdOptions {
   /** The sandboxd socket. Default: `SANDBOXD_SOCKET`, then `~/.docker/sandboxes/sandboxd.sock`. */
   socketPath?: string
   /** Deadline for every call, in milliseconds. Default: 30 s for list/get/remove/ping, 5 min for create/ensure. */
   timeoutMs?: number
+}
+
+/** What `send()` resolves with. */
+export interface SendResult {
+  /** All `text` chunks joined. */
+  text: string
+  stopReason: string
+  events: AgentEvent[]
 }
 
 /** Options for `container.stop()`. */

@@ -835,6 +835,9 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.AcpClient = nativeBinding.AcpClient
+module.exports.AcpEventStream = nativeBinding.AcpEventStream
+module.exports.AgentSession = nativeBinding.AgentSession
 module.exports.Container = nativeBinding.Container
 module.exports.Containers = nativeBinding.Containers
 module.exports.DockerEngine = nativeBinding.DockerEngine
@@ -843,5 +846,7 @@ module.exports.ExecProcess = nativeBinding.ExecProcess
 module.exports.Images = nativeBinding.Images
 module.exports.LocalSandboxd = nativeBinding.LocalSandboxd
 module.exports.LogStream = nativeBinding.LogStream
+module.exports.SandboxAgent = nativeBinding.SandboxAgent
 module.exports.Sandboxd = nativeBinding.Sandboxd
+module.exports.TurnStream = nativeBinding.TurnStream
 module.exports.Vm = nativeBinding.Vm

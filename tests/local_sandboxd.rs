@@ -35,6 +35,13 @@ async fn fake_engine() -> (tempfile::TempDir, PathBuf) {
     (dir, sock)
 }
 
+/// Object keys, sorted (serde_json may or may not preserve order, depending on features other crates enable).
+fn sorted_keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+    k.sort();
+    k
+}
+
 async fn start(engine: &std::path::Path) -> LocalSandboxd {
     LocalSandboxd::start(LocalOptions {
         backend: Some(BackendKind::Relay),
@@ -89,12 +96,7 @@ async fn serves_the_contract() {
     );
     let (status, created) = req(&http, Method::POST, "/vm", Some(&body)).await;
     assert_eq!(status, 200);
-    let keys: Vec<&str> = created
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = sorted_keys(&created);
     assert_eq!(
         keys,
         [
@@ -105,12 +107,7 @@ async fn serves_the_contract() {
             "vm_name"
         ]
     );
-    let cfg_keys: Vec<&str> = created["vm_config"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let cfg_keys = sorted_keys(&created["vm_config"]);
     assert_eq!(
         cfg_keys,
         [
@@ -154,12 +151,7 @@ async fn serves_the_contract() {
     let (status, list) = req(&http, Method::GET, "/vm", None).await;
     assert_eq!(status, 200);
     let entry = &list[0];
-    let keys: Vec<&str> = entry
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = sorted_keys(entry);
     assert_eq!(keys, ["agent_name", "vm_id", "vm_name", "workspace_dir"]);
     assert_eq!(entry["vm_id"], created["vm_id"]);
 

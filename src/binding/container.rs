@@ -134,6 +134,22 @@ pub struct Containers {
 
 const DEFAULT_CALL: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// A container call bounded by `timeoutMs` (default 60 s) and the signal.
+fn bounded_call<T, F>(
+    env: &Env,
+    options: Option<&CallOptions>,
+    what: &'static str,
+    fut: F,
+) -> Result<AsyncBlock<T>>
+where
+    T: ToNapiValue + Send + 'static,
+    F: std::future::Future<Output = crate::core::Result<T>> + Send + 'static,
+{
+    run_with(env, options, move |t, d| async move {
+        crate::core::http::bounded(what, Some(d.unwrap_or(DEFAULT_CALL)), &t, fut).await
+    })
+}
+
 #[napi]
 impl Containers {
     /// Create and start a container. A missing image is `ERR_IMAGE_NOT_FOUND` (no registry pull).
@@ -366,14 +382,8 @@ impl Container {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn start(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<()>> {
         let c = self.inner.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            crate::core::http::bounded(
-                "container.start",
-                Some(d.unwrap_or(DEFAULT_CALL)),
-                &t,
-                c.start(),
-            )
-            .await
+        bounded_call(&env, options.as_ref(), "container.start", async move {
+            c.start().await
         })
     }
 
@@ -470,15 +480,12 @@ impl Container {
     #[napi(ts_return_type = "Promise<void>")]
     pub fn ensure_running(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<()>> {
         let c = self.inner.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            crate::core::http::bounded(
-                "container.ensureRunning",
-                Some(d.unwrap_or(DEFAULT_CALL)),
-                &t,
-                c.ensure_running(),
-            )
-            .await
-        })
+        bounded_call(
+            &env,
+            options.as_ref(),
+            "container.ensureRunning",
+            async move { c.ensure_running().await },
+        )
     }
 
     /// The container's logs as an async iterator of `{ stream, data }`.
@@ -608,15 +615,8 @@ impl Container {
         options: Option<CallOptions>,
     ) -> Result<AsyncBlock<Buffer>> {
         let c = self.inner.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            let data = crate::core::http::bounded(
-                "container.readFile",
-                Some(d.unwrap_or(DEFAULT_CALL)),
-                &t,
-                c.read_file(&path),
-            )
-            .await?;
-            Ok(data.into())
+        bounded_call(&env, options.as_ref(), "container.readFile", async move {
+            Ok(c.read_file(&path).await?.into())
         })
     }
 
@@ -631,14 +631,8 @@ impl Container {
     ) -> Result<AsyncBlock<()>> {
         let data = bytes::Bytes::copy_from_slice(&tar);
         let c = self.inner.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            crate::core::http::bounded(
-                "container.putArchive",
-                Some(d.unwrap_or(DEFAULT_CALL)),
-                &t,
-                c.put_archive(&dir, data),
-            )
-            .await
+        bounded_call(&env, options.as_ref(), "container.putArchive", async move {
+            c.put_archive(&dir, data).await
         })
     }
 
@@ -651,15 +645,8 @@ impl Container {
         options: Option<CallOptions>,
     ) -> Result<AsyncBlock<Buffer>> {
         let c = self.inner.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            let data = crate::core::http::bounded(
-                "container.getArchive",
-                Some(d.unwrap_or(DEFAULT_CALL)),
-                &t,
-                c.get_archive(&path),
-            )
-            .await?;
-            Ok(data.into())
+        bounded_call(&env, options.as_ref(), "container.getArchive", async move {
+            Ok(c.get_archive(&path).await?.into())
         })
     }
 }

@@ -176,7 +176,10 @@ impl AcpConnection {
             Ok(Ok(())) => Ok((conn, result)),
             _ => {
                 conn.close().await;
-                Err(Error::new(ErrorCode::AgentUnavailable, "the agent server's event stream did not open"))
+                Err(Error::new(
+                    ErrorCode::AgentUnavailable,
+                    "the agent server's event stream did not open",
+                ))
             }
         }
     }

@@ -716,42 +716,28 @@ impl Process {
     /// Send `signal` to the whole process group (and to processes that setsid'd away).
     pub async fn kill(&self, signal: &str) -> Result<()> {
         let sig = validate_signal(signal)?;
-        if self.exit_now().is_some() {
-            return Ok(());
-        }
-        let pg = self.shared.pgid.get(Duration::from_secs(1)).await;
-        if let Ok(mut k) = self.shared.killed.lock() {
-            *k = Some(signal_name(&sig));
-        }
-        kill_tree(
-            &self.shared.engine,
-            &self.shared.container,
-            pg,
-            &self.shared.token,
-            &sig,
-            false,
-        )
-        .await
+        self.signal_tree(&sig, false).await
     }
 
     /// TERM, then KILL after 2 s, for the whole tree (what dispose does).
     pub async fn terminate(&self) -> Result<()> {
+        self.signal_tree("TERM", true).await
+    }
+
+    async fn signal_tree(&self, sig: &str, escalate: bool) -> Result<()> {
         if self.exit_now().is_some() {
             return Ok(());
         }
         let pg = self.shared.pgid.get(Duration::from_secs(1)).await;
         if let Ok(mut k) = self.shared.killed.lock() {
-            *k = Some("SIGKILL".into());
+            *k = Some(if escalate {
+                "SIGKILL".into()
+            } else {
+                signal_name(sig)
+            });
         }
-        kill_tree(
-            &self.shared.engine,
-            &self.shared.container,
-            pg,
-            &self.shared.token,
-            "TERM",
-            true,
-        )
-        .await
+        let s = &self.shared;
+        kill_tree(&s.engine, &s.container, pg, &s.token, sig, escalate).await
     }
 
     /// Wait for the exit. If nobody is reading the output, it is discarded so the process cannot stall.

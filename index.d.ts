@@ -99,6 +99,11 @@ export declare class Container {
   spawn(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecProcess>
   /** Write one file (its directory must exist) through the archive API: no exec, no shell. */
   writeFile(path: string, data: string | Uint8Array, options?: WriteFileOptions | undefined | null): Promise<void>
+  /**
+   * Write the VM's proxy CA (`vm.caCertPem`) into the container, at `path` (default
+   * `/usr/local/share/ca-certificates/sandboxd-proxy.crt`, where `vm.proxyEnv()` points the trust variables).
+   */
+  trustCa(pem: string, path?: string | undefined | null, options?: CallOptions | undefined | null): Promise<void>
   /** Read one regular file through the archive API. */
   readFile(path: string, options?: CallOptions | undefined | null): Promise<Buffer>
   /** Extract a tar archive into directory `dir`. */
@@ -241,7 +246,7 @@ export declare class SandboxAgent {
    * Probe health; when the server is down, start `sandbox-agent server --no-telemetry` detached (with a long
    * `SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS`) and wait until it is healthy (default 15 s).
    */
-  ensureServer(options?: CallOptions | undefined | null): Promise<EnsureServerResult>
+  ensureServer(options?: EnsureServerOptions | undefined | null): Promise<EnsureServerResult>
   /** `GET /v1/health`. */
   health(options?: CallOptions | undefined | null): Promise<{ status: string }>
   /** `GET /v1/agents`: the agents the server knows, and whether each is installed. */
@@ -312,6 +317,13 @@ export declare class Vm {
   get caCertPem(): string | null
   /** Where the proxy CA lives on the host, when known. */
   get caCertPath(): string | null
+  /**
+   * The environment its containers need: `HTTP(S)_PROXY`/`NO_PROXY` for the host proxy, and
+   * `NODE_EXTRA_CA_CERTS`, `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`, `GIT_SSL_CAINFO` pointing at
+   * `caPath` (default `/usr/local/share/ca-certificates/sandboxd-proxy.crt`; write it with
+   * `container.trustCa(vm.caCertPem)`). Never disables TLS verification.
+   */
+  proxyEnv(caPath?: string | undefined | null): Record<string, string>
   /** Connect to the VM's own Docker engine (API version negotiated for this socket). */
   engine(options?: CallOptions | undefined | null): Promise<DockerEngine>
   /** Remove this VM. Rejects with `ERR_VM_NOT_FOUND` if it is already gone, unless `force` is set. */
@@ -499,6 +511,18 @@ export interface EngineVersion {
   os: string
   arch: string
   kernelVersion: string
+}
+
+/** Options for `ensureServer()`. */
+export interface EnsureServerOptions {
+  /**
+   * Environment for the server when this call starts it; agent processes inherit it (put API keys here:
+   * they go to the container through this call only and are never logged).
+   */
+  env?: Record<string, string>
+  signal?: AbortSignal
+  /** How long to wait for health after starting it (default 15 s). */
+  timeoutMs?: number
 }
 
 /** What `ensureServer()` did. */

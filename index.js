@@ -60,12 +60,8 @@ const isMuslFromReport = () => {
 }
 
 const isMuslFromChildProcess = () => {
-  try {
-    return require('child_process').execSync('ldd --version', { encoding: 'utf8' }).includes('musl')
-  } catch (e) {
-    // If we reach this case, we don't know if the system is musl or not, so is better to just fallback to false
-    return false
-  }
+  // sandboxd: no child processes from JS. Node >= 20 always has process.report, so this is never reached.
+  return false
 }
 
 function requireNative() {

@@ -67,32 +67,31 @@ async function main(): Promise<void> {
   step(copied.skipped ? `${TEMPLATE} already in the VM` : `copied ${(copied.bytes / 1e6).toFixed(1)} MB in ${copied.durationMs} ms`)
 
   // 4. The container: workspace at the same path, the VM's proxy settings, and its proxy CA trusted
-  //    (never NODE_TLS_REJECT_UNAUTHORIZED=0).
-  const caPath = '/usr/local/share/ca-certificates/sandboxd-proxy.crt'
+  //    (vm.proxyEnv() points NODE_EXTRA_CA_CERTS/SSL_CERT_FILE/… at the file trustCa() writes;
+  //    TLS verification is never disabled).
   const box: Container = await engine.containers.run({
     image: TEMPLATE,
     cmd: ['sleep', 'infinity'],
     binds: [`${workspace}:${workspace}`],
     workingDir: workspace,
-    stopSignal: 'SIGINT',
-    env: {
-      HTTP_PROXY: 'http://host.docker.internal:3128',
-      HTTPS_PROXY: 'http://host.docker.internal:3128',
-      NO_PROXY: 'localhost,127.0.0.1',
-      NODE_EXTRA_CA_CERTS: caPath,
-      SSL_CERT_FILE: caPath,
-    },
+    env: vm.proxyEnv(),
   })
   cleanups.push(() => box.remove({ force: true }))
-  await box.exec(['mkdir', '-p', '/usr/local/share/ca-certificates'])
-  if (vm.caCertPem) await box.writeFile(caPath, vm.caCertPem, { mode: 0o644 })
-  step(`container ${box.id.slice(0, 12)} running; proxy CA written to ${caPath}`)
+  if (vm.caCertPem) await box.trustCa(vm.caCertPem)
+  const check = await box.sh('echo "$HTTPS_PROXY"; cat "$SSL_CERT_FILE"')
+  const [proxy, ...pem] = check.text().split('\n')
+  step(`container ${box.id.slice(0, 12)} running; HTTPS_PROXY=${proxy}`)
+  step(`proxy CA in the container matches the VM's: ${pem.join('\n') === vm.caCertPem}`)
 
   // 5. The sandbox-agent server (started if it is not running), then a session.
   const agent = new SandboxAgent(box)
-  const { started } = await agent.ensureServer({ timeoutMs: 20_000 })
+  // API keys reach the container only through the call that starts the server (agents inherit its env).
+  const keys: Record<string, string> = {}
+  for (const k of ['ANTHROPIC_API_KEY', 'OPENAI_API_KEY']) if (process.env[k]) keys[k] = process.env[k]!
+  const { started } = await agent.ensureServer({ timeoutMs: 20_000, env: keys })
   step(started ? 'sandbox-agent server started and healthy' : 'sandbox-agent server already healthy')
-  const agentId = process.env.DEMO_AGENT ?? 'pi' // `pi` is the scripted ACP agent in the test template
+  // A real model agent when a key is set (its image must have it installed), else the scripted agent `pi`.
+  const agentId = process.env.DEMO_AGENT ?? (keys.ANTHROPIC_API_KEY ? 'claude' : keys.OPENAI_API_KEY ? 'codex' : 'pi')
   const session: AgentSession = await agent.createSession({ agent: agentId, cwd: workspace })
   cleanups.push(() => session.close())
   step(`session ${session.agentSessionId} with agent ${agentId}`)

@@ -19,7 +19,7 @@ ensure_node_modules
 node_file=$(ls sandboxd.*.node 2>/dev/null | head -1 || true)
 if [[ -z "$node_file" || -n "$(find src Cargo.toml -newer "$node_file" -print -quit)" ]]; then
   say "building the addon (debug)"
-  npx napi build --platform
+  npm run build:debug
 fi
 
 if [[ -n "${DOCKER_HOST:-}" ]] && timeout 10 docker version >/dev/null 2>&1; then

@@ -99,7 +99,7 @@ if [[ "${SANDBOXD_SKIP_BUILD:-}" == 1 ]]; then
   step_done "skipped (SANDBOXD_SKIP_BUILD=1)"
 else
   step "build addon (debug)"
-  npx napi build --platform
+  npm run build:debug
   step_done
 
   if [[ -n "${CI:-}" ]]; then
@@ -154,6 +154,7 @@ echo "    SANDBOXD_AGENT_IMAGE=${SANDBOXD_AGENT_IMAGE:-<not built>}"
 # ---- tests (all run; failures collected) -----------------------------------
 run_test_step "cargo test --no-default-features" cargo test --no-default-features
 run_test_step "tsc --noEmit -p __test__" npx tsc --noEmit -p __test__
+run_test_step "tsc -p examples (example + ESM/CJS consumers)" npx tsc -p examples
 run_test_step "vitest" npx vitest run --reporter=default --reporter=json --outputFile=.tmp/vitest.json
 
 # finish (EXIT trap) stops the engine, prints the summary and sets the exit code

@@ -30,6 +30,19 @@ pub struct SandboxAgent {
     server: Arc<AgentServer>,
 }
 
+/// Options for `ensureServer()`.
+#[napi(object, object_to_js = false)]
+pub struct EnsureServerOptions<'a> {
+    /// Environment for the server when this call starts it; agent processes inherit it (put API keys here:
+    /// they go to the container through this call only and are never logged).
+    #[napi(ts_type = "Record<string, string>")]
+    pub env: Option<Object<'a>>,
+    #[napi(ts_type = "AbortSignal")]
+    pub signal: Option<Object<'a>>,
+    /// How long to wait for health after starting it (default 15 s).
+    pub timeout_ms: Option<f64>,
+}
+
 /// What `ensureServer()` did.
 #[napi(object)]
 pub struct EnsureServerResult {
@@ -87,15 +100,24 @@ impl SandboxAgent {
     pub fn ensure_server(
         &self,
         env: Env,
-        options: Option<CallOptions>,
+        options: Option<EnsureServerOptions>,
     ) -> Result<AsyncBlock<EnsureServerResult>> {
         let s = self.server.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            let started = s
-                .ensure_server(d.unwrap_or(Duration::from_secs(15)), &t)
-                .await?;
-            Ok(EnsureServerResult { started })
-        })
+        let vars = match super::container::read_env(options.as_ref().and_then(|o| o.env.as_ref())) {
+            Ok(v) => v,
+            Err(e) => return super::call::rejected(&env, e),
+        };
+        run(
+            &env,
+            options.as_ref().and_then(|o| o.signal.as_ref()),
+            options.as_ref().and_then(|o| o.timeout_ms),
+            move |t, d| async move {
+                let started = s
+                    .ensure_server(d.unwrap_or(Duration::from_secs(15)), &vars, &t)
+                    .await?;
+                Ok(EnsureServerResult { started })
+            },
+        )
     }
 
     /// `GET /v1/health`.

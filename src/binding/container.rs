@@ -606,6 +606,23 @@ impl Container {
         )
     }
 
+    /// Write the VM's proxy CA (`vm.caCertPem`) into the container, at `path` (default
+    /// `/usr/local/share/ca-certificates/sandboxd-proxy.crt`, where `vm.proxyEnv()` points the trust variables).
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn trust_ca(
+        &self,
+        env: Env,
+        pem: String,
+        path: Option<String>,
+        options: Option<CallOptions>,
+    ) -> Result<AsyncBlock<()>> {
+        let c = self.inner.clone();
+        let path = path.unwrap_or_else(|| crate::core::vm::DEFAULT_CA_PATH.to_string());
+        bounded_call(&env, options.as_ref(), "container.trustCa", async move {
+            c.trust_ca(&pem, &path).await
+        })
+    }
+
     /// Read one regular file through the archive API.
     #[napi(ts_return_type = "Promise<Buffer>")]
     pub fn read_file(

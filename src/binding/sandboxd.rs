@@ -280,6 +280,17 @@ impl Vm {
             .map(|p| p.display().to_string())
     }
 
+    /// The environment its containers need: `HTTP(S)_PROXY`/`NO_PROXY` for the host proxy, and
+    /// `NODE_EXTRA_CA_CERTS`, `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`, `GIT_SSL_CAINFO` pointing at
+    /// `caPath` (default `/usr/local/share/ca-certificates/sandboxd-proxy.crt`; write it with
+    /// `container.trustCa(vm.caCertPem)`). Never disables TLS verification.
+    #[napi(ts_return_type = "Record<string, string>")]
+    pub fn proxy_env(&self, ca_path: Option<String>) -> std::collections::HashMap<String, String> {
+        vm::proxy_env(ca_path.as_deref().unwrap_or(vm::DEFAULT_CA_PATH))
+            .into_iter()
+            .collect()
+    }
+
     /// Connect to the VM's own Docker engine (API version negotiated for this socket).
     #[napi(ts_return_type = "Promise<DockerEngine>")]
     pub fn engine(

@@ -238,6 +238,7 @@ impl AgentServer {
     pub async fn ensure_server(
         &self,
         deadline: Duration,
+        env: &[(String, String)],
         cancel: &CancellationToken,
     ) -> Result<bool> {
         if self.health().await.is_ok() {
@@ -265,9 +266,13 @@ impl AgentServer {
                 &self.container.id,
                 bollard::exec::CreateExecOptions::<String> {
                     cmd: Some(cmd),
-                    env: Some(vec![format!(
-                        "SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS={SERVER_REQUEST_TIMEOUT_MS}"
-                    )]),
+                    env: Some(
+                        std::iter::once(format!(
+                            "SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS={SERVER_REQUEST_TIMEOUT_MS}"
+                        ))
+                        .chain(env.iter().map(|(k, v)| format!("{k}={v}")))
+                        .collect(),
+                    ),
                     attach_stdout: Some(false),
                     attach_stderr: Some(false),
                     ..Default::default()

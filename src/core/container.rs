@@ -495,6 +495,34 @@ impl Container {
         self.put_archive(dir, Bytes::from(tar)).await
     }
 
+    /// Write a CA certificate (PEM) to `path`, creating its directories (through the archive API, no shell).
+    pub async fn trust_ca(&self, pem: &str, path: &str) -> Result<()> {
+        validate_container_path(path)?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(Error::invalid("trustCa needs a PEM certificate").with("argument", "pem"));
+        }
+        let rel = path.trim_start_matches('/');
+        let mut b = tar::Builder::new(Vec::new());
+        let parts: Vec<&str> = rel.split('/').collect();
+        let fail = |e: std::io::Error| Error::internal(format!("building a tar: {e}"));
+        for i in 1..parts.len() {
+            let dir = parts[..i].join("/");
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+            b.append_data(&mut h, format!("{dir}/"), std::io::empty())
+                .map_err(fail)?;
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_size(pem.len() as u64);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, rel, pem.as_bytes()).map_err(fail)?;
+        let tar = b.into_inner().map_err(fail)?;
+        self.put_archive("/", Bytes::from(tar)).await
+    }
+
     /// Read one regular file.
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
         let archive = self.get_archive(path).await?;

@@ -44,3 +44,29 @@ impl Vm {
         }
     }
 }
+
+/// Where [`proxy_env`] points the trust variables by default.
+pub const DEFAULT_CA_PATH: &str = "/usr/local/share/ca-certificates/sandboxd-proxy.crt";
+
+/// The environment a container in a sandbox VM needs: the host proxy (HTTP/HTTPS only leave the VM through it)
+/// and trust for its CA at `ca_path` — never `NODE_TLS_REJECT_UNAUTHORIZED=0`.
+pub fn proxy_env(ca_path: &str) -> Vec<(String, String)> {
+    let proxy = "http://host.docker.internal:3128";
+    let no_proxy = "localhost,127.0.0.1";
+    [
+        ("HTTP_PROXY", proxy),
+        ("HTTPS_PROXY", proxy),
+        ("http_proxy", proxy),
+        ("https_proxy", proxy),
+        ("NO_PROXY", no_proxy),
+        ("no_proxy", no_proxy),
+        ("NODE_EXTRA_CA_CERTS", ca_path),
+        ("SSL_CERT_FILE", ca_path),
+        ("REQUESTS_CA_BUNDLE", ca_path),
+        ("CURL_CA_BUNDLE", ca_path),
+        ("GIT_SSL_CAINFO", ca_path),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}

@@ -83,7 +83,7 @@ const DEFAULT_OPEN: Duration = Duration::from_secs(60);
 #[napi]
 impl SandboxAgent {
     /// `container`: where `sandbox-agent` runs (it needs `nc`, `socat`, `node` or `python3` as a relay).
-    #[napi(constructor)]
+    #[napi(catch_unwind, constructor)]
     pub fn new(container: &Container, options: Option<SandboxAgentOptions>) -> Self {
         let (port, token) = match options {
             Some(o) => (o.port, o.token),
@@ -96,7 +96,7 @@ impl SandboxAgent {
 
     /// Probe health; when the server is down, start `sandbox-agent server --no-telemetry` detached (with a long
     /// `SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS`) and wait until it is healthy (default 15 s).
-    #[napi(ts_return_type = "Promise<EnsureServerResult>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<EnsureServerResult>")]
     pub fn ensure_server(
         &self,
         env: Env,
@@ -121,7 +121,7 @@ impl SandboxAgent {
     }
 
     /// `GET /v1/health`.
-    #[napi(ts_return_type = "Promise<{ status: string }>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<{ status: string }>")]
     pub fn health(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<Value>> {
         let s = self.server.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
@@ -137,6 +137,7 @@ impl SandboxAgent {
 
     /// `GET /v1/agents`: the agents the server knows, and whether each is installed.
     #[napi(
+        catch_unwind,
         ts_return_type = "Promise<{ agents: Array<{ id: string; installed: boolean } & Record<string, unknown>> }>"
     )]
     pub fn list_agents(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<Value>> {
@@ -153,7 +154,7 @@ impl SandboxAgent {
     }
 
     /// `POST /v1/agents/{name}/install` (not the CLI's broken `api agents install`).
-    #[napi(ts_return_type = "Promise<Record<string, unknown>>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<Record<string, unknown>>")]
     pub fn install_agent(
         &self,
         env: Env,
@@ -173,7 +174,7 @@ impl SandboxAgent {
     }
 
     /// Create an ACP session (its own connection and agent process) in `cwd`.
-    #[napi(ts_return_type = "Promise<AgentSession>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<AgentSession>")]
     pub fn create_session(
         &self,
         env: Env,
@@ -197,7 +198,7 @@ impl SandboxAgent {
     }
 
     /// A raw ACP connection (JSON-RPC over the server's HTTP transport), for protocol-level work.
-    #[napi(ts_return_type = "Promise<AcpClient>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<AcpClient>")]
     pub fn connect(&self, env: Env, options: ConnectAgentOptions) -> Result<AsyncBlock<AcpClient>> {
         let s = self.server.clone();
         let agent = options.agent.clone();
@@ -387,31 +388,34 @@ pub struct SendResult {
 #[napi]
 impl AgentSession {
     /// The agent's session id.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn agent_session_id(&self) -> String {
         self.inner.agent_session_id().to_string()
     }
 
     /// This session's id on the server (`sdk-<agent>-<uuid>`; one agent process per session).
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn id(&self) -> String {
         self.inner.connection().server_id().to_string()
     }
 
     /// The agent id.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn agent(&self) -> String {
         self.inner.agent().to_string()
     }
 
     /// The agent's `initialize` result (agentInfo, capabilities).
-    #[napi(getter, ts_return_type = "Record<string, unknown>")]
+    #[napi(catch_unwind, getter, ts_return_type = "Record<string, unknown>")]
     pub fn agent_info(&self) -> Value {
         self.inner.init_result().clone()
     }
 
     /// Send a prompt (text or ACP content blocks); iterate its events until `stop`. `break` cancels the turn.
-    #[napi(ts_args_type = "prompt: string | unknown[], options?: PromptOptions")]
+    #[napi(
+        catch_unwind,
+        ts_args_type = "prompt: string | unknown[], options?: PromptOptions"
+    )]
     pub fn prompt(
         &self,
         env: Env,
@@ -436,6 +440,7 @@ impl AgentSession {
     /// Send a prompt and collect the turn: `{ text, stopReason, events }`. Permission requests in it are
     /// answered `cancelled` (use `prompt()` to answer them).
     #[napi(
+        catch_unwind,
         ts_args_type = "prompt: string | unknown[], options?: PromptOptions",
         ts_return_type = "Promise<SendResult>"
     )]
@@ -500,14 +505,14 @@ impl AgentSession {
     }
 
     /// Cancel the running turn (`session/cancel`); open permission requests are answered `cancelled`.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn cancel(&self, env: Env) -> Result<AsyncBlock<()>> {
         let s = self.inner.clone();
         promise(&env, None, async move { s.cancel().await })
     }
 
     /// Close the session and its agent process. Idempotent.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn close(&self, env: Env) -> Result<AsyncBlock<()>> {
         let s = self.inner.clone();
         promise(&env, None, async move {
@@ -517,7 +522,7 @@ impl AgentSession {
     }
 
     /// Every message of this session's connection from the server's log, after `after`, then live.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn events(&self, options: Option<EventsOptions>) -> AcpEventStream {
         AcpEventStream::new(
             self.inner.connection().clone(),
@@ -526,7 +531,11 @@ impl AgentSession {
     }
 
     /// `await using session = …` closes it.
-    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
+    #[napi(
+        catch_unwind,
+        well_known_symbol = "asyncDispose",
+        ts_return_type = "Promise<void>"
+    )]
     pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
         self.close(env)
     }
@@ -544,7 +553,10 @@ pub struct TurnStream {
 #[napi]
 impl TurnStream {
     /// The next event (`done` after `stop`).
-    #[napi(ts_return_type = "Promise<IteratorResult<AgentEvent, undefined>>")]
+    #[napi(
+        catch_unwind,
+        ts_return_type = "Promise<IteratorResult<AgentEvent, undefined>>"
+    )]
     pub fn next(&self, env: Env) -> Result<AsyncBlock<ObjectRef<false>>> {
         let turn = self.turn.clone();
         let token = self.token.clone();
@@ -586,6 +598,7 @@ impl TurnStream {
 
     /// Stop iterating (`break`): the turn is cancelled.
     #[napi(
+        catch_unwind,
         js_name = "return",
         ts_return_type = "Promise<IteratorResult<AgentEvent, undefined>>"
     )]
@@ -606,6 +619,7 @@ impl TurnStream {
 
     /// The turn is its own async iterator.
     #[napi(
+        catch_unwind,
         well_known_symbol = "asyncIterator",
         ts_return_type = "AsyncIterator<AgentEvent, undefined>"
     )]
@@ -636,19 +650,19 @@ pub struct AcpRequestOptions<'a> {
 #[napi]
 impl AcpClient {
     /// The server id of this connection.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn server_id(&self) -> String {
         self.conn.server_id().to_string()
     }
 
     /// The `initialize` result.
-    #[napi(getter, ts_return_type = "unknown")]
+    #[napi(catch_unwind, getter, ts_return_type = "unknown")]
     pub fn init_result(&self) -> Value {
         self.init_result.clone()
     }
 
     /// The last SSE event id seen by the connection's reader.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn last_event_id(&self) -> f64 {
         self.conn.last_event_id() as f64
     }
@@ -656,6 +670,7 @@ impl AcpClient {
     /// Send a JSON-RPC request and resolve with its `result` (a JSON-RPC error rejects `ERR_AGENT_PROTOCOL`
     /// with `rpcCode`/`rpcMessage`).
     #[napi(
+        catch_unwind,
         ts_args_type = "method: string, params?: unknown, options?: AcpRequestOptions",
         ts_return_type = "Promise<unknown>"
     )]
@@ -695,6 +710,7 @@ impl AcpClient {
 
     /// Send a notification (no response).
     #[napi(
+        catch_unwind,
         ts_args_type = "method: string, params?: unknown",
         ts_return_type = "Promise<void>"
     )]
@@ -712,6 +728,7 @@ impl AcpClient {
 
     /// Answer an agent→client request.
     #[napi(
+        catch_unwind,
         ts_args_type = "id: string | number, result: unknown",
         ts_return_type = "Promise<void>"
     )]
@@ -721,7 +738,7 @@ impl AcpClient {
     }
 
     /// The connection's messages from the server's log after `after`, then live (a second SSE reader).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn events(&self, options: Option<EventsOptions>) -> AcpEventStream {
         AcpEventStream::new(
             self.conn.clone(),
@@ -730,7 +747,7 @@ impl AcpClient {
     }
 
     /// Close the connection (DELETE, bounded) and its agent process. Idempotent.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn close(&self, env: Env) -> Result<AsyncBlock<()>> {
         let c = self.conn.clone();
         promise(&env, None, async move {
@@ -740,7 +757,11 @@ impl AcpClient {
     }
 
     /// `await using` closes it.
-    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
+    #[napi(
+        catch_unwind,
+        well_known_symbol = "asyncDispose",
+        ts_return_type = "Promise<void>"
+    )]
     pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
         self.close(env)
     }
@@ -788,7 +809,10 @@ impl AcpEventStream {
 #[napi]
 impl AcpEventStream {
     /// The next message (`done` at the end).
-    #[napi(ts_return_type = "Promise<IteratorResult<AcpStreamEvent, undefined>>")]
+    #[napi(
+        catch_unwind,
+        ts_return_type = "Promise<IteratorResult<AcpStreamEvent, undefined>>"
+    )]
     pub fn next(&self, env: Env) -> Result<AsyncBlock<Value>> {
         let state = self.state.clone();
         let conn = self.conn.clone();
@@ -827,6 +851,7 @@ impl AcpEventStream {
 
     /// Stop reading.
     #[napi(
+        catch_unwind,
         js_name = "return",
         ts_return_type = "Promise<IteratorResult<AcpStreamEvent, undefined>>"
     )]
@@ -841,6 +866,7 @@ impl AcpEventStream {
 
     /// The stream is its own async iterator.
     #[napi(
+        catch_unwind,
         well_known_symbol = "asyncIterator",
         ts_return_type = "AsyncIterator<AcpStreamEvent, undefined>"
     )]

@@ -153,7 +153,7 @@ where
 #[napi]
 impl Containers {
     /// Create and start a container. A missing image is `ERR_IMAGE_NOT_FOUND` (no registry pull).
-    #[napi(ts_return_type = "Promise<Container>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<Container>")]
     pub fn run(&self, env: Env, options: RunOptions) -> Result<AsyncBlock<Container>> {
         let e = self.engine.clone();
         let env_vars = match read_env(options.env.as_ref()) {
@@ -192,7 +192,7 @@ impl Containers {
     }
 
     /// The container with that name or id, or `null`.
-    #[napi(ts_return_type = "Promise<Container | null>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<Container | null>")]
     pub fn get(
         &self,
         env: Env,
@@ -213,7 +213,7 @@ impl Containers {
     }
 
     /// Containers on this engine (running only, unless `all`).
-    #[napi(ts_return_type = "Promise<ContainerSummary[]>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<ContainerSummary[]>")]
     pub fn list(
         &self,
         env: Env,
@@ -367,19 +367,19 @@ pub struct Container {
 #[napi]
 impl Container {
     /// Full container id.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn id(&self) -> String {
         self.inner.id.clone()
     }
 
     /// Container name (without the leading `/`).
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn name(&self) -> String {
         self.inner.name.clone()
     }
 
     /// Start it (a running container is fine).
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn start(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<()>> {
         let c = self.inner.clone();
         bounded_call(&env, options.as_ref(), "container.start", async move {
@@ -388,7 +388,7 @@ impl Container {
     }
 
     /// Stop it (a stopped container is fine).
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn stop(&self, env: Env, options: Option<StopOptions>) -> Result<AsyncBlock<()>> {
         let c = self.inner.clone();
         let secs = options.as_ref().and_then(|o| o.timeout_sec);
@@ -409,7 +409,7 @@ impl Container {
     }
 
     /// Remove it (`force` kills it first).
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn remove(
         &self,
         env: Env,
@@ -434,7 +434,7 @@ impl Container {
     }
 
     /// State, image, labels and env keys (never env values).
-    #[napi(ts_return_type = "Promise<ContainerInfo>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<ContainerInfo>")]
     pub fn inspect(
         &self,
         env: Env,
@@ -468,7 +468,7 @@ impl Container {
     }
 
     /// Wait until it stops; resolves with the exit code.
-    #[napi(ts_return_type = "Promise<number>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<number>")]
     pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<i64>> {
         let c = self.inner.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
@@ -477,7 +477,7 @@ impl Container {
     }
 
     /// Start it if it is not running.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn ensure_running(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<()>> {
         let c = self.inner.clone();
         bounded_call(
@@ -489,7 +489,7 @@ impl Container {
     }
 
     /// The container's logs as an async iterator of `{ stream, data }`.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn logs(&self, options: Option<LogsOptions>) -> LogStream {
         let follow = options.as_ref().and_then(|o| o.follow).unwrap_or(false);
         let since = options.as_ref().and_then(|o| o.since).unwrap_or(0);
@@ -502,7 +502,7 @@ impl Container {
     }
 
     /// Run `cmd` (argv, no shell) and collect its output. A non-zero exit is a result, never a rejection.
-    #[napi(ts_return_type = "Promise<ExecResult>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<ExecResult>")]
     pub fn exec(
         &self,
         env: Env,
@@ -513,7 +513,7 @@ impl Container {
     }
 
     /// Run `script` with `sh -c` (the script is one argv element: nothing is interpolated by the SDK).
-    #[napi(ts_return_type = "Promise<ExecResult>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<ExecResult>")]
     pub fn sh(
         &self,
         env: Env,
@@ -546,7 +546,7 @@ impl Container {
     }
 
     /// Start `cmd` and stream it: output as an async iterator, stdin via `write`/`end`, `kill`, `wait`.
-    #[napi(ts_return_type = "Promise<ExecProcess>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<ExecProcess>")]
     pub fn spawn(
         &self,
         env: Env,
@@ -576,7 +576,7 @@ impl Container {
     }
 
     /// Write one file (its directory must exist) through the archive API: no exec, no shell.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn write_file(
         &self,
         env: Env,
@@ -608,7 +608,7 @@ impl Container {
 
     /// Write the VM's proxy CA (`vm.caCertPem`) into the container, at `path` (default
     /// `/usr/local/share/ca-certificates/sandboxd-proxy.crt`, where `vm.proxyEnv()` points the trust variables).
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn trust_ca(
         &self,
         env: Env,
@@ -624,7 +624,7 @@ impl Container {
     }
 
     /// Read one regular file through the archive API.
-    #[napi(ts_return_type = "Promise<Buffer>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<Buffer>")]
     pub fn read_file(
         &self,
         env: Env,
@@ -638,7 +638,7 @@ impl Container {
     }
 
     /// Extract a tar archive into directory `dir`.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn put_archive(
         &self,
         env: Env,
@@ -654,7 +654,7 @@ impl Container {
     }
 
     /// A tar archive of `path` (file or directory).
-    #[napi(ts_return_type = "Promise<Buffer>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<Buffer>")]
     pub fn get_archive(
         &self,
         env: Env,

@@ -75,14 +75,14 @@ pub fn connect_promise(
 impl DockerEngine {
     /// Connect to the engine on `socketPath` and negotiate the API version.
     /// Rejects with `ERR_ENGINE_UNAVAILABLE` when nothing answers there.
-    #[napi(ts_return_type = "Promise<DockerEngine>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<DockerEngine>")]
     pub fn connect(env: Env, options: ConnectOptions) -> Result<AsyncBlock<DockerEngine>> {
         let socket = engine::socket_from_host(&options.socket_path);
         connect_promise(&env, socket, options.signal.as_ref(), options.timeout_ms)
     }
 
     /// The host's engine: `DOCKER_HOST` (unix only), then `/var/run/docker.sock`, then Docker Desktop's sockets.
-    #[napi(ts_return_type = "Promise<DockerEngine>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<DockerEngine>")]
     pub fn local(env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<DockerEngine>> {
         let socket = engine::local_socket();
         connect_promise(
@@ -94,19 +94,19 @@ impl DockerEngine {
     }
 
     /// The engine's socket path.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn socket_path(&self) -> String {
         self.inner.socket().display().to_string()
     }
 
     /// The negotiated API version (e.g. `1.41`).
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn api_version(&self) -> String {
         self.inner.api_version().to_string()
     }
 
     /// `GET /_ping`.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn ping(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<()>> {
         let e = self.inner.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
@@ -115,7 +115,7 @@ impl DockerEngine {
     }
 
     /// `GET /version`.
-    #[napi(ts_return_type = "Promise<EngineVersion>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<EngineVersion>")]
     pub fn version(
         &self,
         env: Env,
@@ -137,7 +137,7 @@ impl DockerEngine {
     }
 
     /// Images on this engine.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn images(&self) -> Images {
         Images {
             engine: self.inner.clone(),
@@ -145,7 +145,7 @@ impl DockerEngine {
     }
 
     /// Containers on this engine.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn containers(&self) -> Containers {
         Containers {
             engine: self.inner.clone(),
@@ -226,7 +226,7 @@ pub struct Images {
 #[napi]
 impl Images {
     /// All images.
-    #[napi(ts_return_type = "Promise<ImageSummary[]>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<ImageSummary[]>")]
     pub fn list(
         &self,
         env: Env,
@@ -248,7 +248,7 @@ impl Images {
     }
 
     /// Whether `ref` (name:tag or id) is on this engine.
-    #[napi(ts_return_type = "Promise<boolean>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<boolean>")]
     pub fn exists(
         &self,
         env: Env,
@@ -265,7 +265,7 @@ impl Images {
     }
 
     /// The image, or `null`.
-    #[napi(ts_return_type = "Promise<ImageInfo | null>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<ImageInfo | null>")]
     pub fn inspect(
         &self,
         env: Env,
@@ -287,7 +287,7 @@ impl Images {
 
     /// Stream image `ref` from this engine into `target` (`docker save | docker load`, without the CLI and
     /// without buffering the tar). Skips when the target already has the same image id.
-    #[napi(ts_return_type = "Promise<CopyReport>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<CopyReport>")]
     pub fn copy_to(
         &self,
         env: Env,

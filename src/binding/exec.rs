@@ -156,7 +156,10 @@ pub struct ExecProcess {
 impl ExecProcess {
     /// The next output chunk (`done` at the end). Rejects with `ERR_STREAM_INTERRUPTED` when the container or
     /// engine went away.
-    #[napi(ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>")]
+    #[napi(
+        catch_unwind,
+        ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
+    )]
     pub fn next(&self, env: Env) -> Result<AsyncBlock<ObjectRef<false>>> {
         let p = self.proc.clone();
         chunk_promise(&env, async move { p.next().await.transpose() })
@@ -164,6 +167,7 @@ impl ExecProcess {
 
     /// Stop reading (`break` in `for await`): further output is discarded; the process keeps running.
     #[napi(
+        catch_unwind,
         js_name = "return",
         ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
     )]
@@ -179,6 +183,7 @@ impl ExecProcess {
 
     /// The process is its own async iterator.
     #[napi(
+        catch_unwind,
         well_known_symbol = "asyncIterator",
         ts_return_type = "AsyncIterator<OutputChunk, undefined>"
     )]
@@ -187,7 +192,7 @@ impl ExecProcess {
     }
 
     /// Output as text lines, `{ stream, line }`, each stream split on `\n` (a trailing `\r` is dropped).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn lines(&self) -> ExecLines {
         ExecLines {
             inner: Arc::new(tokio::sync::Mutex::new(LineState {
@@ -200,13 +205,13 @@ impl ExecProcess {
     }
 
     /// The process id inside the container (known shortly after start), or `null`.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn pid(&self) -> Option<i64> {
         self.proc.pid()
     }
 
     /// Write to stdin. Rejects with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn write(&self, env: Env, data: Either<String, Uint8Array>) -> Result<AsyncBlock<()>> {
         let bytes: Vec<u8> = match data {
             Either::A(s) => s.into_bytes(),
@@ -217,14 +222,14 @@ impl ExecProcess {
     }
 
     /// Close stdin: the process reads EOF (a real half-close). Idempotent.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn end(&self, env: Env) -> Result<AsyncBlock<()>> {
         let p = self.proc.clone();
         promise(&env, None, async move { p.end().await })
     }
 
     /// Send `signal` (default `SIGTERM`) to the whole process group, children included.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn kill(&self, env: Env, signal: Option<String>) -> Result<AsyncBlock<()>> {
         let p = self.proc.clone();
         promise(&env, None, async move {
@@ -233,7 +238,7 @@ impl ExecProcess {
     }
 
     /// Wait for the exit. If the output is not being read, it is discarded so the process cannot stall.
-    #[napi(ts_return_type = "Promise<ExitStatus>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<ExitStatus>")]
     pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<ExitStatus>> {
         let p = self.proc.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
@@ -244,7 +249,11 @@ impl ExecProcess {
     }
 
     /// `await using proc = await c.spawn(…)`: kills the process tree (TERM, then KILL) if it still runs.
-    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
+    #[napi(
+        catch_unwind,
+        well_known_symbol = "asyncDispose",
+        ts_return_type = "Promise<void>"
+    )]
     pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
         let p = self.proc.clone();
         promise(&env, None, async move {
@@ -328,7 +337,10 @@ pub struct ExecLines {
 #[napi]
 impl ExecLines {
     /// The next line (`done` at the end).
-    #[napi(ts_return_type = "Promise<IteratorResult<OutputLine, undefined>>")]
+    #[napi(
+        catch_unwind,
+        ts_return_type = "Promise<IteratorResult<OutputLine, undefined>>"
+    )]
     pub fn next(&self, env: Env) -> Result<AsyncBlock<LineStep>> {
         let s = self.inner.clone();
         promise(&env, None, async move {
@@ -342,6 +354,7 @@ impl ExecLines {
 
     /// Stop reading: further output is discarded.
     #[napi(
+        catch_unwind,
         js_name = "return",
         ts_return_type = "Promise<IteratorResult<OutputLine, undefined>>"
     )]
@@ -358,6 +371,7 @@ impl ExecLines {
 
     /// The lines object is its own async iterator.
     #[napi(
+        catch_unwind,
         well_known_symbol = "asyncIterator",
         ts_return_type = "AsyncIterator<OutputLine, undefined>"
     )]
@@ -376,7 +390,10 @@ pub struct LogStream {
 #[napi]
 impl LogStream {
     /// The next chunk (`done` at the end).
-    #[napi(ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>")]
+    #[napi(
+        catch_unwind,
+        ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
+    )]
     pub fn next(&self, env: Env) -> Result<AsyncBlock<ObjectRef<false>>> {
         let s = self.inner.clone();
         let stop = self.stop.clone();
@@ -392,6 +409,7 @@ impl LogStream {
 
     /// Stop following the logs.
     #[napi(
+        catch_unwind,
         js_name = "return",
         ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
     )]
@@ -407,6 +425,7 @@ impl LogStream {
 
     /// The stream is its own async iterator.
     #[napi(
+        catch_unwind,
         well_known_symbol = "asyncIterator",
         ts_return_type = "AsyncIterator<OutputChunk, undefined>"
     )]

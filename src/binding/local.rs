@@ -60,7 +60,7 @@ fn parse_options(o: Option<LocalSandboxdOptions>) -> std::result::Result<LocalOp
 impl LocalSandboxd {
     /// Start serving. Rejects with `ERR_EMULATOR` when the backend cannot run, `ERR_INVALID_ARGUMENT` for bad
     /// options (an unsafe root included). Whatever is still running when Node exits is killed then.
-    #[napi(ts_return_type = "Promise<LocalSandboxd>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<LocalSandboxd>")]
     pub fn start(
         env: Env,
         options: Option<LocalSandboxdOptions>,
@@ -82,31 +82,31 @@ impl LocalSandboxd {
     }
 
     /// The sandboxd socket to pass to `new Sandboxd({ socketPath })`.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn socket_path(&self) -> String {
         self.inner.socket_path().display().to_string()
     }
 
     /// The state root (`sandboxd.sock`, `vm/<name>/`).
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn root(&self) -> String {
         self.inner.root().display().to_string()
     }
 
     /// The backend in use: `'dockerd'` or `'relay'`.
-    #[napi(getter, ts_return_type = "'dockerd' | 'relay'")]
+    #[napi(catch_unwind, getter, ts_return_type = "'dockerd' | 'relay'")]
     pub fn backend(&self) -> String {
         self.inner.backend_name().to_string()
     }
 
     /// PIDs of the VMs' private dockerd processes (empty for `'relay'`).
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn engine_pids(&self) -> Vec<u32> {
         self.inner.engine_pids()
     }
 
     /// Stop serving, stop every VM engine, remove sockets and state. Idempotent.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn stop(&self, env: Env) -> Result<AsyncBlock<()>> {
         let inner = self.inner.clone();
         promise(&env, None, async move {
@@ -116,7 +116,11 @@ impl LocalSandboxd {
     }
 
     /// `await using sbx = await LocalSandboxd.start()` stops it at the end of the scope.
-    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
+    #[napi(
+        catch_unwind,
+        well_known_symbol = "asyncDispose",
+        ts_return_type = "Promise<void>"
+    )]
     pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
         self.stop(env)
     }

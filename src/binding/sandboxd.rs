@@ -84,7 +84,7 @@ fn opts(
 #[napi]
 impl Sandboxd {
     /// Socket resolution: `options.socketPath`, then `SANDBOXD_SOCKET`, then `~/.docker/sandboxes/sandboxd.sock`.
-    #[napi(constructor)]
+    #[napi(catch_unwind, constructor)]
     pub fn new(env: Env, options: Option<SandboxdOptions>) -> Result<Self> {
         let (socket, timeout) = match options {
             Some(o) => (o.socket_path, o.timeout_ms),
@@ -100,14 +100,14 @@ impl Sandboxd {
     }
 
     /// The socket this client talks to.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn socket_path(&self) -> String {
         self.client.socket_path().display().to_string()
     }
 
     /// Resolves when sandboxd answers `GET /vm` as the contract says; rejects with `ERR_SANDBOXD_UNAVAILABLE`,
     /// `ERR_SANDBOXD_PROTOCOL` or `ERR_TIMEOUT` otherwise.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn ping(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<()>> {
         let c = self.client.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
@@ -116,7 +116,7 @@ impl Sandboxd {
     }
 
     /// Every VM sandboxd knows.
-    #[napi(ts_return_type = "Promise<VmInfo[]>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<VmInfo[]>")]
     pub fn list(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<Vec<VmInfo>>> {
         let c = self.client.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
@@ -129,7 +129,7 @@ impl Sandboxd {
     }
 
     /// The VM of that name, or `null`.
-    #[napi(ts_return_type = "Promise<Vm | null>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<Vm | null>")]
     pub fn get(
         &self,
         env: Env,
@@ -144,7 +144,7 @@ impl Sandboxd {
     }
 
     /// Create a VM. A VM that already exists for the agent rejects with `ERR_VM_CONFLICT` (on LocalSandboxd).
-    #[napi(ts_return_type = "Promise<Vm>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<Vm>")]
     pub fn create(&self, env: Env, options: CreateVmOptions) -> Result<AsyncBlock<Vm>> {
         let c = self.client.clone();
         let (agent, ws) = (options.agent_name.clone(), options.workspace_dir.clone());
@@ -161,7 +161,7 @@ impl Sandboxd {
 
     /// Get-or-create the VM for `agentName` (idempotent). An existing VM with another workspace rejects with
     /// `ERR_VM_CONFLICT`: it is never silently reused.
-    #[napi(ts_return_type = "Promise<Vm>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<Vm>")]
     pub fn ensure(&self, env: Env, options: CreateVmOptions) -> Result<AsyncBlock<Vm>> {
         let c = self.client.clone();
         let (agent, ws) = (options.agent_name.clone(), options.workspace_dir.clone());
@@ -177,7 +177,7 @@ impl Sandboxd {
     }
 
     /// Remove a VM by name. Rejects with `ERR_VM_NOT_FOUND` unless `force` is set.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn remove(
         &self,
         env: Env,
@@ -195,7 +195,11 @@ impl Sandboxd {
     }
 
     /// Resolves at once: a `Sandboxd` holds no connection between calls.
-    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
+    #[napi(
+        catch_unwind,
+        well_known_symbol = "asyncDispose",
+        ts_return_type = "Promise<void>"
+    )]
     pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
         run(&env, None, None, |_, _| async { Ok(()) })
     }
@@ -224,55 +228,55 @@ pub struct VmJson {
 #[napi]
 impl Vm {
     /// sandboxd's VM id.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn id(&self) -> String {
         self.inner.info.id.clone()
     }
 
     /// The VM name.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn name(&self) -> String {
         self.inner.info.name.clone()
     }
 
     /// The agent the VM was created for.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn agent_name(&self) -> String {
         self.inner.info.agent_name.clone()
     }
 
     /// The host directory shared into the VM (same absolute path inside).
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn workspace_dir(&self) -> String {
         self.inner.info.workspace_dir.clone()
     }
 
     /// The VM's own Docker Engine socket.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn socket_path(&self) -> String {
         self.inner.socket_path.display().to_string()
     }
 
     /// The VM's state directory on the host.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn state_dir(&self) -> String {
         self.inner.state_dir.display().to_string()
     }
 
     /// Host directories synced into the VM.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn file_sharing_directories(&self) -> Vec<String> {
         self.inner.file_sharing_directories.clone()
     }
 
     /// The VM's proxy CA certificate (PEM), or `null` when sandboxd gave none.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn ca_cert_pem(&self) -> Option<String> {
         self.inner.ca_cert_pem.clone()
     }
 
     /// Where the proxy CA lives on the host, when known.
-    #[napi(getter)]
+    #[napi(catch_unwind, getter)]
     pub fn ca_cert_path(&self) -> Option<String> {
         self.inner
             .ca_cert_path
@@ -284,7 +288,7 @@ impl Vm {
     /// `NODE_EXTRA_CA_CERTS`, `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`, `GIT_SSL_CAINFO` pointing at
     /// `caPath` (default `/usr/local/share/ca-certificates/sandboxd-proxy.crt`; write it with
     /// `container.trustCa(vm.caCertPem)`). Never disables TLS verification.
-    #[napi(ts_return_type = "Record<string, string>")]
+    #[napi(catch_unwind, ts_return_type = "Record<string, string>")]
     pub fn proxy_env(&self, ca_path: Option<String>) -> std::collections::HashMap<String, String> {
         vm::proxy_env(ca_path.as_deref().unwrap_or(vm::DEFAULT_CA_PATH))
             .into_iter()
@@ -292,7 +296,7 @@ impl Vm {
     }
 
     /// Connect to the VM's own Docker engine (API version negotiated for this socket).
-    #[napi(ts_return_type = "Promise<DockerEngine>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<DockerEngine>")]
     pub fn engine(
         &self,
         env: Env,
@@ -307,7 +311,7 @@ impl Vm {
     }
 
     /// Remove this VM. Rejects with `ERR_VM_NOT_FOUND` if it is already gone, unless `force` is set.
-    #[napi(ts_return_type = "Promise<void>")]
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn remove(&self, env: Env, options: Option<RemoveVmOptions>) -> Result<AsyncBlock<()>> {
         let c = self.client.clone();
         let name = self.inner.info.name.clone();
@@ -321,7 +325,11 @@ impl Vm {
     }
 
     /// `await using vm = …` removes the VM at the end of the scope (a VM already gone is fine).
-    #[napi(well_known_symbol = "asyncDispose", ts_return_type = "Promise<void>")]
+    #[napi(
+        catch_unwind,
+        well_known_symbol = "asyncDispose",
+        ts_return_type = "Promise<void>"
+    )]
     pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
         let c = self.client.clone();
         let name = self.inner.info.name.clone();
@@ -331,7 +339,7 @@ impl Vm {
     }
 
     /// Plain data for logging and `JSON.stringify` (the CA PEM is left out).
-    #[napi(js_name = "toJSON")]
+    #[napi(catch_unwind, js_name = "toJSON")]
     pub fn to_json(&self) -> VmJson {
         VmJson {
             id: self.id(),

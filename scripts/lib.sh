@@ -112,7 +112,7 @@ _sbx_pids_mentioning() {
   for p in /proc/[0-9]*; do
     p=${p#/proc/}
     [[ $p == "$$" || $p == "$BASHPID" ]] && continue
-    cmd=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) || continue
+    cmd=$( { tr '\0' ' ' <"/proc/$p/cmdline"; } 2>/dev/null) || continue
     [[ $cmd == *"$dir/"* ]] && echo "$p"
   done
   return 0

@@ -228,7 +228,8 @@ impl ExecProcess {
         promise(&env, None, async move { p.end().await })
     }
 
-    /// Send `signal` (default `SIGTERM`) to the whole process group, children included.
+    /// Send `signal` (default `SIGTERM`) to the whole process group, children included. Output already
+    /// queued stays readable; output written after the kill is discarded.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn kill(&self, env: Env, signal: Option<String>) -> Result<AsyncBlock<()>> {
         let p = self.proc.clone();

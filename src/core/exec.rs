@@ -293,8 +293,8 @@ exit 0"#;
         .create_exec(
             container,
             CreateExecOptions::<String> {
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
+                attach_stdout: Some(false),
+                attach_stderr: Some(false),
                 user: Some("0".to_string()),
                 cmd: Some(cmd),
                 ..Default::default()
@@ -302,16 +302,26 @@ exit 0"#;
         )
         .await
         .map_err(|e| engine.err(e, Subject::Container(container)))?;
-    let res = engine
+    // Detached, and watched with inspect: an attached killer's own stream can wait behind the target's
+    // (a target blocked on unread output held it for the engine's full 10 s stall).
+    engine
         .docker()
-        .start_exec(&created.id, None)
+        .start_exec(
+            &created.id,
+            Some(StartExecOptions {
+                detach: true,
+                ..Default::default()
+            }),
+        )
         .await
         .map_err(|e| engine.err(e, Subject::Container(container)))?;
-    if let StartExecResults::Attached { mut output, .. } = res {
-        let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while output.next().await.is_some() {}
-        })
-        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match engine.docker().inspect_exec(&created.id).await {
+            Ok(r) if r.running == Some(true) || r.exit_code.is_none() => {}
+            _ => break,
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Ok(())
 }
@@ -713,7 +723,8 @@ impl Process {
         Ok(())
     }
 
-    /// Send `signal` to the whole process group (and to processes that setsid'd away).
+    /// Send `signal` to the whole process group (and to processes that setsid'd away). Output still queued
+    /// here stays readable; output the process writes after this is discarded.
     pub async fn kill(&self, signal: &str) -> Result<()> {
         let sig = validate_signal(signal)?;
         self.signal_tree(&sig, false).await
@@ -728,6 +739,10 @@ impl Process {
         if self.exit_now().is_some() {
             return Ok(());
         }
+        // Output already queued stays readable; what the engine still holds is dropped. A process blocked on
+        // unread output otherwise stalls every new exec in its container, the killer included (10 s measured).
+        self.shared.discard.store(true, Ordering::SeqCst);
+        self.shared.discard_now.notify_waiters();
         let pg = self.shared.pgid.get(Duration::from_secs(1)).await;
         if let Ok(mut k) = self.shared.killed.lock() {
             *k = Some(if escalate {

@@ -181,7 +181,10 @@ export declare class ExecProcess {
   write(data: string | Uint8Array): Promise<void>
   /** Close stdin: the process reads EOF (a real half-close). Idempotent. */
   end(): Promise<void>
-  /** Send `signal` (default `SIGTERM`) to the whole process group, children included. */
+  /**
+   * Send `signal` (default `SIGTERM`) to the whole process group, children included. Output already
+   * queued stays readable; output written after the kill is discarded.
+   */
   kill(signal?: string | undefined | null): Promise<void>
   /** Wait for the exit. If the output is not being read, it is discarded so the process cannot stall. */
   wait(options?: CallOptions | undefined | null): Promise<ExitStatus>

@@ -92,6 +92,11 @@ async function main(): Promise<void> {
   step(started ? 'sandbox-agent server started and healthy' : 'sandbox-agent server already healthy')
   // A real model agent when a key is set (its image must have it installed), else the scripted agent `pi`.
   const agentId = process.env.DEMO_AGENT ?? (keys.ANTHROPIC_API_KEY ? 'claude' : keys.OPENAI_API_KEY ? 'codex' : 'pi')
+  const known = (await agent.listAgents()).agents.find((a) => a.id === agentId)
+  if (known && !known.installed) {
+    step(`installing agent ${agentId} (downloads through the VM's proxy)`)
+    await agent.installAgent(agentId)
+  }
   const session: AgentSession = await agent.createSession({ agent: agentId, cwd: workspace })
   cleanups.push(() => session.close())
   step(`session ${session.agentSessionId} with agent ${agentId}`)

@@ -49,6 +49,27 @@ describe('process exit', () => {
     expect(existsSync(r.report.root)).toBe(false)
   })
 
+  it('a process that dies of an uncaught exception still takes its VM engines down', async () => {
+    const r = await runChild('crashed')
+    expect(r.code).not.toBe(0)
+    expect(r.report.pids).toHaveLength(1)
+    const deadline = Date.now() + 30_000
+    while (Date.now() < deadline && r.report.pids.some((p: number) => alive(p))) await new Promise((res) => setTimeout(res, 200))
+    for (const pid of r.report.pids) expect(alive(pid)).toBe(false)
+    // nothing of that engine is left running (containerd included)
+    const { readdirSync, readFileSync } = await import('node:fs')
+    const stray = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .filter((p) => {
+        try {
+          return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(r.report.root)
+        } catch {
+          return false
+        }
+      })
+    expect(stray).toEqual([])
+  })
+
   it('exits promptly after exec processes and iterators are closed or dropped', async () => {
     const r = await runChild('processes', 60_000)
     expect(r.code).toBe(0)

@@ -83,8 +83,36 @@ impl VmEngine {
     }
 }
 
+/// The dockerd watchdog (argv: dockerd, exec root, data root, dockerd's arguments…). Constant text: no input
+/// is interpolated into it.
+const WATCHDOG: &str = r#"dockerd=$1; xr=$2; dr=$3; shift 3
+exec 3<&0
+"$dockerd" "$@" </dev/null &
+# (a background job's stdin is /dev/null in sh, so the watcher reads the pipe as fd 3)
+d=$!
+( while read -r _ <&3; do :; done; kill -TERM "$d" 2>/dev/null; sleep 15; kill -KILL "$d" 2>/dev/null ) &
+w=$!
+wait "$d"
+st=$?
+kill "$w" 2>/dev/null
+for p in /proc/[0-9]*; do
+  [ "${p#/proc/}" = "$$" ] && continue
+  case "$( { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null)" in
+    sandboxd-engine-watchdog*) ;;
+    *"$xr"*|*"$dr"*) kill -KILL "${p#/proc/}" 2>/dev/null ;;
+  esac
+done
+if command -v umount >/dev/null 2>&1; then
+  awk -v a="$xr" -v b="$dr" '$5 == a || index($5, a "/") == 1 || $5 == b || index($5, b "/") == 1 { print $5 }' \
+    /proc/self/mountinfo 2>/dev/null | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+fi
+rm -rf "$xr" "$dr"
+exit $st
+"#;
+
 /// A private dockerd in its own process group.
 pub struct DockerdEngine {
+    /// The watchdog's pid (= the process group).
     pid: u32,
     child: tokio::sync::Mutex<Option<tokio::process::Child>>,
     socket: PathBuf,
@@ -141,8 +169,17 @@ impl DockerdEngine {
         std::fs::write(&config, b"{}\n").map_err(io)?;
         let log = std::fs::File::create(&log_path).map_err(io)?;
         let log2 = log.try_clone().map_err(io)?;
-        let mut cmd = tokio::process::Command::new(dockerd);
-        cmd.arg("--host")
+        // dockerd runs under a small sh watchdog that holds a pipe from this process on its stdin: when the
+        // pipe closes — stop(), or this process dying in any way (an uncaught exception, SIGKILL) — it stops
+        // dockerd and removes what it left. The watchdog leads the process group, so signals reach both.
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(WATCHDOG)
+            .arg("sandboxd-engine-watchdog")
+            .arg(dockerd)
+            .arg(&exec_root)
+            .arg(&data_root)
+            .arg("--host")
             .arg(format!("unix://{}", socket.display()))
             .arg("--data-root")
             .arg(&data_root)
@@ -160,7 +197,7 @@ impl DockerdEngine {
                 "--shutdown-timeout=3",
                 "--log-level=warn",
             ])
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(log)
             .stderr(log2)
             .process_group(0)
@@ -220,8 +257,11 @@ impl DockerdEngine {
     async fn stop(&self) {
         let child = self.child.lock().await.take();
         if let Some(mut child) = child {
-            signal_group(self.pid, libc::SIGTERM);
-            let exited = tokio::time::timeout(DOCKERD_STOP_TIMEOUT, child.wait()).await;
+            // Closing the watchdog's stdin makes it stop dockerd (TERM, KILL after 15 s) and clean up.
+            drop(child.stdin.take());
+            let exited =
+                tokio::time::timeout(DOCKERD_STOP_TIMEOUT + Duration::from_secs(5), child.wait())
+                    .await;
             if exited.is_err() {
                 signal_group(self.pid, libc::SIGKILL);
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;

@@ -699,6 +699,12 @@ impl Process {
 
     /// Write to stdin. Fails with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone.
     pub async fn write(&self, data: &[u8]) -> Result<()> {
+        if self.exit_now().is_some() {
+            return Err(Error::new(
+                ErrorCode::ProcessFinished,
+                "the process has exited",
+            ));
+        }
         let mut guard = self.shared.input.lock().await;
         let Some(input) = guard.as_mut() else {
             return Err(Error::new(

@@ -1,0 +1,140 @@
+// Bad input: every row names the call, the input and the code it must produce. Nothing may crash the process,
+// and a bad call must leave the client usable.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { DockerEngine, Sandboxd, type Container, type LocalSandboxd } from '../index.js'
+import { rejection, startLocal, workspace } from './helpers/local.js'
+
+const IMAGE = process.env.SANDBOXD_TEST_IMAGE
+if (!IMAGE) throw new Error('SANDBOXD_TEST_IMAGE is not set: run the suite with `npm test`')
+
+let sbx: LocalSandboxd
+let client: Sandboxd
+let box: Container
+const ws = workspace()
+
+beforeAll(async () => {
+  sbx = await startLocal()
+  client = new Sandboxd({ socketPath: sbx.socketPath })
+  const vm = await client.create({ agentName: 'badinput', workspaceDir: ws.dir })
+  const engine = await vm.engine()
+  await (await DockerEngine.local()).images.copyTo(engine, IMAGE!)
+  box = await engine.containers.run({ image: IMAGE!, cmd: ['sleep', '100000'] })
+})
+
+afterAll(async () => {
+  await sbx?.stop()
+  ws.cleanup()
+})
+
+const NAMES: Array<[string, string]> = [
+  ['slash', 'a/b'],
+  ['dot-dot', '..'],
+  ['encoded dot-dot', '%2e%2e'],
+  ['NUL', 'a\u0000b'],
+  ['newline', 'a\nb'],
+  ['10 KB', 'x'.repeat(10_240)],
+  ['empty', ''],
+  ['space', 'a b'],
+]
+
+describe('names (VM and container)', () => {
+  it.each(NAMES)('%s → ERR_INVALID_ARGUMENT everywhere', async (_label, name) => {
+    const calls: Array<() => Promise<unknown>> = [
+      () => client.get(name),
+      () => client.remove(name),
+      () => client.create({ agentName: name, workspaceDir: ws.dir }),
+      () => client.ensure({ agentName: name, workspaceDir: ws.dir }),
+    ]
+    for (const call of calls) expect((await rejection(call())).code).toBe('ERR_INVALID_ARGUMENT')
+    const engine = await (await client.get('badinput-vm'))!.engine()
+    expect((await rejection(engine.containers.get(name))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(engine.containers.run({ image: IMAGE!, name }))).code).toBe('ERR_INVALID_ARGUMENT')
+  })
+})
+
+describe('env', () => {
+  const rows: Array<[string, Record<string, unknown>]> = [
+    ['key with =', { 'A=B': 'v' }],
+    ['key with NUL', { 'A\u0000B': 'v' }],
+    ['empty key', { '': 'v' }],
+    ['value with NUL', { K: 'v\u0000w' }],
+    ['number value', { K: 1 }],
+    ['boolean value', { K: true }],
+    ['null value', { K: null }],
+    ['undefined value', { K: undefined }],
+    ['object value', { K: { a: 1 } }],
+    ['array value', { K: ['a'] }],
+  ]
+  it.each(rows)('%s → ERR_INVALID_ARGUMENT (exec, spawn, run), value never echoed', async (_label, env) => {
+    for (const p of [
+      box.exec(['true'], { env: env as any }),
+      box.spawn(['true'], { env: env as any }),
+      (await (await client.get('badinput-vm'))!.engine()).containers.run({ image: IMAGE!, env: env as any }),
+    ]) {
+      const e = await rejection(p)
+      expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+      expect(e.message).not.toMatch(/v\u0000w|\{"a":1\}/)
+    }
+  })
+})
+
+describe('paths and timeouts', () => {
+  it.each([
+    ['relative workspace', 'relative/dir'],
+    ['missing workspace', '/does/not/exist'],
+    ['a file, not a directory', '/etc/hostname'],
+  ])('%s → ERR_INVALID_ARGUMENT', async (_l, dir) => {
+    expect((await rejection(client.create({ agentName: 'pathcheck', workspaceDir: dir }))).code).toBe('ERR_INVALID_ARGUMENT')
+  })
+
+  it.each([
+    ['negative', -1],
+    ['zero', 0],
+    ['NaN', Number.NaN],
+    ['Infinity', Number.POSITIVE_INFINITY],
+    ['huge', 1e15],
+  ])('timeoutMs %s → ERR_INVALID_ARGUMENT', async (_l, timeoutMs) => {
+    expect((await rejection(client.list({ timeoutMs }))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(box.exec(['true'], { timeoutMs }))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(box.inspect({ timeoutMs }))).code).toBe('ERR_INVALID_ARGUMENT')
+  })
+
+  it.each([
+    ['relative cwd', { cwd: 'tmp' }],
+    ['empty cmd', null],
+    ['bad signal', 'SIGNOPE'],
+  ])('%s → ERR_INVALID_ARGUMENT', async (label, arg) => {
+    if (label === 'relative cwd') expect((await rejection(box.exec(['pwd'], arg as any))).code).toBe('ERR_INVALID_ARGUMENT')
+    if (label === 'empty cmd') expect((await rejection(box.exec([]))).code).toBe('ERR_INVALID_ARGUMENT')
+    if (label === 'bad signal') {
+      const p = await box.spawn(['sleep', '5'])
+      expect((await rejection(p.kill(arg as string))).code).toBe('ERR_INVALID_ARGUMENT')
+      await p.kill('SIGKILL')
+      await p.wait()
+    }
+  })
+})
+
+describe('finished and closed handles', () => {
+  it('a finished ExecProcess: write rejects, kill and wait are harmless, iteration is done', async () => {
+    const p = await box.spawn(['true'])
+    const first = await p.wait()
+    expect(first.exitCode).toBe(0)
+    expect(await p.wait()).toEqual(first)
+    expect((await rejection(p.write('late'))).code).toBe('ERR_PROCESS_FINISHED')
+    await p.kill('SIGTERM')
+    expect((await p.next()).done).toBe(true)
+    await p.end()
+    await p[Symbol.asyncDispose]()
+  })
+
+  it('a stopped LocalSandboxd: calls reject ERR_SANDBOXD_UNAVAILABLE, stop() twice is fine', async () => {
+    const other = await startLocal()
+    const c = new Sandboxd({ socketPath: other.socketPath })
+    await other.stop()
+    await other.stop()
+    expect((await rejection(c.list())).code).toBe('ERR_SANDBOXD_UNAVAILABLE')
+    // and the suite's own client still works after all of the above
+    expect((await client.list()).map((v) => v.name)).toEqual(['badinput-vm'])
+  })
+})

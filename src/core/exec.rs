@@ -841,6 +841,28 @@ mod tests {
         assert_eq!(junk.feed(&long).1.len(), 100);
     }
 
+    proptest::proptest! {
+        /// The PID line is found whatever the chunking, and every other byte is handed over in order.
+        #[test]
+        fn pid_line_any_chunking(pid in 1i64..4_000_000, rest in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..500),
+                                 cuts in proptest::collection::vec(0usize..600, 0..10)) {
+            let mut stream = format!("{pid}\n").into_bytes();
+            stream.extend_from_slice(&rest);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut p = PidLine::default();
+            let (mut got_pid, mut out, mut last) = (None, Vec::new(), 0);
+            for c in cuts.into_iter().chain([stream.len()]) {
+                let (found, bytes) = p.feed(&stream[last..c]);
+                got_pid = got_pid.or(found);
+                out.extend_from_slice(&bytes);
+                last = c;
+            }
+            proptest::prop_assert_eq!(got_pid, Some(pid));
+            proptest::prop_assert_eq!(out, rest);
+        }
+    }
+
     #[test]
     fn env_keys_are_checked_without_leaking_values() {
         assert!(validate_env(&[

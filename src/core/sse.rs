@@ -244,3 +244,63 @@ mod tests {
         assert_eq!(p.feed(b"data: next\n\n").unwrap()[0].data, "next");
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn render(events: &[(Option<u32>, String)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (id, data) in events {
+            out.extend_from_slice(b": heartbeat\n");
+            if let Some(id) = id {
+                out.extend_from_slice(format!("id: {id}\n").as_bytes());
+            }
+            for line in data.split('\n') {
+                out.extend_from_slice(format!("data: {line}\n").as_bytes());
+            }
+            out.extend_from_slice(b"\n");
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any split of a valid stream gives exactly the events that were written.
+        #[test]
+        fn chunking_never_changes_the_events(
+            events in proptest::collection::vec((proptest::option::of(0u32..100_000), "[ -~]{0,40}(\n[ -~]{0,20}){0,3}"), 0..20),
+            cuts in proptest::collection::vec(0usize..4096, 0..40),
+        ) {
+            let bytes = render(&events);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut p = SseParser::new(1 << 20);
+            let mut got = Vec::new();
+            let mut last = 0;
+            for c in cuts.into_iter().chain([bytes.len()]) {
+                got.extend(p.feed(&bytes[last..c]).unwrap());
+                last = c;
+            }
+            prop_assert_eq!(got.len(), events.len());
+            for (g, (id, data)) in got.iter().zip(&events) {
+                prop_assert_eq!(g.id.clone(), id.map(|i| i.to_string()));
+                prop_assert_eq!(&g.data, data);
+            }
+        }
+
+        /// Garbage never panics, and a bounded parser never holds more than its line limit.
+        #[test]
+        fn garbage_is_harmless(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..30)) {
+            let mut p = SseParser::new(256);
+            for c in &chunks {
+                if p.feed(c).is_err() {
+                    p = SseParser::new(256);
+                }
+                prop_assert!(p.line.len() <= 256);
+            }
+        }
+    }
+}

@@ -1,7 +1,7 @@
 // Bad input: every row names the call, the input and the code it must produce. Nothing may crash the process,
 // and a bad call must leave the client usable.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DockerEngine, Sandboxd, type Container, type LocalSandboxd } from '../index.js'
+import { DockerEngine, SandboxAgent as SandboxAgentFor, Sandboxd, type Container, type LocalSandboxd } from '../index.js'
 import { rejection, startLocal, workspace } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
@@ -138,5 +138,34 @@ describe('finished and closed handles', () => {
     expect((await rejection(c.list())).code).toBe('ERR_SANDBOXD_UNAVAILABLE')
     // and the suite's own client still works after all of the above
     expect((await client.list()).map((v) => v.name)).toEqual(['badinput-vm'])
+  })
+})
+
+describe('secrets', () => {
+  it('an env value never appears in any error the SDK builds', async () => {
+    const SECRET = 'sk-live-SECRET-0123456789'
+    const env = { API_KEY: SECRET }
+    const engine = await (await client.get('badinput-vm'))!.engine()
+    const stopped = await engine.containers.run({ image: IMAGE!, cmd: ['sleep', '100000'] })
+    await stopped.stop({ timeoutSec: 0 })
+    const failures: Array<() => Promise<unknown>> = [
+      () => box.exec(['true'], { env: { ...env, 'BAD=KEY': 'x' } }),
+      () => box.exec(['true'], { env: { ...env, OTHER: 5 as any } }),
+      () => box.exec(['true'], { env: { API_KEY: `${SECRET}\u0000` } }),
+      () => stopped.exec(['true'], { env }),
+      () => stopped.spawn(['true'], { env }),
+      () => engine.containers.run({ image: 'sbx-test/missing:0', env }),
+      () => engine.containers.run({ image: IMAGE!, name: 'bad/name', env }),
+      () => new SandboxAgentFor(box).ensureServer({ env, timeoutMs: 1500 }),
+      () => box.exec(['true'], { env, timeoutMs: -5 }),
+    ]
+    for (const f of failures) {
+      const e = await rejection(f())
+      expect(e.code).toMatch(/^ERR_|^ABORT_ERR$/)
+      const everything = JSON.stringify(e, Object.getOwnPropertyNames(e)) + String(e) + (e.stack ?? '')
+      expect(everything, e.code).not.toContain(SECRET)
+      expect(everything).not.toContain('sk-live')
+    }
+    await stopped.remove({ force: true })
   })
 })

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 /// Largest file `readFile` / archive `getArchive` returns in one buffer.
 pub const MAX_READ_BYTES: usize = 512 * 1024 * 1024;
 
-/// What `containers.run()` creates and starts.
-#[derive(Debug, Clone, Default)]
+/// What `containers.run()` creates and starts. `Debug` prints env keys only.
+#[derive(Clone, Default)]
 pub struct RunSpec {
     pub image: String,
     pub name: Option<String>,
@@ -34,6 +34,18 @@ pub struct RunSpec {
     pub init: Option<bool>,
     pub stop_signal: Option<String>,
     pub auto_remove: bool,
+}
+
+impl std::fmt::Debug for RunSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunSpec")
+            .field("image", &self.image)
+            .field("name", &self.name)
+            .field("cmd", &self.cmd)
+            .field("env", &exec::redacted_env(&self.env))
+            .field("binds", &self.binds)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A container on an engine.

@@ -31,8 +31,8 @@ const MAX_CHUNK: usize = 256 * 1024;
 /// A deadline that never comes (about 30 years).
 const FOREVER: Duration = Duration::from_secs(1 << 30);
 
-/// What to run.
-#[derive(Debug, Clone, Default)]
+/// What to run. `Debug` prints env keys only: values may be secrets.
+#[derive(Clone, Default)]
 pub struct ExecSpec {
     pub cmd: Vec<String>,
     /// `(key, value)` pairs; validated by [`validate_env`].
@@ -46,6 +46,25 @@ pub struct ExecSpec {
     pub timeout: Option<Duration>,
     /// Cap on the bytes kept per stream (buffered exec); the rest is read and dropped.
     pub max_output_bytes: Option<usize>,
+}
+
+/// `KEY=<redacted>` for every variable: env values never reach debug output.
+pub fn redacted_env(env: &[(String, String)]) -> Vec<String> {
+    env.iter().map(|(k, _)| format!("{k}=<redacted>")).collect()
+}
+
+impl std::fmt::Debug for ExecSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecSpec")
+            .field("cmd", &self.cmd)
+            .field("env", &redacted_env(&self.env))
+            .field("cwd", &self.cwd)
+            .field("user", &self.user)
+            .field("tty", &self.tty)
+            .field("stdin_bytes", &self.stdin.as_ref().map(|b| b.len()))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The outcome of an exec (also the partial result attached to abort/interrupt errors).
@@ -877,6 +896,18 @@ mod tests {
         }
         let e = validate_env(&[("K".into(), "sec\0ret".into())]).unwrap_err();
         assert!(!e.message.contains("sec"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_env_values() {
+        let spec = ExecSpec {
+            cmd: vec!["true".into()],
+            env: vec![("API_KEY".into(), "sk-secret-value".into())],
+            ..Default::default()
+        };
+        let shown = format!("{spec:?}");
+        assert!(shown.contains("API_KEY=<redacted>"));
+        assert!(!shown.contains("sk-secret-value"));
     }
 
     #[test]

@@ -141,6 +141,34 @@ describe('finished and closed handles', () => {
   })
 })
 
+describe('closed sessions', () => {
+  const AGENT_IMAGE = process.env.SANDBOXD_AGENT_IMAGE
+  it('prompt, send and cancel on a closed session → ERR_CLOSED; close twice is fine', async () => {
+    if (!AGENT_IMAGE) throw new Error('SANDBOXD_AGENT_IMAGE is not set: run `npm test`')
+    const engine = await (await client.get('badinput-vm'))!.engine()
+    await (await DockerEngine.local()).images.copyTo(engine, AGENT_IMAGE)
+    const c = await engine.containers.run({ image: AGENT_IMAGE, cmd: ['sleep', '100000'] })
+    try {
+      const agent = new SandboxAgentFor(c)
+      await agent.ensureServer()
+      const s = await agent.createSession({ agent: 'pi', cwd: ws.dir })
+      await s.close()
+      await s.close()
+      expect((await rejection(s.send('hello'))).code).toBe('ERR_CLOSED')
+      expect((await rejection(s.cancel())).code).toBe('ERR_CLOSED')
+      let thrown: any
+      try {
+        s.prompt('hello')
+      } catch (e) {
+        thrown = e
+      }
+      expect(thrown?.code).toBe('ERR_CLOSED')
+    } finally {
+      await c.remove({ force: true })
+    }
+  })
+})
+
 describe('secrets', () => {
   it('an env value never appears in any error the SDK builds', async () => {
     const SECRET = 'sk-live-SECRET-0123456789'

@@ -68,6 +68,9 @@ describe('process exit', () => {
         }
       })
     expect(stray).toEqual([])
+    // what a crashed process cannot remove: its LocalSandboxd root's own small files (socket, vm/ dirs)
+    const { rmSync } = await import('node:fs')
+    rmSync(r.report.root, { recursive: true, force: true })
   })
 
   it('exits promptly after exec processes and iterators are closed or dropped', async () => {

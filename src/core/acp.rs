@@ -406,34 +406,8 @@ impl AcpConnection {
                 let Ok(events) = parser.feed(&data) else {
                     break;
                 };
-                for ev in events {
-                    let Some(id) = ev.id.as_deref().and_then(|s| s.parse::<u64>().ok()) else {
-                        continue;
-                    };
-                    if id <= last {
-                        continue;
-                    }
-                    if id > last + 1
-                        && tx
-                            .send(Feed::Gap {
-                                from: last + 1,
-                                to: id - 1,
-                            })
-                            .await
-                            .is_err()
-                    {
-                        return;
-                    }
-                    last = id;
-                    let message = serde_json::from_str(&ev.data).unwrap_or(Value::String(ev.data));
-                    if tx
-                        .send(Feed::Event(Arc::new(AcpEvent {
-                            event_id: id,
-                            message,
-                        })))
-                        .await
-                        .is_err()
-                    {
+                for feed in sequence(events, &mut last) {
+                    if tx.send(feed).await.is_err() {
                         return;
                     }
                 }
@@ -444,7 +418,8 @@ impl AcpConnection {
     }
 }
 
-fn exited_error(x: &AgentExit) -> Error {
+/// `ERR_AGENT_EXITED` with `exitCode` and `success`.
+pub fn exited_error(x: &AgentExit) -> Error {
     let mut e = Error::new(
         ErrorCode::AgentExited,
         match x.code {
@@ -508,8 +483,36 @@ fn publish(shared: &Shared, feed: Feed) {
     }
 }
 
-fn handle_message(shared: &Shared, event_id: u64, message: Value) {
-    if is_response(&message) {
+/// SSE events → feed items in id order: events already seen (`id <= last`) are dropped, a jump in ids becomes a
+/// `Gap`, and `last` advances. Shared by the connection's reader and by replays.
+fn sequence(events: Vec<super::sse::SseEvent>, last: &mut u64) -> Vec<Feed> {
+    let mut out = Vec::with_capacity(events.len());
+    for ev in events {
+        let Some(id) = ev.id.as_deref().and_then(|s| s.parse::<u64>().ok()) else {
+            continue;
+        };
+        if id <= *last {
+            continue; // already seen (replayed after a reconnect)
+        }
+        if id > *last + 1 {
+            out.push(Feed::Gap {
+                from: *last + 1,
+                to: id - 1,
+            });
+        }
+        *last = id;
+        let message = serde_json::from_str(&ev.data).unwrap_or(Value::String(ev.data));
+        out.push(Feed::Event(Arc::new(AcpEvent {
+            event_id: id,
+            message,
+        })));
+    }
+    out
+}
+
+fn handle_message(shared: &Shared, ev: Arc<AcpEvent>) {
+    let message = &ev.message;
+    if is_response(message) {
         resolve(shared, &id_key(&message["id"]), Ok(message.clone()));
     }
     if message.get("method").and_then(|m| m.as_str()) == Some("_adapter/agent_exited") {
@@ -521,10 +524,7 @@ fn handle_message(shared: &Shared, event_id: u64, message: Value) {
         shared.exited.send_replace(Some(exit.clone()));
         fail_pending(shared, || exited_error(&exit));
     }
-    publish(
-        shared,
-        Feed::Event(Arc::new(AcpEvent { event_id, message })),
-    );
+    publish(shared, Feed::Event(ev));
 }
 
 /// The connection's SSE reader: follows the stream, resumes after drops, reports gaps, ends on close/exit.
@@ -566,27 +566,15 @@ async fn read_sse(shared: Arc<Shared>, mut ready: Option<oneshot::Sender<()>>) {
                         Ok(ev) => ev,
                         Err(_) => break,
                     };
-                    for ev in events {
-                        let Some(id) = ev.id.as_deref().and_then(|s| s.parse::<u64>().ok()) else {
-                            continue;
-                        };
-                        let last = shared.last_event_id.load(Ordering::SeqCst);
-                        if id <= last {
-                            continue; // already seen (replayed after a reconnect)
+                    let mut last = shared.last_event_id.load(Ordering::SeqCst);
+                    for feed in sequence(events, &mut last) {
+                        match feed {
+                            Feed::Event(ev) => {
+                                shared.last_event_id.store(ev.event_id, Ordering::SeqCst);
+                                handle_message(&shared, ev);
+                            }
+                            other => publish(&shared, other),
                         }
-                        if id > last + 1 {
-                            publish(
-                                &shared,
-                                Feed::Gap {
-                                    from: last + 1,
-                                    to: id - 1,
-                                },
-                            );
-                        }
-                        shared.last_event_id.store(id, Ordering::SeqCst);
-                        let message =
-                            serde_json::from_str(&ev.data).unwrap_or(Value::String(ev.data));
-                        handle_message(&shared, id, message);
                     }
                 }
             }

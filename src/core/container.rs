@@ -217,11 +217,7 @@ pub async fn get(engine: Arc<Engine>, name_or_id: &str) -> Result<Option<Contain
         Ok(c) => Ok(Some(Container {
             engine: engine.clone(),
             id: c.id.unwrap_or_default(),
-            name: c
-                .name
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string(),
+            name: bare_name(c.name),
         })),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
@@ -265,7 +261,7 @@ pub async fn list(
                 .names
                 .unwrap_or_default()
                 .into_iter()
-                .map(|n| n.trim_start_matches('/').to_string())
+                .map(|n| bare_name(Some(n)))
                 .collect(),
             image: r.image.unwrap_or_default(),
             state: r.state.map(|s| s.to_string()).unwrap_or_default(),
@@ -274,6 +270,12 @@ pub async fn list(
             created: r.created.unwrap_or_default(),
         })
         .collect())
+}
+
+/// The engine reports names with a leading `/`; the SDK shows them without.
+fn bare_name(name: Option<String>) -> String {
+    let n = name.unwrap_or_default();
+    n.strip_prefix('/').map(str::to_string).unwrap_or(n)
 }
 
 /// Build a one-file tar archive.
@@ -358,11 +360,7 @@ impl Container {
         let config = c.config.unwrap_or_default();
         Ok(ContainerInfo {
             id: c.id.unwrap_or_default(),
-            name: c
-                .name
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_string(),
+            name: bare_name(c.name),
             image: config.image.unwrap_or_default(),
             status: state.status.map(|s| s.to_string()).unwrap_or_default(),
             running: state.running.unwrap_or(false),

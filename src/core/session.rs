@@ -217,10 +217,7 @@ impl AgentSession {
             return Err(Error::closed("the session"));
         }
         if let Some(x) = self.conn.exit() {
-            return Err(
-                Error::new(ErrorCode::AgentExited, "the agent process has exited")
-                    .with("exitCode", x.code.map(Value::from).unwrap_or(Value::Null)),
-            );
+            return Err(super::acp::exited_error(&x));
         }
         // Subscribe now, so nothing sent after this point can be missed; the request itself is sent by the
         // first `next()` (it must run on the runtime).
@@ -350,17 +347,7 @@ impl Turn {
                 Feed::Ended(e) => {
                     self.done = true;
                     if let Some(x) = self.conn.exit() {
-                        let mut err = Error::new(
-                            ErrorCode::AgentExited,
-                            match x.code {
-                                Some(c) => format!(
-                                    "the agent process exited with code {c} during the turn"
-                                ),
-                                None => "the agent process was killed during the turn".to_string(),
-                            },
-                        );
-                        err = err.with("exitCode", x.code.map(Value::from).unwrap_or(Value::Null));
-                        return Err(err);
+                        return Err(super::acp::exited_error(&x));
                     }
                     return Err(e.unwrap_or_else(|| Error::closed("the session")));
                 }

@@ -360,16 +360,7 @@ fn kill_processes_referencing(roots: &[PathBuf]) {
 
 /// Lazily unmount every mount point at or below `root`, deepest first.
 fn unmount_under(root: &Path) {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return;
-    };
-    let root_s = root.to_string_lossy().to_string();
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mount)
-        .filter(|p| p == &root_s || p.starts_with(&format!("{root_s}/")))
-        .collect();
+    let mut points = mounts_under(root);
     points.sort_by_key(|p| std::cmp::Reverse(p.len()));
     for p in points {
         if let Ok(c) = std::ffi::CString::new(p) {
@@ -401,7 +392,7 @@ fn unescape_mount(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Mount points at or below `root` (used by tests and by LocalSandboxd's own checks).
+/// Mount points at or below `root`.
 pub fn mounts_under(root: &Path) -> Vec<String> {
     let root_s = root.to_string_lossy().to_string();
     std::fs::read_to_string("/proc/self/mountinfo")

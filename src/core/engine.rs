@@ -2,8 +2,15 @@
 //! errors mapped through the whole source chain to stable codes.
 
 use super::error::{chain_message, io_cause, Error, ErrorCode, Result};
-use bollard::{Docker, API_DEFAULT_VERSION};
+use bollard::{BollardRequest, Docker, API_DEFAULT_VERSION};
+use bytes::Bytes;
+use http_body_util::{Either, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyperlocal::UnixConnector;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +19,51 @@ use std::time::Duration;
 const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// Deadline for connecting and negotiating the API version.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Idle keep-alive connections kept per engine, and how long one may stay idle.
+const POOL_MAX_IDLE: usize = 8;
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The request body bollard hands a custom transport (bollard names this type `BodyType` but keeps it private).
+type BollardBody = Either<
+    Full<Bytes>,
+    StreamBody<Pin<Box<dyn futures::Stream<Item = std::io::Result<Frame<Bytes>>> + Send>>>,
+>;
+
+/// What a bollard custom transport returns for a request.
+type TransportFuture = Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::result::Result<
+                    hyper::Response<hyper::body::Incoming>,
+                    bollard::errors::Error,
+                >,
+            > + Send,
+    >,
+>;
+
+/// bollard's own Unix transport disables keep-alive (`pool_max_idle_per_host(0)`), so every request opened a
+/// new connection (three per exec). This one sends bollard's requests through a pooled hyper client instead.
+/// Upgraded connections (exec start, attach) leave the pool, as they must.
+fn pooled_transport(socket: PathBuf) -> impl Fn(BollardRequest) -> TransportFuture + Send + Sync {
+    let client: Client<UnixConnector, BollardBody> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(POOL_MAX_IDLE)
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_timer(TokioTimer::new())
+        .build(UnixConnector);
+    move |req: BollardRequest| {
+        let (mut parts, body) = req.into_parts();
+        let pq = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_string();
+        parts.uri = hyperlocal::Uri::new(&socket, &pq).into();
+        let fut = client.request(hyper::Request::from_parts(parts, body));
+        Box::pin(async move { fut.await.map_err(bollard::errors::Error::from) })
+    }
+}
 
 /// What an engine call was about, so a 404 can say which thing was not found.
 #[derive(Debug, Clone)]
@@ -84,8 +136,13 @@ impl Engine {
             Ok(_) => {}
         }
         let path = socket.to_string_lossy().to_string();
-        let docker = Docker::connect_with_unix(&path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-            .map_err(|e| unavailable(socket, &chain_message(&e)))?;
+        let docker = Docker::connect_with_custom_transport(
+            pooled_transport(socket.to_path_buf()),
+            Some("http://docker"),
+            REQUEST_TIMEOUT_SECS,
+            API_DEFAULT_VERSION,
+        )
+        .map_err(|e| unavailable(socket, &chain_message(&e)))?;
         let negotiated = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
             .map_err(|_| Error::timeout("connecting to the Docker engine", CONNECT_TIMEOUT))?

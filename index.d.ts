@@ -168,6 +168,12 @@ export declare class ExecProcess {
    * engine went away.
    */
   next(): Promise<IteratorResult<OutputChunk, undefined>>
+  /**
+   * Read the next output into `buffer` (bring your own buffer): at most `buffer.length` bytes of one stream,
+   * written at its start. Resolves `null` at the end. Reusing one buffer streams any amount of output with no
+   * allocation per chunk, so memory stays flat where `for await` leaves each chunk to the GC.
+   */
+  read(buffer: Uint8Array): Promise<ReadResult | null>
   /** Stop reading (`break` in `for await`): further output is discarded; the process keeps running. */
   return(): Promise<IteratorResult<OutputChunk, undefined>>
   /** The process is its own async iterator. */
@@ -680,6 +686,14 @@ export interface PromptOptions {
   signal?: AbortSignal
   /** `send()` only: deadline for the whole turn; past it the turn is cancelled and `send` rejects `ERR_TIMEOUT`. */
   timeoutMs?: number
+}
+
+/** What `proc.read(buffer)` put in the buffer. */
+export interface ReadResult {
+  /** Which stream the bytes came from (one read never mixes them). */
+  stream: 'stdout' | 'stderr'
+  /** How many bytes were written at the start of the buffer. */
+  bytesRead: number
 }
 
 /** Options for `container.remove()`. */

@@ -340,6 +340,47 @@ describe('spawn', () => {
     await slow.return() // stop reading: what is left is discarded, so the exit can be reached
     expect((await slow.wait({ timeoutMs: 10_000 })).exitCode).toBe(137)
   })
+
+  it('read(buffer) fills one reused buffer: streams stay apart, bytes exact, null at the end', async () => {
+    const p = await box.spawn(['sh', '-c', 'printf abcdefghij; printf XYZ >&2; printf klmnop'])
+    const buf = Buffer.alloc(4)
+    const got = { stdout: '', stderr: '' }
+    let reads = 0
+    for (let r = await p.read(buf); r !== null; r = await p.read(buf)) {
+      expect(r.bytesRead).toBeLessThanOrEqual(4)
+      got[r.stream] += buf.subarray(0, r.bytesRead).toString()
+      reads++
+    }
+    expect(got).toEqual({ stdout: 'abcdefghijklmnop', stderr: 'XYZ' })
+    expect(reads).toBeGreaterThanOrEqual(5) // 16 stdout bytes need at least 4 reads of 4
+    expect(await p.read(buf)).toBeNull()
+    expect((await p.wait()).exitCode).toBe(0)
+    const e = await rejection(p.read(Buffer.alloc(0)))
+    expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(e.argument).toBe('buffer')
+  })
+
+  it('read(buffer) streams 200 MiB with RSS growth under 16 MiB', async () => {
+    const total = 200 * 1024 * 1024
+    const p = await box.spawn(['head', '-c', String(total), '/dev/zero'])
+    const buf = Buffer.alloc(256 * 1024)
+    const rss0 = process.memoryUsage().rss
+    let peak = rss0
+    let n = 0
+    let nonZero = 0
+    for (let r = await p.read(buf); r !== null; r = await p.read(buf)) {
+      expect(r.stream).toBe('stdout')
+      n += r.bytesRead
+      if (buf[r.bytesRead - 1] !== 0) nonZero++
+      peak = Math.max(peak, process.memoryUsage().rss)
+    }
+    expect(n).toBe(total)
+    expect(nonZero).toBe(0)
+    expect((await p.wait()).exitCode).toBe(0)
+    const growth = (peak - rss0) / 1048576
+    console.log(`read(buffer) streamed 200 MiB, RSS growth ${growth.toFixed(1)} MiB`)
+    expect(growth).toBeLessThan(16)
+  })
 })
 
 describe('files', () => {

@@ -2,8 +2,9 @@
 //! and `LogStream`. Iterators are plain classes with `next()`/`return()`/`[Symbol.asyncIterator]` so that their
 //! errors carry the SDK's codes.
 
-use super::call::{promise, promise_map, run_with, CallOptions};
-use crate::core::exec::{Chunk, ExecOutput, ExitStatus as CoreExit, Process};
+use super::call::{js_error, promise, promise_map, rejected, run_with, CallOptions};
+use crate::core::exec::{Chunk, ExecOutput, ExitStatus as CoreExit, Process, Run};
+use crate::core::Error as CoreError;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use napi::bindgen_prelude::*;
@@ -11,6 +12,9 @@ use napi::Env;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// The most output one `next()` hands to JS: what is queued for one stream, merged up to this size.
+const MAX_JS_CHUNK: usize = 256 * 1024;
 
 /// The outcome of `container.exec()`. A non-zero `exitCode` is a result, never an exception.
 #[napi(object, object_from_js = false)]
@@ -113,23 +117,20 @@ impl From<CoreExit> for ExitStatus {
     }
 }
 
-/// `{ done, value: { stream, data } }` with `data` copied into a V8-allocated Buffer: V8 then counts the bytes
-/// and collects streamed chunks promptly (external buffers let RSS run ahead of the GC).
-fn chunk_step_ref(env: &Env, c: Option<Chunk>) -> Result<ObjectRef<false>> {
+/// `{ done, value: { stream, data } }` with `data` copied once, straight from the frames it arrived in, into a
+/// V8-allocated Buffer: V8 then counts the bytes and collects streamed chunks promptly (external buffers let RSS
+/// run ahead of the GC).
+fn chunk_step_ref(env: &Env, run: Option<Run>) -> Result<ObjectRef<false>> {
     let mut step = Object::new(env)?;
-    match c {
+    match run {
         None => {
             step.set_named_property("done", true)?;
             step.set_named_property("value", ())?;
         }
-        Some(c) => {
-            let (stream, data) = match &c {
-                Chunk::Stdout(b) => ("stdout", b),
-                Chunk::Stderr(b) => ("stderr", b),
-            };
+        Some(run) => {
             let mut value = Object::new(env)?;
-            value.set_named_property("stream", stream)?;
-            value.set_named_property("data", BufferSlice::copy_from(env, data)?)?;
+            value.set_named_property("stream", stream_name(run.stderr))?;
+            value.set_named_property("data", buffer_from_run(env, &run)?)?;
             step.set_named_property("done", false)?;
             step.set_named_property("value", value)?;
         }
@@ -137,12 +138,58 @@ fn chunk_step_ref(env: &Env, c: Option<Chunk>) -> Result<ObjectRef<false>> {
     step.create_ref::<false>()
 }
 
+fn stream_name(stderr: bool) -> &'static str {
+    if stderr {
+        "stderr"
+    } else {
+        "stdout"
+    }
+}
+
+/// One new Buffer holding a run's parts back to back.
+fn buffer_from_run<'e>(env: &'e Env, run: &Run) -> Result<BufferSlice<'e>> {
+    if let [one] = run.parts.as_slice() {
+        return BufferSlice::copy_from(env, one);
+    }
+    let mut data = std::ptr::null_mut();
+    let mut value = std::ptr::null_mut();
+    check_status!(
+        unsafe { napi::sys::napi_create_buffer(env.raw(), run.len, &mut data, &mut value) },
+        "could not allocate a Buffer for exec output"
+    )?;
+    // SAFETY: `data` points at `run.len` writable bytes owned by the new Buffer; the parts sum to `run.len`.
+    unsafe { copy_parts(run, data.cast(), run.len) };
+    unsafe { BufferSlice::from_napi_value(env.raw(), value) }
+}
+
+/// Copy a run's parts to `dst`, which must have room for `cap` ≥ `run.len` bytes.
+unsafe fn copy_parts(run: &Run, dst: *mut u8, cap: usize) {
+    let mut at = 0;
+    for p in &run.parts {
+        if at + p.len() > cap {
+            return;
+        }
+        std::ptr::copy_nonoverlapping(p.as_ptr(), dst.add(at), p.len());
+        at += p.len();
+    }
+}
+
 /// A promise of the next chunk step.
 fn chunk_promise<F>(env: &Env, fut: F) -> Result<AsyncBlock<ObjectRef<false>>>
 where
-    F: std::future::Future<Output = crate::core::Result<Option<Chunk>>> + Send + 'static,
+    F: std::future::Future<Output = crate::core::Result<Option<Run>>> + Send + 'static,
 {
     promise_map(env, None, fut, chunk_step_ref)
+}
+
+/// What `proc.read(buffer)` put in the buffer.
+#[napi(object)]
+pub struct ReadResult {
+    /// Which stream the bytes came from (one read never mixes them).
+    #[napi(ts_type = "'stdout' | 'stderr'")]
+    pub stream: String,
+    /// How many bytes were written at the start of the buffer.
+    pub bytes_read: u32,
 }
 
 /// A process started with `container.spawn()`. `for await (const { stream, data } of proc)` reads its output
@@ -162,7 +209,67 @@ impl ExecProcess {
     )]
     pub fn next(&self, env: Env) -> Result<AsyncBlock<ObjectRef<false>>> {
         let p = self.proc.clone();
-        chunk_promise(&env, async move { p.next().await.transpose() })
+        chunk_promise(&env, async move {
+            p.next_run(MAX_JS_CHUNK, true).await.transpose()
+        })
+    }
+
+    /// Read the next output into `buffer` (bring your own buffer): at most `buffer.length` bytes of one stream,
+    /// written at its start. Resolves `null` at the end. Reusing one buffer streams any amount of output with no
+    /// allocation per chunk, so memory stays flat where `for await` leaves each chunk to the GC.
+    #[napi(catch_unwind, ts_return_type = "Promise<ReadResult | null>")]
+    pub fn read(&self, env: Env, buffer: Uint8Array) -> Result<AsyncBlock<Option<ReadResult>>> {
+        let max = buffer.len();
+        if max == 0 {
+            return rejected(
+                &env,
+                CoreError::invalid("read() needs a buffer of at least one byte")
+                    .with("argument", "buffer"),
+            );
+        }
+        let p = self.proc.clone();
+        let back = self.proc.clone();
+        promise_map(
+            &env,
+            None,
+            async move { p.next_run(max, true).await.transpose() },
+            move |env, run| {
+                let Some(run) = run else { return Ok(None) };
+                // The buffer may have been detached or shrunk while the read waited: look at it again.
+                let raw = unsafe { Uint8Array::to_napi_value(env.raw(), buffer)? };
+                let (mut data, mut len) = (std::ptr::null_mut(), 0usize);
+                let mut kind = napi::sys::TypedarrayType::uint8_array;
+                check_status!(unsafe {
+                    napi::sys::napi_get_typedarray_info(
+                        env.raw(),
+                        raw,
+                        &mut kind,
+                        &mut len,
+                        &mut data,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                })?;
+                if len < run.len || (data.is_null() && run.len > 0) {
+                    let lost = run.len;
+                    back.unread(Ok(run.into_chunk()));
+                    return Err(js_error(
+                        env,
+                        CoreError::invalid(format!(
+                            "the buffer passed to read() was detached or shrunk while the read waited \
+                             ({lost} bytes are kept for the next read)"
+                        ))
+                        .with("argument", "buffer"),
+                    ));
+                }
+                // SAFETY: `data` is the typed array's current memory with room for `len` ≥ `run.len` bytes.
+                unsafe { copy_parts(&run, data.cast(), len) };
+                Ok(Some(ReadResult {
+                    stream: stream_name(run.stderr).into(),
+                    bytes_read: run.len as u32,
+                }))
+            },
+        )
     }
 
     /// Stop reading (`break` in `for await`): further output is discarded; the process keeps running.
@@ -404,7 +511,7 @@ impl LogStream {
                 i = g.next() => i,
                 _ = stop.cancelled() => None,
             };
-            item.transpose()
+            item.map(|r| r.map(Run::from)).transpose()
         })
     }
 

@@ -235,7 +235,7 @@ async function withRssWatch(fn) {
 
 /** Stream `bytes` of `head -c … /dev/zero` into JS; MiB/s and RSS growth. */
 async function onceStream({ kind, cfg, bytes }) {
-  const client = await makeClient(kind, cfg)
+  const client = await makeClient(kind === 'sdk-read' ? 'sdk' : kind, cfg)
   await client.exec() // connected and warm, as a real client would be
   const cmd = ['head', '-c', String(bytes), '/dev/zero']
   const run = async () => {
@@ -248,6 +248,15 @@ async function onceStream({ kind, cfg, bytes }) {
       for await (const { stream, data } of p) {
         chunks++
         if (stream === 'stdout') got += data.length
+      }
+      exitCode = (await p.wait()).exitCode
+    } else if (kind === 'sdk-read') {
+      // bring your own buffer: one 256 KiB Buffer reused for the whole stream
+      const p = await client.container.spawn(cmd)
+      const buf = Buffer.allocUnsafe(256 * 1024)
+      for (let r = await p.read(buf); r !== null; r = await p.read(buf)) {
+        chunks++
+        if (r.stream === 'stdout') got += r.bytesRead
       }
       exitCode = (await p.wait()).exitCode
     } else if (kind === 'dockerode') {

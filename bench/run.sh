@@ -3,6 +3,7 @@
 # and curl glue, written to BENCHMARKS.md (bench/run.mjs does the measuring).
 #
 #   packages (docker.io, busybox, curl) -> node_modules -> the built addon (never built here)
+#   -> the raw Rust floor for T3 (bench/floor/stream_floor.rs, built here)
 #   -> Docker engine: $DOCKER_HOST if it answers, else a private dockerd (scripts/lib.sh), stopped on exit
 #   -> test image (build_test_images) -> node bench/run.mjs "$@"
 #
@@ -43,6 +44,9 @@ if ! compgen -G 'sandboxd.*.node' >/dev/null; then
   sbx_err "no built addon (sandboxd.*.node): run 'npm run build' first (the bench never builds it)"
   exit 1
 fi
+
+sbx_log "==> the raw Rust floor for T3 (bench/floor, cargo profile bench-helper)"
+cargo build --quiet --profile bench-helper --example stream-floor --no-default-features
 
 sbx_log "==> docker engine"
 if [[ -n "${DOCKER_HOST:-}" ]] && timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then

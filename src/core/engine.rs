@@ -20,8 +20,9 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// Deadline for connecting and negotiating the API version.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Idle keep-alive connections kept per engine, and how long one may stay idle.
-const POOL_MAX_IDLE: usize = 8;
+/// Idle keep-alive connections kept per engine (enough for sequential calls; bursts open more, which close once
+/// used, so open fds stay bounded), and how long one may stay idle.
+const POOL_MAX_IDLE: usize = 2;
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The request body bollard hands a custom transport (bollard names this type `BodyType` but keeps it private).

@@ -3,7 +3,7 @@
 //! errors carry the SDK's codes.
 
 use super::call::{js_error, promise, promise_map, rejected, run_with, CallOptions};
-use crate::core::exec::{Chunk, ExecOutput, ExitStatus as CoreExit, Process, Run};
+use crate::core::exec::{Chunk, ExecOutput, ExitStatus as CoreExit, Process, Run, MAX_CHUNK};
 use crate::core::Error as CoreError;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -12,9 +12,6 @@ use napi::Env;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-
-/// The most output one `next()` hands to JS: what is queued for one stream, merged up to this size.
-const MAX_JS_CHUNK: usize = 256 * 1024;
 
 /// The outcome of `container.exec()`. A non-zero `exitCode` is a result, never an exception.
 #[napi(object, object_from_js = false)]
@@ -210,7 +207,7 @@ impl ExecProcess {
     pub fn next(&self, env: Env) -> Result<AsyncBlock<ObjectRef<false>>> {
         let p = self.proc.clone();
         chunk_promise(&env, async move {
-            p.next_run(MAX_JS_CHUNK, true).await.transpose()
+            p.next_run(MAX_CHUNK, true).await.transpose()
         })
     }
 

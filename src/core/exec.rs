@@ -29,8 +29,8 @@ const DRAIN_AFTER_KILL: Duration = Duration::from_secs(5);
 const CHANNEL_CHUNKS: usize = 32;
 /// The reader merges frames that are ready at once into messages of up to this size.
 const MERGE_MAX: usize = 64 * 1024;
-/// Largest chunk handed to JS: queued chunks of one stream are merged up to this size.
-const MAX_CHUNK: usize = 256 * 1024;
+/// Largest chunk `next()` hands out (and the binding hands to JS): queued output of one stream is merged up to this.
+pub const MAX_CHUNK: usize = 256 * 1024;
 /// A run at least this big marks a stream as pouring out bulk output (see [`Process::next_run`]).
 const BULK_RUN: usize = 16 * 1024;
 /// What a coalescing read of a bulk stream waits for, and for how long at most.
@@ -98,6 +98,15 @@ pub enum Chunk {
 }
 
 impl Chunk {
+    /// A chunk of stderr (`stderr`) or stdout.
+    pub fn new(stderr: bool, data: Bytes) -> Chunk {
+        if stderr {
+            Chunk::Stderr(data)
+        } else {
+            Chunk::Stdout(data)
+        }
+    }
+
     pub fn is_stderr(&self) -> bool {
         matches!(self, Chunk::Stderr(_))
     }
@@ -108,22 +117,13 @@ impl Chunk {
         }
     }
 
-    /// This chunk followed by `more` (of the same stream), as one chunk.
-    fn joined(self, more: &[u8]) -> Chunk {
-        let mut buf = BytesMut::with_capacity(self.data().len() + more.len());
-        buf.extend_from_slice(self.data());
-        buf.extend_from_slice(more);
-        let b = buf.freeze();
-        if self.is_stderr() {
-            Chunk::Stderr(b)
-        } else {
-            Chunk::Stdout(b)
+    /// `(is_stderr, data)`.
+    pub fn into_parts(self) -> (bool, Bytes) {
+        match self {
+            Chunk::Stdout(b) => (false, b),
+            Chunk::Stderr(b) => (true, b),
         }
     }
-}
-
-fn chunk_len(c: &Chunk) -> usize {
-    c.data().len()
 }
 
 /// What one frame of exec output means to the reader.
@@ -157,10 +157,8 @@ fn classify(
             }
             if rest.is_empty() {
                 Step::Skip
-            } else if tty {
-                Step::Out(Chunk::Stdout(rest))
             } else {
-                Step::Out(Chunk::Stderr(rest))
+                Step::Out(Chunk::new(!tty, rest))
             }
         }
         Some(Ok(LogOutput::StdIn { .. })) => Step::Skip,
@@ -178,10 +176,7 @@ pub struct Run {
 
 impl From<Chunk> for Run {
     fn from(c: Chunk) -> Run {
-        let (stderr, b) = match c {
-            Chunk::Stdout(b) => (false, b),
-            Chunk::Stderr(b) => (true, b),
-        };
+        let (stderr, b) = c.into_parts();
         Run {
             stderr,
             len: b.len(),
@@ -193,23 +188,14 @@ impl From<Chunk> for Run {
 impl Run {
     /// Append `c` (of this run's stream), at most up to `max` bytes in all; what does not fit is returned.
     fn take(&mut self, c: Chunk, max: usize) -> Option<Chunk> {
-        let (mut b, stderr) = match c {
-            Chunk::Stdout(b) => (b, false),
-            Chunk::Stderr(b) => (b, true),
-        };
+        let (stderr, mut b) = c.into_parts();
         let room = max.saturating_sub(self.len);
         let rest = (b.len() > room).then(|| b.split_off(room));
         if !b.is_empty() {
             self.len += b.len();
             self.parts.push(b);
         }
-        rest.map(|r| {
-            if stderr {
-                Chunk::Stderr(r)
-            } else {
-                Chunk::Stdout(r)
-            }
-        })
+        rest.map(|r| Chunk::new(stderr, r))
     }
 
     /// The run as one chunk (copies only when it has several parts).
@@ -223,11 +209,7 @@ impl Run {
             }
             buf.freeze()
         };
-        if self.stderr {
-            Chunk::Stderr(data)
-        } else {
-            Chunk::Stdout(data)
-        }
+        Chunk::new(self.stderr, data)
     }
 }
 
@@ -774,14 +756,18 @@ impl Process {
                 // Merge the frames that are ready without waiting (decoded, or readable at once): one message
                 // per read instead of one per frame, so the consumer is woken far less often.
                 let mut merged: Option<BytesMut> = None;
-                while chunk_len(&chunk) + merged.as_ref().map_or(0, |m| m.len()) < MERGE_MAX {
+                while merged.as_ref().map_or(chunk.data().len(), |m| m.len()) < MERGE_MAX {
                     let Some(frame) = output.next().now_or_never() else {
                         break;
                     };
                     match classify(frame, &mut pid, &s.pgid, tty) {
                         Step::Skip => {}
                         Step::Out(c) if c.is_stderr() == chunk.is_stderr() => merged
-                            .get_or_insert_with(|| BytesMut::with_capacity(MERGE_MAX))
+                            .get_or_insert_with(|| {
+                                let mut m = BytesMut::with_capacity(MERGE_MAX);
+                                m.extend_from_slice(chunk.data());
+                                m
+                            })
                             .extend_from_slice(c.data()),
                         other => {
                             deferred = Some(other);
@@ -789,8 +775,8 @@ impl Process {
                         }
                     }
                 }
-                if let Some(more) = merged {
-                    chunk = chunk.joined(&more);
+                if let Some(m) = merged {
+                    chunk = Chunk::new(chunk.is_stderr(), m.freeze());
                 }
                 if s.discard.load(Ordering::SeqCst) {
                     continue;
@@ -867,7 +853,7 @@ impl Process {
             Err(e) => return Some(Err(e)),
         };
         let mut run = Run {
-            stderr: matches!(first, Chunk::Stderr(_)),
+            stderr: first.is_stderr(),
             parts: Vec::new(),
             len: 0,
         };
@@ -892,7 +878,7 @@ impl Process {
                 None => None,
             };
             next = match queued {
-                Some(Ok(c)) if matches!(c, Chunk::Stderr(_)) == run.stderr => Some(c),
+                Some(Ok(c)) if c.is_stderr() == run.stderr => Some(c),
                 Some(other) => {
                     self.unread(other);
                     None

@@ -1,5 +1,5 @@
 // Load and leaks: thousands of execs and a hundred sessions, with RSS and open fds measured before and after.
-import { readdirSync } from 'node:fs'
+import { readdirSync, readlinkSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -20,6 +20,25 @@ let agentBox: Container
 const ws = workspace()
 
 const fds = () => readdirSync('/proc/self/fd').length
+/** What the open fds point at, counted by kind (`socket`, `pipe`, a path…): printed when a bound is broken. */
+function fdKinds(): Record<string, number> {
+  const kinds: Record<string, number> = {}
+  for (const f of readdirSync('/proc/self/fd')) {
+    let target = '?'
+    try {
+      target = readlinkSync(`/proc/self/fd/${f}`).replace(/:\[\d+\]$/, '')
+    } catch {}
+    kinds[target] = (kinds[target] ?? 0) + 1
+  }
+  return kinds
+}
+/** Before asserting fd growth: if it is over the bound, say which fds they are and whether they close later. */
+async function explainFdGrowth(label: string, before: number, after: number): Promise<void> {
+  if (after - before <= MAX_FD_GROWTH) return
+  console.log(`${label}: fd growth ${after - before} > ${MAX_FD_GROWTH}; open fds by kind:`, fdKinds())
+  await new Promise((r) => setTimeout(r, 3000))
+  console.log(`${label}: 3 s later ${fds() - before} more fds than before`)
+}
 async function settle(): Promise<{ fds: number; rssMiB: number }> {
   await new Promise((r) => setTimeout(r, 300))
   global.gc?.()
@@ -59,6 +78,7 @@ describe('load and leaks', () => {
     console.log(
       `execs: fds ${before.fds} → ${mid.fds} → ${after.fds}; RSS ${before.rssMiB.toFixed(1)} → ${mid.rssMiB.toFixed(1)} → ${after.rssMiB.toFixed(1)} MiB`,
     )
+    await explainFdGrowth('execs', before.fds, after.fds)
     expect(after.fds - before.fds).toBeLessThanOrEqual(MAX_FD_GROWTH)
     expect(after.rssMiB - before.rssMiB).toBeLessThan(MAX_RSS_GROWTH_MIB)
   }, 600_000)
@@ -81,6 +101,7 @@ describe('load and leaks', () => {
     }
     const after = await settle()
     console.log(`sessions: fds ${before.fds} → ${after.fds}; RSS ${before.rssMiB.toFixed(1)} → ${after.rssMiB.toFixed(1)} MiB`)
+    await explainFdGrowth('sessions', before.fds, after.fds)
     expect(after.fds - before.fds).toBeLessThanOrEqual(MAX_FD_GROWTH)
     expect(after.rssMiB - before.rssMiB).toBeLessThan(MAX_RSS_GROWTH_MIB)
     // and no agent process or relay is left in the container

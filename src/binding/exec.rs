@@ -145,9 +145,6 @@ fn stream_name(stderr: bool) -> &'static str {
 
 /// One new Buffer holding a run's parts back to back.
 fn buffer_from_run<'e>(env: &'e Env, run: &Run) -> Result<BufferSlice<'e>> {
-    if let [one] = run.parts.as_slice() {
-        return BufferSlice::copy_from(env, one);
-    }
     let mut data = std::ptr::null_mut();
     let mut value = std::ptr::null_mut();
     check_status!(

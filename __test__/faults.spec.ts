@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { DockerEngine, LocalSandboxd, SandboxAgent, Sandboxd, type AgentEvent } from '../index.js'
-import { rejection, workspace } from './helpers/local.js'
+import { engineDirs, rejection, workspace } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
 const AGENT_IMAGE = process.env.SANDBOXD_AGENT_IMAGE
@@ -25,7 +25,9 @@ async function vmWith(image: string, agentName: string) {
   const vm = await client.create({ agentName, workspaceDir: ws.dir })
   const engine = await vm.engine()
   await (await DockerEngine.local()).images.copyTo(engine, image)
-  const dockerdPid = Number(readFileSync(join(sbx.root, 'engines', vm.name, 'dockerd.pid'), 'utf8'))
+  const [engineDir, ...more] = engineDirs(sbx.root, vm.name)
+  expect(more).toEqual([])
+  const dockerdPid = Number(readFileSync(join(engineDir!, 'dockerd.pid'), 'utf8'))
   return { sbx, client, vm, engine, dockerdPid }
 }
 

@@ -5,7 +5,7 @@ import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { LocalSandboxd, Sandboxd } from '../index.js'
 import { dockerRequest, importRootfs, listContainers, runContainer } from './helpers/engine.js'
-import { alive, mountsUnder, rejection, startLocal, workspace } from './helpers/local.js'
+import { alive, engineDirs, mountsUnder, rejection, startLocal, workspace } from './helpers/local.js'
 
 const ROOTFS = process.env.SANDBOXD_TEST_ROOTFS
 if (!ROOTFS || !existsSync(ROOTFS)) {
@@ -72,6 +72,7 @@ describe('VM lifecycle on LocalSandboxd (dockerd backend)', () => {
     // Remove: socket gone, daemon gone, nothing mounted.
     const pidsBefore = sbx.enginePids
     expect(pidsBefore).toHaveLength(2)
+    expect(engineDirs(sbx.root, 'alpha-vm')).toHaveLength(1)
     const t0 = Date.now()
     await vm.remove()
     const removeMs = Date.now() - t0
@@ -82,7 +83,8 @@ describe('VM lifecycle on LocalSandboxd (dockerd backend)', () => {
     const gone = pidsBefore.filter((p) => !left.includes(p))
     expect(gone).toHaveLength(1)
     expect(alive(gone[0]!)).toBe(false)
-    expect(mountsUnder(join(sbx.root, 'engines', 'alpha-vm'))).toEqual([])
+    expect(engineDirs(sbx.root, 'alpha-vm')).toEqual([]) // its engine directory is gone…
+    expect(mountsUnder(join(sbx.root, 'engines')).filter((m) => m.includes('/alpha-vm.'))).toEqual([]) // …and unmounted
     expect(await client.get('alpha-vm')).toBeNull()
     expect(removeMs).toBeLessThan(20_000)
 

@@ -1,5 +1,5 @@
 // Shared set-up for specs that need LocalSandboxd with one private dockerd per VM.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LocalSandboxd } from '../../index.js'
@@ -36,6 +36,15 @@ export function alive(pid: number): boolean {
 }
 
 /** Mount points at or below `dir`. */
+/** A LocalSandboxd VM's engine directories (`<root>/engines/<vm>.<random>`: one per start of its dockerd). */
+export function engineDirs(root: string, vmName: string): string[] {
+  const engines = join(root, 'engines')
+  if (!existsSync(engines)) return []
+  return readdirSync(engines)
+    .filter((d) => d.startsWith(`${vmName}.`))
+    .map((d) => join(engines, d))
+}
+
 export function mountsUnder(dir: string): string[] {
   const info = readFileSync('/proc/self/mountinfo', 'utf8')
   return info

@@ -515,7 +515,13 @@ impl Inner {
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
-        let engine_dir = self.root.join("engines").join(name);
+        // A fresh directory per start: a watchdog still cleaning up after an engine whose start was cut off (a
+        // stop during a create) sweeps processes and deletes directories by path, so it must never share
+        // paths with the engine of a later VM of the same name.
+        let engine_dir = self.root.join("engines").join(format!(
+            "{name}.{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ));
         let engine = match VmEngine::start(&self.backend, name, socket, &engine_dir).await {
             Ok(e) => e,
             Err(e) => {
@@ -573,9 +579,8 @@ impl Inner {
         let resp = match entry {
             None => message(StatusCode::NOT_FOUND, format!("vm {name:?} not found")),
             Some(vm) => {
-                vm.engine.stop().await;
+                vm.engine.stop().await; // removes the engine's own directory
                 let _ = std::fs::remove_dir_all(&vm.state_dir);
-                let _ = std::fs::remove_dir_all(self.root.join("engines").join(name));
                 Response::builder()
                     .status(StatusCode::NO_CONTENT)
                     .body(Full::new(Bytes::new()))

@@ -406,7 +406,7 @@ impl AcpConnection {
                 let Ok(events) = parser.feed(&data) else {
                     break;
                 };
-                for feed in sequence(events, &mut last) {
+                for feed in sequence(events, &mut last, None).0 {
                     if tx.send(feed).await.is_err() {
                         return;
                     }
@@ -485,7 +485,17 @@ fn publish(shared: &Shared, feed: Feed) {
 
 /// SSE events → feed items in id order: events already seen (`id <= last`) are dropped, a jump in ids becomes a
 /// `Gap`, and `last` advances. Shared by the connection's reader and by replays.
-fn sequence(events: Vec<super::sse::SseEvent>, last: &mut u64) -> Vec<Feed> {
+///
+/// With `resync`, a jump after the first event of a connection is not reported: the server skips events for a
+/// subscriber that lags behind a burst (its SSE stream jumps, e.g. 660 → 774), while its replay ring still
+/// holds them. The items before the jump are returned with `true`, and the caller reads again from `last`; a
+/// jump at the start of a connection is a real loss (the ring moved on) and is reported.
+fn sequence(
+    events: Vec<super::sse::SseEvent>,
+    last: &mut u64,
+    resync: Option<&mut bool>,
+) -> (Vec<Feed>, bool) {
+    let mut started = resync;
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
         let Some(id) = ev.id.as_deref().and_then(|s| s.parse::<u64>().ok()) else {
@@ -495,10 +505,16 @@ fn sequence(events: Vec<super::sse::SseEvent>, last: &mut u64) -> Vec<Feed> {
             continue; // already seen (replayed after a reconnect)
         }
         if id > *last + 1 {
+            if started.as_deref() == Some(&true) {
+                return (out, true);
+            }
             out.push(Feed::Gap {
                 from: *last + 1,
                 to: id - 1,
             });
+        }
+        if let Some(s) = started.as_deref_mut() {
+            *s = true;
         }
         *last = id;
         let message = serde_json::from_str(&ev.data).unwrap_or(Value::String(ev.data));
@@ -507,7 +523,7 @@ fn sequence(events: Vec<super::sse::SseEvent>, last: &mut u64) -> Vec<Feed> {
             message,
         })));
     }
-    out
+    (out, false)
 }
 
 fn handle_message(shared: &Shared, ev: Arc<AcpEvent>) {
@@ -553,7 +569,10 @@ async fn read_sse(shared: Arc<Shared>, mut ready: Option<oneshot::Sender<()>>) {
                 }
                 let mut body = res.into_body();
                 let mut parser = SseParser::new(MAX_SSE_LINE);
-                loop {
+                // Whether this connection has delivered an event yet (a later jump in ids is re-read).
+                let mut started = false;
+                let mut resync = false;
+                while !resync {
                     let frame = tokio::select! {
                         f = body.frame() => f,
                         _ = shared.closed.cancelled() => None,
@@ -567,7 +586,9 @@ async fn read_sse(shared: Arc<Shared>, mut ready: Option<oneshot::Sender<()>>) {
                         Err(_) => break,
                     };
                     let mut last = shared.last_event_id.load(Ordering::SeqCst);
-                    for feed in sequence(events, &mut last) {
+                    let (feeds, jumped) = sequence(events, &mut last, Some(&mut started));
+                    resync = jumped;
+                    for feed in feeds {
                         match feed {
                             Feed::Event(ev) => {
                                 shared.last_event_id.store(ev.event_id, Ordering::SeqCst);
@@ -576,6 +597,9 @@ async fn read_sse(shared: Arc<Shared>, mut ready: Option<oneshot::Sender<()>>) {
                             other => publish(&shared, other),
                         }
                     }
+                }
+                if resync {
+                    continue; // at once, with Last-Event-ID: the ring still has what this stream skipped
                 }
             }
             Ok(res) => {
@@ -619,4 +643,59 @@ pub fn default_init_params() -> Value {
         "clientCapabilities": { "fs": { "readTextFile": false, "writeTextFile": false }, "terminal": false },
         "clientInfo": { "name": "sandboxd", "version": env!("CARGO_PKG_VERSION") }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::sse::SseEvent;
+
+    fn evs(ids: &[u64]) -> Vec<SseEvent> {
+        ids.iter()
+            .map(|i| SseEvent {
+                id: Some(i.to_string()),
+                event: "message".into(),
+                data: format!("{{\"n\":{i}}}"),
+            })
+            .collect()
+    }
+
+    fn shape(feeds: &[Feed]) -> Vec<String> {
+        feeds
+            .iter()
+            .map(|f| match f {
+                Feed::Event(e) => e.event_id.to_string(),
+                Feed::Gap { from, to } => format!("gap {from}-{to}"),
+                Feed::Ended(_) => "end".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replays_report_jumps_and_skip_what_was_seen() {
+        let mut last = 2;
+        let (feeds, resync) = sequence(evs(&[1, 2, 3, 7, 8]), &mut last, None);
+        assert_eq!(shape(&feeds), ["3", "gap 4-6", "7", "8"]);
+        assert!(!resync);
+        assert_eq!(last, 8);
+    }
+
+    #[test]
+    fn a_live_stream_that_jumps_is_read_again_from_the_last_event() {
+        // Mid-stream: stop before the jump, so the caller reconnects with Last-Event-ID 4.
+        let (mut last, mut started) = (2, false);
+        let (feeds, resync) = sequence(evs(&[3, 4, 9, 10]), &mut last, Some(&mut started));
+        assert_eq!(
+            (shape(&feeds), resync, last),
+            (vec!["3".into(), "4".into()], true, 4)
+        );
+        // The new connection starts past `last + 1`: the ring lost those, a real gap.
+        let mut started = false;
+        let (feeds, resync) = sequence(evs(&[7, 8]), &mut last, Some(&mut started));
+        assert_eq!(shape(&feeds), ["gap 5-6", "7", "8"]);
+        assert!(!resync && started);
+        // A jump in a later frame of the same connection is re-read again.
+        let (feeds, resync) = sequence(evs(&[9, 11]), &mut last, Some(&mut started));
+        assert_eq!((shape(&feeds), resync, last), (vec!["9".into()], true, 9));
+    }
 }

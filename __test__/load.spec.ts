@@ -39,8 +39,17 @@ async function explainFdGrowth(label: string, before: number, after: number): Pr
   await new Promise((r) => setTimeout(r, 3000))
   console.log(`${label}: 3 s later ${fds() - before} more fds than before`)
 }
+/** Wait for closes still in flight (relay and tunnel teardown runs in the background) to finish: until the fd
+ * count has held for 500 ms, at most 5 s. Then GC and measure. */
 async function settle(): Promise<{ fds: number; rssMiB: number }> {
-  await new Promise((r) => setTimeout(r, 300))
+  const until = Date.now() + 5000
+  let n = fds()
+  let stableSince = Date.now()
+  while (Date.now() - stableSince < 500 && Date.now() < until) {
+    await new Promise((r) => setTimeout(r, 50))
+    const now = fds()
+    if (now !== n) [n, stableSince] = [now, Date.now()]
+  }
   global.gc?.()
   return { fds: fds(), rssMiB: process.memoryUsage().rss / 1048576 }
 }
@@ -86,19 +95,19 @@ describe('load and leaks', () => {
   it('100 agent sessions opened, used and closed: fds and RSS bounded', async () => {
     const agent = new SandboxAgent(agentBox)
     await agent.ensureServer()
-    const warm = await agent.createSession({ agent: 'pi', cwd: ws.dir })
-    await warm.send('hello')
-    await warm.close()
-    const before = await settle()
-    for (let batch = 0; batch < 10; batch++) {
-      await Promise.all(
+    const batch = () =>
+      Promise.all(
         Array.from({ length: 10 }, async () => {
           const s = await agent.createSession({ agent: 'pi', cwd: ws.dir })
           expect((await s.send('hello')).text).toBe('Hello, world')
           await s.close()
         }),
       )
-    }
+    // Warm up with a batch of the same shape, so the idle pools (tunnels, engine connections) are at the size
+    // this concurrency leaves them at: what grows after that is a leak.
+    await batch()
+    const before = await settle()
+    for (let b = 0; b < 10; b++) await batch()
     const after = await settle()
     console.log(`sessions: fds ${before.fds} → ${after.fds}; RSS ${before.rssMiB.toFixed(1)} → ${after.rssMiB.toFixed(1)} MiB`)
     await explainFdGrowth('sessions', before.fds, after.fds)

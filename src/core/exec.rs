@@ -6,18 +6,18 @@
 //! carries `SANDBOXD_EXEC_ID=<token>` in its environment so that processes which `setsid` away from the group
 //! are found by a `/proc/*/environ` sweep. (Recipe measured in engine-notes.md §8.)
 
+use super::attach::{Input, Output};
 use super::engine::{map_err, Engine, Subject};
 use super::error::{Error, ErrorCode, Result};
 use bollard::container::LogOutput;
-use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bytes::{Bytes, BytesMut};
 use futures::{FutureExt, StreamExt};
 use std::collections::VecDeque;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -265,11 +265,6 @@ fn validate_spec(spec: &ExecSpec) -> Result<()> {
     validate_env(&spec.env)
 }
 
-type Output = Pin<
-    Box<dyn futures::Stream<Item = std::result::Result<LogOutput, bollard::errors::Error>> + Send>,
->;
-type Input = Pin<Box<dyn AsyncWrite + Send>>;
-
 /// A started exec: its id, the attached streams, and what the kill needs.
 struct Started {
     exec_id: String,
@@ -309,30 +304,15 @@ async fn start(engine: &Engine, container: &str, spec: &ExecSpec) -> Result<Star
         )
         .await
         .map_err(|e| exec_start_error(engine, e, container))?;
-    let started = engine
-        .docker()
-        .start_exec(
-            &created.id,
-            Some(StartExecOptions {
-                detach: false,
-                tty: spec.tty,
-                output_capacity: Some(64 * 1024),
-            }),
-        )
+    let (output, input) = super::attach::start(engine, &created.id, spec.tty)
         .await
         .map_err(|e| exec_start_error(engine, e, container))?;
-    match started {
-        StartExecResults::Attached { output, input } => Ok(Started {
-            exec_id: created.id,
-            output,
-            input,
-            token,
-        }),
-        StartExecResults::Detached => Err(Error::new(
-            ErrorCode::ExecFailed,
-            "the engine detached the exec",
-        )),
-    }
+    Ok(Started {
+        exec_id: created.id,
+        output,
+        input,
+        token,
+    })
 }
 
 fn exec_start_error(engine: &Engine, e: bollard::errors::Error, container: &str) -> Error {

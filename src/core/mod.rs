@@ -2,6 +2,7 @@
 
 pub mod acp;
 pub mod agent;
+pub mod attach;
 pub mod container;
 pub mod engine;
 pub mod error;

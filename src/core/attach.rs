@@ -1,0 +1,226 @@
+//! The attached streams of a started exec, read by hand from the hijacked connection.
+//!
+//! bollard starts an attached exec fine, but its reader zero-fills the whole read buffer on every poll
+//! (`ReadBuf::initialize_unfilled` in its `AsyncUpgraded`, 64 KiB per poll with our capacity, also for polls that
+//! find nothing to read). Profiled while streaming 200 MiB, that memset was the largest single cost on the
+//! SDK's tokio threads. So `POST /exec/{id}/start` with `Upgrade: tcp` is sent here on a connection of its own
+//! (it never goes back to a pool), the upgraded stream is read with large reads into uninitialised capacity, and
+//! Docker's 8-byte frame headers are taken apart here. Create, inspect and everything else stay with bollard.
+
+use super::engine::Engine;
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+
+/// One read from the connection asks for this much room.
+const READ_SIZE: usize = 64 * 1024;
+/// An error body longer than this is cut (it is only used for its `message`).
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Output frames, in the order the engine sent them; `None` at the end of the stream.
+pub type Output = Pin<Box<dyn futures::Stream<Item = Result<LogOutput, BollardError>> + Send>>;
+/// The exec's stdin; shutting it down half-closes the connection (the process sees EOF).
+pub type Input = Pin<Box<dyn AsyncWrite + Send>>;
+
+/// Start the created exec `exec_id` attached. Errors are bollard's, so they map to codes like every engine call.
+pub async fn start(
+    engine: &Engine,
+    exec_id: &str,
+    tty: bool,
+) -> Result<(Output, Input), BollardError> {
+    let stream = tokio::net::UnixStream::connect(engine.socket())
+        .await
+        .map_err(|err| BollardError::IOError { err })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn.with_upgrades());
+    let body = serde_json::json!({ "Detach": false, "Tty": tty }).to_string();
+    let req = hyper::Request::post(format!("/v{}/exec/{}/start", engine.api_version(), exec_id))
+        .header("Host", "docker")
+        .header("Content-Type", "application/json")
+        .header("Connection", "Upgrade")
+        .header("Upgrade", "tcp")
+        .body(Full::new(Bytes::from(body)))?;
+    let res = sender.send_request(req).await?;
+    let status = res.status().as_u16();
+    if status != 101 && status != 200 {
+        return Err(server_error(status, res.into_body()).await);
+    }
+    let upgraded = TokioIo::new(hyper::upgrade::on(res).await?);
+    let (read, write) = tokio::io::split(upgraded);
+    Ok((frames(read, tty), Box::pin(write)))
+}
+
+/// The engine's `{"message": …}` for a refused start, as bollard reports it.
+async fn server_error(status_code: u16, body: hyper::body::Incoming) -> BollardError {
+    let limited = http_body_util::Limited::new(body, MAX_ERROR_BODY);
+    let bytes = limited
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_string());
+    BollardError::DockerResponseServerError {
+        status_code,
+        message,
+    }
+}
+
+/// Where the demuxer is in the byte stream.
+struct Demux<R> {
+    read: R,
+    buf: BytesMut,
+    tty: bool,
+    /// Bytes of the current frame not handed out yet, and its stream (1 stdout, 2 stderr, 0 stdin).
+    remaining: usize,
+    kind: u8,
+}
+
+impl<R: AsyncRead + Unpin> Demux<R> {
+    /// The next piece of output: a whole frame, or the part of a frame that has arrived (a frame is never
+    /// waited for whole, so a huge frame costs no memory).
+    async fn next(&mut self) -> Option<Result<LogOutput, BollardError>> {
+        loop {
+            if self.tty && !self.buf.is_empty() {
+                let message = self.buf.split().freeze();
+                return Some(Ok(LogOutput::Console { message }));
+            }
+            if self.remaining > 0 && !self.buf.is_empty() {
+                let n = self.remaining.min(self.buf.len());
+                self.remaining -= n;
+                let message = self.buf.split_to(n).freeze();
+                return Some(Ok(match self.kind {
+                    0 => LogOutput::StdIn { message },
+                    1 => LogOutput::StdOut { message },
+                    _ => LogOutput::StdErr { message },
+                }));
+            }
+            if !self.tty && self.remaining == 0 && self.buf.len() >= 8 {
+                let h = &self.buf[..8];
+                if h[0] > 2 || h[1..4] != [0, 0, 0] {
+                    return Some(Err(BollardError::IOError {
+                        err: std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "the exec stream is not in Docker's multiplexed format",
+                        ),
+                    }));
+                }
+                self.kind = h[0];
+                self.remaining = u32::from_be_bytes([h[4], h[5], h[6], h[7]]) as usize;
+                self.buf.advance(8);
+                continue;
+            }
+            self.buf.reserve(READ_SIZE);
+            match self.read.read_buf(&mut self.buf).await {
+                Ok(0) => return None,
+                Ok(_) => {}
+                Err(err) => return Some(Err(BollardError::IOError { err })),
+            }
+        }
+    }
+}
+
+/// The demuxed output of a hijacked exec connection.
+fn frames<R: AsyncRead + Unpin + Send + 'static>(read: R, tty: bool) -> Output {
+    let demux = Demux {
+        read,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        tty,
+        remaining: 0,
+        kind: 1,
+    };
+    Box::pin(futures::stream::unfold(demux, |mut d| async move {
+        let item = d.next().await?;
+        Some((item, d))
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn frame(kind: u8, data: &[u8]) -> Vec<u8> {
+        let mut f = vec![kind, 0, 0, 0];
+        f.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        f.extend_from_slice(data);
+        f
+    }
+
+    /// Everything a stream yields, as (stream, bytes) with consecutive pieces of one stream joined.
+    async fn collect(mut out: Output) -> (Vec<(u8, Vec<u8>)>, Option<String>) {
+        let mut got: Vec<(u8, Vec<u8>)> = Vec::new();
+        while let Some(item) = out.next().await {
+            let (k, m) = match item {
+                Ok(LogOutput::StdIn { message }) => (0, message),
+                Ok(LogOutput::StdOut { message }) => (1, message),
+                Ok(LogOutput::StdErr { message }) => (2, message),
+                Ok(LogOutput::Console { message }) => (9, message),
+                Err(e) => return (got, Some(e.to_string())),
+            };
+            match got.last_mut() {
+                Some((lk, lm)) if *lk == k => lm.extend_from_slice(&m),
+                _ => got.push((k, m.to_vec())),
+            }
+        }
+        (got, None)
+    }
+
+    #[tokio::test]
+    async fn frames_split_anywhere_are_demuxed_in_order() {
+        let big = vec![7u8; 200_000];
+        let mut wire = frame(1, b"out 1\n");
+        wire.extend(frame(2, b"err 1\n"));
+        wire.extend(frame(1, b""));
+        wire.extend(frame(1, &big));
+        wire.extend(frame(2, b"err 2"));
+        for step in [1, 3, 8, 9, 4096, 70_000] {
+            let (client, mut server) = tokio::io::duplex(step);
+            let bytes = wire.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                for piece in bytes.chunks(step) {
+                    server.write_all(piece).await.unwrap();
+                }
+            });
+            let (got, err) = collect(frames(client, false)).await;
+            assert_eq!(err, None);
+            assert_eq!(
+                got,
+                vec![
+                    (1, b"out 1\n".to_vec()),
+                    (2, b"err 1\n".to_vec()),
+                    (1, big.clone()),
+                    (2, b"err 2".to_vec())
+                ],
+                "step {step}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn tty_output_passes_through_and_a_bad_header_is_an_error() {
+        let (client, mut server) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            server.write_all(b"\x01raw tty bytes").await.unwrap();
+        });
+        let (got, err) = collect(frames(client, true)).await;
+        assert_eq!((got, err), (vec![(9, b"\x01raw tty bytes".to_vec())], None));
+
+        let (client, mut server) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
+        });
+        let (got, err) = collect(frames(client, false)).await;
+        assert!(got.is_empty());
+        assert!(err.unwrap().contains("multiplexed"));
+    }
+}

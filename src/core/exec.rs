@@ -840,6 +840,7 @@ impl Process {
         let bulk = coalesce && self.shared.last_run.load(Ordering::Relaxed) >= BULK_RUN;
         let target = if bulk { max.min(COALESCE_TARGET) } else { 0 };
         let deadline = tokio::time::Instant::now() + COALESCE_WAIT;
+        let mut waited = false;
         let mut next = Some(first);
         while let Some(c) = next.take() {
             if let Some(rest) = run.take(c, max) {
@@ -851,10 +852,13 @@ impl Process {
             }
             let queued = match self.pop_held().or_else(|| rx.try_recv().ok()) {
                 Some(c) => Some(c),
-                None if run.len < target => tokio::time::timeout_at(deadline, rx.recv())
-                    .await
-                    .ok()
-                    .flatten(),
+                // One sleep, then take what arrived meanwhile: waiting in `recv` would wake this task once
+                // per frame, and each wake can cost a thread hand-off.
+                None if run.len < target && !waited => {
+                    waited = true;
+                    tokio::time::sleep_until(deadline).await;
+                    self.pop_held().or_else(|| rx.try_recv().ok())
+                }
                 None => None,
             };
             next = match queued {

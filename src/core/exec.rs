@@ -33,7 +33,7 @@ const MERGE_MAX: usize = 64 * 1024;
 pub const MAX_CHUNK: usize = 256 * 1024;
 /// A run at least this big marks a stream as pouring out bulk output (see [`Process::next_run`]).
 const BULK_RUN: usize = 16 * 1024;
-/// What a coalescing read of a bulk stream waits for, and for how long at most.
+/// A coalescing read of a bulk stream with less than this queued sleeps once, for this long, before returning.
 const COALESCE_TARGET: usize = 128 * 1024;
 const COALESCE_WAIT: Duration = Duration::from_millis(1);
 /// A deadline that never comes (about 30 years).
@@ -817,8 +817,9 @@ impl Process {
     /// buffer). A frame that does not fit is split and its rest is read next. `None` at the end.
     ///
     /// With `coalesce`, a stream that is pouring out bulk output (the previous run was at least
-    /// [`BULK_RUN`]) waits up to [`COALESCE_WAIT`] for [`COALESCE_TARGET`] bytes before returning: each run
-    /// costs the JS consumer a promise round trip, so 10× fewer, larger runs leave the CPU to the engine.
+    /// [`BULK_RUN`]) and has less than [`COALESCE_TARGET`] queued sleeps [`COALESCE_WAIT`] once and then takes
+    /// what arrived: each run costs the JS consumer a promise round trip, so 10× fewer, larger runs leave the
+    /// CPU to the engine.
     /// Sparse output (prompts, events, lines) is never delayed.
     pub async fn next_run(&self, max: usize, coalesce: bool) -> Option<Result<Run>> {
         let max = max.max(1);

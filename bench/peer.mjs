@@ -240,6 +240,7 @@ async function onceStream({ kind, cfg, bytes }) {
   const cmd = ['head', '-c', String(bytes), '/dev/zero']
   const run = async () => {
     const t0 = performance.now()
+    const cpu0 = process.cpuUsage()
     let got = 0
     let chunks = 0
     let exitCode
@@ -279,7 +280,8 @@ async function onceStream({ kind, cfg, bytes }) {
       throw new Error('stream: sdk or dockerode')
     }
     const secs = (performance.now() - t0) / 1000
-    return { got, chunks, exitCode, secs, mibps: bytes / 1048576 / secs }
+    const cpu = process.cpuUsage(cpu0)
+    return { got, chunks, exitCode, secs, mibps: bytes / 1048576 / secs, cpuSecs: (cpu.user + cpu.system) / 1e6 }
   }
   const m0 = process.memoryUsage()
   const w = await withRssWatch(run)

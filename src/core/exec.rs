@@ -12,7 +12,7 @@ use super::error::{Error, ErrorCode, Result};
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bytes::{Bytes, BytesMut};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 pub const EXEC_MARKER: &str = "SANDBOXD_EXEC_ID";
 /// How long to wait for the stream to end after a kill before giving up on it.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(5);
-/// Chunks buffered between the reader task and a streaming consumer (backpressure beyond this).
-const CHANNEL_CHUNKS: usize = 32;
-/// The reader merges frames that are ready at once into messages of up to this size.
-const MERGE_MAX: usize = 64 * 1024;
+/// Frames buffered between the reader task and a streaming consumer (backpressure beyond this). A frame is at
+/// most one 64 KiB read, so at most 4 MiB waits here; 64 slots keep a consumer that sleeps 1 ms to coalesce from
+/// stalling the reader on small frames.
+const CHANNEL_CHUNKS: usize = 64;
 /// Largest chunk `next()` hands out (and the binding hands to JS): queued output of one stream is merged up to this.
 pub const MAX_CHUNK: usize = 256 * 1024;
 /// A run at least this big marks a stream as pouring out bulk output (see [`Process::next_run`]).
@@ -704,27 +704,20 @@ impl Process {
             };
             tokio::pin!(sleep);
             let mut failure: Option<Error> = None;
-            // A frame already read and classified while merging, that did not belong to the merged chunk.
-            let mut deferred: Option<Step> = None;
             loop {
-                let step = match deferred.take() {
-                    Some(step) => step,
-                    None => {
-                        let frame = tokio::select! {
-                            f = output.next() => f,
-                            _ = &mut sleep, if !timed_out => {
-                                timed_out = true;
-                                let pg = s.pgid.get(Duration::from_millis(500)).await;
-                                let _ = kill_tree(&s.engine, &s.container, pg, &s.token, "TERM", true).await;
-                                s.killed.lock().map(|mut k| *k = Some("SIGKILL".into())).ok();
-                                continue;
-                            }
-                            _ = s.stop.cancelled() => break,
-                        };
-                        classify(frame, &mut pid, &s.pgid, tty)
+                let frame = tokio::select! {
+                    f = output.next() => f,
+                    _ = &mut sleep, if !timed_out => {
+                        timed_out = true;
+                        let pg = s.pgid.get(Duration::from_millis(500)).await;
+                        let _ = kill_tree(&s.engine, &s.container, pg, &s.token, "TERM", true).await;
+                        s.killed.lock().map(|mut k| *k = Some("SIGKILL".into())).ok();
+                        continue;
                     }
+                    _ = s.stop.cancelled() => break,
                 };
-                let mut chunk = match step {
+                // Frames go on as they arrived, uncopied: a coalescing read merges them once, into the JS buffer.
+                let chunk = match classify(frame, &mut pid, &s.pgid, tty) {
                     Step::End => break,
                     Step::Fail(e) => {
                         failure = Some(e);
@@ -733,31 +726,6 @@ impl Process {
                     Step::Skip => continue,
                     Step::Out(c) => c,
                 };
-                // Merge the frames that are ready without waiting (decoded, or readable at once): one message
-                // per read instead of one per frame, so the consumer is woken far less often.
-                let mut merged: Option<BytesMut> = None;
-                while merged.as_ref().map_or(chunk.data().len(), |m| m.len()) < MERGE_MAX {
-                    let Some(frame) = output.next().now_or_never() else {
-                        break;
-                    };
-                    match classify(frame, &mut pid, &s.pgid, tty) {
-                        Step::Skip => {}
-                        Step::Out(c) if c.is_stderr() == chunk.is_stderr() => merged
-                            .get_or_insert_with(|| {
-                                let mut m = BytesMut::with_capacity(MERGE_MAX);
-                                m.extend_from_slice(chunk.data());
-                                m
-                            })
-                            .extend_from_slice(c.data()),
-                        other => {
-                            deferred = Some(other);
-                            break;
-                        }
-                    }
-                }
-                if let Some(m) = merged {
-                    chunk = Chunk::new(chunk.is_stderr(), m.freeze());
-                }
                 if s.discard.load(Ordering::SeqCst) {
                     continue;
                 }

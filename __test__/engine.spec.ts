@@ -215,6 +215,25 @@ describe('exec', () => {
     expect(capped.truncated).toBe(true)
   })
 
+  it('an exec the engine could not start (unknown user, missing cwd) is ERR_EXEC_FAILED with the daemon message', async () => {
+    const user = await rejection(box.exec(['true'], { user: 'nosuchuser' }))
+    expect(user).toMatchObject({ code: 'ERR_EXEC_FAILED', exitCode: 126 })
+    expect(user.engineMessage).toContain('nosuchuser')
+    expect(user.message).toContain(user.engineMessage)
+    expect(user.result).toMatchObject({ exitCode: 126 })
+    const cwd = await rejection(box.exec(['true'], { cwd: '/no/such/dir' }))
+    expect(cwd.code).toBe('ERR_EXEC_FAILED')
+    expect(cwd.engineMessage).toContain('/no/such/dir')
+    const p = await box.spawn(['true'], { user: 'nosuchuser' })
+    const w = await rejection(p.wait({ timeoutMs: 10_000 }))
+    expect(w).toMatchObject({ code: 'ERR_EXEC_FAILED', exitCode: 126 })
+    // a process that did start and exits 126 or 127 is a result, not a failure to start
+    expect((await box.sh('exit 126')).exitCode).toBe(126)
+    expect((await box.sh('exit 127')).exitCode).toBe(127)
+    const spawned = await box.spawn(['sh', '-c', 'exit 126'])
+    expect((await spawned.wait({ timeoutMs: 10_000 })).exitCode).toBe(126)
+  })
+
   it('a timeout kills the whole process tree and resolves with timedOut and the partial output', async () => {
     const t0 = Date.now()
     const r = await box.sh('echo started; sleep 1000 & sleep 1000', { timeoutMs: 500 })

@@ -7,7 +7,7 @@
 //! (it never goes back to a pool), the upgraded stream is read with large reads into uninitialised capacity, and
 //! Docker's 8-byte frame headers are taken apart here. Create, inspect and everything else stay with bollard.
 
-use super::engine::Engine;
+use super::engine::{Engine, REQUEST_TIMEOUT_SECS};
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bytes::{Buf, Bytes, BytesMut};
@@ -29,8 +29,20 @@ pub type Output = Pin<Box<dyn futures::Stream<Item = Result<LogOutput, BollardEr
 /// The exec's stdin; shutting it down half-closes the connection (the process sees EOF).
 pub type Input = Pin<Box<dyn AsyncWrite + Send>>;
 
-/// Start the created exec `exec_id` attached. Errors are bollard's, so they map to codes like every engine call.
+/// Start the created exec `exec_id` attached. Errors are bollard's, so they map to codes like every engine call;
+/// an engine that does not answer within bollard's request timeout is a `RequestTimeoutError`, as it was there.
 pub async fn start(
+    engine: &Engine,
+    exec_id: &str,
+    tty: bool,
+) -> Result<(Output, Input), BollardError> {
+    let deadline = std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS);
+    tokio::time::timeout(deadline, start_attached(engine, exec_id, tty))
+        .await
+        .map_err(|_| BollardError::RequestTimeoutError)?
+}
+
+async fn start_attached(
     engine: &Engine,
     exec_id: &str,
     tty: bool,

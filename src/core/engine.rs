@@ -16,7 +16,7 @@ use std::time::Duration;
 
 /// bollard's per-request timeout (until response headers). Long streams (exec, logs, image load) are bounded
 /// by the SDK's own deadlines and signals instead; imports use a clone with a larger value.
-const REQUEST_TIMEOUT_SECS: u64 = 120;
+pub(crate) const REQUEST_TIMEOUT_SECS: u64 = 120;
 /// Deadline for connecting and negotiating the API version.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -23,6 +23,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The environment marker that identifies an exec's processes for the kill sweep.
 pub const EXEC_MARKER: &str = "SANDBOXD_EXEC_ID";
+/// Output kept from before the wrapper's PID line, for the message of an exec that never started.
+const EARLY_OUTPUT: usize = 4096;
 /// How long to wait for the stream to end after a kill before giving up on it.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(5);
 /// Frames buffered between the reader task and a streaming consumer (backpressure beyond this). A frame is at
@@ -315,6 +317,25 @@ async fn start(engine: &Engine, container: &str, spec: &ExecSpec) -> Result<Star
     })
 }
 
+/// The engine accepted the start, but the process never ran: no PID line came from the wrapper, and the exit code
+/// is the runtime's 126/127. Docker reports this in-band (engine-notes §3): the runtime's message arrives as
+/// output ("unable to find user …", "chdir to cwd … failed", "executable file not found"), which becomes
+/// `engineMessage`.
+fn never_started(exit_code: Option<i64>, pid_seen: bool, output: &[u8]) -> Option<Error> {
+    if pid_seen || !matches!(exit_code, Some(126 | 127)) {
+        return None;
+    }
+    let message = String::from_utf8_lossy(output).trim().to_string();
+    Some(
+        Error::new(
+            ErrorCode::ExecFailed,
+            format!("could not start the exec: {message}"),
+        )
+        .with("engineMessage", message)
+        .with("exitCode", exit_code.unwrap_or_default()),
+    )
+}
+
 fn exec_start_error(engine: &Engine, e: bollard::errors::Error, container: &str) -> Error {
     let mut err = engine.err(e, Subject::Container(container));
     if err.code == ErrorCode::Engine {
@@ -600,6 +621,14 @@ pub async fn exec(
         return Err(e);
     }
     let killed_by_us = ended_by.is_some();
+    if !killed_by_us {
+        let mut text = out.stdout.clone();
+        text.extend_from_slice(&out.stderr);
+        if let Some(mut e) = never_started(out.exit_code, pgid.is_some(), &text) {
+            e.result = Some(Box::new(out));
+            return Err(e);
+        }
+    }
     let signalled = out.exit_code.is_some_and(|c| c > 128);
     if out.exit_code.is_none()
         || (signalled && !killed_by_us && container_gone(&engine, &container).await)
@@ -704,6 +733,7 @@ impl Process {
             };
             tokio::pin!(sleep);
             let mut failure: Option<Error> = None;
+            let mut early: Vec<u8> = Vec::new();
             loop {
                 let frame = tokio::select! {
                     f = output.next() => f,
@@ -726,6 +756,9 @@ impl Process {
                     Step::Skip => continue,
                     Step::Out(c) => c,
                 };
+                if s.pgid.0.borrow().is_none() && early.len() < EARLY_OUTPUT {
+                    early.extend_from_slice(chunk.data()); // the runtime's message, if the process never ran
+                }
                 if s.discard.load(Ordering::SeqCst) {
                     continue;
                 }
@@ -747,6 +780,19 @@ impl Process {
                             ErrorCode::StreamInterrupted,
                             "the container went away before the process finished",
                         ))
+                    }
+                    Ok(Some(code))
+                        if !timed_out && s.killed.lock().map(|k| k.is_none()).unwrap_or(true) =>
+                    {
+                        match never_started(Some(code), s.pgid.0.borrow().is_some(), &early) {
+                            Some(e) => Err(e),
+                            None => Ok(ExitStatus {
+                                exit_code: Some(code),
+                                signal: None,
+                                timed_out,
+                                duration_ms: began.elapsed().as_millis() as u64,
+                            }),
+                        }
                     }
                     Ok(Some(code)) => {
                         let mut signal = s.killed.lock().ok().and_then(|k| k.clone());

@@ -162,6 +162,7 @@ fn frames<R: AsyncRead + Unpin + Send + 'static>(read: R, tty: bool) -> Output {
 mod tests {
     use super::*;
     use futures::StreamExt;
+    use tokio::io::AsyncReadExt;
 
     fn frame(kind: u8, data: &[u8]) -> Vec<u8> {
         let mut f = vec![kind, 0, 0, 0];
@@ -219,6 +220,94 @@ mod tests {
                 "step {step}"
             );
         }
+    }
+
+    /// A fake engine on a Unix socket: `/version` for the negotiation, and `start` answered by `on_start`
+    /// (raw bytes, written after the request; the connection is then closed).
+    async fn fake_engine(on_start: &'static [u8]) -> (tempfile::TempDir, std::sync::Arc<Engine>) {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            let mut chunk = [0u8; 4096];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                        let body_len = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        while buf.len() < end + 4 + body_len {
+                            let mut chunk = [0u8; 4096];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..end + 4 + body_len);
+                        if head.contains("/exec/") {
+                            let _ = conn.write_all(on_start).await;
+                            return;
+                        }
+                        let json = br#"{"ApiVersion":"1.41","Version":"20.10.24"}"#;
+                        let res = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n", json.len());
+                        let _ = conn.write_all(res.as_bytes()).await;
+                        let _ = conn.write_all(json).await;
+                    }
+                });
+            }
+        });
+        let engine = Engine::connect(&path).await.unwrap();
+        (dir, engine)
+    }
+
+    #[tokio::test]
+    async fn a_refused_start_carries_the_engine_message_and_status() {
+        let (_dir, engine) = fake_engine(
+            b"HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\nContent-Length: 42\r\n\r\n{\"message\":\"Container abc is not running\"}",
+        )
+        .await;
+        match start(&engine, "e1", false).await {
+            Err(BollardError::DockerResponseServerError {
+                status_code,
+                message,
+            }) => {
+                assert_eq!(
+                    (status_code, message.as_str()),
+                    (409, "Container abc is not running")
+                )
+            }
+            other => panic!("expected a server error, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_upgraded_start_streams_frames_until_the_engine_closes() {
+        let (_dir, engine) = fake_engine(
+            b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n\x01\x00\x00\x00\x00\x00\x00\x03hi\n\x02\x00\x00\x00\x00\x00\x00\x04err\n",
+        )
+        .await;
+        let (out, _input) = start(&engine, "e1", false).await.unwrap();
+        let (got, err) = collect(out).await;
+        assert_eq!(err, None);
+        assert_eq!(got, vec![(1, b"hi\n".to_vec()), (2, b"err\n".to_vec())]);
     }
 
     #[tokio::test]

@@ -317,15 +317,16 @@ async fn start(engine: &Engine, container: &str, spec: &ExecSpec) -> Result<Star
     })
 }
 
-/// The engine accepted the start, but the process never ran: no PID line came from the wrapper, and the exit code
-/// is the runtime's 126/127. Docker reports this in-band (engine-notes §3): the runtime's message arrives as
+/// The engine accepted the start, but the process never ran: it was not killed by us (`ran` covers that too), no
+/// PID line came from the wrapper, and the exit code is the runtime's 126/127. Docker reports this in-band (engine-notes §3): the runtime's message arrives as
 /// output ("unable to find user …", "chdir to cwd … failed", "executable file not found"), which becomes
 /// `engineMessage`.
-fn never_started(exit_code: Option<i64>, pid_seen: bool, output: &[u8]) -> Option<Error> {
-    if pid_seen || !matches!(exit_code, Some(126 | 127)) {
+fn never_started(exit_code: Option<i64>, ran: bool, output: &[&[u8]]) -> Option<Error> {
+    if ran || !matches!(exit_code, Some(126 | 127)) {
         return None;
     }
-    let message = String::from_utf8_lossy(output).trim().to_string();
+    let message: String = output.iter().map(|o| String::from_utf8_lossy(o)).collect();
+    let message = message.trim().to_string();
     Some(
         Error::new(
             ErrorCode::ExecFailed,
@@ -384,6 +385,10 @@ struct Pgid(watch::Sender<Option<i64>>);
 impl Pgid {
     fn new() -> Self {
         Pgid(watch::channel(None).0)
+    }
+    /// The group id if already known.
+    fn now(&self) -> Option<i64> {
+        *self.0.borrow()
     }
     async fn get(&self, within: Duration) -> Option<i64> {
         let mut rx = self.0.subscribe();
@@ -546,7 +551,7 @@ pub async fn exec(
     let mut out = ExecOutput::default();
     let limit = spec.max_output_bytes.unwrap_or(usize::MAX);
     let mut pid = PidLine::default();
-    let mut pgid = None;
+    let pgid = Pgid::new();
     let sleep = tokio::time::sleep(spec.timeout.unwrap_or(FOREVER));
     tokio::pin!(sleep);
     let keep = |out: &mut ExecOutput, is_err: bool, data: &[u8]| {
@@ -564,26 +569,14 @@ pub async fn exec(
     let mut ended_by: Option<&'static str> = None;
     loop {
         tokio::select! {
-            frame = output.next() => match frame {
-                None => break,
-                Some(Err(e)) => {
+            frame = output.next() => match classify(frame, &mut pid, &pgid, spec.tty) {
+                Step::End => break,
+                Step::Fail(e) => {
                     out.duration_ms = began.elapsed().as_millis() as u64;
-                    return Err(interrupted(&format!("the exec stream broke: {}", super::error::chain_message(&e)), out));
+                    return Err(interrupted(&e.message, out));
                 }
-                Some(Ok(f)) => match f {
-                    LogOutput::StdOut { message } => keep(&mut out, false, &message),
-                    LogOutput::StdErr { message } => {
-                        let (p, rest) = pid.feed(&message);
-                        pgid = pgid.or(p);
-                        keep(&mut out, true, &rest);
-                    }
-                    LogOutput::Console { message } => {
-                        let (p, rest) = pid.feed(&message);
-                        pgid = pgid.or(p);
-                        keep(&mut out, false, &rest);
-                    }
-                    LogOutput::StdIn { .. } => {}
-                },
+                Step::Skip => {}
+                Step::Out(c) => keep(&mut out, c.is_stderr(), c.data()),
             },
             _ = &mut sleep => {
                 if ended_by.is_some() {
@@ -593,14 +586,14 @@ pub async fn exec(
                 ended_by = Some("timeout");
                 out.timed_out = true;
                 out.signal = Some("SIGKILL".into());
-                let _ = kill_tree(&engine, &container, pgid, &token, "TERM", true).await;
+                let _ = kill_tree(&engine, &container, pgid.now(), &token, "TERM", true).await;
                 sleep.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_KILL);
             }
             _ = cancel.cancelled(), if ended_by.is_none() => {
                 ended_by = Some("abort");
                 out.aborted = true;
                 out.signal = Some("SIGKILL".into());
-                let _ = kill_tree(&engine, &container, pgid, &token, "TERM", true).await;
+                let _ = kill_tree(&engine, &container, pgid.now(), &token, "TERM", true).await;
                 sleep.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_KILL);
             }
         }
@@ -621,13 +614,10 @@ pub async fn exec(
         return Err(e);
     }
     let killed_by_us = ended_by.is_some();
-    if !killed_by_us {
-        let mut text = out.stdout.clone();
-        text.extend_from_slice(&out.stderr);
-        if let Some(mut e) = never_started(out.exit_code, pgid.is_some(), &text) {
-            e.result = Some(Box::new(out));
-            return Err(e);
-        }
+    let ran = killed_by_us || pgid.now().is_some();
+    if let Some(mut e) = never_started(out.exit_code, ran, &[&out.stdout, &out.stderr]) {
+        e.result = Some(Box::new(out));
+        return Err(e);
     }
     let signalled = out.exit_code.is_some_and(|c| c > 128);
     if out.exit_code.is_none()
@@ -756,7 +746,7 @@ impl Process {
                     Step::Skip => continue,
                     Step::Out(c) => c,
                 };
-                if s.pgid.0.borrow().is_none() && early.len() < EARLY_OUTPUT {
+                if s.pgid.now().is_none() && early.len() < EARLY_OUTPUT {
                     early.extend_from_slice(chunk.data()); // the runtime's message, if the process never ran
                 }
                 if s.discard.load(Ordering::SeqCst) {
@@ -781,30 +771,21 @@ impl Process {
                             "the container went away before the process finished",
                         ))
                     }
-                    Ok(Some(code))
-                        if !timed_out && s.killed.lock().map(|k| k.is_none()).unwrap_or(true) =>
-                    {
-                        match never_started(Some(code), s.pgid.0.borrow().is_some(), &early) {
+                    Ok(Some(code)) => {
+                        let mut signal = s.killed.lock().ok().and_then(|k| k.clone());
+                        let ran = signal.is_some() || timed_out || s.pgid.now().is_some();
+                        if signal.is_some() && code == 143 {
+                            signal = Some("SIGTERM".into());
+                        }
+                        match never_started(Some(code), ran, &[&early]) {
                             Some(e) => Err(e),
                             None => Ok(ExitStatus {
                                 exit_code: Some(code),
-                                signal: None,
+                                signal,
                                 timed_out,
                                 duration_ms: began.elapsed().as_millis() as u64,
                             }),
                         }
-                    }
-                    Ok(Some(code)) => {
-                        let mut signal = s.killed.lock().ok().and_then(|k| k.clone());
-                        if signal.is_some() && code == 143 {
-                            signal = Some("SIGTERM".into());
-                        }
-                        Ok(ExitStatus {
-                            exit_code: Some(code),
-                            signal,
-                            timed_out,
-                            duration_ms: began.elapsed().as_millis() as u64,
-                        })
                     }
                     Ok(None) => Err(Error::new(
                         ErrorCode::StreamInterrupted,
@@ -999,7 +980,7 @@ impl Process {
 
     /// The process id inside the container, once known.
     pub fn pid(&self) -> Option<i64> {
-        *self.shared.pgid.0.borrow()
+        self.shared.pgid.now()
     }
 
     /// Stop reading (the process is left to the engine): used when a handle is dropped after exit.

@@ -486,16 +486,16 @@ fn publish(shared: &Shared, feed: Feed) {
 /// SSE events → feed items in id order: events already seen (`id <= last`) are dropped, a jump in ids becomes a
 /// `Gap`, and `last` advances. Shared by the connection's reader and by replays.
 ///
-/// With `resync`, a jump after the first event of a connection is not reported: the server skips events for a
-/// subscriber that lags behind a burst (its SSE stream jumps, e.g. 660 → 774), while its replay ring still
-/// holds them. The items before the jump are returned with `true`, and the caller reads again from `last`; a
-/// jump at the start of a connection is a real loss (the ring moved on) and is reported.
+/// With `started` (whether this live connection has delivered an event yet, kept up to date here), a jump after
+/// the first event of a connection is not reported: the server skips events for a subscriber that lags behind a
+/// burst (its SSE stream jumps, e.g. 660 → 774), while its replay ring still holds them. The items before the
+/// jump are returned with `true`, and the caller reads again from `last`; a jump at the start of a connection is
+/// a real loss (the ring moved on) and is reported.
 fn sequence(
     events: Vec<super::sse::SseEvent>,
     last: &mut u64,
-    resync: Option<&mut bool>,
+    mut started: Option<&mut bool>,
 ) -> (Vec<Feed>, bool) {
-    let mut started = resync;
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
         let Some(id) = ev.id.as_deref().and_then(|s| s.parse::<u64>().ok()) else {

@@ -35,7 +35,6 @@ export function alive(pid: number): boolean {
   }
 }
 
-/** Mount points at or below `dir`. */
 /** A LocalSandboxd VM's engine directories (`<root>/engines/<vm>.<random>`: one per start of its dockerd). */
 export function engineDirs(root: string, vmName: string): string[] {
   const engines = join(root, 'engines')
@@ -45,6 +44,7 @@ export function engineDirs(root: string, vmName: string): string[] {
     .map((d) => join(engines, d))
 }
 
+/** Mount points at or below `dir`. */
 export function mountsUnder(dir: string): string[] {
   const info = readFileSync('/proc/self/mountinfo', 'utf8')
   return info

@@ -337,17 +337,25 @@ const R = {}
 
 async function runT1(agents) {
   const kinds = ['sdk', 'dockerode', 'cli']
-  const slots = [...kinds, 'idle'] // 'idle': the control, a 50 ms sleep in the SDK's agent instead of a call
+  // 'idle': the control, a 50 ms sleep in the SDK's agent instead of a call. 'busy': the same sleep while the
+  // dockerode agent (another process) runs its execs, so the daemon loads the machine as during a call but this
+  // process makes none: its stalls are what the machine does to an event loop during an exec.
+  const slots = [...kinds, 'idle', 'busy']
   const acc = Object.fromEntries(slots.map((k) => [k, { lat: [], delay: [], mainCpu: [], mainWait: [], failures: 0, errors: [] }]))
   for (let r = 0; r < CFG.t1Rounds; r++) {
     for (const k of rotate(slots, r)) {
       const res = k === 'idle'
         ? await agents.sdk.call('execLatency', { n: CFG.t1PerRound, idle: true })
-        : await agents[k].call('execLatency', { n: CFG.t1PerRound })
+        : k === 'busy'
+          ? (await Promise.all([
+              agents.sdk.call('execLatency', { n: CFG.t1PerRound, idle: true }),
+              agents.dockerode.call('execLatency', { n: CFG.t1PerRound }),
+            ]))[0]
+          : await agents[k].call('execLatency', { n: CFG.t1PerRound })
       for (const f of ['lat', 'delay', 'mainCpu', 'mainWait', 'errors']) acc[k][f].push(...res[f])
       acc[k].failures += res.failures
     }
-    log(`T1 round ${r + 1}/${CFG.t1Rounds}: p50 so far ` + kinds.map((k) => `${k} ${median(acc[k].lat).toFixed(1)}ms`).join(', ') + `; loop stall p99 sdk ${quantile(acc.sdk.delay, 0.99).toFixed(1)}ms, control ${quantile(acc.idle.delay, 0.99).toFixed(1)}ms`)
+    log(`T1 round ${r + 1}/${CFG.t1Rounds}: p50 so far ` + kinds.map((k) => `${k} ${median(acc[k].lat).toFixed(1)}ms`).join(', ') + `; loop stall p99 sdk ${quantile(acc.sdk.delay, 0.99).toFixed(1)}ms, control ${quantile(acc.idle.delay, 0.99).toFixed(1)}ms, loaded control ${quantile(acc.busy.delay, 0.99).toFixed(1)}ms`)
   }
   const cpu = Object.fromEntries(kinds.map((k) => [k, []]))
   for (let r = 0; r < CFG.cpuRounds; r++) {
@@ -531,34 +539,37 @@ function reportT1() {
   const { acc, cpu } = R.T1
   const L = Object.fromEntries(Object.entries(acc).map(([k, a]) => [k, { p50: median(a.lat), p90: p90(a.lat), dp50: median(a.delay), dp99: quantile(a.delay, 0.99), dmax: max(a.delay), mcpu: median(a.mainCpu), mwait: median(a.mainWait) }]))
   const C = Object.fromEntries(Object.entries(cpu).map(([k, rs]) => [k, { cpu: median(rs.map((r) => r.cpuMsPerExec)), own: median(rs.map((r) => r.ownMsPerExec)), child: median(rs.map((r) => r.childMsPerExec)) }]))
-  const rows = ['sdk', 'dockerode', 'cli', 'idle'].map((k) => [
-    k === 'idle' ? '_control: no call (50 ms sleep)_' : PEER_NAME[k] + (k === 'cli' ? ' (`spawnSync`)' : ''),
+  const control = (k) => k === 'idle' || k === 'busy'
+  const rows = ['sdk', 'dockerode', 'cli', 'idle', 'busy'].map((k) => [
+    k === 'idle' ? '_control: no call (50 ms sleep)_'
+      : k === 'busy' ? '_loaded control: the same sleep while dockerode\'s process runs its execs_'
+        : PEER_NAME[k] + (k === 'cli' ? ' (`spawnSync`)' : ''),
     acc[k].lat.length,
-    k === 'idle' ? '–' : f1(L[k].p50),
-    k === 'idle' ? '–' : f1(L[k].p90),
+    control(k) ? '–' : f1(L[k].p50),
+    control(k) ? '–' : f1(L[k].p90),
     `${f2(L[k].dp50)} / ${f2(L[k].dp99)} / ${f1(L[k].dmax)}`,
     `${f2(L[k].mcpu)} / ${f2(L[k].mwait)}`,
-    k === 'idle' ? '–' : k === 'cli' ? `${f2(C[k].own)} + ${f2(C[k].child)} in the CLI` : f2(C[k].cpu),
-    k === 'idle' ? '–' : acc[k].failures,
+    control(k) ? '–' : k === 'cli' ? `${f2(C[k].own)} + ${f2(C[k].child)} in the CLI` : f2(C[k].cpu),
+    control(k) ? '–' : acc[k].failures,
   ])
   const ratioDockerode = L.sdk.p50 / L.dockerode.p50
   const speedupCli = L.cli.p50 / L.sdk.p50
   check('T1', 'exec p50 vs dockerode (SDK / dockerode)', ratioDockerode, '<=', 1.1)
   check('T1', 'exec p50 vs `spawnSync` docker CLI (CLI / SDK)', speedupCli, '>=', 1.35)
-  check('T1', 'event-loop delay caused by an exec (p99 of per-call max)', L.sdk.dp99, '<=', 2, `${f2(L.sdk.dp99)} ms (control ${f2(L.idle.dp99)})`, ' ms')
+  check('T1', 'event-loop delay caused by an exec (p99 of per-call max)', L.sdk.dp99, '<=', 2, `${f2(L.sdk.dp99)} ms (control ${f2(L.idle.dp99)}, loaded control ${f2(L.busy.dp99)})`, ' ms')
   check('T1', 'client CPU per exec (own process, all threads)', C.sdk.cpu, '<=', 1, `${f2(C.sdk.cpu)} ms`, ' ms')
   check('T1', 'exec failures', acc.sdk.failures, '<=', 0, String(acc.sdk.failures), '')
   return [
     `### T1 — exec latency: \`sh -c 'echo hi'\` + 1 env var, warm client`,
     '',
-    `${CFG.t1Rounds} rounds × ${CFG.t1PerRound} sequential execs per peer, peer order rotated each round, one long-lived process per peer. Event-loop delay per call: \`monitorEventLoopDelay({ resolution: 1 })\` reset before the call (plus one tick), read 3 ms after it returns so a blocked loop is recorded; the stall is the longest tick interval minus the 1 ms resolution. The control row runs the same loop around a 50 ms sleep instead of a call: its stalls are this machine's scheduling noise (2 cores shared with dockerd, containerd and runc). Main-thread CPU / run-queue wait: \`/proc/self/task/<pid>/schedstat\` deltas of the JS thread over the call (the CPU part is what can block the loop; the wait part is time the thread was runnable but had no core). Client CPU: \`process.cpuUsage()\` (all threads) over ${CFG.cpuN} execs in a fresh process doing nothing else (${CFG.cpuRounds} round(s), median); for the CLI, its own CPU plus the reaped \`docker\` children's.`,
+    `${CFG.t1Rounds} rounds × ${CFG.t1PerRound} sequential execs per peer, peer order rotated each round, one long-lived process per peer. Event-loop delay per call: \`monitorEventLoopDelay({ resolution: 1 })\` reset before the call (plus one tick), read 3 ms after it returns so a blocked loop is recorded; the stall is the longest tick interval minus the 1 ms resolution. The control row runs the same loop around a 50 ms sleep instead of a call: its stalls are this machine's scheduling noise (2 cores shared with dockerd, containerd and runc). The loaded control runs that sleep while dockerode's process (another process) runs the same execs: the daemon then loads the machine as during a call, but this process makes none, so its stalls are the machine's and not a client's. It is shown for context; the check is on the SDK's own number. Main-thread CPU / run-queue wait: \`/proc/self/task/<pid>/schedstat\` deltas of the JS thread over the call (the CPU part is what can block the loop; the wait part is time the thread was runnable but had no core). Client CPU: \`process.cpuUsage()\` (all threads) over ${CFG.cpuN} execs in a fresh process doing nothing else (${CFG.cpuRounds} round(s), median); for the CLI, its own CPU plus the reaped \`docker\` children's.`,
     '',
     table(['peer', 'n', 'p50 ms', 'p90 ms', 'loop stall per call p50 / p99 / max (ms)', 'JS-thread CPU / run-queue wait per call, p50 (ms)', 'client CPU per exec, all threads (ms)', 'failures'], rows),
     '',
     table(['target', 'measured', 'required', 'result'], [
       ['p50 SDK / dockerode', x(ratioDockerode), '≤ 1.10×', verdict(ratioDockerode <= 1.1)],
       ['p50 `spawnSync` CLI / SDK', x(speedupCli), '≥ 1.35×', verdict(speedupCli >= 1.35)],
-      ['event-loop delay per call (p99)', `${f2(L.sdk.dp99)} ms (control, no call: ${f2(L.idle.dp99)} ms)`, '≤ 2 ms', verdict(L.sdk.dp99 <= 2)],
+      ['event-loop delay per call (p99)', `${f2(L.sdk.dp99)} ms (control, no call: ${f2(L.idle.dp99)} ms; loaded control, no call in this process while another runs execs: ${f2(L.busy.dp99)} ms)`, '≤ 2 ms', verdict(L.sdk.dp99 <= 2)],
       ['client CPU per exec', `${f2(C.sdk.cpu)} ms`, '≤ 1 ms', verdict(C.sdk.cpu <= 1)],
     ]),
   ].join('\n')

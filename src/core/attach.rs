@@ -154,7 +154,7 @@ impl<R: AsyncRead + Unpin> Demux<R> {
                 continue;
             }
             let room = self.buf.capacity() - self.buf.len();
-            let paced = self.paced();
+            let paced = self.paced(Instant::now());
             if paced {
                 tokio::time::sleep(PACE_WAIT).await;
                 if room < PACED_ROOM {
@@ -165,7 +165,7 @@ impl<R: AsyncRead + Unpin> Demux<R> {
             }
             match self.read.read_buf(&mut self.buf).await {
                 Ok(0) => return None,
-                Ok(n) => self.count(n, paced),
+                Ok(n) => self.count(n, paced, Instant::now()),
                 Err(err) => return Some(Err(BollardError::IOError { err })),
             }
         }
@@ -173,20 +173,18 @@ impl<R: AsyncRead + Unpin> Demux<R> {
 }
 
 impl<R> Demux<R> {
-    /// Whether the next read should wait for the next timer tick first. A stream that pours out bulk output
+    /// Whether a read at `now` should wait for the next timer tick first. A stream that pours out bulk output
     /// arrives in the engine's ~8–32 KiB writes; read as each lands, that is one wake, one `epoll_wait` and one
-    /// `recv` per write, and that CPU is taken from the engine on a small machine (measured: half of the SDK's
-    /// client CPU while streaming 200 MiB, and ~15% of the throughput). Waiting for the tick lets ~1 ms of output
-    /// gather (under the engine's ~200 KiB socket buffer at the rates seen here) and takes it in one read. Sparse
-    /// output never reaches the thresholds, so prompts and events are not delayed.
-    fn paced(&self) -> bool {
-        (self.last_read >= PACED_MIN || self.window_bytes >= PACE_BYTES)
-            && Instant::now() >= self.eager_until
+    /// `recv` per write, CPU taken from the engine on a small machine (measured: pacing cut the SDK's client CPU
+    /// for a 200 MiB stream by 20–40%). Waiting for the tick lets ~1 ms of output gather (under the engine's
+    /// ~200 KiB socket buffer at the rates seen here) and takes it in one read. Sparse output never reaches the
+    /// thresholds, so prompts and events are not delayed; only the first read after a burst may wait ≤ 1 ms.
+    fn paced(&self, now: Instant) -> bool {
+        (self.last_read >= PACED_MIN || self.window_bytes >= PACE_BYTES) && now >= self.eager_until
     }
 
-    /// Account a read of `n` bytes (`paced`: it waited for the tick first).
-    fn count(&mut self, n: usize, paced: bool) {
-        let now = Instant::now();
+    /// Account a read of `n` bytes at `now` (`paced`: it waited for the tick first).
+    fn count(&mut self, n: usize, paced: bool, now: Instant) {
         if now.duration_since(self.window) > PACE_WINDOW {
             self.window = now;
             self.window_bytes = 0;
@@ -372,33 +370,46 @@ mod tests {
 
     #[test]
     fn bulk_output_is_paced_until_the_tick_is_too_slow_for_it() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut d = Demux {
             read: tokio::io::empty(),
             buf: BytesMut::new(),
             tty: false,
             remaining: 0,
             kind: 1,
-            window: Instant::now(),
+            window: t0,
             window_bytes: 0,
             last_read: 0,
-            eager_until: Instant::now(),
+            eager_until: t0,
         };
-        assert!(!d.paced(), "a new stream is read as output lands");
-        d.count(2048, false);
-        assert!(!d.paced(), "sparse output is never delayed");
-        for _ in 0..64 {
-            d.count(2048, false);
+        assert!(!d.paced(t0), "a new stream is read as output lands");
+        for i in 0..20 {
+            d.count(2048, false, at(10 * i));
         }
-        assert!(d.paced(), "128 KiB within the window is bulk output");
-        d.count(100 * 1024, true);
-        assert!(d.paced(), "a paced read that found ~100 KiB keeps pacing");
-        d.count(PACED_FULL, true);
+        assert!(!d.paced(at(200)), "sparse output is never delayed");
+        for _ in 0..64 {
+            d.count(2048, false, at(201));
+        }
+        assert!(d.paced(at(202)), "128 KiB within the window is bulk output");
+        d.count(100 * 1024, true, at(203));
         assert!(
-            !d.paced(),
+            d.paced(at(204)),
+            "a paced read that found ~100 KiB keeps pacing"
+        );
+        d.count(PACED_FULL, true, at(205));
+        assert!(
+            !d.paced(at(206)),
             "a paced read that found the buffer full switches to eager reads"
         );
-        d.count(PACED_FULL, false);
-        assert!(!d.paced(), "and eager reads of a fast stream stay eager");
+        d.count(PACED_FULL, false, at(210));
+        assert!(!d.paced(at(300)), "for a while");
+        assert!(d.paced(at(306)), "then pacing is tried again");
+        d.count(1024, false, at(400));
+        assert!(
+            !d.paced(at(401)),
+            "and a stream gone quiet is read as it lands"
+        );
     }
 
     #[tokio::test]

@@ -52,7 +52,7 @@ pub async fn start(
     exec_id: &str,
     tty: bool,
 ) -> Result<(Output, Input), BollardError> {
-    let deadline = std::time::Duration::from_secs(REQUEST_TIMEOUT_SECS);
+    let deadline = Duration::from_secs(REQUEST_TIMEOUT_SECS);
     tokio::time::timeout(deadline, start_attached(engine, exec_id, tty))
         .await
         .map_err(|_| BollardError::RequestTimeoutError)?
@@ -173,6 +173,21 @@ impl<R: AsyncRead + Unpin> Demux<R> {
 }
 
 impl<R> Demux<R> {
+    fn new(read: R, tty: bool) -> Self {
+        let now = Instant::now();
+        Demux {
+            read,
+            buf: BytesMut::with_capacity(READ_SIZE),
+            tty,
+            remaining: 0,
+            kind: 1,
+            window: now,
+            window_bytes: 0,
+            last_read: 0,
+            eager_until: now,
+        }
+    }
+
     /// Whether a read at `now` should wait for the next timer tick first. A stream that pours out bulk output
     /// arrives in the engine's ~8–32 KiB writes; read as each lands, that is one wake, one `epoll_wait` and one
     /// `recv` per write, CPU taken from the engine on a small machine (measured: pacing cut the SDK's client CPU
@@ -199,21 +214,13 @@ impl<R> Demux<R> {
 
 /// The demuxed output of a hijacked exec connection.
 fn frames<R: AsyncRead + Unpin + Send + 'static>(read: R, tty: bool) -> Output {
-    let demux = Demux {
-        read,
-        buf: BytesMut::with_capacity(READ_SIZE),
-        tty,
-        remaining: 0,
-        kind: 1,
-        window: Instant::now(),
-        window_bytes: 0,
-        last_read: 0,
-        eager_until: Instant::now(),
-    };
-    Box::pin(futures::stream::unfold(demux, |mut d| async move {
-        let item = d.next().await?;
-        Some((item, d))
-    }))
+    Box::pin(futures::stream::unfold(
+        Demux::new(read, tty),
+        |mut d| async move {
+            let item = d.next().await?;
+            Some((item, d))
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -370,19 +377,9 @@ mod tests {
 
     #[test]
     fn bulk_output_is_paced_until_the_tick_is_too_slow_for_it() {
-        let t0 = Instant::now();
+        let mut d = Demux::new(tokio::io::empty(), false);
+        let t0 = d.window;
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut d = Demux {
-            read: tokio::io::empty(),
-            buf: BytesMut::new(),
-            tty: false,
-            remaining: 0,
-            kind: 1,
-            window: t0,
-            window_bytes: 0,
-            last_read: 0,
-            eager_until: t0,
-        };
         assert!(!d.paced(t0), "a new stream is read as output lands");
         for i in 0..20 {
             d.count(2048, false, at(10 * i));

@@ -124,12 +124,14 @@ impl<R: AsyncRead + Unpin> Demux<R> {
     /// waited for whole, so a huge frame costs no memory).
     async fn next(&mut self) -> Option<Result<LogOutput, BollardError>> {
         loop {
+            // Pieces are cut at READ_SIZE even after a larger paced read: the exec's channel holds a fixed number
+            // of pieces behind a paused consumer, and this keeps what waits there bounded.
             if self.tty && !self.buf.is_empty() {
-                let message = self.buf.split().freeze();
+                let message = self.buf.split_to(self.buf.len().min(READ_SIZE)).freeze();
                 return Some(Ok(LogOutput::Console { message }));
             }
             if self.remaining > 0 && !self.buf.is_empty() {
-                let n = self.remaining.min(self.buf.len());
+                let n = self.remaining.min(self.buf.len()).min(READ_SIZE);
                 self.remaining -= n;
                 let message = self.buf.split_to(n).freeze();
                 return Some(Ok(match self.kind {
@@ -373,6 +375,33 @@ mod tests {
         let (got, err) = collect(out).await;
         assert_eq!(err, None);
         assert_eq!(got, vec![(1, b"hi\n".to_vec()), (2, b"err\n".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn no_piece_handed_out_is_larger_than_one_plain_read() {
+        // 1 MiB already waiting: the first reads make the stream bulk, and paced reads then take 256 KiB at once.
+        // The pieces queued behind a paused consumer are bounded by count, so each must stay at most READ_SIZE.
+        for tty in [true, false] {
+            let data = vec![5u8; 1 << 20];
+            let wire = if tty { data.clone() } else { frame(1, &data) };
+            let (client, mut server) = tokio::io::duplex(2 << 20);
+            tokio::io::AsyncWriteExt::write_all(&mut server, &wire)
+                .await
+                .unwrap();
+            drop(server);
+            let mut out = frames(client, tty);
+            let (mut total, mut largest) = (0, 0);
+            while let Some(item) = out.next().await {
+                let n = item.unwrap().into_bytes().len();
+                total += n;
+                largest = largest.max(n);
+            }
+            assert_eq!(total, 1 << 20, "tty {tty}");
+            assert!(
+                largest <= READ_SIZE,
+                "tty {tty}: a piece of {largest} bytes"
+            );
+        }
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub const EXEC_MARKER: &str = "SANDBOXD_EXEC_ID";
 const EARLY_OUTPUT: usize = 4096;
 /// How long to wait for the stream to end after a kill before giving up on it.
 const DRAIN_AFTER_KILL: Duration = Duration::from_secs(5);
-/// Frames buffered between the reader task and a streaming consumer (backpressure beyond this). A frame is at
-/// most one 64 KiB read, so at most 4 MiB waits here; 64 slots keep a consumer that sleeps 1 ms to coalesce from
+/// Frames buffered between the reader task and a streaming consumer (backpressure beyond this). The demuxer hands
+/// out pieces of at most 64 KiB, so at most 4 MiB waits here; 64 slots keep a consumer that sleeps 1 ms to coalesce from
 /// stalling the reader on small frames.
 const CHANNEL_CHUNKS: usize = 64;
 /// Largest chunk `next()` hands out (and the binding hands to JS): queued output of one stream is merged up to this.

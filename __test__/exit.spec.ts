@@ -85,6 +85,14 @@ describe('process exit', () => {
     expect(r.exitAfterMs).toBeLessThan(3000)
   })
 
+  it('a worker thread using the SDK can be terminated mid-call; the main thread goes on and exits promptly', async () => {
+    const r = await runChild('worker', 30_000)
+    expect(r.report.workerExit).toBe(1)
+    expect(r.report.listed).toBe('ERR_TIMEOUT')
+    expect(r.code).toBe(0)
+    expect(r.exitAfterMs).toBeLessThan(2000)
+  })
+
   it('exits promptly after an aborted call', async () => {
     const r = await runChild('aborted')
     expect(r.report.code).toBe('ABORT_ERR')

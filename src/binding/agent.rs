@@ -1,6 +1,8 @@
 //! JS classes for sandbox-agent: `SandboxAgent`, `AgentSession`, `TurnStream`, `AcpClient`, `AcpEventStream`.
 
-use super::call::{promise, promise_map, read_options, run, run_with, CallOptions, Linked};
+use super::call::{
+    promise, promise_map, read_options, run, run_with, CallOptions, Linked, Pending,
+};
 use super::container::Container;
 use crate::core::acp::{default_init_params, AcpConnection, Feed};
 use crate::core::agent::AgentServer;
@@ -101,7 +103,7 @@ impl SandboxAgent {
         &self,
         env: Env,
         options: Option<EnsureServerOptions>,
-    ) -> Result<AsyncBlock<EnsureServerResult>> {
+    ) -> Result<Pending<EnsureServerResult>> {
         let s = self.server.clone();
         let vars = match super::container::read_env(options.as_ref().and_then(|o| o.env.as_ref())) {
             Ok(v) => v,
@@ -122,7 +124,7 @@ impl SandboxAgent {
 
     /// `GET /v1/health`.
     #[napi(catch_unwind, ts_return_type = "Promise<{ status: string }>")]
-    pub fn health(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<Value>> {
+    pub fn health(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<Value>> {
         let s = self.server.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             crate::core::http::bounded(
@@ -140,7 +142,7 @@ impl SandboxAgent {
         catch_unwind,
         ts_return_type = "Promise<{ agents: Array<{ id: string; installed: boolean } & Record<string, unknown>> }>"
     )]
-    pub fn list_agents(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<Value>> {
+    pub fn list_agents(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<Value>> {
         let s = self.server.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             crate::core::http::bounded(
@@ -160,7 +162,7 @@ impl SandboxAgent {
         env: Env,
         name: String,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<Value>> {
+    ) -> Result<Pending<Value>> {
         let s = self.server.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             crate::core::http::bounded(
@@ -179,7 +181,7 @@ impl SandboxAgent {
         &self,
         env: Env,
         options: CreateSessionOptions,
-    ) -> Result<AsyncBlock<AgentSession>> {
+    ) -> Result<Pending<AgentSession>> {
         let s = self.server.clone();
         let agent = options.agent.clone();
         let cwd = options.cwd.clone();
@@ -199,7 +201,7 @@ impl SandboxAgent {
 
     /// A raw ACP connection (JSON-RPC over the server's HTTP transport), for protocol-level work.
     #[napi(catch_unwind, ts_return_type = "Promise<AcpClient>")]
-    pub fn connect(&self, env: Env, options: ConnectAgentOptions) -> Result<AsyncBlock<AcpClient>> {
+    pub fn connect(&self, env: Env, options: ConnectAgentOptions) -> Result<Pending<AcpClient>> {
         let s = self.server.clone();
         let agent = options.agent.clone();
         let init = options
@@ -311,7 +313,7 @@ fn event_js(env: &Env, session: &CoreSession, e: &TurnEvent) -> Result<ObjectRef
         let s = session.clone();
         let id = id.clone();
         let respond =
-            env.create_function_from_closure::<String, AsyncBlock<()>, _>("respond", move |ctx| {
+            env.create_function_from_closure::<String, Pending<()>, _>("respond", move |ctx| {
                 let choice: String = ctx.first_arg()?;
                 let s = s.clone();
                 let id = id.clone();
@@ -449,7 +451,7 @@ impl AgentSession {
         env: Env,
         prompt: Either<String, Vec<Value>>,
         options: Option<PromptOptions>,
-    ) -> Result<AsyncBlock<SendResult>> {
+    ) -> Result<Pending<SendResult>> {
         let session = self.inner.clone();
         let input = blocks(prompt);
         run(
@@ -506,14 +508,14 @@ impl AgentSession {
 
     /// Cancel the running turn (`session/cancel`); open permission requests are answered `cancelled`.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn cancel(&self, env: Env) -> Result<AsyncBlock<()>> {
+    pub fn cancel(&self, env: Env) -> Result<Pending<()>> {
         let s = self.inner.clone();
         promise(&env, None, async move { s.cancel().await })
     }
 
     /// Close the session and its agent process. Idempotent.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn close(&self, env: Env) -> Result<AsyncBlock<()>> {
+    pub fn close(&self, env: Env) -> Result<Pending<()>> {
         let s = self.inner.clone();
         promise(&env, None, async move {
             s.close().await;
@@ -536,7 +538,7 @@ impl AgentSession {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
         self.close(env)
     }
 }
@@ -557,7 +559,7 @@ impl TurnStream {
         catch_unwind,
         ts_return_type = "Promise<IteratorResult<AgentEvent, undefined>>"
     )]
-    pub fn next(&self, env: Env) -> Result<AsyncBlock<ObjectRef<false>>> {
+    pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
         let turn = self.turn.clone();
         let token = self.token.clone();
         let session = self.session.clone();
@@ -602,7 +604,7 @@ impl TurnStream {
         js_name = "return",
         ts_return_type = "Promise<IteratorResult<AgentEvent, undefined>>"
     )]
-    pub fn return_(&self, env: Env) -> Result<AsyncBlock<Value>> {
+    pub fn return_(&self, env: Env) -> Result<Pending<Value>> {
         if let Some(l) = self.linked.borrow_mut().take() {
             super::call::unlink(&env, l);
         }
@@ -680,7 +682,7 @@ impl AcpClient {
         method: String,
         params: Option<Value>,
         options: Option<AcpRequestOptions>,
-    ) -> Result<AsyncBlock<Value>> {
+    ) -> Result<Pending<Value>> {
         let c = self.conn.clone();
         let id = options.as_ref().and_then(|o| o.id.clone());
         if let Some(id) = &id {
@@ -714,12 +716,7 @@ impl AcpClient {
         ts_args_type = "method: string, params?: unknown",
         ts_return_type = "Promise<void>"
     )]
-    pub fn notify(
-        &self,
-        env: Env,
-        method: String,
-        params: Option<Value>,
-    ) -> Result<AsyncBlock<()>> {
+    pub fn notify(&self, env: Env, method: String, params: Option<Value>) -> Result<Pending<()>> {
         let c = self.conn.clone();
         promise(&env, None, async move {
             c.notify(&method, params.unwrap_or(Value::Null)).await
@@ -732,7 +729,7 @@ impl AcpClient {
         ts_args_type = "id: string | number, result: unknown",
         ts_return_type = "Promise<void>"
     )]
-    pub fn respond(&self, env: Env, id: Value, result: Value) -> Result<AsyncBlock<()>> {
+    pub fn respond(&self, env: Env, id: Value, result: Value) -> Result<Pending<()>> {
         let c = self.conn.clone();
         promise(&env, None, async move { c.respond(id, result).await })
     }
@@ -748,7 +745,7 @@ impl AcpClient {
 
     /// Close the connection (DELETE, bounded) and its agent process. Idempotent.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn close(&self, env: Env) -> Result<AsyncBlock<()>> {
+    pub fn close(&self, env: Env) -> Result<Pending<()>> {
         let c = self.conn.clone();
         promise(&env, None, async move {
             c.close().await;
@@ -762,7 +759,7 @@ impl AcpClient {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
         self.close(env)
     }
 }
@@ -813,7 +810,7 @@ impl AcpEventStream {
         catch_unwind,
         ts_return_type = "Promise<IteratorResult<AcpStreamEvent, undefined>>"
     )]
-    pub fn next(&self, env: Env) -> Result<AsyncBlock<Value>> {
+    pub fn next(&self, env: Env) -> Result<Pending<Value>> {
         let state = self.state.clone();
         let conn = self.conn.clone();
         let after = self.after;
@@ -855,7 +852,7 @@ impl AcpEventStream {
         js_name = "return",
         ts_return_type = "Promise<IteratorResult<AcpStreamEvent, undefined>>"
     )]
-    pub fn return_(&self, env: Env) -> Result<AsyncBlock<Value>> {
+    pub fn return_(&self, env: Env) -> Result<Pending<Value>> {
         self.stop.cancel();
         let state = self.state.clone();
         promise(&env, None, async move {

@@ -1,5 +1,6 @@
 //! Running a core future as a JS promise: AbortSignal in, typed errors out, panics caught.
 
+pub use super::settle::Pending;
 use crate::core::{Error as CoreError, ErrorCode};
 use futures::FutureExt;
 use napi::bindgen_prelude::*;
@@ -124,7 +125,7 @@ pub fn read_options(
 }
 
 /// The promise for `fut`: resolves with its value, rejects with a typed JS error, never lets a panic through.
-pub fn promise<T, F>(env: &Env, linked: Option<Linked>, fut: F) -> Result<AsyncBlock<T>>
+pub fn promise<T, F>(env: &Env, linked: Option<Linked>, fut: F) -> Result<Pending<T>>
 where
     T: ToNapiValue + Send + 'static,
     F: Future<Output = crate::core::Result<T>> + Send + 'static,
@@ -138,32 +139,44 @@ pub fn promise_map<T, U, F, M>(
     linked: Option<Linked>,
     fut: F,
     map: M,
-) -> Result<AsyncBlock<U>>
+) -> Result<Pending<U>>
 where
     T: Send + 'static,
     U: ToNapiValue + 'static,
     F: Future<Output = crate::core::Result<T>> + Send + 'static,
     M: FnOnce(&Env, T) -> Result<U> + 'static,
 {
-    let wrapped = async move {
-        Ok(AssertUnwindSafe(fut)
+    let settle = Box::new(move |env: &Env, out: Box<dyn std::any::Any + Send>| {
+        if let Some(l) = linked {
+            unlink(env, l);
+        }
+        let out = *out.downcast::<crate::core::Result<T>>().map_err(|_| {
+            Error::new(
+                Status::GenericFailure,
+                "internal error: settled with the wrong type",
+            )
+        })?;
+        match out {
+            Ok(v) => {
+                let v = map(env, v)?;
+                unsafe { U::to_napi_value(env.raw(), v) }
+            }
+            Err(e) => Err(js_error(env, e)),
+        }
+    });
+    let (pending, settler) = super::settle::register::<U>(env, settle)?;
+    napi::bindgen_prelude::spawn(async move {
+        let out = AssertUnwindSafe(fut)
             .catch_unwind()
             .await
-            .unwrap_or_else(|p| Err(panic_error(p))))
-    };
-    AsyncBlockBuilder::build_with_map(env, wrapped, move |env, out| {
-        if let Some(l) = linked {
-            unlink(&env, l);
-        }
-        match out {
-            Ok(v) => map(&env, v),
-            Err(e) => Err(js_error(&env, e)),
-        }
-    })
+            .unwrap_or_else(|p| Err(panic_error(p)));
+        settler.send(Box::new(out));
+    });
+    Ok(pending)
 }
 
 /// A promise that rejects at once with `e` (bad options found before any work started).
-pub fn rejected<T: ToNapiValue + Send + 'static>(env: &Env, e: CoreError) -> Result<AsyncBlock<T>> {
+pub fn rejected<T: ToNapiValue + Send + 'static>(env: &Env, e: CoreError) -> Result<Pending<T>> {
     promise(env, None, async move { Err(e) })
 }
 
@@ -172,7 +185,7 @@ pub fn run_with<T, F>(
     env: &Env,
     opts: Option<&CallOptions>,
     make: impl FnOnce(CancellationToken, Option<std::time::Duration>) -> F,
-) -> Result<AsyncBlock<T>>
+) -> Result<Pending<T>>
 where
     T: ToNapiValue + Send + 'static,
     F: Future<Output = crate::core::Result<T>> + Send + 'static,
@@ -191,7 +204,7 @@ pub fn run<T, F>(
     signal: Option<&Object>,
     timeout_ms: Option<f64>,
     make: impl FnOnce(CancellationToken, Option<std::time::Duration>) -> F,
-) -> Result<AsyncBlock<T>>
+) -> Result<Pending<T>>
 where
     T: ToNapiValue + Send + 'static,
     F: Future<Output = crate::core::Result<T>> + Send + 'static,

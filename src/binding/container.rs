@@ -1,6 +1,6 @@
 //! JS classes `Containers` and `Container` over [`crate::core::container`].
 
-use super::call::{run, run_with, CallOptions};
+use super::call::{run, run_with, CallOptions, Pending};
 use super::exec::{exec_promise, ExecProcess, LogStream};
 use crate::core::container::{self as core_container, Container as CoreContainer, RunSpec};
 use crate::core::engine::Engine;
@@ -140,7 +140,7 @@ fn bounded_call<T, F>(
     options: Option<&CallOptions>,
     what: &'static str,
     fut: F,
-) -> Result<AsyncBlock<T>>
+) -> Result<Pending<T>>
 where
     T: ToNapiValue + Send + 'static,
     F: std::future::Future<Output = crate::core::Result<T>> + Send + 'static,
@@ -154,7 +154,7 @@ where
 impl Containers {
     /// Create and start a container. A missing image is `ERR_IMAGE_NOT_FOUND` (no registry pull).
     #[napi(catch_unwind, ts_return_type = "Promise<Container>")]
-    pub fn run(&self, env: Env, options: RunOptions) -> Result<AsyncBlock<Container>> {
+    pub fn run(&self, env: Env, options: RunOptions) -> Result<Pending<Container>> {
         let e = self.engine.clone();
         let env_vars = match read_env(options.env.as_ref()) {
             Ok(v) => v,
@@ -198,7 +198,7 @@ impl Containers {
         env: Env,
         name_or_id: String,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<Option<Container>>> {
+    ) -> Result<Pending<Option<Container>>> {
         let e = self.engine.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             let c = crate::core::http::bounded(
@@ -218,7 +218,7 @@ impl Containers {
         &self,
         env: Env,
         options: Option<ListContainersOptions>,
-    ) -> Result<AsyncBlock<Vec<ContainerSummary>>> {
+    ) -> Result<Pending<Vec<ContainerSummary>>> {
         let e = self.engine.clone();
         let all = options.as_ref().and_then(|o| o.all).unwrap_or(false);
         let labels = options
@@ -380,7 +380,7 @@ impl Container {
 
     /// Start it (a running container is fine).
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn start(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<()>> {
+    pub fn start(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<()>> {
         let c = self.inner.clone();
         bounded_call(&env, options.as_ref(), "container.start", async move {
             c.start().await
@@ -389,7 +389,7 @@ impl Container {
 
     /// Stop it (a stopped container is fine).
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn stop(&self, env: Env, options: Option<StopOptions>) -> Result<AsyncBlock<()>> {
+    pub fn stop(&self, env: Env, options: Option<StopOptions>) -> Result<Pending<()>> {
         let c = self.inner.clone();
         let secs = options.as_ref().and_then(|o| o.timeout_sec);
         run(
@@ -410,11 +410,7 @@ impl Container {
 
     /// Remove it (`force` kills it first).
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn remove(
-        &self,
-        env: Env,
-        options: Option<RemoveContainerOptions>,
-    ) -> Result<AsyncBlock<()>> {
+    pub fn remove(&self, env: Env, options: Option<RemoveContainerOptions>) -> Result<Pending<()>> {
         let c = self.inner.clone();
         let force = options.as_ref().and_then(|o| o.force).unwrap_or(false);
         run(
@@ -439,7 +435,7 @@ impl Container {
         &self,
         env: Env,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<ContainerInfo>> {
+    ) -> Result<Pending<ContainerInfo>> {
         let c = self.inner.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             let i = crate::core::http::bounded(
@@ -469,7 +465,7 @@ impl Container {
 
     /// Wait until it stops; resolves with the exit code.
     #[napi(catch_unwind, ts_return_type = "Promise<number>")]
-    pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<i64>> {
+    pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<i64>> {
         let c = self.inner.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             crate::core::http::bounded("container.wait", d, &t, c.wait(&t)).await
@@ -478,7 +474,7 @@ impl Container {
 
     /// Start it if it is not running.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn ensure_running(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<()>> {
+    pub fn ensure_running(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<()>> {
         let c = self.inner.clone();
         bounded_call(
             &env,
@@ -508,7 +504,7 @@ impl Container {
         env: Env,
         cmd: Vec<String>,
         options: Option<ExecOptions>,
-    ) -> Result<AsyncBlock<ObjectRef<false>>> {
+    ) -> Result<Pending<ObjectRef<false>>> {
         self.exec_impl(env, cmd, options)
     }
 
@@ -519,7 +515,7 @@ impl Container {
         env: Env,
         script: String,
         options: Option<ExecOptions>,
-    ) -> Result<AsyncBlock<ObjectRef<false>>> {
+    ) -> Result<Pending<ObjectRef<false>>> {
         self.exec_impl(env, vec!["sh".into(), "-c".into(), script], options)
     }
 
@@ -528,7 +524,7 @@ impl Container {
         env: Env,
         cmd: Vec<String>,
         options: Option<ExecOptions>,
-    ) -> Result<AsyncBlock<ObjectRef<false>>> {
+    ) -> Result<Pending<ObjectRef<false>>> {
         let spec = match exec_spec(cmd, options.as_ref()) {
             Ok(s) => s,
             Err(e) => return exec_promise(&env, None, async move { Err(e) }),
@@ -552,7 +548,7 @@ impl Container {
         env: Env,
         cmd: Vec<String>,
         options: Option<ExecOptions>,
-    ) -> Result<AsyncBlock<ExecProcess>> {
+    ) -> Result<Pending<ExecProcess>> {
         let spec = match exec_spec(cmd, options.as_ref()) {
             Ok(s) => s,
             Err(e) => return super::call::rejected(&env, e),
@@ -583,7 +579,7 @@ impl Container {
         path: String,
         data: Either<String, Uint8Array>,
         options: Option<WriteFileOptions>,
-    ) -> Result<AsyncBlock<()>> {
+    ) -> Result<Pending<()>> {
         let bytes: Vec<u8> = match data {
             Either::A(s) => s.into_bytes(),
             Either::B(b) => b.to_vec(),
@@ -615,7 +611,7 @@ impl Container {
         pem: String,
         path: Option<String>,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<()>> {
+    ) -> Result<Pending<()>> {
         let c = self.inner.clone();
         let path = path.unwrap_or_else(|| crate::core::vm::DEFAULT_CA_PATH.to_string());
         bounded_call(&env, options.as_ref(), "container.trustCa", async move {
@@ -630,7 +626,7 @@ impl Container {
         env: Env,
         path: String,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<Buffer>> {
+    ) -> Result<Pending<Buffer>> {
         let c = self.inner.clone();
         bounded_call(&env, options.as_ref(), "container.readFile", async move {
             Ok(c.read_file(&path).await?.into())
@@ -645,7 +641,7 @@ impl Container {
         dir: String,
         tar: Uint8Array,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<()>> {
+    ) -> Result<Pending<()>> {
         let data = bytes::Bytes::copy_from_slice(&tar);
         let c = self.inner.clone();
         bounded_call(&env, options.as_ref(), "container.putArchive", async move {
@@ -660,7 +656,7 @@ impl Container {
         env: Env,
         path: String,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<Buffer>> {
+    ) -> Result<Pending<Buffer>> {
         let c = self.inner.clone();
         bounded_call(&env, options.as_ref(), "container.getArchive", async move {
             Ok(c.get_archive(&path).await?.into())

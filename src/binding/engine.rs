@@ -1,6 +1,6 @@
 //! JS classes `DockerEngine` and `Images` over [`crate::core::engine`] and [`crate::core::images`].
 
-use super::call::{run, run_with, CallOptions};
+use super::call::{run, run_with, CallOptions, Pending};
 use super::container::Containers;
 use crate::core::engine::{self, Engine};
 use crate::core::images;
@@ -65,7 +65,7 @@ pub fn connect_promise(
     socket: crate::core::Result<std::path::PathBuf>,
     signal: Option<&Object>,
     timeout_ms: Option<f64>,
-) -> Result<AsyncBlock<DockerEngine>> {
+) -> Result<Pending<DockerEngine>> {
     run(env, signal, timeout_ms, move |t, d| async move {
         connect_bounded(socket?, t, d).await
     })
@@ -76,14 +76,14 @@ impl DockerEngine {
     /// Connect to the engine on `socketPath` and negotiate the API version.
     /// Rejects with `ERR_ENGINE_UNAVAILABLE` when nothing answers there.
     #[napi(catch_unwind, ts_return_type = "Promise<DockerEngine>")]
-    pub fn connect(env: Env, options: ConnectOptions) -> Result<AsyncBlock<DockerEngine>> {
+    pub fn connect(env: Env, options: ConnectOptions) -> Result<Pending<DockerEngine>> {
         let socket = engine::socket_from_host(&options.socket_path);
         connect_promise(&env, socket, options.signal.as_ref(), options.timeout_ms)
     }
 
     /// The host's engine: `DOCKER_HOST` (unix only), then `/var/run/docker.sock`, then Docker Desktop's sockets.
     #[napi(catch_unwind, ts_return_type = "Promise<DockerEngine>")]
-    pub fn local(env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<DockerEngine>> {
+    pub fn local(env: Env, options: Option<CallOptions>) -> Result<Pending<DockerEngine>> {
         let socket = engine::local_socket();
         connect_promise(
             &env,
@@ -107,7 +107,7 @@ impl DockerEngine {
 
     /// `GET /_ping`.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn ping(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<()>> {
+    pub fn ping(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<()>> {
         let e = self.inner.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             crate::core::http::bounded("engine ping", d, &t, e.ping()).await
@@ -120,7 +120,7 @@ impl DockerEngine {
         &self,
         env: Env,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<EngineVersion>> {
+    ) -> Result<Pending<EngineVersion>> {
         let e = self.inner.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             let v = crate::core::http::bounded("engine version", d, &t, e.version()).await?;
@@ -231,7 +231,7 @@ impl Images {
         &self,
         env: Env,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<Vec<ImageSummary>>> {
+    ) -> Result<Pending<Vec<ImageSummary>>> {
         let e = self.engine.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             let rows = crate::core::http::bounded("images.list", d, &t, images::list(&e)).await?;
@@ -254,7 +254,7 @@ impl Images {
         env: Env,
         reference: String,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<bool>> {
+    ) -> Result<Pending<bool>> {
         let e = self.engine.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             let found =
@@ -271,7 +271,7 @@ impl Images {
         env: Env,
         reference: String,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<Option<ImageInfo>>> {
+    ) -> Result<Pending<Option<ImageInfo>>> {
         let e = self.engine.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             let found = crate::core::http::bounded(
@@ -294,7 +294,7 @@ impl Images {
         target: &DockerEngine,
         reference: String,
         options: Option<CopyImageOptions>,
-    ) -> Result<AsyncBlock<CopyReport>> {
+    ) -> Result<Pending<CopyReport>> {
         let src = self.engine.clone();
         let dst = target.inner.clone();
         let progress: Option<Arc<dyn Fn(u64) + Send + Sync>> =

@@ -2,7 +2,7 @@
 //! and `LogStream`. Iterators are plain classes with `next()`/`return()`/`[Symbol.asyncIterator]` so that their
 //! errors carry the SDK's codes.
 
-use super::call::{js_error, promise, promise_map, rejected, run_with, CallOptions};
+use super::call::{js_error, promise, promise_map, rejected, run_with, CallOptions, Pending};
 use crate::core::exec::{Chunk, ExecOutput, ExitStatus as CoreExit, Process, Run, MAX_CHUNK};
 use crate::core::Error as CoreError;
 use futures::stream::BoxStream;
@@ -197,7 +197,7 @@ unsafe fn copy_parts(run: &Run, dst: *mut u8, cap: usize) {
 }
 
 /// A promise of the next chunk step.
-fn chunk_promise<F>(env: &Env, fut: F) -> Result<AsyncBlock<ObjectRef<false>>>
+fn chunk_promise<F>(env: &Env, fut: F) -> Result<Pending<ObjectRef<false>>>
 where
     F: std::future::Future<Output = crate::core::Result<Option<Run>>> + Send + 'static,
 {
@@ -229,7 +229,7 @@ impl ExecProcess {
         catch_unwind,
         ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
     )]
-    pub fn next(&self, env: Env) -> Result<AsyncBlock<ObjectRef<false>>> {
+    pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
         let p = self.proc.clone();
         chunk_promise(&env, async move {
             p.next_run(MAX_CHUNK, true).await.transpose()
@@ -240,7 +240,7 @@ impl ExecProcess {
     /// written at its start. Resolves `null` at the end. Reusing one buffer streams any amount of output with no
     /// allocation per chunk, so memory stays flat where `for await` leaves each chunk to the GC.
     #[napi(catch_unwind, ts_return_type = "Promise<ReadResult | null>")]
-    pub fn read(&self, env: Env, buffer: Uint8Array) -> Result<AsyncBlock<Option<ReadResult>>> {
+    pub fn read(&self, env: Env, buffer: Uint8Array) -> Result<Pending<Option<ReadResult>>> {
         let max = buffer.len();
         if max == 0 {
             return rejected(
@@ -300,7 +300,7 @@ impl ExecProcess {
         js_name = "return",
         ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
     )]
-    pub fn return_(&self, env: Env) -> Result<AsyncBlock<ChunkStep>> {
+    pub fn return_(&self, env: Env) -> Result<Pending<ChunkStep>> {
         self.proc.discard_output();
         promise(&env, None, async {
             Ok(ChunkStep {
@@ -341,7 +341,7 @@ impl ExecProcess {
 
     /// Write to stdin. Rejects with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn write(&self, env: Env, data: Either<String, Uint8Array>) -> Result<AsyncBlock<()>> {
+    pub fn write(&self, env: Env, data: Either<String, Uint8Array>) -> Result<Pending<()>> {
         let bytes: Vec<u8> = match data {
             Either::A(s) => s.into_bytes(),
             Either::B(b) => b.to_vec(),
@@ -352,7 +352,7 @@ impl ExecProcess {
 
     /// Close stdin: the process reads EOF (a real half-close). Idempotent.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn end(&self, env: Env) -> Result<AsyncBlock<()>> {
+    pub fn end(&self, env: Env) -> Result<Pending<()>> {
         let p = self.proc.clone();
         promise(&env, None, async move { p.end().await })
     }
@@ -360,7 +360,7 @@ impl ExecProcess {
     /// Send `signal` (default `SIGTERM`) to the whole process group, children included. Output already
     /// queued stays readable; output written after the kill is discarded.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn kill(&self, env: Env, signal: Option<String>) -> Result<AsyncBlock<()>> {
+    pub fn kill(&self, env: Env, signal: Option<String>) -> Result<Pending<()>> {
         let p = self.proc.clone();
         promise(&env, None, async move {
             p.kill(signal.as_deref().unwrap_or("SIGTERM")).await
@@ -369,7 +369,7 @@ impl ExecProcess {
 
     /// Wait for the exit. If the output is not being read, it is discarded so the process cannot stall.
     #[napi(catch_unwind, ts_return_type = "Promise<ExitStatus>")]
-    pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<ExitStatus>> {
+    pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<ExitStatus>> {
         let p = self.proc.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             let st =
@@ -384,7 +384,7 @@ impl ExecProcess {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
         let p = self.proc.clone();
         promise(&env, None, async move {
             p.discard_output();
@@ -471,7 +471,7 @@ impl ExecLines {
         catch_unwind,
         ts_return_type = "Promise<IteratorResult<OutputLine, undefined>>"
     )]
-    pub fn next(&self, env: Env) -> Result<AsyncBlock<LineStep>> {
+    pub fn next(&self, env: Env) -> Result<Pending<LineStep>> {
         let s = self.inner.clone();
         promise(&env, None, async move {
             let l = s.lock().await.next().await?;
@@ -488,7 +488,7 @@ impl ExecLines {
         js_name = "return",
         ts_return_type = "Promise<IteratorResult<OutputLine, undefined>>"
     )]
-    pub fn return_(&self, env: Env) -> Result<AsyncBlock<LineStep>> {
+    pub fn return_(&self, env: Env) -> Result<Pending<LineStep>> {
         let s = self.inner.clone();
         promise(&env, None, async move {
             s.lock().await.proc.discard_output();
@@ -524,7 +524,7 @@ impl LogStream {
         catch_unwind,
         ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
     )]
-    pub fn next(&self, env: Env) -> Result<AsyncBlock<ObjectRef<false>>> {
+    pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
         let s = self.inner.clone();
         let stop = self.stop.clone();
         chunk_promise(&env, async move {
@@ -543,7 +543,7 @@ impl LogStream {
         js_name = "return",
         ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
     )]
-    pub fn return_(&self, env: Env) -> Result<AsyncBlock<ChunkStep>> {
+    pub fn return_(&self, env: Env) -> Result<Pending<ChunkStep>> {
         self.stop.cancel();
         promise(&env, None, async {
             Ok(ChunkStep {
@@ -569,7 +569,7 @@ pub fn exec_promise<F>(
     env: &Env,
     linked: Option<super::call::Linked>,
     fut: F,
-) -> Result<AsyncBlock<ObjectRef<false>>>
+) -> Result<Pending<ObjectRef<false>>>
 where
     F: std::future::Future<Output = crate::core::Result<ExecOutput>> + Send + 'static,
 {

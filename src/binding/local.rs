@@ -1,6 +1,6 @@
 //! JS class `LocalSandboxd` over [`crate::core::local::LocalSandboxd`].
 
-use super::call::{promise, promise_map, rejected};
+use super::call::{promise, promise_map, rejected, Pending};
 use crate::core::local::{self, BackendKind, LocalOptions};
 use crate::core::Error as CoreError;
 use napi::bindgen_prelude::*;
@@ -64,7 +64,7 @@ impl LocalSandboxd {
     pub fn start(
         env: Env,
         options: Option<LocalSandboxdOptions>,
-    ) -> Result<AsyncBlock<LocalSandboxd>> {
+    ) -> Result<Pending<LocalSandboxd>> {
         let opts = match parse_options(options) {
             Ok(o) => o,
             Err(e) => return rejected(&env, e),
@@ -107,7 +107,7 @@ impl LocalSandboxd {
 
     /// Stop serving, stop every VM engine, remove sockets and state. Idempotent.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn stop(&self, env: Env) -> Result<AsyncBlock<()>> {
+    pub fn stop(&self, env: Env) -> Result<Pending<()>> {
         let inner = self.inner.clone();
         promise(&env, None, async move {
             inner.stop().await;
@@ -121,7 +121,7 @@ impl LocalSandboxd {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
         self.stop(env)
     }
 }

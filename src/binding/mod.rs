@@ -7,3 +7,4 @@ mod engine;
 mod exec;
 mod local;
 mod sandboxd;
+mod settle;

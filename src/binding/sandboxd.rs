@@ -1,6 +1,6 @@
 //! JS classes `Sandboxd` and `Vm` over [`crate::core::sandboxd::SandboxdClient`].
 
-use super::call::{js_error, run, run_with, CallOptions};
+use super::call::{js_error, run, run_with, CallOptions, Pending};
 use crate::core::sandboxd::{CallOpts, SandboxdClient};
 use crate::core::{validate, vm};
 use napi::bindgen_prelude::*;
@@ -108,7 +108,7 @@ impl Sandboxd {
     /// Resolves when sandboxd answers `GET /vm` as the contract says; rejects with `ERR_SANDBOXD_UNAVAILABLE`,
     /// `ERR_SANDBOXD_PROTOCOL` or `ERR_TIMEOUT` otherwise.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn ping(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<()>> {
+    pub fn ping(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<()>> {
         let c = self.client.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             c.ping(&opts(t, d)).await
@@ -117,7 +117,7 @@ impl Sandboxd {
 
     /// Every VM sandboxd knows.
     #[napi(catch_unwind, ts_return_type = "Promise<VmInfo[]>")]
-    pub fn list(&self, env: Env, options: Option<CallOptions>) -> Result<AsyncBlock<Vec<VmInfo>>> {
+    pub fn list(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<Vec<VmInfo>>> {
         let c = self.client.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             Ok(c.list(&opts(t, d))
@@ -135,7 +135,7 @@ impl Sandboxd {
         env: Env,
         name: String,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<Option<Vm>>> {
+    ) -> Result<Pending<Option<Vm>>> {
         let c = self.client.clone();
         run_with(&env, options.as_ref(), move |t, d| async move {
             let found = c.get(&name, &opts(t, d)).await?;
@@ -145,7 +145,7 @@ impl Sandboxd {
 
     /// Create a VM. A VM that already exists for the agent rejects with `ERR_VM_CONFLICT` (on LocalSandboxd).
     #[napi(catch_unwind, ts_return_type = "Promise<Vm>")]
-    pub fn create(&self, env: Env, options: CreateVmOptions) -> Result<AsyncBlock<Vm>> {
+    pub fn create(&self, env: Env, options: CreateVmOptions) -> Result<Pending<Vm>> {
         let c = self.client.clone();
         let (agent, ws) = (options.agent_name.clone(), options.workspace_dir.clone());
         run(
@@ -162,7 +162,7 @@ impl Sandboxd {
     /// Get-or-create the VM for `agentName` (idempotent). An existing VM with another workspace rejects with
     /// `ERR_VM_CONFLICT`: it is never silently reused.
     #[napi(catch_unwind, ts_return_type = "Promise<Vm>")]
-    pub fn ensure(&self, env: Env, options: CreateVmOptions) -> Result<AsyncBlock<Vm>> {
+    pub fn ensure(&self, env: Env, options: CreateVmOptions) -> Result<Pending<Vm>> {
         let c = self.client.clone();
         let (agent, ws) = (options.agent_name.clone(), options.workspace_dir.clone());
         run(
@@ -183,7 +183,7 @@ impl Sandboxd {
         env: Env,
         name: String,
         options: Option<RemoveVmOptions>,
-    ) -> Result<AsyncBlock<()>> {
+    ) -> Result<Pending<()>> {
         let c = self.client.clone();
         let force = options.as_ref().and_then(|o| o.force).unwrap_or(false);
         run(
@@ -200,7 +200,7 @@ impl Sandboxd {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
         run(&env, None, None, |_, _| async { Ok(()) })
     }
 }
@@ -301,7 +301,7 @@ impl Vm {
         &self,
         env: Env,
         options: Option<CallOptions>,
-    ) -> Result<AsyncBlock<super::engine::DockerEngine>> {
+    ) -> Result<Pending<super::engine::DockerEngine>> {
         super::engine::connect_promise(
             &env,
             Ok(self.inner.socket_path.clone()),
@@ -312,7 +312,7 @@ impl Vm {
 
     /// Remove this VM. Rejects with `ERR_VM_NOT_FOUND` if it is already gone, unless `force` is set.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn remove(&self, env: Env, options: Option<RemoveVmOptions>) -> Result<AsyncBlock<()>> {
+    pub fn remove(&self, env: Env, options: Option<RemoveVmOptions>) -> Result<Pending<()>> {
         let c = self.client.clone();
         let name = self.inner.info.name.clone();
         let force = options.as_ref().and_then(|o| o.force).unwrap_or(false);
@@ -330,7 +330,7 @@ impl Vm {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<AsyncBlock<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
         let c = self.client.clone();
         let name = self.inner.info.name.clone();
         run(&env, None, None, move |t, d| async move {

@@ -6,5 +6,6 @@ mod container;
 mod engine;
 mod exec;
 mod local;
+mod runtime;
 mod sandboxd;
 mod settle;

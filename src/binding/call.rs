@@ -165,13 +165,21 @@ where
         }
     });
     let (pending, settler) = super::settle::register::<U>(env, settle)?;
-    napi::bindgen_prelude::spawn(async move {
+    let fallback = settler.clone();
+    let task = async move {
         let out = AssertUnwindSafe(fut)
             .catch_unwind()
             .await
             .unwrap_or_else(|p| Err(panic_error(p)));
         settler.send(Box::new(out));
-    });
+    };
+    // napi-rs's spawn panics once its runtime is shut down (env teardown); the promise must still settle,
+    // or the pending entry would keep the settle function referenced and the process alive.
+    if std::panic::catch_unwind(AssertUnwindSafe(|| napi::bindgen_prelude::spawn(task))).is_err() {
+        let gone: crate::core::Result<T> =
+            Err(CoreError::internal("the SDK's async runtime is shut down"));
+        fallback.send(Box::new(gone));
+    }
     Ok(pending)
 }
 

@@ -846,3 +846,6 @@ module.exports.SandboxAgent = nativeBinding.SandboxAgent
 module.exports.Sandboxd = nativeBinding.Sandboxd
 module.exports.TurnStream = nativeBinding.TurnStream
 module.exports.Vm = nativeBinding.Vm
+
+// sandboxd: wrong argument types -> ERR_INVALID_ARGUMENT (see args.cjs)
+require('./args.cjs')(module.exports)

@@ -64,6 +64,7 @@ describe('env', () => {
     ['undefined value', { K: undefined }],
     ['object value', { K: { a: 1 } }],
     ['array value', { K: ['a'] }],
+    ['an array instead of an object', ['A=1'] as unknown as Record<string, unknown>],
   ]
   it.each(rows)('%s → ERR_INVALID_ARGUMENT (exec, spawn, run), value never echoed', async (_label, env) => {
     const engine = await (await client.get('badinput-vm'))!.engine()
@@ -114,6 +115,58 @@ describe('paths and timeouts', () => {
       await p.kill('SIGKILL')
       await p.wait()
     }
+  })
+})
+
+describe('argument types', () => {
+  // napi-rs converts arguments before the SDK's code runs; args.cjs gives its errors the SDK's code.
+  const calls: Array<[string, () => unknown]> = [
+    ['exec(cmd as a string)', () => box.exec('ls -la' as any)],
+    ['exec(cmd with a number)', () => box.exec([1] as any)],
+    ['exec timeoutMs as a string', () => box.exec(['true'], { timeoutMs: '100' as any })],
+    ['sh(a number)', () => box.sh(42 as any)],
+    ['spawn stdin as a number', () => box.spawn(['cat'], { stdin: 5 as any })],
+    ['writeFile(data as a number)', () => box.writeFile('/tmp/x', 123 as any)],
+    ['containers.get(null)', async () => (await (await client.get('badinput-vm'))!.engine()).containers.get(null as any)],
+    ['containers.run() without options', async () => (await (await client.get('badinput-vm'))!.engine()).containers.run(undefined as any)],
+    ['client.list({ timeoutMs: {} })', () => client.list({ timeoutMs: {} as any })],
+    ['DockerEngine.connect({ socketPath: 1 })', () => DockerEngine.connect({ socketPath: 1 as any })],
+  ]
+  it.each(calls)('%s → a rejection with ERR_INVALID_ARGUMENT, not a throw', async (_label, call) => {
+    let p: unknown
+    expect(() => (p = call())).not.toThrow()
+    const e = await rejection(p as Promise<unknown>)
+    expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(e).toBeInstanceOf(TypeError)
+    expect((await box.exec(['true'])).exitCode).toBe(0)
+  })
+
+  it('new Sandboxd({ socketPath: 1 }) throws ERR_INVALID_ARGUMENT (with napi\'s code kept); the class still works', () => {
+    let err: any
+    try {
+      new Sandboxd({ socketPath: 1 as any })
+    } catch (e) {
+      err = e
+    }
+    expect(err?.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(err?.napiCode).toBe('StringExpected')
+    const ok = new Sandboxd({ socketPath: sbx.socketPath })
+    expect(ok).toBeInstanceOf(Sandboxd)
+    expect(ok.constructor).toBe(Sandboxd)
+    expect(client).toBeInstanceOf(Sandboxd)
+  })
+
+  it('every method that index.d.ts does not declare as returning a promise is listed as sync in args.cjs', async () => {
+    const { readFileSync } = await import('node:fs')
+    const { createRequire } = await import('node:module')
+    const { SYNC_METHODS } = createRequire(import.meta.url)('../args.cjs')
+    const dts = readFileSync(new URL('../index.d.ts', import.meta.url), 'utf8')
+    const sync = new Set<string>()
+    for (const m of dts.matchAll(/^  (?:static )?([a-zA-Z]\w*)\((?:[^()]|\([^()]*\))*\): (.+)$/gm)) {
+      if (!m[2].startsWith('Promise<')) sync.add(m[1])
+    }
+    expect(sync.size).toBeGreaterThan(3)
+    expect([...sync].sort()).toEqual([...SYNC_METHODS].sort())
   })
 })
 

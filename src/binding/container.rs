@@ -18,6 +18,11 @@ pub fn read_env(env: Option<&Object>) -> std::result::Result<Vec<(String, String
         return Ok(Vec::new());
     };
     let bad = |m: String| CoreError::invalid(m).with("argument", "env");
+    if obj.is_array().unwrap_or(false) {
+        return Err(bad(
+            "env must be an object of strings ({ NAME: 'value' }), not an array".to_string(),
+        ));
+    }
     let keys = Object::keys(obj)
         .map_err(|e| bad(format!("env must be an object of strings: {}", e.reason)))?;
     let mut out = Vec::with_capacity(keys.len());

@@ -4,7 +4,8 @@
 // synchronously (code 'StringExpected', 'ArrayExpected', 'InvalidArg', … or a bare TypeError). This wraps every
 // method of the exported classes once, at load time, so that such an error carries `code: 'ERR_INVALID_ARGUMENT'`
 // (napi's code stays in `napiCode`) and, from a method that returns a promise, arrives as a rejection like
-// every other error of that method. Values that convert are passed through untouched.
+// every other error of that method. The value itself is cut out of napi's message (it may be a secret). Values that
+// convert are passed through untouched.
 'use strict'
 
 /** Codes napi-rs gives argument conversion failures. */
@@ -32,8 +33,13 @@ function isArgumentError(e) {
   return e instanceof TypeError && e.code === undefined
 }
 
+/** napi-rs's message quotes the offending value (as JSON for objects), which may hold a secret: keep its kind only. */
+function redact(message) {
+  return String(message).replace(/JavaScript value `(\w+)[\s\S]*` into rust type/, (_m, kind) => `a JavaScript ${kind.toLowerCase()} into rust type`)
+}
+
 function invalidArgument(e, where) {
-  const err = new TypeError(`${where}: ${e.message}`)
+  const err = new TypeError(`${where}: ${redact(e.message)}`)
   err.code = 'ERR_INVALID_ARGUMENT'
   if (e.code !== undefined) err.napiCode = e.code
   return err

@@ -141,6 +141,21 @@ describe('argument types', () => {
     expect((await box.exec(['true'])).exitCode).toBe(0)
   })
 
+  it('a wrongly typed argument is never quoted in the error (it may be a secret)', async () => {
+    const e = await rejection(box.exec(['curl', '-H', { Authorization: 'Bearer hunter2-secret' } as any]))
+    expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(e.message).toContain('a JavaScript object into rust type `String`')
+    let thrown: any
+    try {
+      new Sandboxd({ socketPath: ['hunter2-secret'] as any })
+    } catch (err) {
+      thrown = err
+    }
+    for (const err of [e, thrown]) {
+      expect(`${err.message} ${err.stack} ${JSON.stringify(err)}`).not.toContain('hunter2')
+    }
+  })
+
   it('new Sandboxd({ socketPath: 1 }) throws ERR_INVALID_ARGUMENT (with napi\'s code kept); the class still works', () => {
     let err: any
     try {

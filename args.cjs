@@ -83,7 +83,7 @@ module.exports = function wrapArgumentErrors(exports) {
     const statics = new Map()
     for (const key of Reflect.ownKeys(cls)) {
       const v = Object.getOwnPropertyDescriptor(cls, key)?.value
-      if (typeof v === 'function' && key !== 'prototype') statics.set(key, guarded(v, `${name}.${String(key)}()`, false))
+      if (typeof v === 'function') statics.set(key, guarded(v, `${name}.${String(key)}()`, false))
     }
     const standIn = function () {}
     standIn.prototype = cls.prototype

@@ -7,26 +7,28 @@ const fs = require('node:fs')
 const path = require('node:path')
 
 const file = path.join(__dirname, '..', 'index.js')
-const src = fs.readFileSync(file, 'utf8')
-const start = src.indexOf('const isMuslFromChildProcess = () => {')
-// Second step: arguments of the wrong type get the SDK's ERR_INVALID_ARGUMENT (args.cjs).
-const ARGS_HOOK = "\n// sandboxd: wrong argument types -> ERR_INVALID_ARGUMENT (see args.cjs)\nrequire('./args.cjs')(module.exports)\n"
-function withArgs(text) {
-  return text.includes("require('./args.cjs')") ? text : text.trimEnd() + '\n' + ARGS_HOOK
-}
-if (start < 0) {
-  if (!src.includes('child_process')) {
-    fs.writeFileSync(file, withArgs(src)) // already clean
-    process.exit(0)
-  }
-  throw new Error('postbuild: the napi loader changed shape; update scripts/postbuild.cjs')
-}
-const end = src.indexOf('\n}\n', start)
-const replacement = `const isMuslFromChildProcess = () => {
+let out = fs.readFileSync(file, 'utf8')
+
+// Step 1: the child_process fallback (absent already when index.js was processed before).
+const start = out.indexOf('const isMuslFromChildProcess = () => {')
+if (start >= 0) {
+  const end = out.indexOf('\n}\n', start)
+  const replacement = `const isMuslFromChildProcess = () => {
   // sandboxd: no child processes from JS. Node >= 20 always has process.report, so this is never reached.
   return false
 }`
-let out = src.slice(0, start) + replacement + src.slice(end + 2)
-if (out.includes('child_process')) throw new Error('postbuild: child_process is still referenced in index.js')
-out = withArgs(out)
+  out = out.slice(0, start) + replacement + out.slice(end + 2)
+}
+if (out.includes('child_process')) {
+  throw new Error(
+    start >= 0
+      ? 'postbuild: child_process is still referenced in index.js'
+      : 'postbuild: the napi loader changed shape; update scripts/postbuild.cjs',
+  )
+}
+
+// Step 2: arguments of the wrong type get the SDK's ERR_INVALID_ARGUMENT (args.cjs), hooked in once.
+if (!out.includes("require('./args.cjs')")) {
+  out = out.trimEnd() + "\n\n// sandboxd: wrong argument types -> ERR_INVALID_ARGUMENT (see args.cjs)\nrequire('./args.cjs')(module.exports)\n"
+}
 fs.writeFileSync(file, out)

@@ -97,15 +97,6 @@ impl<T> ToNapiValue for Pending<T> {
     }
 }
 
-impl<T> TypeName for Pending<T> {
-    fn type_name() -> &'static str {
-        "Promise"
-    }
-    fn value_type() -> ValueType {
-        ValueType::Object
-    }
-}
-
 /// Create a promise whose settlement runs `settle` on this JS thread once the returned [`Settler`] is sent.
 pub fn register<T>(env: &Env, settle: Settle) -> Result<(Pending<T>, Settler)> {
     let mut deferred = ptr::null_mut();

@@ -727,6 +727,7 @@ export interface RunOptions {
   user?: string
   /** `host:container[:ro]` bind mounts. */
   binds?: Array<string>
+  /** Labels set on the container. */
   labels?: Record<string, string>
   /** Run an init as PID 1 that reaps zombies (default `true`). */
   init?: boolean

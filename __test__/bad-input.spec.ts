@@ -81,6 +81,34 @@ describe('env', () => {
   })
 })
 
+describe('labels', () => {
+  it.each([
+    ['an array instead of an object', ['a']],
+    ['number value', { team: 1 }],
+    ['null value', { team: null }],
+  ])('%s → ERR_INVALID_ARGUMENT, nothing created', async (_label, labels) => {
+    const engine = await (await client.get('badinput-vm'))!.engine()
+    const before = (await engine.containers.list({ all: true })).length
+    const e = await rejection(engine.containers.run({ image: IMAGE!, cmd: ['true'], labels: labels as any }))
+    expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(e.argument).toBe('labels')
+    expect((await engine.containers.list({ all: true })).length).toBe(before)
+  })
+
+  it('string labels are set as given', async () => {
+    const engine = await (await client.get('badinput-vm'))!.engine()
+    const c = await engine.containers.run({ image: IMAGE!, cmd: ['true'], labels: { 'team.x': 'a=b c', empty: '' } })
+    try {
+      const { labels } = await c.inspect()
+      expect(labels['team.x']).toBe('a=b c')
+      expect(labels.empty).toBe('')
+      expect(Object.keys(labels)).not.toContain('0')
+    } finally {
+      await c.remove({ force: true })
+    }
+  })
+})
+
 describe('paths and timeouts', () => {
   it.each([
     ['relative workspace', 'relative/dir'],

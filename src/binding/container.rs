@@ -11,25 +11,40 @@ use napi::Env;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Read a JS `Record<string, string>` env object; any non-string value is `ERR_INVALID_ARGUMENT` (the message
-/// names the key and the type, never the value).
+/// Read a JS `Record<string, string>` env object and check its keys; any non-string value is
+/// `ERR_INVALID_ARGUMENT` (the message names the key and the type, never the value).
 pub fn read_env(env: Option<&Object>) -> std::result::Result<Vec<(String, String)>, CoreError> {
-    let Some(obj) = env else {
+    let out = read_record(env, "env")?;
+    crate::core::exec::validate_env(&out)?;
+    Ok(out)
+}
+
+/// Read a JS `Record<string, string>` named `argument` in errors. An array or a non-string value is
+/// `ERR_INVALID_ARGUMENT`, never a silent conversion (`['a']` would otherwise become `{ '0': 'a' }`).
+fn read_record(
+    record: Option<&Object>,
+    argument: &'static str,
+) -> std::result::Result<Vec<(String, String)>, CoreError> {
+    let Some(obj) = record else {
         return Ok(Vec::new());
     };
-    let bad = |m: String| CoreError::invalid(m).with("argument", "env");
+    let bad = |m: String| CoreError::invalid(m).with("argument", argument);
     if obj.is_array().unwrap_or(false) {
-        return Err(bad(
-            "env must be an object of strings ({ NAME: 'value' }), not an array".to_string(),
-        ));
+        return Err(bad(format!(
+            "{argument} must be an object of strings ({{ NAME: 'value' }}), not an array"
+        )));
     }
-    let keys = Object::keys(obj)
-        .map_err(|e| bad(format!("env must be an object of strings: {}", e.reason)))?;
+    let keys = Object::keys(obj).map_err(|e| {
+        bad(format!(
+            "{argument} must be an object of strings: {}",
+            e.reason
+        ))
+    })?;
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
         let v: Unknown = obj.get_named_property(&k).map_err(|e| {
             bad(format!(
-                "env {}: {}",
+                "{argument} {}: {}",
                 crate::core::validate::shown(&k),
                 e.reason
             ))
@@ -41,7 +56,7 @@ pub fn read_env(env: Option<&Object>) -> std::result::Result<Vec<(String, String
             }
             Ok(t) => {
                 return Err(bad(format!(
-                    "env {} must be a string, got {}",
+                    "{argument} {} must be a string, got {}",
                     crate::core::validate::shown(&k),
                     format!("{t:?}").to_lowercase()
                 ))
@@ -50,7 +65,6 @@ pub fn read_env(env: Option<&Object>) -> std::result::Result<Vec<(String, String
             Err(e) => return Err(bad(e.reason.clone())),
         }
     }
-    crate::core::exec::validate_env(&out)?;
     Ok(out)
 }
 
@@ -69,7 +83,9 @@ pub struct RunOptions<'a> {
     pub user: Option<String>,
     /// `host:container[:ro]` bind mounts.
     pub binds: Option<Vec<String>>,
-    pub labels: Option<HashMap<String, String>>,
+    /// Labels set on the container.
+    #[napi(ts_type = "Record<string, string>")]
+    pub labels: Option<Object<'a>>,
     /// Run an init as PID 1 that reaps zombies (default `true`).
     pub init: Option<bool>,
     /// Signal `stop()` sends first (default: the image's, usually SIGTERM).
@@ -161,7 +177,9 @@ impl Containers {
     #[napi(catch_unwind, ts_return_type = "Promise<Container>")]
     pub fn run(&self, env: Env, options: RunOptions) -> Result<Pending<Container>> {
         let e = self.engine.clone();
-        let env_vars = match read_env(options.env.as_ref()) {
+        let (env_vars, labels) = match read_env(options.env.as_ref())
+            .and_then(|v| Ok((v, read_record(options.labels.as_ref(), "labels")?)))
+        {
             Ok(v) => v,
             Err(err) => return super::call::rejected(&env, err),
         };
@@ -174,7 +192,7 @@ impl Containers {
             working_dir: options.working_dir.clone(),
             user: options.user.clone(),
             binds: options.binds.clone().unwrap_or_default(),
-            labels: options.labels.clone().unwrap_or_default(),
+            labels: labels.into_iter().collect(),
             init: options.init,
             stop_signal: options.stop_signal.clone(),
             auto_remove: options.auto_remove.unwrap_or(false),

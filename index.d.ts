@@ -231,7 +231,11 @@ export declare class LocalSandboxd {
   get backend(): 'dockerd' | 'relay'
   /** PIDs of the VMs' private dockerd processes (empty for `'relay'`). */
   get enginePids(): Array<number>
-  /** Stop serving, stop every VM engine, remove sockets and state. Idempotent. */
+  /**
+   * Stop serving, stop every VM engine, remove sockets and state. Idempotent. Requests being served get
+   * their answers (up to 10 s); a create still starting its engine is cut off and answered HTTP 503, which
+   * the client reports as `ERR_SANDBOXD_UNAVAILABLE`.
+   */
   stop(): Promise<void>
   /** `await using sbx = await LocalSandboxd.start()` stops it at the end of the scope. */
   [globalThis.Symbol.asyncDispose](): Promise<void>

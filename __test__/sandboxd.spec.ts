@@ -1,5 +1,6 @@
 // Sandboxd + LocalSandboxd through the JS API, against real private dockerd engines.
-import { existsSync, writeFileSync } from 'node:fs'
+import { execSync } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -123,6 +124,44 @@ describe('error codes, each from a real condition', () => {
     await c.ping()
     await other.stop()
     expect((await rejection(c.list())).code).toBe('ERR_SANDBOXD_UNAVAILABLE')
+  })
+
+  it('a create in flight when LocalSandboxd stops is answered ERR_SANDBOXD_UNAVAILABLE, and nothing is left running', async () => {
+    // A real dockerd that takes 3 s to start (a create takes ~0.1 s here), so the stop lands inside the create.
+    const ws = workspace()
+    const slow = join(ws.dir, 'slow-dockerd')
+    const dockerd = execSync('command -v dockerd', { encoding: 'utf8' }).trim()
+    writeFileSync(slow, `#!/bin/sh\nsleep 3\nexec '${dockerd}' "$@"\n`, { mode: 0o755 })
+    const other = await LocalSandboxd.start({ backend: 'dockerd', dockerdPath: slow })
+    const c = new Sandboxd({ socketPath: other.socketPath })
+    try {
+      const creating = rejection(c.create({ agentName: 'cutoff', workspaceDir: ws.dir }))
+      await new Promise((r) => setTimeout(r, 500)) // the request is being served: its engine is starting
+      const t0 = Date.now()
+      await other.stop()
+      const e = await creating
+      expect(Date.now() - t0).toBeLessThan(2_500) // neither the 10 s drain nor the slow start: it is cut off
+      expect(e.code).toBe('ERR_SANDBOXD_UNAVAILABLE')
+      expect(e.status).toBe(503)
+      expect(e.message).toContain('stopped while the VM was starting')
+      // The engine whose start was cut off is cleaned up by its watchdog: no process keeps the root in its cmdline.
+      const running = () =>
+        readdirSync('/proc')
+          .filter((d) => /^\d+$/.test(d))
+          .filter((d) => {
+            try {
+              return readFileSync(`/proc/${d}/cmdline`, 'latin1').includes(other.root)
+            } catch {
+              return false
+            }
+          })
+      const until = Date.now() + 15_000
+      while (running().length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100))
+      expect(running()).toEqual([])
+    } finally {
+      await other.stop()
+      ws.cleanup()
+    }
   })
 
   it('SANDBOXD_SOCKET is used when no socketPath is given', async () => {

@@ -105,7 +105,9 @@ impl LocalSandboxd {
         self.inner.engine_pids()
     }
 
-    /// Stop serving, stop every VM engine, remove sockets and state. Idempotent.
+    /// Stop serving, stop every VM engine, remove sockets and state. Idempotent. Requests being served get
+    /// their answers (up to 10 s); a create still starting its engine is cut off and answered HTTP 503, which
+    /// the client reports as `ERR_SANDBOXD_UNAVAILABLE`.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn stop(&self, env: Env) -> Result<Pending<()>> {
         let inner = self.inner.clone();

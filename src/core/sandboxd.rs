@@ -145,7 +145,8 @@ impl SandboxdClient {
                     }
                 }
             }
-            self.http
+            let res = self
+                .http
                 .request(method, path, body, BODY_LIMIT)
                 .await
                 .map_err(|t| match t {
@@ -162,7 +163,15 @@ impl SandboxdClient {
                         Some(status),
                         b"",
                     ),
-                })
+                })?;
+            // 503: the daemon is there but not serving (LocalSandboxd answers it while stopping).
+            if res.status == 503 {
+                return Err(self
+                    .unavailable(&format!("HTTP 503 to {what}: {}", excerpt(&res.body)))
+                    .with("status", 503)
+                    .with("body", excerpt(&res.body)));
+            }
+            Ok(res)
         };
         bounded(
             &format!("sandboxd {what}"),

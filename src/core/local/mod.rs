@@ -30,6 +30,9 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// How long `stop()` lets requests being served finish before their connections are dropped.
+const STOP_DRAIN: Duration = Duration::from_secs(10);
+
 /// Longest socket path the kernel accepts (sun_path is 108 bytes including the NUL).
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -270,7 +273,8 @@ impl LocalSandboxd {
         self.inner.stopped.load(Ordering::SeqCst)
     }
 
-    /// Stop serving, stop every VM's engine, and remove what was created. Idempotent.
+    /// Stop serving (requests being served are answered, up to [`STOP_DRAIN`]; an engine start is cut off and
+    /// answered 503), stop every VM's engine, and remove what was created. Idempotent.
     pub async fn stop(&self) {
         if self.inner.stopped.swap(true, Ordering::SeqCst) {
             // A concurrent stop is already running: wait for it to finish.
@@ -371,9 +375,13 @@ impl Inner {
                     .serve_connection(TokioIo::new(stream), svc);
                 tokio::pin!(conn);
                 tokio::select! {
-                    _ = conn.as_mut() => {}
+                    _ = conn.as_mut() => return,
                     _ = stop.cancelled() => {}
                 }
+                // Stopping: idle connections close now; a request being served gets its answer (a create
+                // answers 503 or reports that the VM was stopped) unless it takes longer than the drain.
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(STOP_DRAIN, conn).await;
             });
         }
         let _ = std::fs::remove_file(&self.socket_path);
@@ -487,6 +495,9 @@ impl Inner {
         self.release(&name);
         match result {
             Ok(v) => reply(StatusCode::OK, v),
+            Err(e) if e.code == ErrorCode::SandboxdUnavailable => {
+                message(StatusCode::SERVICE_UNAVAILABLE, e.message)
+            }
             Err(e) => message(StatusCode::INTERNAL_SERVER_ERROR, e.message),
         }
     }
@@ -522,7 +533,15 @@ impl Inner {
             "{name}.{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         ));
-        let engine = match VmEngine::start(&self.backend, name, socket, &engine_dir).await {
+        // A stop cuts the start off (the engine's watchdog cleans up) and the request is answered 503.
+        let started = tokio::select! {
+            r = VmEngine::start(&self.backend, name, socket, &engine_dir) => r,
+            _ = self.shutdown.cancelled() => Err(Error::new(
+                ErrorCode::SandboxdUnavailable,
+                "LocalSandboxd stopped while the VM was starting",
+            )),
+        };
+        let engine = match started {
             Ok(e) => e,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(state_dir);
@@ -554,7 +573,10 @@ impl Inner {
         if self.shutdown.is_cancelled() {
             entry.engine.stop().await;
             let _ = std::fs::remove_dir_all(state_dir);
-            return Err(emu("LocalSandboxd stopped while the VM was starting"));
+            return Err(Error::new(
+                ErrorCode::SandboxdUnavailable,
+                "LocalSandboxd stopped while the VM was starting",
+            ));
         }
         if let Ok(mut v) = self.vms.lock() {
             v.insert(name.to_string(), entry);

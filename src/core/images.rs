@@ -89,14 +89,17 @@ pub async fn copy(
     cancel: &CancellationToken,
 ) -> Result<CopyReport> {
     let began = Instant::now();
-    let src = inspect(&source, reference).await?.ok_or_else(|| {
+    // Both engines are asked at once: in a fresh client each first call also negotiates the API version.
+    // The source's answer is judged first, so a missing image is reported as such whatever the target says.
+    let (src, existing) = tokio::join!(inspect(&source, reference), inspect(&target, reference));
+    let src = src?.ok_or_else(|| {
         Error::new(
             ErrorCode::ImageNotFound,
             format!("image {reference:?} is not on the source engine"),
         )
         .with("image", reference)
     })?;
-    if let Some(existing) = inspect(&target, reference).await? {
+    if let Some(existing) = existing? {
         if existing.id == src.id {
             return Ok(CopyReport {
                 image_id: src.id,

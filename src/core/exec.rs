@@ -275,7 +275,15 @@ struct Started {
     token: String,
 }
 
-async fn start(engine: &Engine, container: &str, spec: &ExecSpec) -> Result<Started> {
+/// Create the exec and attach to it. The create is bounded by the caller's deadline and signal: the engine holds
+/// it while the container is locked (an archive being read, a stop in progress), which would otherwise last until
+/// bollard's request timeout. The attach is not cut off midway, since the process may already be running.
+async fn start(
+    engine: &Engine,
+    container: &str,
+    spec: &ExecSpec,
+    cancel: &CancellationToken,
+) -> Result<Started> {
     validate_spec(spec)?;
     let token = uuid::Uuid::new_v4().simple().to_string();
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -288,24 +296,26 @@ async fn start(engine: &Engine, container: &str, spec: &ExecSpec) -> Result<Star
     ];
     cmd.extend(spec.cmd.iter().cloned());
     let attach_stdin = spec.stdin.is_some() || spec.interactive;
-    let created = engine
-        .docker()
-        .create_exec(
-            container,
-            CreateExecOptions::<String> {
-                attach_stdin: Some(attach_stdin),
-                attach_stdout: Some(true),
-                attach_stderr: Some(true),
-                tty: Some(spec.tty),
-                env: Some(env),
-                cmd: Some(cmd),
-                user: spec.user.clone(),
-                working_dir: spec.cwd.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| exec_start_error(engine, e, container))?;
+    let create = engine.docker().create_exec(
+        container,
+        CreateExecOptions::<String> {
+            attach_stdin: Some(attach_stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(spec.tty),
+            env: Some(env),
+            cmd: Some(cmd),
+            user: spec.user.clone(),
+            working_dir: spec.cwd.clone(),
+            ..Default::default()
+        },
+    );
+    let created = super::http::bounded("creating the exec", spec.timeout, cancel, async {
+        create
+            .await
+            .map_err(|e| exec_start_error(engine, e, container))
+    })
+    .await?;
     let (output, input) = super::attach::start(engine, &created.id, spec.tty)
         .await
         .map_err(|e| exec_start_error(engine, e, container))?;
@@ -538,7 +548,7 @@ pub async fn exec(
         mut output,
         mut input,
         token,
-    } = start(&engine, &container, &spec).await?;
+    } = start(&engine, &container, &spec, &cancel).await?;
     // Feed stdin concurrently so a large input cannot deadlock against unread output.
     if let Some(data) = spec.stdin.clone() {
         tokio::spawn(async move {
@@ -690,7 +700,7 @@ impl Process {
             mut output,
             input,
             token,
-        } = start(&engine, &container, &spec).await?;
+        } = start(&engine, &container, &spec, &CancellationToken::new()).await?;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (exit_tx, exit_rx) = watch::channel(None);
         let shared = Arc::new(ProcShared {

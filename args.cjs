@@ -25,7 +25,7 @@ const NAPI_ARG_CODES = new Set([
 ])
 
 /** Methods that return a value, not a promise (everything else returns a promise). */
-const SYNC_METHODS = new Set(['events', 'prompt', 'logs', 'lines', 'proxyEnv', 'toJSON'])
+const SYNC_METHODS = new Set(['events', 'prompt', 'logs', 'lines', 'proxyEnv', 'toJSON', 'getArchiveStream', 'putArchiveStream'])
 
 function isArgumentError(e) {
   if (!(e instanceof Error)) return false

@@ -71,6 +71,45 @@ export declare class AgentSession {
   [globalThis.Symbol.asyncDispose](): Promise<void>
 }
 
+/**
+ * `container.getArchiveStream(path)`: the tar archive as an async iterator of Buffers. It is read from the
+ * engine only as fast as it is consumed. The engine locks the container until the archive is read or its
+ * connection closed, so leave with `break`, `return()` or `await using`, not by dropping the iterator.
+ */
+export declare class ArchiveStream {
+  /**
+   * The next piece of the archive (`done` at the end). A missing path rejects with `ERR_INVALID_ARGUMENT`
+   * (`path` set), a container that went away with `ERR_CONTAINER_NOT_FOUND`; the signal with `ABORT_ERR`,
+   * the deadline with `ERR_TIMEOUT`.
+   */
+  next(): Promise<IteratorResult<Buffer, undefined>>
+  /** Stop reading and close the engine's connection. */
+  return(): Promise<IteratorResult<Buffer, undefined>>
+  /** `await using pieces = box.getArchiveStream(path)`: closes it at the end of the scope. */
+  [globalThis.Symbol.asyncDispose](): Promise<void>
+  /** The stream is its own async iterator. */
+  [globalThis.Symbol.asyncIterator](): AsyncIterator<Buffer, undefined>
+}
+
+/**
+ * `container.putArchiveStream(dir)`: a tar archive streamed into directory `dir` as it is written.
+ * `write()` waits while the engine is behind; `end()` resolves once the engine has extracted everything. Errors
+ * (a missing directory, the container gone, the signal, the deadline) reject the pending `write()` or `end()`.
+ */
+export declare class ArchiveUpload {
+  /** Send the next piece of the tar (a string is sent as UTF-8). */
+  write(data: string | Uint8Array): Promise<void>
+  /** End the archive; resolves once the engine has extracted it. */
+  end(): Promise<void>
+  /**
+   * Break the upload off: the engine sees a broken body, not a short archive (what it had already
+   * extracted stays). Pending and later `write()`/`end()` reject with `ABORT_ERR`.
+   */
+  abort(): Promise<void>
+  /** `await using up = box.putArchiveStream(dir)`: aborts the upload unless `end()` was called. */
+  [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
 /** A container on an engine. */
 export declare class Container {
   /** Full container id. */
@@ -108,7 +147,19 @@ export declare class Container {
   readFile(path: string, options?: CallOptions | undefined | null): Promise<Buffer>
   /** Extract a tar archive into directory `dir`. */
   putArchive(dir: string, tar: Uint8Array, options?: CallOptions | undefined | null): Promise<void>
-  /** A tar archive of `path` (file or directory). */
+  /**
+   * A tar archive of `path` (file or directory), streamed: `for await (const piece of box.getArchiveStream(p))`.
+   * Memory stays bounded whatever the size; a missing path rejects the first `next()`. `timeoutMs` (default:
+   * none) and `signal` bound the whole download. Leave with `break`/`return()`: until the archive is read or
+   * closed, the engine keeps the container locked.
+   */
+  getArchiveStream(path: string, options?: CallOptions | undefined | null): ArchiveStream
+  /**
+   * Stream a tar archive into directory `dir`: `await up.write(piece)` for each piece, then `await up.end()`.
+   * `timeoutMs` (default: none) and `signal` bound the whole upload; errors reject `write()`/`end()`.
+   */
+  putArchiveStream(dir: string, options?: CallOptions | undefined | null): ArchiveUpload
+  /** A tar archive of `path` (file or directory), in one Buffer (at most 512 MiB; see `getArchiveStream`). */
   getArchive(path: string, options?: CallOptions | undefined | null): Promise<Buffer>
 }
 
@@ -400,6 +451,12 @@ export interface AgentEvent {
   stopReason?: string
 }
 
+/** An iterator step of an `ArchiveStream`. */
+export interface BytesStep {
+  done: boolean
+  value?: Buffer
+}
+
 /** Options accepted by every call that can wait. */
 export interface CallOptions {
   /** Aborting rejects the call with `ABORT_ERR` (and stops the work it started). */
@@ -562,7 +619,11 @@ export interface ExecOptions {
   stdin?: string | Uint8Array
   /** Allocate a TTY (stdout and stderr merge). */
   tty?: boolean
-  /** Kill the whole process tree after this many milliseconds; `exec` then resolves with `timedOut: true`. */
+  /**
+   * Kill the whole process tree after this many milliseconds; `exec` then resolves with `timedOut: true`.
+   * If the engine has not even created the exec by then (it waits while the container is locked, e.g. by an
+   * unfinished `getArchiveStream`), the call rejects with `ERR_TIMEOUT` instead: nothing ran.
+   */
   timeoutMs?: number
   /** Aborting kills the process tree; `exec` rejects with `ABORT_ERR` whose `result` holds the partial output. */
   signal?: AbortSignal

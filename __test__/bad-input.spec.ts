@@ -159,6 +159,17 @@ describe('argument types', () => {
     ['containers.run() without options', async () => (await (await client.get('badinput-vm'))!.engine()).containers.run(undefined as any)],
     ['client.list({ timeoutMs: {} })', () => client.list({ timeoutMs: {} as any })],
     ['DockerEngine.connect({ socketPath: 1 })', () => DockerEngine.connect({ socketPath: 1 as any })],
+    [
+      'upload.write(a number)',
+      async () => {
+        const up = box.putArchiveStream('/tmp')
+        try {
+          return await up.write(5 as any)
+        } finally {
+          await up.abort() // an open upload keeps the engine's lock on the container
+        }
+      },
+    ],
   ]
   it.each(calls)('%s → a rejection with ERR_INVALID_ARGUMENT, not a throw', async (_label, call) => {
     let p: unknown
@@ -197,6 +208,17 @@ describe('argument types', () => {
     expect(ok).toBeInstanceOf(Sandboxd)
     expect(ok.constructor).toBe(Sandboxd)
     expect(client).toBeInstanceOf(Sandboxd)
+  })
+
+  it('a sync method (getArchiveStream) throws ERR_INVALID_ARGUMENT for an argument of the wrong type', () => {
+    let err: any
+    try {
+      box.getArchiveStream(1 as any)
+    } catch (e) {
+      err = e
+    }
+    expect(err?.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(err).toBeInstanceOf(TypeError)
   })
 
   it('every method that index.d.ts does not declare as returning a promise is listed as sync in args.cjs', async () => {

@@ -1,5 +1,6 @@
 //! JS classes `Containers` and `Container` over [`crate::core::container`].
 
+use super::archive::{ArchiveStream, ArchiveUpload};
 use super::call::{run, run_with, CallOptions, Pending};
 use super::exec::{exec_promise, ExecProcess, LogStream};
 use crate::core::container::{self as core_container, Container as CoreContainer, RunSpec};
@@ -294,6 +295,8 @@ pub struct ExecOptions<'a> {
     /// Allocate a TTY (stdout and stderr merge).
     pub tty: Option<bool>,
     /// Kill the whole process tree after this many milliseconds; `exec` then resolves with `timedOut: true`.
+    /// If the engine has not even created the exec by then (it waits while the container is locked, e.g. by an
+    /// unfinished `getArchiveStream`), the call rejects with `ERR_TIMEOUT` instead: nothing ran.
     pub timeout_ms: Option<f64>,
     /// Aborting kills the process tree; `exec` rejects with `ABORT_ERR` whose `result` holds the partial output.
     #[napi(ts_type = "AbortSignal")]
@@ -672,7 +675,51 @@ impl Container {
         })
     }
 
-    /// A tar archive of `path` (file or directory).
+    /// A tar archive of `path` (file or directory), streamed: `for await (const piece of box.getArchiveStream(p))`.
+    /// Memory stays bounded whatever the size; a missing path rejects the first `next()`. `timeoutMs` (default:
+    /// none) and `signal` bound the whole download. Leave with `break`/`return()`: until the archive is read or
+    /// closed, the engine keeps the container locked.
+    #[napi(catch_unwind)]
+    pub fn get_archive_stream(
+        &self,
+        env: Env,
+        path: String,
+        options: Option<CallOptions>,
+    ) -> ArchiveStream {
+        ArchiveStream::new(&env, self.inner.archive_stream(&path), options.as_ref())
+    }
+
+    /// Stream a tar archive into directory `dir`: `await up.write(piece)` for each piece, then `await up.end()`.
+    /// `timeoutMs` (default: none) and `signal` bound the whole upload; errors reject `write()`/`end()`.
+    #[napi(catch_unwind)]
+    pub fn put_archive_stream(
+        &self,
+        env: Env,
+        dir: String,
+        options: Option<CallOptions>,
+    ) -> ArchiveUpload {
+        let read = super::call::read_options(
+            &env,
+            options.as_ref().and_then(|o| o.signal.as_ref()),
+            options.as_ref().and_then(|o| o.timeout_ms),
+        );
+        let (inner, linked) = match read {
+            Ok((token, deadline, linked)) => (
+                // The request runs as a task of the SDK's runtime, which a sync call has to enter.
+                napi::bindgen_prelude::within_runtime_if_available(|| {
+                    crate::core::archive::Upload::start(&self.inner, &dir, deadline, token)
+                }),
+                linked,
+            ),
+            Err(e) => (crate::core::archive::Upload::failed(e), None),
+        };
+        ArchiveUpload {
+            inner: Arc::new(inner),
+            linked: std::sync::Mutex::new(linked),
+        }
+    }
+
+    /// A tar archive of `path` (file or directory), in one Buffer (at most 512 MiB; see `getArchiveStream`).
     #[napi(catch_unwind, ts_return_type = "Promise<Buffer>")]
     pub fn get_archive(
         &self,

@@ -145,7 +145,7 @@ fn stream_name(stderr: bool) -> &'static str {
 }
 
 /// One new Buffer holding a run's parts back to back.
-fn buffer_from_run<'e>(env: &'e Env, run: &Run) -> Result<BufferSlice<'e>> {
+pub(crate) fn buffer_from_run<'e>(env: &'e Env, run: &Run) -> Result<BufferSlice<'e>> {
     let mut data = std::ptr::null_mut();
     let mut value = std::ptr::null_mut();
     check_status!(

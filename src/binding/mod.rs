@@ -1,6 +1,7 @@
 //! The napi binding layer: converts options, results, errors and streams. No logic of its own.
 
 mod agent;
+mod archive;
 mod call;
 mod container;
 mod engine;

@@ -10,6 +10,7 @@ use bollard::query_parameters::{
     RemoveContainerOptions, StopContainerOptions, UploadToContainerOptions,
 };
 use bytes::Bytes;
+use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -466,17 +467,31 @@ impl Container {
             .map_err(|e| self.path_err(e, dir))
     }
 
-    /// A tar archive of `path` (file or directory).
+    /// A tar archive of `path` (file or directory) as a stream, read only as fast as it is consumed (the engine
+    /// waits meanwhile). A bad or missing path is the stream's first item, as an error.
+    pub fn archive_stream(&self, path: &str) -> BoxStream<'static, Result<Bytes>> {
+        if let Err(e) = validate_container_path(path) {
+            return futures::stream::once(async move { Err(e) }).boxed();
+        }
+        let me = self.clone();
+        let p = path.to_string();
+        self.engine
+            .docker()
+            .download_from_container(
+                &self.id,
+                Some(DownloadFromContainerOptions {
+                    path: path.to_string(),
+                }),
+            )
+            .map_err(move |e| me.path_err(e, &p))
+            .boxed()
+    }
+
+    /// A tar archive of `path` (file or directory), in one buffer of at most [`MAX_READ_BYTES`].
     pub async fn get_archive(&self, path: &str) -> Result<Vec<u8>> {
-        validate_container_path(path)?;
         let mut out = Vec::new();
-        let mut s = self.engine.docker().download_from_container(
-            &self.id,
-            Some(DownloadFromContainerOptions {
-                path: path.to_string(),
-            }),
-        );
-        while let Some(chunk) = s.try_next().await.map_err(|e| self.path_err(e, path))? {
+        let mut s = self.archive_stream(path);
+        while let Some(chunk) = s.try_next().await? {
             if out.len() + chunk.len() > MAX_READ_BYTES {
                 return Err(Error::invalid(format!(
                     "{path} is larger than {MAX_READ_BYTES} bytes"
@@ -558,7 +573,7 @@ impl Container {
         Err(Error::invalid(format!("{path} is not a regular file")).with("argument", "path"))
     }
 
-    fn path_err(&self, e: bollard::errors::Error, path: &str) -> Error {
+    pub(crate) fn path_err(&self, e: bollard::errors::Error, path: &str) -> Error {
         let mut err = self.err(e);
         let not_found = err.props.get("statusCode").and_then(|v| v.as_u64()) == Some(404);
         if not_found

@@ -2,6 +2,7 @@
 
 pub mod acp;
 pub mod agent;
+pub mod archive;
 pub mod attach;
 pub mod container;
 pub mod engine;

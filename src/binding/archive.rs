@@ -1,0 +1,249 @@
+//! JS classes `ArchiveStream` (a tar archive read out of a container as it is consumed) and `ArchiveUpload` (a
+//! tar archive written into one as it is produced), over [`crate::core::archive`].
+
+use super::call::{
+    js_error, promise, promise_map, read_options, unlink, CallOptions, Linked, Pending,
+};
+use crate::core::archive::Upload;
+use crate::core::exec::Run;
+use crate::core::Error as CoreError;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use napi::bindgen_prelude::*;
+use napi::Env;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// An iterator step of an `ArchiveStream`.
+#[napi(object)]
+pub struct BytesStep {
+    pub done: bool,
+    pub value: Option<Buffer>,
+}
+
+/// `container.getArchiveStream(path)`: the tar archive as an async iterator of Buffers. It is read from the
+/// engine only as fast as it is consumed. The engine locks the container until the archive is read or its
+/// connection closed, so leave with `break`, `return()` or `await using`, not by dropping the iterator.
+#[napi]
+pub struct ArchiveStream {
+    pub(crate) inner: Arc<tokio::sync::Mutex<BoxStream<'static, crate::core::Result<Bytes>>>>,
+    /// `return()`: the stream ends (`done`).
+    pub(crate) stop: CancellationToken,
+    /// The caller's signal: pending and later `next()` reject with `ABORT_ERR`.
+    pub(crate) abort: CancellationToken,
+    /// The caller's `timeoutMs`, as a deadline for the whole download.
+    pub(crate) deadline: Option<(tokio::time::Instant, Duration)>,
+    /// The AbortSignal's listener, removed when the stream ends.
+    pub(crate) linked: Rc<RefCell<Option<Linked>>>,
+}
+
+impl ArchiveStream {
+    pub(crate) fn new(
+        env: &Env,
+        stream: BoxStream<'static, crate::core::Result<Bytes>>,
+        options: Option<&CallOptions>,
+    ) -> ArchiveStream {
+        let read = read_options(
+            env,
+            options.and_then(|o| o.signal.as_ref()),
+            options.and_then(|o| o.timeout_ms),
+        );
+        let (stream, abort, deadline, linked) = match read {
+            Ok((token, deadline, linked)) => (
+                stream,
+                token,
+                deadline.map(|d| (tokio::time::Instant::now() + d, d)),
+                linked,
+            ),
+            Err(e) => (
+                futures::stream::once(async move { Err(e) }).boxed(),
+                CancellationToken::new(),
+                None,
+                None,
+            ),
+        };
+        ArchiveStream {
+            inner: Arc::new(tokio::sync::Mutex::new(stream)),
+            stop: CancellationToken::new(),
+            abort,
+            deadline,
+            linked: Rc::new(RefCell::new(linked)),
+        }
+    }
+
+    fn unlink_signal(linked: &RefCell<Option<Linked>>, env: &Env) {
+        if let Some(l) = linked.borrow_mut().take() {
+            unlink(env, l);
+        }
+    }
+}
+
+#[napi]
+impl ArchiveStream {
+    /// The next piece of the archive (`done` at the end). A missing path rejects with `ERR_INVALID_ARGUMENT`
+    /// (`path` set), a container that went away with `ERR_CONTAINER_NOT_FOUND`; the signal with `ABORT_ERR`,
+    /// the deadline with `ERR_TIMEOUT`.
+    #[napi(
+        catch_unwind,
+        ts_return_type = "Promise<IteratorResult<Buffer, undefined>>"
+    )]
+    pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
+        let s = self.inner.clone();
+        let stop = self.stop.clone();
+        let abort = self.abort.clone();
+        let deadline = self.deadline;
+        let step = async move {
+            let mut g = s.lock().await;
+            let past_deadline = async {
+                match deadline {
+                    Some((at, _)) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let item = tokio::select! {
+                biased;
+                _ = stop.cancelled() => None,
+                _ = abort.cancelled() => Some(Err(CoreError::aborted())),
+                _ = past_deadline => Some(Err(CoreError::timeout(
+                    "container.getArchiveStream",
+                    deadline.map(|(_, d)| d).unwrap_or_default(),
+                ))),
+                i = g.next() => i,
+            };
+            let step = item.transpose();
+            if !matches!(step, Ok(Some(_))) {
+                *g = futures::stream::empty().boxed(); // ended: close the engine's connection now
+            }
+            Ok(step)
+        };
+        let linked = self.linked.clone();
+        promise_map(&env, None, step, move |env, step| {
+            if !matches!(step, Ok(Some(_))) {
+                ArchiveStream::unlink_signal(&linked, env);
+            }
+            let piece = step.map_err(|e| js_error(env, e))?;
+            let mut out = Object::new(env)?;
+            out.set_named_property("done", piece.is_none())?;
+            match piece {
+                // A V8-owned Buffer, counted like exec output so that GC keeps pace with a fast download.
+                Some(b) => out.set_named_property(
+                    "value",
+                    super::exec::buffer_from_run(
+                        env,
+                        &Run {
+                            stderr: false,
+                            len: b.len(),
+                            parts: vec![b],
+                        },
+                    )?,
+                )?,
+                None => out.set_named_property("value", ())?,
+            }
+            out.create_ref::<false>()
+        })
+    }
+
+    /// Stop reading and close the engine's connection.
+    #[napi(
+        catch_unwind,
+        js_name = "return",
+        ts_return_type = "Promise<IteratorResult<Buffer, undefined>>"
+    )]
+    pub fn return_(&self, env: Env) -> Result<Pending<BytesStep>> {
+        self.stop.cancel();
+        ArchiveStream::unlink_signal(&self.linked, &env);
+        let s = self.inner.clone();
+        promise(&env, None, async move {
+            *s.lock().await = futures::stream::empty().boxed();
+            Ok(BytesStep {
+                done: true,
+                value: None,
+            })
+        })
+    }
+
+    /// `await using pieces = box.getArchiveStream(path)`: closes it at the end of the scope.
+    #[napi(
+        catch_unwind,
+        well_known_symbol = "asyncDispose",
+        ts_return_type = "Promise<void>"
+    )]
+    pub fn dispose(&self, env: Env) -> Result<Pending<BytesStep>> {
+        self.return_(env)
+    }
+
+    /// The stream is its own async iterator.
+    #[napi(
+        catch_unwind,
+        well_known_symbol = "asyncIterator",
+        ts_return_type = "AsyncIterator<Buffer, undefined>"
+    )]
+    pub fn iterator<'a>(&self, this: This<'a>) -> Object<'a> {
+        this.object
+    }
+}
+
+/// `container.putArchiveStream(dir)`: a tar archive streamed into directory `dir` as it is written.
+/// `write()` waits while the engine is behind; `end()` resolves once the engine has extracted everything. Errors
+/// (a missing directory, the container gone, the signal, the deadline) reject the pending `write()` or `end()`.
+#[napi]
+pub struct ArchiveUpload {
+    pub(crate) inner: Arc<Upload>,
+    /// The AbortSignal's listener, removed when `end()` or `abort()` settles.
+    pub(crate) linked: Mutex<Option<Linked>>,
+}
+
+impl ArchiveUpload {
+    fn take_linked(&self) -> Option<Linked> {
+        self.linked.lock().ok().and_then(|mut l| l.take())
+    }
+}
+
+#[napi]
+impl ArchiveUpload {
+    /// Send the next piece of the tar (a string is sent as UTF-8).
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn write(&self, env: Env, data: Either<String, Uint8Array>) -> Result<Pending<()>> {
+        let bytes = match data {
+            Either::A(s) => Bytes::from(s.into_bytes()),
+            Either::B(b) => Bytes::copy_from_slice(&b),
+        };
+        let u = self.inner.clone();
+        promise(&env, None, async move { u.write(bytes).await })
+    }
+
+    /// End the archive; resolves once the engine has extracted it.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn end(&self, env: Env) -> Result<Pending<()>> {
+        let u = self.inner.clone();
+        promise(&env, self.take_linked(), async move { u.end().await })
+    }
+
+    /// Break the upload off: the engine sees a broken body, not a short archive (what it had already
+    /// extracted stays). Pending and later `write()`/`end()` reject with `ABORT_ERR`.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn abort(&self, env: Env) -> Result<Pending<()>> {
+        let u = self.inner.clone();
+        promise(&env, self.take_linked(), async move {
+            u.abort().await;
+            Ok(())
+        })
+    }
+
+    /// `await using up = box.putArchiveStream(dir)`: aborts the upload unless `end()` was called.
+    #[napi(
+        catch_unwind,
+        well_known_symbol = "asyncDispose",
+        ts_return_type = "Promise<void>"
+    )]
+    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
+        if self.inner.is_closed() {
+            return promise(&env, self.take_linked(), async { Ok(()) });
+        }
+        self.abort(env)
+    }
+}

@@ -4,8 +4,8 @@
 use super::call::{
     js_error, promise, promise_map, read_options, unlink, CallOptions, Linked, Pending,
 };
-use crate::core::archive::Upload;
-use crate::core::exec::Run;
+use crate::core::archive::{Download, Upload};
+use crate::core::exec::MAX_CHUNK;
 use crate::core::Error as CoreError;
 use bytes::Bytes;
 use futures::stream::BoxStream;
@@ -30,9 +30,7 @@ pub struct BytesStep {
 /// connection closed, so leave with `break`, `return()` or `await using`, not by dropping the iterator.
 #[napi]
 pub struct ArchiveStream {
-    pub(crate) inner: Arc<tokio::sync::Mutex<BoxStream<'static, crate::core::Result<Bytes>>>>,
-    /// `return()`: the stream ends (`done`).
-    pub(crate) stop: CancellationToken,
+    pub(crate) inner: Arc<Download>,
     /// The caller's signal: pending and later `next()` reject with `ABORT_ERR`.
     pub(crate) abort: CancellationToken,
     /// The caller's `timeoutMs`, as a deadline for the whole download.
@@ -67,8 +65,7 @@ impl ArchiveStream {
             ),
         };
         ArchiveStream {
-            inner: Arc::new(tokio::sync::Mutex::new(stream)),
-            stop: CancellationToken::new(),
+            inner: Arc::new(Download::new(stream)),
             abort,
             deadline,
             linked: Rc::new(RefCell::new(linked)),
@@ -92,31 +89,28 @@ impl ArchiveStream {
         ts_return_type = "Promise<IteratorResult<Buffer, undefined>>"
     )]
     pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
-        let s = self.inner.clone();
-        let stop = self.stop.clone();
+        let d = self.inner.clone();
         let abort = self.abort.clone();
         let deadline = self.deadline;
         let step = async move {
-            let mut g = s.lock().await;
             let past_deadline = async {
                 match deadline {
                     Some((at, _)) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             };
-            let item = tokio::select! {
+            let step = tokio::select! {
                 biased;
-                _ = stop.cancelled() => None,
                 _ = abort.cancelled() => Some(Err(CoreError::aborted())),
                 _ = past_deadline => Some(Err(CoreError::timeout(
                     "container.getArchiveStream",
                     deadline.map(|(_, d)| d).unwrap_or_default(),
                 ))),
-                i = g.next() => i,
-            };
-            let step = item.transpose();
+                p = d.next(MAX_CHUNK) => p,
+            }
+            .transpose();
             if !matches!(step, Ok(Some(_))) {
-                *g = futures::stream::empty().boxed(); // ended: close the engine's connection now
+                d.close().await; // ended: close the engine's connection now
             }
             Ok(step)
         };
@@ -130,17 +124,9 @@ impl ArchiveStream {
             out.set_named_property("done", piece.is_none())?;
             match piece {
                 // A V8-owned Buffer, counted like exec output so that GC keeps pace with a fast download.
-                Some(b) => out.set_named_property(
-                    "value",
-                    super::exec::buffer_from_run(
-                        env,
-                        &Run {
-                            stderr: false,
-                            len: b.len(),
-                            parts: vec![b],
-                        },
-                    )?,
-                )?,
+                Some(run) => {
+                    out.set_named_property("value", super::exec::buffer_from_run(env, &run)?)?
+                }
                 None => out.set_named_property("value", ())?,
             }
             out.create_ref::<false>()
@@ -154,11 +140,10 @@ impl ArchiveStream {
         ts_return_type = "Promise<IteratorResult<Buffer, undefined>>"
     )]
     pub fn return_(&self, env: Env) -> Result<Pending<BytesStep>> {
-        self.stop.cancel();
         ArchiveStream::unlink_signal(&self.linked, &env);
-        let s = self.inner.clone();
+        let d = self.inner.clone();
         promise(&env, None, async move {
-            *s.lock().await = futures::stream::empty().boxed();
+            d.close().await;
             Ok(BytesStep {
                 done: true,
                 value: None,

@@ -1,6 +1,6 @@
 // Faults: a real component killed or broken at the worst moment. Each ends in a typed error within a bounded
 // time, and the client is usable afterwards.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -31,6 +31,26 @@ async function vmWith(image: string, agentName: string) {
   return { sbx, client, vm, engine, dockerdPid }
 }
 
+/** Host processes still in a container's cgroup (its init, its execs): a dead dockerd must not leave any. */
+function processesOf(containerId: string): number[] {
+  const pids: number[] = []
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      if (readFileSync(`/proc/${d}/cgroup`, 'utf8').includes(containerId)) pids.push(Number(d))
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return pids
+}
+
+async function noneLeft(containerId: string): Promise<void> {
+  const until = Date.now() + 10_000
+  while (processesOf(containerId).length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100))
+  expect(processesOf(containerId)).toEqual([])
+}
+
 const within = async <T>(ms: number, p: Promise<T>): Promise<T> => {
   let t: NodeJS.Timeout | undefined
   const limit = new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`not settled within ${ms} ms`)), ms)))
@@ -52,8 +72,10 @@ describe('a VM engine killed', () => {
     expect(['ERR_STREAM_INTERRUPTED', 'ERR_ENGINE_UNAVAILABLE', 'ERR_ENGINE']).toContain(e.code)
     const after = await within(10_000, rejection(box.exec(['true'])))
     expect(after.code).toBe('ERR_ENGINE_UNAVAILABLE')
+    expect(processesOf(box.id).length).toBeGreaterThan(0) // the container outlived its engine…
     // the sandboxd side is fine: remove the broken VM, make a new one
     await client.remove(vm.name)
+    await noneLeft(box.id) // …until the VM was removed
     const again = await client.create({ agentName: 'killexec2', workspaceDir: ws.dir })
     await (await again.engine()).ping()
   })
@@ -73,7 +95,7 @@ describe('a VM engine killed', () => {
 
 describe('sandbox-agent faults', () => {
   it('the VM engine killed during a session SSE stream ends the turn with a typed error', async () => {
-    const { engine, dockerdPid } = await vmWith(AGENT_IMAGE!, 'killsse')
+    const { sbx, engine, dockerdPid } = await vmWith(AGENT_IMAGE!, 'killsse')
     const box = await engine.containers.run({ image: AGENT_IMAGE!, cmd: ['sleep', '100000'] })
     const agent = new SandboxAgent(box)
     await agent.ensureServer()
@@ -88,6 +110,8 @@ describe('sandbox-agent faults', () => {
     const e = await within(30_000, rejection(turn))
     expect(['ERR_AGENT_UNAVAILABLE', 'ERR_AGENT_EXITED', 'ERR_ENGINE_UNAVAILABLE', 'ERR_STREAM_INTERRUPTED']).toContain(e.code)
     expect(seen[0]?.type).toBe('text')
+    await sbx.stop()
+    await noneLeft(box.id) // the agent server and the container's init included
   })
 
   it('the sandbox-agent server killed mid-turn: a typed error, then ensureServer brings it back', async () => {

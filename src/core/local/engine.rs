@@ -95,8 +95,17 @@ w=$!
 wait "$d"
 st=$?
 kill "$w" 2>/dev/null
+# container processes: when dockerd was killed they outlive their shims (reparented to init); their cgroup
+# names the container id, and the ids are the data root's containers/ entries
+ids=$(ls "$dr/containers" 2>/dev/null)
 for p in /proc/[0-9]*; do
   [ "${p#/proc/}" = "$$" ] && continue
+  if [ -n "$ids" ]; then
+    cg=$(cat "$p/cgroup" 2>/dev/null)
+    for id in $ids; do
+      case "$cg" in *"$id"*) kill -KILL "${p#/proc/}" 2>/dev/null; continue 2 ;; esac
+    done
+  fi
   case "$( { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null)" in
     sandboxd-engine-watchdog*) ;;
     *"$xr"*|*"$dr"*) kill -KILL "${p#/proc/}" 2>/dev/null ;;
@@ -323,8 +332,17 @@ fn signal_group(pgid: u32, sig: i32) {
     }
 }
 
-/// SIGKILL every process whose command line mentions one of `roots` (containerd and its shims).
+/// SIGKILL every process whose command line mentions one of `roots` (containerd and its shims), or whose cgroup
+/// names a container of this engine (`containers/<id>` under a root): when dockerd was killed, the containers'
+/// own processes outlive their shims, reparented to init.
 fn kill_processes_referencing(roots: &[PathBuf]) {
+    let ids: Vec<String> = roots
+        .iter()
+        .filter_map(|r| std::fs::read_dir(r.join("containers")).ok())
+        .flat_map(|d| d.flatten())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|id| id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .collect();
     let me = std::process::id();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return;
@@ -344,12 +362,16 @@ fn kill_processes_referencing(roots: &[PathBuf]) {
         if pid == me {
             continue;
         }
+        let in_container = !ids.is_empty()
+            && std::fs::read_to_string(entry.path().join("cgroup"))
+                .is_ok_and(|cg| ids.iter().any(|id| cg.contains(id.as_str())));
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
             continue;
         };
-        if needles
-            .iter()
-            .any(|n| !n.is_empty() && cmdline.windows(n.len()).any(|w| w == n.as_slice()))
+        if in_container
+            || needles
+                .iter()
+                .any(|n| !n.is_empty() && cmdline.windows(n.len()).any(|w| w == n.as_slice()))
         {
             unsafe {
                 libc::kill(pid as i32, libc::SIGKILL);

@@ -89,7 +89,7 @@ pub async fn copy(
     cancel: &CancellationToken,
 ) -> Result<CopyReport> {
     let began = Instant::now();
-    // Both engines are asked at once: in a fresh client each first call also negotiates the API version.
+    // Both engines are asked at once: one round trip instead of two.
     // The source's answer is judged first, so a missing image is reported as such whatever the target says.
     let (src, existing) = tokio::join!(inspect(&source, reference), inspect(&target, reference));
     let src = src?.ok_or_else(|| {

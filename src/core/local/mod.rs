@@ -379,7 +379,7 @@ impl Inner {
                     _ = stop.cancelled() => {}
                 }
                 // Stopping: idle connections close now; a request being served gets its answer (a create
-                // answers 503 or reports that the VM was stopped) unless it takes longer than the drain.
+                // still starting its engine is cut off and answered 503) unless it takes longer than the drain.
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(STOP_DRAIN, conn).await;
             });

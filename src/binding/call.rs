@@ -183,6 +183,14 @@ where
     Ok(pending)
 }
 
+/// The bytes of a `string | Uint8Array` argument (a string as UTF-8).
+pub fn bytes_of(data: &Either<String, Uint8Array>) -> bytes::Bytes {
+    match data {
+        Either::A(s) => bytes::Bytes::copy_from_slice(s.as_bytes()),
+        Either::B(b) => bytes::Bytes::copy_from_slice(b),
+    }
+}
+
 /// A promise that rejects at once with `e` (bad options found before any work started).
 pub fn rejected<T: ToNapiValue + Send + 'static>(env: &Env, e: CoreError) -> Result<Pending<T>> {
     promise(env, None, async move { Err(e) })

@@ -335,10 +335,7 @@ fn exec_spec(
         cwd: o.cwd.clone(),
         user: o.user.clone(),
         tty: o.tty.unwrap_or(false),
-        stdin: o.stdin.as_ref().map(|s| match s {
-            Either::A(s) => bytes::Bytes::from(s.clone().into_bytes()),
-            Either::B(b) => bytes::Bytes::copy_from_slice(b),
-        }),
+        stdin: o.stdin.as_ref().map(super::call::bytes_of),
         interactive: false,
         timeout,
         max_output_bytes: max,
@@ -606,10 +603,7 @@ impl Container {
         data: Either<String, Uint8Array>,
         options: Option<WriteFileOptions>,
     ) -> Result<Pending<()>> {
-        let bytes: Vec<u8> = match data {
-            Either::A(s) => s.into_bytes(),
-            Either::B(b) => b.to_vec(),
-        };
+        let bytes = super::call::bytes_of(&data);
         let mode = options.as_ref().and_then(|o| o.mode);
         let c = self.inner.clone();
         run(

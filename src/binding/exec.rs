@@ -342,10 +342,7 @@ impl ExecProcess {
     /// Write to stdin. Rejects with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn write(&self, env: Env, data: Either<String, Uint8Array>) -> Result<Pending<()>> {
-        let bytes: Vec<u8> = match data {
-            Either::A(s) => s.into_bytes(),
-            Either::B(b) => b.to_vec(),
-        };
+        let bytes = super::call::bytes_of(&data);
         let p = self.proc.clone();
         promise(&env, None, async move { p.write(&bytes).await })
     }

@@ -2,11 +2,10 @@
 //! tar archive written into one as it is produced), over [`crate::core::archive`].
 
 use super::call::{
-    js_error, promise, promise_map, read_options, unlink, CallOptions, Linked, Pending,
+    bytes_of, js_error, promise, promise_map, read_options, unlink, CallOptions, Linked, Pending,
 };
 use crate::core::archive::{Download, Upload};
 use crate::core::exec::MAX_CHUNK;
-use crate::core::Error as CoreError;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
@@ -14,8 +13,7 @@ use napi::bindgen_prelude::*;
 use napi::Env;
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// An iterator step of an `ArchiveStream`.
@@ -31,10 +29,6 @@ pub struct BytesStep {
 #[napi]
 pub struct ArchiveStream {
     pub(crate) inner: Arc<Download>,
-    /// The caller's signal: pending and later `next()` reject with `ABORT_ERR`.
-    pub(crate) abort: CancellationToken,
-    /// The caller's `timeoutMs`, as a deadline for the whole download.
-    pub(crate) deadline: Option<(tokio::time::Instant, Duration)>,
     /// The AbortSignal's listener, removed when the stream ends.
     pub(crate) linked: Rc<RefCell<Option<Linked>>>,
 }
@@ -50,24 +44,19 @@ impl ArchiveStream {
             options.and_then(|o| o.signal.as_ref()),
             options.and_then(|o| o.timeout_ms),
         );
-        let (stream, abort, deadline, linked) = match read {
-            Ok((token, deadline, linked)) => (
-                stream,
-                token,
-                deadline.map(|d| (tokio::time::Instant::now() + d, d)),
-                linked,
-            ),
+        let (download, linked) = match read {
+            Ok((token, deadline, linked)) => (Download::new(stream, token, deadline), linked),
             Err(e) => (
-                futures::stream::once(async move { Err(e) }).boxed(),
-                CancellationToken::new(),
-                None,
+                Download::new(
+                    futures::stream::once(async move { Err(e) }).boxed(),
+                    CancellationToken::new(),
+                    None,
+                ),
                 None,
             ),
         };
         ArchiveStream {
-            inner: Arc::new(Download::new(stream)),
-            abort,
-            deadline,
+            inner: Arc::new(download),
             linked: Rc::new(RefCell::new(linked)),
         }
     }
@@ -90,30 +79,7 @@ impl ArchiveStream {
     )]
     pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
         let d = self.inner.clone();
-        let abort = self.abort.clone();
-        let deadline = self.deadline;
-        let step = async move {
-            let past_deadline = async {
-                match deadline {
-                    Some((at, _)) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let step = tokio::select! {
-                biased;
-                _ = abort.cancelled() => Some(Err(CoreError::aborted())),
-                _ = past_deadline => Some(Err(CoreError::timeout(
-                    "container.getArchiveStream",
-                    deadline.map(|(_, d)| d).unwrap_or_default(),
-                ))),
-                p = d.next(MAX_CHUNK) => p,
-            }
-            .transpose();
-            if !matches!(step, Ok(Some(_))) {
-                d.close().await; // ended: close the engine's connection now
-            }
-            Ok(step)
-        };
+        let step = async move { Ok(d.next(MAX_CHUNK).await.transpose()) };
         let linked = self.linked.clone();
         promise_map(&env, None, step, move |env, step| {
             if !matches!(step, Ok(Some(_))) {
@@ -141,9 +107,8 @@ impl ArchiveStream {
     )]
     pub fn return_(&self, env: Env) -> Result<Pending<BytesStep>> {
         ArchiveStream::unlink_signal(&self.linked, &env);
-        let d = self.inner.clone();
+        self.inner.close();
         promise(&env, None, async move {
-            d.close().await;
             Ok(BytesStep {
                 done: true,
                 value: None,
@@ -179,12 +144,12 @@ impl ArchiveStream {
 pub struct ArchiveUpload {
     pub(crate) inner: Arc<Upload>,
     /// The AbortSignal's listener, removed when `end()` or `abort()` settles.
-    pub(crate) linked: Mutex<Option<Linked>>,
+    pub(crate) linked: RefCell<Option<Linked>>,
 }
 
 impl ArchiveUpload {
     fn take_linked(&self) -> Option<Linked> {
-        self.linked.lock().ok().and_then(|mut l| l.take())
+        self.linked.borrow_mut().take()
     }
 }
 
@@ -193,10 +158,7 @@ impl ArchiveUpload {
     /// Send the next piece of the tar (a string is sent as UTF-8).
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn write(&self, env: Env, data: Either<String, Uint8Array>) -> Result<Pending<()>> {
-        let bytes = match data {
-            Either::A(s) => Bytes::from(s.into_bytes()),
-            Either::B(b) => Bytes::copy_from_slice(&b),
-        };
+        let bytes = bytes_of(&data);
         let u = self.inner.clone();
         promise(&env, None, async move { u.write(bytes).await })
     }

@@ -709,7 +709,7 @@ impl Container {
         };
         ArchiveUpload {
             inner: Arc::new(inner),
-            linked: std::sync::Mutex::new(linked),
+            linked: std::cell::RefCell::new(linked),
         }
     }
 

@@ -27,7 +27,12 @@ const READ_AHEAD: usize = 32;
 /// A tar archive being read out of a container.
 pub struct Download {
     state: tokio::sync::Mutex<DownloadState>,
+    /// `close()`: reads end (`None`).
     stop: CancellationToken,
+    /// The caller's signal: the read in flight and later ones fail with `ABORT_ERR`.
+    abort: CancellationToken,
+    /// The caller's deadline for the whole download, and its length for the error.
+    deadline: Option<(tokio::time::Instant, Duration)>,
 }
 
 struct DownloadState {
@@ -40,7 +45,12 @@ struct DownloadState {
 }
 
 impl Download {
-    pub fn new(source: BoxStream<'static, Result<Bytes>>) -> Download {
+    /// A download of `source`, bounded by `abort` and by `deadline` (counted from now, over all reads).
+    pub fn new(
+        source: BoxStream<'static, Result<Bytes>>,
+        abort: CancellationToken,
+        deadline: Option<Duration>,
+    ) -> Download {
         Download {
             state: tokio::sync::Mutex::new(DownloadState {
                 source: Some(source),
@@ -48,12 +58,37 @@ impl Download {
                 held: None,
             }),
             stop: CancellationToken::new(),
+            abort,
+            deadline: deadline.map(|d| (tokio::time::Instant::now() + d, d)),
         }
     }
 
     /// The next piece: the first one waited for, then whatever else is queued, up to `max` bytes in all.
-    /// `None` at the end or after [`Download::close`].
+    /// `None` at the end or after [`Download::close`]; `ABORT_ERR` once aborted, `ERR_TIMEOUT` past the
+    /// deadline. Once it has ended or failed, the engine's connection is closed.
     pub async fn next(&self, max: usize) -> Option<Result<Run>> {
+        let past_deadline = async {
+            match self.deadline {
+                Some((at, _)) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let step = tokio::select! {
+            biased;
+            _ = self.abort.cancelled() => Some(Err(Error::aborted())),
+            _ = past_deadline => Some(Err(Error::timeout(
+                "container.getArchiveStream",
+                self.deadline.map(|(_, d)| d).unwrap_or_default(),
+            ))),
+            p = self.pull(max) => p,
+        };
+        if !matches!(step, Some(Ok(_))) {
+            self.close();
+        }
+        step
+    }
+
+    async fn pull(&self, max: usize) -> Option<Result<Run>> {
         let mut st = self.state.lock().await;
         if self.stop.is_cancelled() {
             return None;
@@ -94,12 +129,10 @@ impl Download {
         Some(Ok(run_of(parts)))
     }
 
-    /// Stop reading and close the engine's connection (which ends its lock on the container).
-    pub async fn close(&self) {
+    /// Stop reading: the reader task drops the engine's stream, which closes its connection (and so ends the
+    /// engine's lock on the container); a read in flight and later ones end (`None`).
+    pub fn close(&self) {
         self.stop.cancel();
-        let mut st = self.state.lock().await;
-        st.source = None;
-        st.queue = None;
     }
 
     fn read_ahead(
@@ -378,7 +411,7 @@ mod tests {
         let source = futures::stream::iter(pieces)
             .inspect(move |_| seen.store(true, Ordering::SeqCst))
             .boxed();
-        let d = Download::new(source);
+        let d = Download::new(source, CancellationToken::new(), None);
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             !polled.load(Ordering::SeqCst),
@@ -401,19 +434,43 @@ mod tests {
         assert_eq!(err.code, ErrorCode::StreamInterrupted);
         assert!(d.next(4).await.is_none(), "nothing after the error");
 
-        let d = Download::new(futures::stream::pending().boxed());
+        let d = Download::new(
+            futures::stream::pending().boxed(),
+            CancellationToken::new(),
+            None,
+        );
         let pending = d.next(4);
         tokio::pin!(pending);
         assert!(futures::poll!(pending.as_mut()).is_pending());
-        let closing = d.close();
-        tokio::pin!(closing);
-        assert!(
-            futures::poll!(closing.as_mut()).is_pending(),
-            "close waits for the read in flight"
-        );
+        d.close();
         assert!(pending.await.is_none(), "close ends a read in flight");
-        closing.await;
         assert!(d.next(4).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_download_fails_on_its_signal_and_past_its_deadline_then_stays_closed() {
+        let abort = CancellationToken::new();
+        let d = Download::new(futures::stream::pending().boxed(), abort.clone(), None);
+        let pending = d.next(4);
+        tokio::pin!(pending);
+        assert!(futures::poll!(pending.as_mut()).is_pending());
+        abort.cancel();
+        assert_eq!(pending.await.unwrap().unwrap_err().code, ErrorCode::Aborted);
+        assert_eq!(
+            d.next(4).await.unwrap().unwrap_err().code,
+            ErrorCode::Aborted
+        );
+        assert!(d.stop.is_cancelled(), "the engine's connection is closed");
+
+        let d = Download::new(
+            futures::stream::pending().boxed(),
+            CancellationToken::new(),
+            Some(Duration::from_millis(50)),
+        );
+        let e = d.next(4).await.unwrap().unwrap_err();
+        assert_eq!(e.code, ErrorCode::Timeout);
+        assert_eq!(e.props.get("timeoutMs").and_then(|v| v.as_u64()), Some(50));
+        assert!(d.stop.is_cancelled(), "the engine's connection is closed");
     }
 
     #[tokio::test]

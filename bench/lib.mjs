@@ -18,6 +18,16 @@ export const EXEC_SCRIPT = 'echo hi'
 export const EXEC_ENV = { BENCH_VAR: 'bench-value' }
 export const EXEC_EXPECT = 'hi\n'
 
+/**
+ * T3's producer: `bytes` (a whole number of MiB) of zeros in 1 MiB writes. Not busybox `head -c`: it copies
+ * through stdio a byte at a time and tops out near 100 MiB/s on this machine, so every client measured the
+ * producer; `dd` feeds the engine at ~250–300 MiB/s.
+ */
+export function streamCmd(bytes) {
+  if (bytes % MiB) throw new Error(`streamCmd: ${bytes} is not a whole number of MiB`)
+  return ['dd', 'if=/dev/zero', `bs=${MiB}`, `count=${bytes / MiB}`, 'status=none']
+}
+
 // ---------------------------------------------------------------------------
 // statistics
 // ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import {
   rssNow,
   rssPeak,
   sleep,
+  streamCmd,
 } from './lib.mjs'
 
 const gc = globalThis.gc ?? (() => {})
@@ -233,11 +234,11 @@ async function withRssWatch(fn) {
   }
 }
 
-/** Stream `bytes` of `head -c … /dev/zero` into JS; MiB/s and RSS growth. */
+/** Stream `bytes` of zeros (`streamCmd`) into JS; MiB/s and RSS growth. */
 async function onceStream({ kind, cfg, bytes }) {
   const client = await makeClient(kind === 'sdk-read' ? 'sdk' : kind, cfg)
   await client.exec() // connected and warm, as a real client would be
-  const cmd = ['head', '-c', String(bytes), '/dev/zero']
+  const cmd = streamCmd(bytes)
   const run = async () => {
     const t0 = performance.now()
     const cpu0 = process.cpuUsage()
@@ -305,7 +306,7 @@ async function onceStream({ kind, cfg, bytes }) {
 async function oncePaused({ kind, cfg, bytes, pauseMs }) {
   const client = await makeClient(kind, cfg)
   await client.exec()
-  const cmd = ['head', '-c', String(bytes), '/dev/zero']
+  const cmd = streamCmd(bytes)
   const firstBytes = 8 * 1024 * 1024
   let got = 0
   let stop

@@ -10,7 +10,7 @@ import { fork, spawn, execFileSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { MiB, REPO, dockerCli, engineRequest, max, median, min, p90, quantile, require } from './lib.mjs'
+import { MiB, REPO, dockerCli, engineRequest, max, median, min, p90, quantile, require, streamCmd } from './lib.mjs'
 
 // ---------------------------------------------------------------------------
 // options
@@ -392,12 +392,12 @@ async function runT3() {
   for (let r = 0; r < CFG.t3Rounds; r++) {
     for (const k of rotate(kinds, r)) {
       if (k === 'floor') {
-        const res = await timeCmd(FLOOR_BIN, [HOST_SOCK, state.container.id, String(bytes)], { capture: true })
+        const res = await timeCmd(FLOOR_BIN, [HOST_SOCK, state.container.id, String(bytes), JSON.stringify(streamCmd(bytes))], { capture: true })
         const out = JSON.parse(res.stdout.trim().split('\n').at(-1) || '{}')
         runs.floor.push({ mibps: out.mibps, secs: out.secs, cpuSecs: out.cpuSecs, ok: res.code === 0 && out.bytes === bytes && out.exitCode === 0, stderr: res.stderr })
       } else if (k === 'cli') {
         const cid = state.container.id
-        const res = await timeCmd('docker', [...dockerCli(HOST_SOCK), 'exec', cid, 'head', '-c', String(bytes), '/dev/zero'])
+        const res = await timeCmd('docker', [...dockerCli(HOST_SOCK), 'exec', cid, ...streamCmd(bytes)])
         runs.cli.push({ mibps: bytes / MiB / (res.ms / 1000), secs: res.ms / 1000, ok: res.code === 0, stderr: res.stderr })
       } else {
         runs[k].push(await once('stream', { kind: k, cfg: agentCfg, bytes }))
@@ -690,9 +690,9 @@ function reportT3() {
       : '',  ].join(' ')
   const killMs = paused.sdk.killMs
   return [
-    `### T3 — streaming exec output into JS (\`head -c ${bytes / MiB}M /dev/zero\`)`,
+    `### T3 — streaming exec output into JS (\`${streamCmd(bytes).join(' ')}\`)`,
     '',
-    `${CFG.t3Rounds} round(s), order rotated. SDK and dockerode each stream in a fresh, warm (one exec done) process; MiB/s from the spawn call to the end of the output; RSS growth = peak (VmHWM after resetting it via \`/proc/self/clear_refs\`, and 10 ms samples) minus RSS before. CLI: \`docker exec … head … \` with stdout on /dev/null, wall from spawn to exit. Paused consumer: read 8 MiB of a ${CFG.pausedBytes / MiB} MiB stream, stop reading for ${CFG.pauseMs / 1000} s, RSS growth meanwhile (≤ 2 MiB counts as "no growth").`,
+    `${CFG.t3Rounds} round(s), order rotated. SDK and dockerode each stream in a fresh, warm (one exec done) process; MiB/s from the spawn call to the end of the output; RSS growth = peak (VmHWM after resetting it via \`/proc/self/clear_refs\`, and 10 ms samples) minus RSS before. CLI: \`docker exec … dd …\` with stdout on /dev/null, wall from spawn to exit. Paused consumer: read 8 MiB of a ${CFG.pausedBytes / MiB} MiB stream, stop reading for ${CFG.pauseMs / 1000} s, RSS growth meanwhile (≤ 2 MiB counts as "no growth").`,
     '',
     table(['peer', 'rounds', 'MiB/s p50', 'min–max', 'RSS growth p50 / max (MiB)', 'client CPU p50 (s, all threads)', 'RSS growth while paused (MiB)', 'all bytes + exit 0'], rows),
     '',

@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
 import { closeSync, createReadStream, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { DockerEngine, LocalSandboxd, Sandboxd, type Container, type Vm } from '../index.js'
 import { rejection, startLocal, workspace } from './helpers/local.js'
@@ -380,6 +381,18 @@ describe('spawn', () => {
     const e = await rejection(p.read(Buffer.alloc(0)))
     expect(e.code).toBe('ERR_INVALID_ARGUMENT')
     expect(e.argument).toBe('buffer')
+  })
+
+  it('a large JS heap is not collected every few MiB of for-await chunks', async () => {
+    // The SDK starts a GC every 8 MiB of chunks so small processes stay small, but a major GC marks the whole
+    // heap: with 150 MiB of live objects that cadence meant ~11 major GCs for 200 MiB, each marking it again. The interval grows with the heap, so V8's own trigger (every ~64 MiB) is left.
+    const child = fileURLToPath(new URL('./fixtures/heap-stream.mjs', import.meta.url))
+    const out = execFileSync(process.execPath, [child, engine.socketPath, box.id, '150', '200'], { timeout: 60_000 })
+    const r = JSON.parse(out.toString().trim().split('\n').pop()!)
+    expect(r.bytes).toBe(200 * 1048576)
+    expect(r.exitCode).toBe(0)
+    expect(r.heapUsedMib).toBeGreaterThan(150)
+    expect(r.majors).toBeLessThanOrEqual(5)
   })
 
   it('read(buffer) streams 200 MiB with RSS growth under 16 MiB', async () => {

@@ -392,7 +392,7 @@ async function runT3() {
   for (let r = 0; r < CFG.t3Rounds; r++) {
     for (const k of rotate(kinds, r)) {
       if (k === 'floor') {
-        const res = await timeCmd(FLOOR_BIN, [HOST_SOCK, state.container.id, String(bytes), JSON.stringify(streamCmd(bytes))], { capture: true })
+        const res = await timeCmd(FLOOR_BIN, [HOST_SOCK, state.container.id, JSON.stringify(streamCmd(bytes))], { capture: true })
         const out = JSON.parse(res.stdout.trim().split('\n').at(-1) || '{}')
         runs.floor.push({ mibps: out.mibps, secs: out.secs, cpuSecs: out.cpuSecs, ok: res.code === 0 && out.bytes === bytes && out.exitCode === 0, stderr: res.stderr })
       } else if (k === 'cli') {

@@ -2,8 +2,8 @@
 //! engine's Unix socket — exec create over one connection, `Upgrade: tcp` on start, 64 KiB raw reads, the 8-byte
 //! frame header parsed by hand, the bytes counted and dropped. No JS, no SDK: what any client could reach.
 //!
-//! `stream-floor SOCKET CONTAINER BYTES CMD_JSON` runs CMD_JSON (a JSON array, the producer of BYTES bytes) and
-//! prints one JSON line: `{ "bytes", "secs", "mibps", "cpuSecs", "exitCode" }`.
+//! `stream-floor SOCKET CONTAINER CMD_JSON` runs CMD_JSON (a JSON array: the producer) and prints one JSON line:
+//! `{ "bytes", "secs", "mibps", "cpuSecs", "exitCode" }`.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -66,8 +66,8 @@ async fn json(res: hyper::Response<hyper::body::Incoming>) -> serde_json::Value 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Res {
     let args: Vec<String> = std::env::args().collect();
-    let [_, sock, container, bytes, cmd] = &args[..] else {
-        return Err("usage: stream-floor SOCKET CONTAINER BYTES CMD_JSON".into());
+    let [_, sock, container, cmd] = &args[..] else {
+        return Err("usage: stream-floor SOCKET CONTAINER CMD_JSON".into());
     };
     let cmd: serde_json::Value = serde_json::from_str(cmd)?;
     let t0 = Instant::now();

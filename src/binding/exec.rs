@@ -9,8 +9,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use napi::bindgen_prelude::*;
 use napi::Env;
+use std::cell::Cell;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -158,11 +158,11 @@ pub(crate) fn buffer_from_run<'e>(env: &'e Env, run: &Run) -> Result<BufferSlice
     unsafe { BufferSlice::from_napi_value(env.raw(), value) }
 }
 
-/// Bytes of chunk Buffers created since the last [`memory_pressure_pulse`].
-static SINCE_PULSE: AtomicUsize = AtomicUsize::new(0);
-/// How many bytes of chunk Buffers the SDK creates between two pulses: [`PULSE_MIN`], or more in a large heap
-/// (see [`pulse_interval`]).
-static PULSE_EVERY: AtomicUsize = AtomicUsize::new(PULSE_MIN);
+thread_local! {
+    /// Per JS thread (each has its own heap): bytes of chunk Buffers created since the last
+    /// [`memory_pressure_pulse`], and how many to create before the next one ([`pulse_interval`]).
+    static PULSE: Cell<(usize, usize)> = const { Cell::new((0, PULSE_MIN)) };
+}
 /// The shortest interval between two pulses.
 const PULSE_MIN: usize = 8 << 20;
 /// The size of a pulse: over V8's external-memory soft limit (64 MiB above what was live at the last GC), far
@@ -171,17 +171,16 @@ const PULSE_BYTES: i64 = 96 << 20;
 
 /// Streamed chunks are dropped by a typical consumer at once, but V8 frees their memory only at a GC, and on its
 /// own starts one only once external memory has grown by ~64 MiB: RSS then climbs ~35 MiB above where it
-/// started. So every [`PULSE_EVERY`] bytes of chunk Buffers, report memory pressure for an instant (add and take
-/// back [`PULSE_BYTES`]), which starts a GC cycle and keeps RSS growth near 8–16 MiB. `read(buffer)` allocates
-/// nothing and needs no pulse.
+/// started. So every [`pulse_interval`] bytes of chunk Buffers, report memory pressure for an instant (add and
+/// take back [`PULSE_BYTES`]), which starts a GC cycle and keeps RSS growth near 8–16 MiB. `read(buffer)`
+/// allocates nothing and needs no pulse.
 fn memory_pressure_pulse(env: &Env, created: usize) {
-    if SINCE_PULSE.fetch_add(created, Ordering::Relaxed) + created
-        < PULSE_EVERY.load(Ordering::Relaxed)
-    {
+    let (since, every) = PULSE.get();
+    if since + created < every {
+        PULSE.set((since + created, every));
         return;
     }
-    SINCE_PULSE.store(0, Ordering::Relaxed);
-    PULSE_EVERY.store(pulse_interval(heap_used(env)), Ordering::Relaxed);
+    PULSE.set((0, pulse_interval(heap_used(env))));
     let mut total = 0i64;
     // SAFETY: called on the JS thread with its env; the two adjustments cancel out.
     unsafe {

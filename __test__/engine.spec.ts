@@ -384,8 +384,9 @@ describe('spawn', () => {
   })
 
   it('a large JS heap is not collected every few MiB of for-await chunks', async () => {
-    // The SDK starts a GC every 8 MiB of chunks so small processes stay small, but a major GC marks the whole
-    // heap: with 150 MiB of live objects that cadence meant ~11 major GCs for 200 MiB, each marking it again. The interval grows with the heap, so V8's own trigger (every ~64 MiB) is left.
+    // The SDK starts a major GC every 8 MiB of chunks so small processes stay small, but a major GC marks the
+    // whole heap: with 150 MiB of live objects that cadence meant 11 major GCs for 200 MiB. A large heap gets no
+    // such pulses; V8's own young-generation GCs free the chunks.
     const child = fileURLToPath(new URL('./fixtures/heap-stream.mjs', import.meta.url))
     const out = execFileSync(process.execPath, [child, engine.socketPath, box.id, '150', '200'], { timeout: 60_000 })
     const r = JSON.parse(out.toString().trim().split('\n').pop()!)

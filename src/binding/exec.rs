@@ -159,28 +159,35 @@ pub(crate) fn buffer_from_run<'e>(env: &'e Env, run: &Run) -> Result<BufferSlice
 }
 
 thread_local! {
-    /// Per JS thread (each has its own heap): bytes of chunk Buffers created since the last
-    /// [`memory_pressure_pulse`], and how many to create before the next one ([`pulse_interval`]).
+    /// Per JS thread (each has its own heap): bytes of chunk Buffers created since the last decision of
+    /// [`memory_pressure_pulse`], and how many to create before the next one ([`pulse_plan`]).
     static PULSE: Cell<(usize, usize)> = const { Cell::new((0, PULSE_MIN)) };
 }
 /// The shortest interval between two pulses.
 const PULSE_MIN: usize = 8 << 20;
+/// No pulse while the JS heap is larger than this: a major GC would cost more than the memory it frees early.
+const PULSE_HEAP_MAX: usize = 32 << 20;
 /// The size of a pulse: over V8's external-memory soft limit (64 MiB above what was live at the last GC), far
 /// under its hard limit (half the old generation), so V8 starts an incremental GC instead of a blocking one.
 const PULSE_BYTES: i64 = 96 << 20;
 
-/// Streamed chunks are dropped by a typical consumer at once, but V8 frees their memory only at a GC, and on its
-/// own starts one only once external memory has grown by ~64 MiB: RSS then climbs ~35 MiB above where it
-/// started. So every [`pulse_interval`] bytes of chunk Buffers, report memory pressure for an instant (add and
-/// take back [`PULSE_BYTES`]), which starts a GC cycle and keeps RSS growth near 8–16 MiB. `read(buffer)`
-/// allocates nothing and needs no pulse.
+/// Streamed chunks are dropped by a typical consumer at once, but V8 frees their memory only at a GC. On its own
+/// it starts a young-generation GC (a scavenge: `external memory pressure` in `--trace-gc`, 2–4 ms here even
+/// with a 173 MiB heap) every few tens of MiB of new Buffers, so RSS climbs ~34 MiB above where it started. In a
+/// small heap a major GC is cheap too, so there, every [`pulse_plan`] bytes of chunk Buffers, report memory
+/// pressure for an instant (add and take back [`PULSE_BYTES`]), which starts one and keeps RSS growth near
+/// 8–20 MiB. `read(buffer)` allocates nothing and needs no pulse.
 fn memory_pressure_pulse(env: &Env, created: usize) {
     let (since, every) = PULSE.get();
     if since + created < every {
         PULSE.set((since + created, every));
         return;
     }
-    PULSE.set((0, pulse_interval(heap_used(env))));
+    let (pulse, next) = pulse_plan(heap_used(env));
+    PULSE.set((0, next));
+    if !pulse {
+        return;
+    }
     let mut total = 0i64;
     // SAFETY: called on the JS thread with its env; the two adjustments cancel out.
     unsafe {
@@ -189,13 +196,20 @@ fn memory_pressure_pulse(env: &Env, created: usize) {
     }
 }
 
-/// The interval until the next pulse: [`PULSE_MIN`], or the size of the JS heap when that is more. A GC marks
-/// the whole heap, so with a fixed interval the GC work per streamed byte would grow with the heap: measured
-/// with 359 MiB of live heap, 8 MiB pulses made a 200 MiB `for await` cost 2.4–4.5 s of CPU instead of ~0.5 s,
-/// and with 75 MiB each forced GC paused the JS thread for up to 105 ms. Streaming one heap's worth of chunks
-/// between pulses keeps that work per byte about constant; a heap over 64 MiB is left to V8's own trigger.
-fn pulse_interval(heap_used: Option<usize>) -> usize {
-    heap_used.map_or(PULSE_MIN, |h| h.max(PULSE_MIN))
+/// Whether to pulse now, given the JS heap's size, and how many bytes of chunks until the next decision.
+///
+/// A major GC marks the whole heap, so its cost grows with it: with 359 MiB of live heap, pulses every 8 MiB
+/// made a 200 MiB `for await` cost 2.4–4.5 s of CPU instead of ~0.5 s, and with 75 MiB single forced GCs
+/// paused the JS thread for up to 105 ms, while V8's own scavenges free the chunks for a few ms each. So: a
+/// pulse every [`PULSE_MIN`] bytes, or every heap's worth when the heap is larger (the GC work per streamed
+/// byte stays about constant), and none while the heap is over [`PULSE_HEAP_MAX`] (looked at again after that
+/// many bytes). An unknown heap size is treated as small.
+fn pulse_plan(heap_used: Option<usize>) -> (bool, usize) {
+    match heap_used {
+        Some(h) if h > PULSE_HEAP_MAX => (false, PULSE_HEAP_MAX),
+        Some(h) => (true, h.max(PULSE_MIN)),
+        None => (true, PULSE_MIN),
+    }
 }
 
 /// `process.memoryUsage().heapUsed`, read once per pulse (tens of µs).

@@ -347,7 +347,7 @@ describe('spawn', () => {
       peak = Math.max(peak, process.memoryUsage.rss())
     }
     expect(n).toBe(total)
-    console.log(`spawn streamed 200 MiB in ${Date.now() - t0} ms, RSS growth ${((peak - rss0) / 1048576).toFixed(1)} MiB`)
+    console.log(`spawn streamed 200 MiB in ${Date.now() - t0} ms, RSS growth ${((peak - rss0) / 1048576).toFixed(1)} MiB (JS heap ${(process.memoryUsage().heapUsed / 1048576).toFixed(1)} MiB)`)
     expect((await p.wait()).exitCode).toBe(0)
     const growth = (peak - rss0) / 1024 / 1024
     expect(growth).toBeLessThan(32)

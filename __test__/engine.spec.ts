@@ -396,6 +396,24 @@ describe('spawn', () => {
     expect(r.majors).toBeLessThanOrEqual(5)
   })
 
+  it('a process.memoryUsage that throws does not break for-await streaming', async () => {
+    // The GC pulse reads the heap size through process.memoryUsage(); what that throws must not leak into the
+    // chunk being created. 40 MiB crosses at least one pulse decision (one comes every 8–32 MiB).
+    const original = process.memoryUsage
+    process.memoryUsage = (() => {
+      throw new Error('patched')
+    }) as unknown as typeof process.memoryUsage
+    try {
+      const p = await box.spawn(['head', '-c', String(40 * 1048576), '/dev/zero'])
+      let n = 0
+      for await (const { data } of p) n += data.length
+      expect(n).toBe(40 * 1048576)
+      expect((await p.wait()).exitCode).toBe(0)
+    } finally {
+      process.memoryUsage = original
+    }
+  })
+
   it('read(buffer) streams 200 MiB with RSS growth under 16 MiB', async () => {
     const total = 200 * 1024 * 1024
     const p = await box.spawn(['head', '-c', String(total), '/dev/zero'])

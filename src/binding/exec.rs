@@ -212,8 +212,25 @@ fn pulse_plan(heap_used: Option<usize>) -> (bool, usize) {
     }
 }
 
-/// `process.memoryUsage().heapUsed`, read once per pulse (tens of µs).
+/// `process.memoryUsage().heapUsed`, read once per decision (tens of µs). `None` if it cannot be read; whatever
+/// that threw (a patched `process`, say) is cleared, so the chunk being created is not lost to it.
 fn heap_used(env: &Env) -> Option<usize> {
+    let heap = read_heap_used(env);
+    if heap.is_none() {
+        let mut pending = false;
+        let mut thrown = std::ptr::null_mut();
+        // SAFETY: called on the JS thread with its env.
+        unsafe {
+            napi::sys::napi_is_exception_pending(env.raw(), &mut pending);
+            if pending {
+                napi::sys::napi_get_and_clear_last_exception(env.raw(), &mut thrown);
+            }
+        }
+    }
+    heap
+}
+
+fn read_heap_used(env: &Env) -> Option<usize> {
     let process: Object = env.get_global().ok()?.get_named_property("process").ok()?;
     let usage: Function<(), Object> = process.get_named_property("memoryUsage").ok()?;
     let heap: f64 = usage

@@ -707,7 +707,8 @@ export interface ListContainersOptions {
 export interface LocalSandboxdOptions {
   /**
    * State root: gets `sandboxd.sock` and `vm/<name>/`. Must be owned by this user and not group/world
-   * writable. Default: a new private directory under /tmp, removed by `stop()`.
+   * writable. Default: a new private directory under /tmp, removed by `stop()`; default roots left by
+   * processes killed before they could clean up are removed by the next `start()` that uses a default root.
    */
   root?: string
   /**

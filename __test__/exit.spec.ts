@@ -1,8 +1,10 @@
 // Node exits promptly once the SDK's handles are closed (or simply dropped): checked in child processes.
 import { spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
+import { LocalSandboxd } from '../index.js'
 import { alive } from './helpers/local.js'
 
 const CHILD = fileURLToPath(new URL('./fixtures/exit-child.mjs', import.meta.url))
@@ -68,9 +70,18 @@ describe('process exit', () => {
         }
       })
     expect(stray).toEqual([])
-    // what a crashed process cannot remove: its LocalSandboxd root's own small files (socket, vm/ dirs)
+    // what a crashed process cannot remove: its LocalSandboxd root's own small files (socket, owner, vm/ and
+    // engine dirs); the next LocalSandboxd started with a default root removes them
     const { rmSync } = await import('node:fs')
-    rmSync(r.report.root, { recursive: true, force: true })
+    expect(existsSync(join(r.report.root, 'owner'))).toBe(true)
+    const next = await LocalSandboxd.start({ backend: 'dockerd' })
+    try {
+      expect(existsSync(r.report.root)).toBe(false)
+      expect(existsSync(next.root)).toBe(true)
+    } finally {
+      await next.stop()
+      rmSync(r.report.root, { recursive: true, force: true })
+    }
   })
 
   it('exits promptly after exec processes and iterators are closed or dropped', async () => {

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 #[napi(object)]
 pub struct LocalSandboxdOptions {
     /// State root: gets `sandboxd.sock` and `vm/<name>/`. Must be owned by this user and not group/world
-    /// writable. Default: a new private directory under /tmp, removed by `stop()`.
+    /// writable. Default: a new private directory under /tmp, removed by `stop()`; default roots left by
+    /// processes killed before they could clean up are removed by the next `start()` that uses a default root.
     pub root: Option<String>,
     /// `'dockerd'`: one private dockerd per VM (needs root and dockerd; VMs are isolated).
     /// `'relay'`: each VM socket forwards to an existing engine (`dockerHost`); VMs are NOT isolated.

@@ -343,41 +343,45 @@ fn kill_processes_referencing(roots: &[PathBuf]) {
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|id| id.len() >= 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
         .collect();
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    let needles: Vec<Vec<u8>> = roots
-        .iter()
-        .map(|r| r.as_os_str().as_encoded_bytes().to_vec())
-        .collect();
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
+    for (pid, dir) in other_processes() {
         let in_container = !ids.is_empty()
-            && std::fs::read_to_string(entry.path().join("cgroup"))
+            && std::fs::read_to_string(dir.join("cgroup"))
                 .is_ok_and(|cg| ids.iter().any(|id| cg.contains(id.as_str())));
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        if in_container
-            || needles
-                .iter()
-                .any(|n| !n.is_empty() && cmdline.windows(n.len()).any(|w| w == n.as_slice()))
-        {
+        if in_container || cmdline_mentions(&dir, roots) {
             unsafe {
                 libc::kill(pid as i32, libc::SIGKILL);
             }
         }
     }
+}
+
+/// Every process but this one: its pid and its `/proc/<pid>` directory.
+fn other_processes() -> impl Iterator<Item = (u32, PathBuf)> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flat_map(|d| d.flatten())
+        .filter_map(move |e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            (pid != me).then(|| (pid, e.path()))
+        })
+}
+
+/// Whether the command line in `/proc/<pid>` (`proc_dir`) mentions one of `paths`.
+fn cmdline_mentions(proc_dir: &Path, paths: &[PathBuf]) -> bool {
+    let Ok(cmdline) = std::fs::read(proc_dir.join("cmdline")) else {
+        return false;
+    };
+    paths.iter().any(|p| {
+        let n = p.as_os_str().as_encoded_bytes();
+        !n.is_empty() && cmdline.windows(n.len()).any(|w| w == n)
+    })
+}
+
+/// Whether any other process's command line mentions `path` (an engine or its watchdog still at work there).
+pub fn any_process_mentions(path: &Path) -> bool {
+    let paths = [path.to_path_buf()];
+    other_processes().any(|(_, dir)| cmdline_mentions(&dir, &paths))
 }
 
 /// Lazily unmount every mount point at or below `root`, deepest first.

@@ -7,6 +7,7 @@
 
 pub mod ca;
 pub mod engine;
+pub mod stale;
 
 use crate::core::error::{Error, ErrorCode, Result};
 use crate::core::http::UnixHttp;
@@ -47,7 +48,7 @@ pub enum BackendKind {
 #[derive(Debug, Clone, Default)]
 pub struct LocalOptions {
     /// State root (gets `sandboxd.sock` and `vm/<name>/`). Default: a new private directory under /tmp,
-    /// removed on stop.
+    /// removed on stop (or, if the process dies first, by the next start with a default root: [`stale`]).
     pub root: Option<PathBuf>,
     pub backend: Option<BackendKind>,
     /// For `relay`: the engine to forward to (`unix://…` or a path). Default: `DOCKER_HOST`, then
@@ -201,8 +202,11 @@ impl LocalSandboxd {
                 (r.clone(), false)
             }
             None => {
+                // Roots left by processes that died without cleaning up go first (see `stale`).
+                let _ = tokio::task::spawn_blocking(|| stale::sweep(Path::new("/tmp"))).await;
                 let p = PathBuf::from(format!(
-                    "/tmp/sandboxd-{}",
+                    "/tmp/{}{}",
+                    stale::ROOT_PREFIX,
                     &uuid::Uuid::new_v4().simple().to_string()[..8]
                 ));
                 make_private_dir(&p)?;
@@ -230,6 +234,12 @@ impl LocalSandboxd {
             .map_err(|e| emu(format!("binding {}: {e}", socket_path.display())))?;
         std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| emu(format!("chmod {}: {e}", socket_path.display())))?;
+        if owns_root {
+            // Written once the socket is bound, so a sweep never sees an owner file without a live socket
+            // while this process runs.
+            std::fs::write(root.join(stale::OWNER_FILE), stale::owner_line())
+                .map_err(|e| emu(format!("writing {}: {e}", root.display())))?;
+        }
         let inner = Arc::new(Inner {
             root,
             owns_root,

@@ -396,6 +396,19 @@ describe('spawn', () => {
     expect(r.majors).toBeLessThanOrEqual(5)
   })
 
+  it('archive handles dropped unfinished release their AbortSignal: no listener left on it, no signal kept alive', async () => {
+    // An unfinished archive stream or upload that is garbage-collected cannot remove its abort listener then
+    // (no env in a finalizer); the next call that links a signal does. Before that, the dropped handle's
+    // references kept the signal alive for good and its listener stayed on it.
+    const child = fileURLToPath(new URL('./fixtures/signal-leak.mjs', import.meta.url))
+    const out = execFileSync(process.execPath, ['--expose-gc', child, engine.socketPath, box.id], { timeout: 60_000 })
+    const r = JSON.parse(out.toString().trim().split('\n').pop()!)
+    expect(r.whileAlive).toBe(20) // the fixture sees the listeners while the handles live
+    expect(r.afterNextCall).toBe(0)
+    expect(r.shortLivedCollected).toBe(true)
+    expect(r.exitCode).toBe(0)
+  })
+
   it('a process.memoryUsage that throws does not break for-await streaming', async () => {
     // The GC pulse reads the heap size through process.memoryUsage(); what that throws must not leak into the
     // chunk being created. 40 MiB crosses at least one pulse decision (one comes every 8–32 MiB).

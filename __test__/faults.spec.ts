@@ -1,5 +1,6 @@
 // Faults: a real component killed or broken at the worst moment. Each ends in a typed error within a bounded
 // time, and the client is usable afterwards.
+import { getEventListeners } from 'node:events'
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -120,8 +121,9 @@ describe('sandbox-agent faults', () => {
     const agent = new SandboxAgent(box)
     await agent.ensureServer()
     const s = await agent.createSession({ agent: 'pi', cwd: ws.dir })
+    const ac = new AbortController()
     const turn = (async () => {
-      for await (const ev of s.prompt('slow 30')) {
+      for await (const ev of s.prompt('slow 30', { signal: ac.signal })) {
         if (ev.type === 'text') {
           await box.sh(
             'for p in /proc/[0-9]*; do grep -q "sandbox-agent.server" "$p/cmdline" 2>/dev/null && kill -KILL "${p#/proc/}"; done; true',
@@ -131,6 +133,8 @@ describe('sandbox-agent faults', () => {
     })()
     const e = await within(30_000, rejection(turn))
     expect(['ERR_AGENT_UNAVAILABLE', 'ERR_AGENT_EXITED']).toContain(e.code)
+    // the turn that failed no longer listens on the caller's signal
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0)
     expect(await agent.ensureServer()).toEqual({ started: true })
     const s2 = await agent.createSession({ agent: 'pi', cwd: ws.dir })
     expect((await s2.send('hello')).text).toBe('Hello, world')

@@ -570,21 +570,25 @@ impl TurnStream {
             None,
             async move {
                 let mut t = turn.lock().await;
-                tokio::select! {
+                // The outcome is mapped on the JS thread either way, so the signal is unlinked on an error too.
+                Ok(tokio::select! {
                     r = t.next() => r,
                     _ = token.cancelled() => {
                         let _ = session.cancel().await;
                         Err(CoreError::aborted())
                     }
-                }
+                })
             },
             move |env, ev| {
+                if !matches!(ev, Ok(Some(_))) {
+                    if let Some(l) = linked.borrow_mut().take() {
+                        super::call::unlink(env, l);
+                    }
+                }
+                let ev = ev.map_err(|e| super::call::js_error(env, e))?;
                 let mut step = Object::new(env)?;
                 match ev {
                     None => {
-                        if let Some(l) = linked.borrow_mut().take() {
-                            super::call::unlink(env, l);
-                        }
                         step.set_named_property("done", true)?;
                         step.set_named_property("value", ())?;
                     }

@@ -22,13 +22,48 @@ pub struct CallOptions<'a> {
 /// `addEventListener` / `removeEventListener` as seen from Rust.
 type ListenerFn<'a> = Function<'a, FnArgs<(&'a str, Function<'a, (), ()>)>, Unknown<'a>>;
 
-/// A JS AbortSignal linked to a CancellationToken; the listener is removed when the call settles.
+/// A JS AbortSignal linked to a CancellationToken; the listener is removed when the call settles (or the stream
+/// ends). One dropped without [`unlink`] (a handle collected unfinished) is kept for the next [`link_signal`] on
+/// this thread to unlink, since only there is an env at hand: its references would otherwise hold the signal
+/// and leave the listener on it for good.
 pub struct Linked {
-    signal: ObjectRef<false>,
-    listener: FunctionRef<(), ()>,
+    signal: Option<ObjectRef<false>>,
+    listener: Option<FunctionRef<(), ()>>,
+}
+
+thread_local! {
+    /// Links dropped without [`unlink`] on this JS thread, waiting for an env.
+    static ORPHANS: std::cell::RefCell<Vec<Linked>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Drop for Linked {
+    fn drop(&mut self) {
+        if self.signal.is_none() {
+            return;
+        }
+        let mut orphan = Some(Linked {
+            signal: self.signal.take(),
+            listener: self.listener.take(),
+        });
+        let _ = ORPHANS.try_with(|o| {
+            if let Ok(mut o) = o.try_borrow_mut() {
+                o.extend(orphan.take());
+            }
+        });
+        // The thread is going away (or the list is busy): leave the references as they are.
+        std::mem::forget(orphan);
+    }
 }
 
 fn link_signal(env: &Env, signal: &Object, token: &CancellationToken) -> Result<Option<Linked>> {
+    let orphans = ORPHANS
+        .try_with(|o| o.try_borrow_mut().map(|mut o| std::mem::take(&mut *o)))
+        .ok()
+        .and_then(|o| o.ok())
+        .unwrap_or_default();
+    for l in orphans {
+        unlink(env, l);
+    }
     if signal
         .get_named_property::<bool>("aborted")
         .unwrap_or(false)
@@ -49,21 +84,25 @@ fn link_signal(env: &Env, signal: &Object, token: &CancellationToken) -> Result<
     })?;
     add.apply(signal, FnArgs::from(("abort", listener)))?;
     Ok(Some(Linked {
-        signal: signal.create_ref::<false>()?,
-        listener: listener.create_ref()?,
+        signal: Some(signal.create_ref::<false>()?),
+        listener: Some(listener.create_ref()?),
     }))
 }
 
-pub fn unlink(env: &Env, linked: Linked) {
-    if let (Ok(signal), Ok(listener)) = (
-        linked.signal.get_value(env),
-        linked.listener.borrow_back(env),
+/// Remove the listener from the signal and release both references.
+pub fn unlink(env: &Env, mut linked: Linked) {
+    let (Some(signal_ref), listener) = (linked.signal.take(), linked.listener.take()) else {
+        return;
+    };
+    if let (Ok(signal), Some(Ok(listener))) = (
+        signal_ref.get_value(env),
+        listener.as_ref().map(|l| l.borrow_back(env)),
     ) {
         if let Ok(remove) = signal.get_named_property::<ListenerFn>("removeEventListener") {
             let _ = remove.apply(signal, FnArgs::from(("abort", listener)));
         }
     }
-    let _ = linked.signal.unref(env);
+    let _ = signal_ref.unref(env);
 }
 
 /// Turn a core error into a JS `Error` with `code`, `name` (for aborts) and every property.

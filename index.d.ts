@@ -134,7 +134,10 @@ export declare class Container {
   exec(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecResult>
   /** Run `script` with `sh -c` (the script is one argv element: nothing is interpolated by the SDK). */
   sh(script: string, options?: ExecOptions | undefined | null): Promise<ExecResult>
-  /** Start `cmd` and stream it: output as an async iterator, stdin via `write`/`end`, `kill`, `wait`. */
+  /**
+   * Start `cmd` and stream it: output as an async iterator, stdin via `write`/`end`, `kill`, `wait`.
+   * `timeoutMs` and `signal` apply to the process's whole life, not only to starting it.
+   */
   spawn(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecProcess>
   /** Write one file (its directory must exist) through the archive API: no exec, no shell. */
   writeFile(path: string, data: string | Uint8Array, options?: WriteFileOptions | undefined | null): Promise<void>
@@ -625,7 +628,11 @@ export interface ExecOptions {
    * unfinished `getArchiveStream`), the call rejects with `ERR_TIMEOUT` instead: nothing ran.
    */
   timeoutMs?: number
-  /** Aborting kills the process tree; `exec` rejects with `ABORT_ERR` whose `result` holds the partial output. */
+  /**
+   * Aborting kills the process tree; `exec` rejects with `ABORT_ERR` whose `result` holds the partial output.
+   * With `spawn` it works for the whole life of the process: the output ends, and `wait()` resolves with
+   * `aborted: true` (an abort before the process started rejects `spawn` with `ABORT_ERR`).
+   */
   signal?: AbortSignal
   /** Keep at most this many bytes of stdout and of stderr (the rest is read and dropped; `truncated: true`). */
   maxOutputBytes?: number
@@ -658,6 +665,8 @@ export interface ExitStatus {
   signal?: string
   /** True when `timeoutMs` passed and the process tree was killed. */
   timedOut: boolean
+  /** True when the spawn's `signal` aborted while the process ran and the process tree was killed. */
+  aborted: boolean
   durationMs: number
 }
 

@@ -2,6 +2,7 @@
 // Real parts: LocalSandboxd with a private dockerd per VM, images built on the host engine.
 import { execFileSync } from 'node:child_process'
 import { createHash, randomBytes } from 'node:crypto'
+import { getEventListeners } from 'node:events'
 import { closeSync, createReadStream, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -331,6 +332,42 @@ describe('spawn', () => {
     const p = await box.spawn(['sh', '-c', 'sleep 1000 & sleep 1000'], { timeoutMs: 300 })
     const st = await p.wait({ timeoutMs: 10_000 })
     expect(st.timedOut).toBe(true)
+    expect(await strayProcesses(box)).toEqual([])
+  })
+
+  it("spawn's signal kills the tree while the process runs; the output ends, wait() says aborted, the listener goes", async () => {
+    const ac = new AbortController()
+    const p = await box.spawn(['sh', '-c', 'echo up; sleep 1000 & sleep 1000'], { signal: ac.signal })
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(1) // held past the spawn call, for the process
+    const seen: string[] = []
+    const reading = (async () => {
+      for await (const { line } of p.lines()) {
+        seen.push(line)
+        if (line === 'up') ac.abort()
+      }
+    })()
+    await reading // the output ends once the tree is killed
+    expect(seen).toEqual(['up'])
+    const st = await p.wait({ timeoutMs: 10_000 })
+    expect(st.aborted).toBe(true)
+    expect(st.timedOut).toBe(false)
+    expect(['SIGTERM', 'SIGKILL']).toContain(st.signal)
+    expect([143, 137]).toContain(st.exitCode)
+    expect(await strayProcesses(box)).toEqual([])
+    expect(getEventListeners(ac.signal, 'abort')).toHaveLength(0)
+
+    // a process that ends on its own lets go of the signal too, and a later abort changes nothing
+    const ac2 = new AbortController()
+    const q = await box.spawn(['true'], { signal: ac2.signal })
+    const st2 = await q.wait({ timeoutMs: 10_000 })
+    expect(st2).toMatchObject({ exitCode: 0, aborted: false, timedOut: false })
+    expect(getEventListeners(ac2.signal, 'abort')).toHaveLength(0)
+    ac2.abort()
+    expect(await q.wait()).toMatchObject({ exitCode: 0, aborted: false })
+
+    // aborted before the process could start: spawn itself rejects, nothing runs
+    const e = await rejection(box.spawn(['sh', '-c', 'sleep 1000'], { signal: AbortSignal.abort() }))
+    expect(e.code).toBe('ABORT_ERR')
     expect(await strayProcesses(box)).toEqual([])
   })
 

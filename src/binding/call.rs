@@ -231,8 +231,13 @@ pub fn bytes_of(data: &Either<String, Uint8Array>) -> bytes::Bytes {
 }
 
 /// A promise that rejects at once with `e` (bad options found before any work started).
-pub fn rejected<T: ToNapiValue + Send + 'static>(env: &Env, e: CoreError) -> Result<Pending<T>> {
-    promise(env, None, async move { Err(e) })
+pub fn rejected<T: ToNapiValue + 'static>(env: &Env, e: CoreError) -> Result<Pending<T>> {
+    promise_map(
+        env,
+        None,
+        async move { Err(e) },
+        |_, never: std::convert::Infallible| match never {},
+    )
 }
 
 /// Run with a [`CallOptions`] object (or none).

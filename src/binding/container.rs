@@ -1,7 +1,7 @@
 //! JS classes `Containers` and `Container` over [`crate::core::container`].
 
 use super::archive::{ArchiveStream, ArchiveUpload};
-use super::call::{run, run_with, CallOptions, Pending};
+use super::call::{promise_map, run, run_with, CallOptions, Pending};
 use super::exec::{exec_promise, ExecProcess, LogStream};
 use crate::core::container::{self as core_container, Container as CoreContainer, RunSpec};
 use crate::core::engine::Engine;
@@ -299,6 +299,8 @@ pub struct ExecOptions<'a> {
     /// unfinished `getArchiveStream`), the call rejects with `ERR_TIMEOUT` instead: nothing ran.
     pub timeout_ms: Option<f64>,
     /// Aborting kills the process tree; `exec` rejects with `ABORT_ERR` whose `result` holds the partial output.
+    /// With `spawn` it works for the whole life of the process: the output ends, and `wait()` resolves with
+    /// `aborted: true` (an abort before the process started rejects `spawn` with `ABORT_ERR`).
     #[napi(ts_type = "AbortSignal")]
     pub signal: Option<Object<'a>>,
     /// Keep at most this many bytes of stdout and of stderr (the rest is read and dropped; `truncated: true`).
@@ -565,6 +567,7 @@ impl Container {
     }
 
     /// Start `cmd` and stream it: output as an async iterator, stdin via `write`/`end`, `kill`, `wait`.
+    /// `timeoutMs` and `signal` apply to the process's whole life, not only to starting it.
     #[napi(catch_unwind, ts_return_type = "Promise<ExecProcess>")]
     pub fn spawn(
         &self,
@@ -577,19 +580,34 @@ impl Container {
             Err(e) => return super::call::rejected(&env, e),
         };
         let c = self.inner.clone();
-        run(
+        // The signal outlives this call: while the process runs, aborting kills its tree (like `timeoutMs`).
+        let (t, _, linked) = match super::call::read_options(
             &env,
             options.as_ref().and_then(|o| o.signal.as_ref()),
             None,
-            move |t, _| async move {
-                let p = crate::core::http::bounded(
-                    "container.spawn",
-                    Some(DEFAULT_CALL),
-                    &t,
-                    c.spawn(spec),
+        ) {
+            Ok(r) => r,
+            Err(e) => return super::call::rejected(&env, e),
+        };
+        let link: super::exec::SignalLink = std::rc::Rc::new(std::cell::RefCell::new(linked));
+        promise_map(
+            &env,
+            None,
+            async move {
+                let started = c.spawn(spec, t.clone());
+                Ok(
+                    crate::core::http::bounded("container.spawn", Some(DEFAULT_CALL), &t, started)
+                        .await,
                 )
-                .await?;
-                Ok(ExecProcess { proc: p })
+            },
+            move |env, started| match started {
+                Ok(proc) => Ok(ExecProcess { proc, link }),
+                Err(e) => {
+                    if let Some(l) = link.borrow_mut().take() {
+                        super::call::unlink(env, l);
+                    }
+                    Err(super::call::js_error(env, e))
+                }
             },
         )
     }

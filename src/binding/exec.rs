@@ -2,15 +2,18 @@
 //! and `LogStream`. Iterators are plain classes with `next()`/`return()`/`[Symbol.asyncIterator]` so that their
 //! errors carry the SDK's codes.
 
-use super::call::{js_error, promise, promise_map, rejected, run_with, CallOptions, Pending};
+use super::call::{
+    js_error, promise, promise_map, read_options, rejected, unlink, CallOptions, Linked, Pending,
+};
 use crate::core::exec::{Chunk, ExecOutput, ExitStatus as CoreExit, Process, Run, MAX_CHUNK};
-use crate::core::Error as CoreError;
+use crate::core::{Error as CoreError, ErrorCode};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use napi::bindgen_prelude::*;
 use napi::Env;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -101,6 +104,8 @@ pub struct ExitStatus {
     pub signal: Option<String>,
     /// True when `timeoutMs` passed and the process tree was killed.
     pub timed_out: bool,
+    /// True when the spawn's `signal` aborted while the process ran and the process tree was killed.
+    pub aborted: bool,
     pub duration_ms: f64,
 }
 
@@ -110,6 +115,7 @@ impl From<CoreExit> for ExitStatus {
             exit_code: e.exit_code,
             signal: e.signal,
             timed_out: e.timed_out,
+            aborted: e.aborted,
             duration_ms: e.duration_ms as f64,
         }
     }
@@ -276,6 +282,19 @@ pub struct ReadResult {
 #[napi]
 pub struct ExecProcess {
     pub(crate) proc: Process,
+    /// The spawn's AbortSignal (it kills the process tree while the process runs), released once JS has seen
+    /// the process end: its output's end or an error, `wait()` settling, or disposal.
+    pub(crate) link: SignalLink,
+}
+
+/// A process's link to its spawn's AbortSignal, shared by the handles that can see the process end.
+pub(crate) type SignalLink = Rc<RefCell<Option<Linked>>>;
+
+/// Release the link: the listener comes off the signal.
+fn release(link: &SignalLink, env: &Env) {
+    if let Some(l) = link.borrow_mut().take() {
+        unlink(env, l);
+    }
 }
 
 #[napi]
@@ -288,9 +307,18 @@ impl ExecProcess {
     )]
     pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
         let p = self.proc.clone();
-        chunk_promise(&env, async move {
-            p.next_run(MAX_CHUNK, true).await.transpose()
-        })
+        let link = self.link.clone();
+        promise_map(
+            &env,
+            None,
+            async move { Ok(p.next_run(MAX_CHUNK, true).await.transpose()) },
+            move |env, run| {
+                if !matches!(run, Ok(Some(_))) {
+                    release(&link, env);
+                }
+                chunk_step_ref(env, run.map_err(|e| js_error(env, e))?)
+            },
+        )
     }
 
     /// Read the next output into `buffer` (bring your own buffer): at most `buffer.length` bytes of one stream,
@@ -308,12 +336,18 @@ impl ExecProcess {
         }
         let p = self.proc.clone();
         let back = self.proc.clone();
+        let link = self.link.clone();
         promise_map(
             &env,
             None,
-            async move { p.next_run(max, true).await.transpose() },
+            async move { Ok(p.next_run(max, true).await.transpose()) },
             move |env, run| {
-                let Some(run) = run else { return Ok(None) };
+                if !matches!(run, Ok(Some(_))) {
+                    release(&link, env);
+                }
+                let Some(run) = run.map_err(|e| js_error(env, e))? else {
+                    return Ok(None);
+                };
                 // The buffer may have been detached or shrunk while the read waited: look at it again.
                 let raw = unsafe { Uint8Array::to_napi_value(env.raw(), buffer)? };
                 let (mut data, mut len) = (std::ptr::null_mut(), 0usize);
@@ -387,6 +421,7 @@ impl ExecProcess {
                 ready: VecDeque::new(),
                 ended: false,
             })),
+            link: self.link.clone(),
         }
     }
 
@@ -425,11 +460,31 @@ impl ExecProcess {
     #[napi(catch_unwind, ts_return_type = "Promise<ExitStatus>")]
     pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<ExitStatus>> {
         let p = self.proc.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            let st =
-                crate::core::http::bounded("waiting for the process", d, &t, p.wait(&t)).await?;
-            Ok(ExitStatus::from(st))
-        })
+        let (t, d, linked) = match read_options(
+            &env,
+            options.as_ref().and_then(|o| o.signal.as_ref()),
+            options.as_ref().and_then(|o| o.timeout_ms),
+        ) {
+            Ok(r) => r,
+            Err(e) => return rejected(&env, e),
+        };
+        let link = self.link.clone();
+        promise_map(
+            &env,
+            linked,
+            async move {
+                let st = crate::core::http::bounded("waiting for the process", d, &t, p.wait(&t));
+                Ok(st.await)
+            },
+            move |env, st| {
+                // Only an exit (or a failed process) ends the process; this wait's own signal or deadline does not.
+                if !matches!(&st, Err(e) if matches!(e.code, ErrorCode::Aborted | ErrorCode::Timeout))
+                {
+                    release(&link, env);
+                }
+                st.map(ExitStatus::from).map_err(|e| js_error(env, e))
+            },
+        )
     }
 
     /// `await using proc = await c.spawn(…)`: kills the process tree (TERM, then KILL) if it still runs.
@@ -440,16 +495,26 @@ impl ExecProcess {
     )]
     pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
         let p = self.proc.clone();
-        promise(&env, None, async move {
-            p.discard_output();
-            if p.exit_now().is_none() {
-                let _ = p.terminate().await;
-                let never = CancellationToken::new();
-                let _ =
-                    tokio::time::timeout(std::time::Duration::from_secs(10), p.wait(&never)).await;
-            }
-            Ok(())
-        })
+        let link = self.link.clone();
+        promise_map(
+            &env,
+            None,
+            async move {
+                p.discard_output();
+                if p.exit_now().is_none() {
+                    let _ = p.terminate().await;
+                    let never = CancellationToken::new();
+                    let _ =
+                        tokio::time::timeout(std::time::Duration::from_secs(10), p.wait(&never))
+                            .await;
+                }
+                Ok(())
+            },
+            move |env, ()| {
+                release(&link, env);
+                Ok(())
+            },
+        )
     }
 }
 
@@ -516,6 +581,7 @@ impl LineState {
 #[napi]
 pub struct ExecLines {
     inner: Arc<tokio::sync::Mutex<LineState>>,
+    link: SignalLink,
 }
 
 #[napi]
@@ -527,13 +593,22 @@ impl ExecLines {
     )]
     pub fn next(&self, env: Env) -> Result<Pending<LineStep>> {
         let s = self.inner.clone();
-        promise(&env, None, async move {
-            let l = s.lock().await.next().await?;
-            Ok(LineStep {
-                done: l.is_none(),
-                value: l,
-            })
-        })
+        let link = self.link.clone();
+        promise_map(
+            &env,
+            None,
+            async move { Ok(s.lock().await.next().await) },
+            move |env, l| {
+                if !matches!(l, Ok(Some(_))) {
+                    release(&link, env);
+                }
+                let l = l.map_err(|e| js_error(env, e))?;
+                Ok(LineStep {
+                    done: l.is_none(),
+                    value: l,
+                })
+            },
+        )
     }
 
     /// Stop reading: further output is discarded.

@@ -446,8 +446,8 @@ impl Container {
     }
 
     /// Streaming exec.
-    pub async fn spawn(&self, spec: ExecSpec) -> Result<Process> {
-        Process::spawn(self.engine.clone(), self.id.clone(), spec).await
+    pub async fn spawn(&self, spec: ExecSpec, abort: CancellationToken) -> Result<Process> {
+        Process::spawn(self.engine.clone(), self.id.clone(), spec, abort).await
     }
 
     /// Upload a tar archive and extract it into `dir`.

@@ -655,6 +655,8 @@ pub struct ExitStatus {
     pub exit_code: Option<i64>,
     pub signal: Option<String>,
     pub timed_out: bool,
+    /// The spawn's abort token fired while the process ran, and the process tree was killed.
+    pub aborted: bool,
     pub duration_ms: u64,
 }
 
@@ -692,6 +694,7 @@ impl Process {
         engine: Arc<Engine>,
         container: String,
         mut spec: ExecSpec,
+        abort: CancellationToken,
     ) -> Result<Process> {
         let began = Instant::now();
         spec.interactive = true;
@@ -700,7 +703,7 @@ impl Process {
             mut output,
             input,
             token,
-        } = start(&engine, &container, &spec, &CancellationToken::new()).await?;
+        } = start(&engine, &container, &spec, &abort).await?;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (exit_tx, exit_rx) = watch::channel(None);
         let shared = Arc::new(ProcShared {
@@ -725,6 +728,7 @@ impl Process {
         tokio::spawn(async move {
             let mut pid = PidLine::default();
             let mut timed_out = false;
+            let mut aborted = false;
             let sleep = async {
                 match timeout {
                     Some(d) => tokio::time::sleep(d).await,
@@ -737,8 +741,15 @@ impl Process {
             loop {
                 let frame = tokio::select! {
                     f = output.next() => f,
-                    _ = &mut sleep, if !timed_out => {
+                    _ = &mut sleep, if !timed_out && !aborted => {
                         timed_out = true;
+                        let pg = s.pgid.get(Duration::from_millis(500)).await;
+                        let _ = kill_tree(&s.engine, &s.container, pg, &s.token, "TERM", true).await;
+                        s.killed.lock().map(|mut k| *k = Some("SIGKILL".into())).ok();
+                        continue;
+                    }
+                    _ = abort.cancelled(), if !timed_out && !aborted => {
+                        aborted = true;
                         let pg = s.pgid.get(Duration::from_millis(500)).await;
                         let _ = kill_tree(&s.engine, &s.container, pg, &s.token, "TERM", true).await;
                         s.killed.lock().map(|mut k| *k = Some("SIGKILL".into())).ok();
@@ -783,7 +794,8 @@ impl Process {
                     }
                     Ok(Some(code)) => {
                         let mut signal = s.killed.lock().ok().and_then(|k| k.clone());
-                        let ran = signal.is_some() || timed_out || s.pgid.now().is_some();
+                        let ran =
+                            signal.is_some() || timed_out || aborted || s.pgid.now().is_some();
                         if signal.is_some() && code == 143 {
                             signal = Some("SIGTERM".into());
                         }
@@ -793,6 +805,7 @@ impl Process {
                                 exit_code: Some(code),
                                 signal,
                                 timed_out,
+                                aborted,
                                 duration_ms: began.elapsed().as_millis() as u64,
                             }),
                         }

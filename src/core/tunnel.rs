@@ -10,6 +10,7 @@ use futures::FutureExt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_util::sync::CancellationToken;
 
 /// The in-container program that relays bytes to `127.0.0.1:PORT`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,10 +120,13 @@ impl Tunnel {
     /// Start `relay` to `port` in `container`.
     pub async fn open(container: &Container, relay: Relay, port: u16) -> Result<Tunnel> {
         let proc = container
-            .spawn(ExecSpec {
-                cmd: relay.argv(port),
-                ..Default::default()
-            })
+            .spawn(
+                ExecSpec {
+                    cmd: relay.argv(port),
+                    ..Default::default()
+                },
+                CancellationToken::new(),
+            )
             .await?;
         Ok(Tunnel {
             proc,

@@ -297,6 +297,15 @@ fn release(link: &SignalLink, env: &Env) {
     }
 }
 
+/// A read step seen on the JS thread: the end of the output or an error means the process has ended, so the
+/// link is released; an error becomes the JS error.
+fn step<T>(link: &SignalLink, env: &Env, r: crate::core::Result<Option<T>>) -> Result<Option<T>> {
+    if !matches!(r, Ok(Some(_))) {
+        release(link, env);
+    }
+    r.map_err(|e| js_error(env, e))
+}
+
 #[napi]
 impl ExecProcess {
     /// The next output chunk (`done` at the end). Rejects with `ERR_STREAM_INTERRUPTED` when the container or
@@ -312,12 +321,7 @@ impl ExecProcess {
             &env,
             None,
             async move { Ok(p.next_run(MAX_CHUNK, true).await.transpose()) },
-            move |env, run| {
-                if !matches!(run, Ok(Some(_))) {
-                    release(&link, env);
-                }
-                chunk_step_ref(env, run.map_err(|e| js_error(env, e))?)
-            },
+            move |env, run| chunk_step_ref(env, step(&link, env, run)?),
         )
     }
 
@@ -342,10 +346,7 @@ impl ExecProcess {
             None,
             async move { Ok(p.next_run(max, true).await.transpose()) },
             move |env, run| {
-                if !matches!(run, Ok(Some(_))) {
-                    release(&link, env);
-                }
-                let Some(run) = run.map_err(|e| js_error(env, e))? else {
+                let Some(run) = step(&link, env, run)? else {
                     return Ok(None);
                 };
                 // The buffer may have been detached or shrunk while the read waited: look at it again.
@@ -599,10 +600,7 @@ impl ExecLines {
             None,
             async move { Ok(s.lock().await.next().await) },
             move |env, l| {
-                if !matches!(l, Ok(Some(_))) {
-                    release(&link, env);
-                }
-                let l = l.map_err(|e| js_error(env, e))?;
+                let l = step(&link, env, l)?;
                 Ok(LineStep {
                     done: l.is_none(),
                     value: l,

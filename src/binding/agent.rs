@@ -581,9 +581,7 @@ impl TurnStream {
             },
             move |env, ev| {
                 if !matches!(ev, Ok(Some(_))) {
-                    if let Some(l) = linked.borrow_mut().take() {
-                        super::call::unlink(env, l);
-                    }
+                    super::call::unlink_slot(&linked, env);
                 }
                 let ev = ev.map_err(|e| super::call::js_error(env, e))?;
                 let mut step = Object::new(env)?;
@@ -609,9 +607,7 @@ impl TurnStream {
         ts_return_type = "Promise<IteratorResult<AgentEvent, undefined>>"
     )]
     pub fn return_(&self, env: Env) -> Result<Pending<Value>> {
-        if let Some(l) = self.linked.borrow_mut().take() {
-            super::call::unlink(&env, l);
-        }
+        super::call::unlink_slot(&self.linked, &env);
         let turn = self.turn.clone();
         let session = self.session.clone();
         promise(&env, None, async move {

@@ -2,7 +2,8 @@
 //! tar archive written into one as it is produced), over [`crate::core::archive`].
 
 use super::call::{
-    bytes_of, js_error, promise, promise_map, read_options, unlink, CallOptions, Linked, Pending,
+    bytes_of, js_error, promise, promise_map, read_options, unlink_slot, CallOptions, Linked,
+    Pending,
 };
 use crate::core::archive::{Download, Upload};
 use crate::core::exec::MAX_CHUNK;
@@ -60,12 +61,6 @@ impl ArchiveStream {
             linked: Rc::new(RefCell::new(linked)),
         }
     }
-
-    fn unlink_signal(linked: &RefCell<Option<Linked>>, env: &Env) {
-        if let Some(l) = linked.borrow_mut().take() {
-            unlink(env, l);
-        }
-    }
 }
 
 #[napi]
@@ -83,7 +78,7 @@ impl ArchiveStream {
         let linked = self.linked.clone();
         promise_map(&env, None, step, move |env, step| {
             if !matches!(step, Ok(Some(_))) {
-                ArchiveStream::unlink_signal(&linked, env);
+                unlink_slot(&linked, env);
             }
             let piece = step.map_err(|e| js_error(env, e))?;
             let mut out = Object::new(env)?;
@@ -106,7 +101,7 @@ impl ArchiveStream {
         ts_return_type = "Promise<IteratorResult<Buffer, undefined>>"
     )]
     pub fn return_(&self, env: Env) -> Result<Pending<BytesStep>> {
-        ArchiveStream::unlink_signal(&self.linked, &env);
+        unlink_slot(&self.linked, &env);
         self.inner.close();
         promise(&env, None, async move {
             Ok(BytesStep {

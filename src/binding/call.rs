@@ -89,6 +89,13 @@ fn link_signal(env: &Env, signal: &Object, token: &CancellationToken) -> Result<
     }))
 }
 
+/// Unlink what `slot` holds, if anything (a handle's link, released when its stream or process ends).
+pub fn unlink_slot(slot: &std::cell::RefCell<Option<Linked>>, env: &Env) {
+    if let Some(l) = slot.borrow_mut().take() {
+        unlink(env, l);
+    }
+}
+
 /// Remove the listener from the signal and release both references.
 pub fn unlink(env: &Env, mut linked: Linked) {
     let (Some(signal_ref), listener) = (linked.signal.take(), linked.listener.take()) else {

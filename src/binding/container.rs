@@ -603,9 +603,7 @@ impl Container {
             move |env, started| match started {
                 Ok(proc) => Ok(ExecProcess { proc, link }),
                 Err(e) => {
-                    if let Some(l) = link.borrow_mut().take() {
-                        super::call::unlink(env, l);
-                    }
+                    super::call::unlink_slot(&link, env);
                     Err(super::call::js_error(env, e))
                 }
             },

@@ -3,7 +3,8 @@
 //! errors carry the SDK's codes.
 
 use super::call::{
-    js_error, promise, promise_map, read_options, rejected, unlink, CallOptions, Linked, Pending,
+    js_error, promise, promise_map, read_options, rejected, unlink_slot, CallOptions, Linked,
+    Pending,
 };
 use crate::core::exec::{Chunk, ExecOutput, ExitStatus as CoreExit, Process, Run, MAX_CHUNK};
 use crate::core::{Error as CoreError, ErrorCode};
@@ -290,18 +291,11 @@ pub struct ExecProcess {
 /// A process's link to its spawn's AbortSignal, shared by the handles that can see the process end.
 pub(crate) type SignalLink = Rc<RefCell<Option<Linked>>>;
 
-/// Release the link: the listener comes off the signal.
-fn release(link: &SignalLink, env: &Env) {
-    if let Some(l) = link.borrow_mut().take() {
-        unlink(env, l);
-    }
-}
-
 /// A read step seen on the JS thread: the end of the output or an error means the process has ended, so the
 /// link is released; an error becomes the JS error.
 fn step<T>(link: &SignalLink, env: &Env, r: crate::core::Result<Option<T>>) -> Result<Option<T>> {
     if !matches!(r, Ok(Some(_))) {
-        release(link, env);
+        unlink_slot(link, env);
     }
     r.map_err(|e| js_error(env, e))
 }
@@ -481,7 +475,7 @@ impl ExecProcess {
                 // Only an exit (or a failed process) ends the process; this wait's own signal or deadline does not.
                 if !matches!(&st, Err(e) if matches!(e.code, ErrorCode::Aborted | ErrorCode::Timeout))
                 {
-                    release(&link, env);
+                    unlink_slot(&link, env);
                 }
                 st.map(ExitStatus::from).map_err(|e| js_error(env, e))
             },
@@ -512,7 +506,7 @@ impl ExecProcess {
                 Ok(())
             },
             move |env, ()| {
-                release(&link, env);
+                unlink_slot(&link, env);
                 Ok(())
             },
         )

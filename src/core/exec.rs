@@ -681,6 +681,19 @@ struct ProcShared {
     stop: CancellationToken,
 }
 
+impl ProcShared {
+    /// A timeout or an abort: TERM, then KILL, for the whole tree. The exit then reports SIGKILL (or SIGTERM when
+    /// that sufficed).
+    async fn end_tree(&self) {
+        let pg = self.pgid.get(Duration::from_millis(500)).await;
+        let _ = kill_tree(&self.engine, &self.container, pg, &self.token, "TERM", true).await;
+        self.killed
+            .lock()
+            .map(|mut k| *k = Some("SIGKILL".into()))
+            .ok();
+    }
+}
+
 /// A streaming exec: output chunks in order, stdin writes with a real half-close, kill, wait.
 #[derive(Clone)]
 pub struct Process {
@@ -743,16 +756,12 @@ impl Process {
                     f = output.next() => f,
                     _ = &mut sleep, if !timed_out && !aborted => {
                         timed_out = true;
-                        let pg = s.pgid.get(Duration::from_millis(500)).await;
-                        let _ = kill_tree(&s.engine, &s.container, pg, &s.token, "TERM", true).await;
-                        s.killed.lock().map(|mut k| *k = Some("SIGKILL".into())).ok();
+                        s.end_tree().await;
                         continue;
                     }
                     _ = abort.cancelled(), if !timed_out && !aborted => {
                         aborted = true;
-                        let pg = s.pgid.get(Duration::from_millis(500)).await;
-                        let _ = kill_tree(&s.engine, &s.container, pg, &s.token, "TERM", true).await;
-                        s.killed.lock().map(|mut k| *k = Some("SIGKILL".into())).ok();
+                        s.end_tree().await;
                         continue;
                     }
                     _ = s.stop.cancelled() => break,

@@ -40,9 +40,12 @@ const EAGER_FOR: Duration = Duration::from_millis(100);
 /// Earlier bulk-output read buffers kept for reuse per stream (each `PACED_READ`; dropped when output goes
 /// sparse). 16 × 256 KiB is what the exec's 64-piece channel can hold (pieces of ≤ 64 KiB in ~32 KiB frames)
 /// behind a slow consumer; with 4 or 8, 30–50% of the buffers were still new allocations while streaming 200 MiB
-/// into JS, with 16 about 15%. Spares are buffers that were in flight at once, so keeping them does not
-/// raise a stream's peak memory; they are freed when the stream ends or its output goes sparse.
+/// into JS, with 16 about 15%. Spares are freed when the stream ends or its output goes sparse.
 const MAX_SPARES: usize = 16;
+/// Of the spares, at most this many are kept once free (no piece pins them): a consumer drops its pieces about a
+/// buffer at a time, and keeping every buffer that was ever in flight would hold up to 4 MiB the stream no longer
+/// uses, on top of a `for await` consumer's Buffers waiting for a GC.
+const FREE_SPARES: usize = 2;
 /// An error body longer than this is cut (it is only used for its `message`).
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
@@ -234,6 +237,15 @@ impl<R> Demux<R> {
         next.extend_from_slice(&self.buf);
         let mut left = std::mem::replace(&mut self.buf, next);
         left.clear();
+        // Spares still pinned by pieces hold memory that is in use anyway; of the free ones only a few are kept.
+        let mut free = 0;
+        self.spares.retain_mut(|s| {
+            if !s.try_reclaim(size) {
+                return true;
+            }
+            free += 1;
+            free <= FREE_SPARES
+        });
         self.spares.push_back(left);
         if self.spares.len() > MAX_SPARES {
             self.spares.pop_front();
@@ -474,19 +486,13 @@ mod tests {
         tokio::spawn(async move { server.write_all(&wire).await.unwrap() });
         let mut d = Demux::new(client, false);
         let (mut got, mut held, mut pieces) = (Vec::with_capacity(total), Vec::new(), 0);
-        let mut batch = Vec::new();
         while let Some(item) = d.next().await {
             let m = item.unwrap().into_bytes();
-            // Every 200th piece is kept to the end, pinning its buffer; the others are dropped in batches of
-            // 64 (like a consumer that fell behind and catches up), which frees several buffers at once.
-            if pieces % 200 == 0 {
+            // Every 50th piece is kept to the end, pinning its buffer; the others are dropped once copied.
+            if pieces % 50 == 0 {
                 held.push((got.len(), m.clone()));
             }
             got.extend_from_slice(&m);
-            batch.push(m);
-            if batch.len() == 64 {
-                batch.clear();
-            }
             pieces += 1;
         }
         assert!(got == data, "the stream arrived intact");
@@ -496,14 +502,44 @@ mod tests {
                 "a held piece at {at} was overwritten"
             );
         }
-        // New buffers: a few at the start, one per buffer pinned by a held piece, and those the batch pins
-        // (64 pieces of 32 KiB = 8 buffers, +1 for a straddling piece).
         assert!(
-            d.allocated <= 4 + held.len() + 9,
+            d.allocated <= 4 + held.len(),
             "{} buffers allocated for 64 reads of 256 KiB with {} pinned",
             d.allocated,
             held.len()
         );
+    }
+
+    #[test]
+    fn free_spares_are_kept_only_a_few_and_pinned_ones_all() {
+        let mut d = Demux::new(tokio::io::empty(), false);
+        let mut pinned = Vec::new();
+        for i in 0..8 {
+            let mut b = BytesMut::with_capacity(PACED_READ);
+            b.extend_from_slice(&[i as u8; 1024]);
+            let piece = b.split_to(1024).freeze();
+            if i % 2 == 0 {
+                pinned.push(piece);
+            }
+            d.spares.push_back(b);
+        }
+        // The current buffer is full: a new one is needed; a free spare is taken, two more free ones stay.
+        d.buf = BytesMut::with_capacity(1024);
+        d.buf.extend_from_slice(&[9; 1021]);
+        let _ = d.buf.split_to(1020);
+        d.fresh_buffer(PACED_READ);
+        assert_eq!(d.allocated, 0, "a free spare was read into again");
+        assert_eq!(&d.buf[..], &[9], "the partial header moved along");
+        let mut free = 0;
+        for s in d.spares.iter_mut() {
+            free += usize::from(s.try_reclaim(PACED_READ));
+        }
+        // 4 pinned + 2 free + the small buffer just left (which cannot hold a bulk read).
+        assert_eq!((d.spares.len(), free), (7, FREE_SPARES));
+        assert!(pinned
+            .iter()
+            .enumerate()
+            .all(|(i, p)| p[..] == [2 * i as u8; 1024][..]));
     }
 
     #[tokio::test]

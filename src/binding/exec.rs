@@ -260,14 +260,6 @@ unsafe fn copy_parts(run: &Run, dst: *mut u8, cap: usize) {
     }
 }
 
-/// A promise of the next chunk step.
-fn chunk_promise<F>(env: &Env, fut: F) -> Result<Pending<ObjectRef<false>>>
-where
-    F: std::future::Future<Output = crate::core::Result<Option<Run>>> + Send + 'static,
-{
-    promise_map(env, None, fut, chunk_step_ref)
-}
-
 /// What `proc.read(buffer)` put in the buffer.
 #[napi(object)]
 pub struct ReadResult {
@@ -648,14 +640,15 @@ impl LogStream {
     pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
         let s = self.inner.clone();
         let stop = self.stop.clone();
-        chunk_promise(&env, async move {
+        let next = async move {
             let mut g = s.lock().await;
             let item = tokio::select! {
                 i = g.next() => i,
                 _ = stop.cancelled() => None,
             };
             item.map(|r| r.map(Run::from)).transpose()
-        })
+        };
+        promise_map(&env, None, next, chunk_step_ref)
     }
 
     /// Stop following the logs.

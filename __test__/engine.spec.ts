@@ -289,6 +289,23 @@ describe('exec', () => {
   })
 })
 
+/** What `fixtures/heap-stream.mjs` reports: a `for await` stream in a child process with `heapMib` of live heap. */
+interface HeapStream {
+  bytes: number
+  exitCode: number
+  majors: number
+  minors: number
+  rssGrowthMib: number
+  heapUsedMib: number
+}
+
+function heapStream(heapMib: number, streamMib: number): HeapStream {
+  const child = fileURLToPath(new URL('./fixtures/heap-stream.mjs', import.meta.url))
+  const args = [child, engine.socketPath, box.id, String(heapMib), String(streamMib)]
+  const out = execFileSync(process.execPath, args, { timeout: 60_000 })
+  return JSON.parse(out.toString().trim().split('\n').pop()!) as HeapStream
+}
+
 describe('spawn', () => {
   it('streams stdout/stderr chunks, lines(), write/end half-close, wait', async () => {
     const p = await box.spawn(['sh', '-c', 'echo one; echo two >&2; echo three'])
@@ -420,17 +437,28 @@ describe('spawn', () => {
     expect(e.argument).toBe('buffer')
   })
 
-  it('a large JS heap is not collected every few MiB of for-await chunks', async () => {
-    // The SDK starts a major GC every 8 MiB of chunks so small processes stay small, but a major GC marks the
-    // whole heap: with 150 MiB of live objects that cadence meant 11 major GCs for 200 MiB. A large heap gets no
-    // such pulses; V8's own young-generation GCs free the chunks.
-    const child = fileURLToPath(new URL('./fixtures/heap-stream.mjs', import.meta.url))
-    const out = execFileSync(process.execPath, [child, engine.socketPath, box.id, '150', '200'], { timeout: 60_000 })
-    const r = JSON.parse(out.toString().trim().split('\n').pop()!)
+  it('for-await chunks are freed by young GCs: RSS growth under 16 MiB, no major GC', async () => {
+    // V8 frees a dropped chunk Buffer only at a GC, and on its own scavenges after 32 MiB of new Buffers. The SDK
+    // nudges it to scavenge every 4 MiB of chunks in a small heap; a major GC (what memory pressure starts)
+    // would cost the stream twice the CPU.
+    const r = heapStream(0, 200)
+    expect(r.bytes).toBe(200 * 1048576)
+    expect(r.exitCode).toBe(0)
+    expect(r.minors).toBeGreaterThanOrEqual(30) // ~50 nudged; ~6 on V8's own schedule
+    expect(r.majors).toBeLessThanOrEqual(1)
+    expect(r.rssGrowthMib).toBeLessThan(16) // ~9–14; ~35 without nudges
+  })
+
+  it('a large JS heap is left to V8: no nudged GCs, no major GCs for for-await chunks', async () => {
+    // Scavenges take longer in a large heap, so the nudge interval grows with it (a quarter of the heap) and stops
+    // from 128 MiB, where V8's own schedule is as frequent. Pulses of memory pressure used to start a major GC
+    // every 8 MiB, which marks the whole heap: with 150 MiB live that was 11 major GCs for 200 MiB.
+    const r = heapStream(150, 200)
     expect(r.bytes).toBe(200 * 1048576)
     expect(r.exitCode).toBe(0)
     expect(r.heapUsedMib).toBeGreaterThan(150)
     expect(r.majors).toBeLessThanOrEqual(5)
+    expect(r.minors).toBeLessThanOrEqual(15) // ~6; a nudge every 4 MiB would make ~50
   })
 
   it('archive handles dropped unfinished release their AbortSignal: no listener left on it, no signal kept alive', async () => {
@@ -447,8 +475,8 @@ describe('spawn', () => {
   })
 
   it('a process.memoryUsage that throws does not break for-await streaming', async () => {
-    // The GC pulse reads the heap size through process.memoryUsage(); what that throws must not leak into the
-    // chunk being created. 40 MiB crosses at least one pulse decision (one comes every 8–32 MiB).
+    // The GC nudge reads the heap size through process.memoryUsage(); what that throws must not leak into the
+    // chunk being created. 40 MiB crosses at least one nudge decision (one comes every 4–32 MiB).
     const original = process.memoryUsage
     process.memoryUsage = (() => {
       throw new Error('patched')

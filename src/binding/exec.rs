@@ -161,62 +161,58 @@ pub(crate) fn buffer_from_run<'e>(env: &'e Env, run: &Run) -> Result<BufferSlice
     )?;
     // SAFETY: `data` points at `run.len` writable bytes owned by the new Buffer; the parts sum to `run.len`.
     unsafe { copy_parts(run, data.cast(), run.len) };
-    memory_pressure_pulse(env, run.len);
+    young_gc_nudge(env, run.len);
     unsafe { BufferSlice::from_napi_value(env.raw(), value) }
 }
 
 thread_local! {
     /// Per JS thread (each has its own heap): bytes of chunk Buffers created since the last decision of
-    /// [`memory_pressure_pulse`], and how many to create before the next one ([`pulse_plan`]).
-    static PULSE: Cell<(usize, usize)> = const { Cell::new((0, PULSE_MIN)) };
+    /// [`young_gc_nudge`], and how many to create before the next one ([`nudge_plan`]).
+    static NUDGE: Cell<(usize, usize)> = const { Cell::new((0, NUDGE_MIN)) };
 }
-/// The shortest interval between two pulses.
-const PULSE_MIN: usize = 8 << 20;
-/// No pulse while the JS heap is larger than this: a major GC would cost more than the memory it frees early.
-const PULSE_HEAP_MAX: usize = 32 << 20;
-/// The size of a pulse: over V8's external-memory soft limit (64 MiB above what was live at the last GC), far
-/// under its hard limit (half the old generation), so V8 starts an incremental GC instead of a blocking one.
-const PULSE_BYTES: i64 = 96 << 20;
+/// The shortest interval between two nudges, in bytes of chunk Buffers: about what RSS grows by between two
+/// collections of them.
+const NUDGE_MIN: usize = 4 << 20;
+/// Young backing-store bytes at which V8 (Node 20) starts a scavenge before allocating another ArrayBuffer: twice
+/// its largest semi-space. Also the size of the ArrayBuffer a nudge creates and drops: with it, the next Buffer
+/// crosses that mark, and it stays well under the external-memory soft limit (64 MiB over what was live at the
+/// last major GC), so it starts no major GC.
+const V8_SCAVENGE_AT: usize = 32 << 20;
 
 /// Streamed chunks are dropped by a typical consumer at once, but V8 frees their memory only at a GC. On its own
-/// it starts a young-generation GC (a scavenge: `external memory pressure` in `--trace-gc`, 2–4 ms here even
-/// with a 173 MiB heap) every few tens of MiB of new Buffers, so RSS climbs ~34 MiB above where it started. In a
-/// small heap a major GC is cheap too, so there, every [`pulse_plan`] bytes of chunk Buffers, report memory
-/// pressure for an instant (add and take back [`PULSE_BYTES`]), which starts one and keeps RSS growth near
-/// 8–20 MiB. `read(buffer)` allocates nothing and needs no pulse.
-fn memory_pressure_pulse(env: &Env, created: usize) {
-    let (since, every) = PULSE.get();
+/// it collects young Buffers (a scavenge, `external memory pressure` in `--trace-gc`) once [`V8_SCAVENGE_AT`]
+/// bytes of them have been created since the last one, so RSS would climb ~34 MiB above where it started. A
+/// nudge creates and drops one zero-filled ArrayBuffer of that size: the allocator maps it and nothing touches its
+/// pages (no RSS), but V8 counts it as young backing store, so the next Buffer starts that scavenge now. With a
+/// nudge every [`NUDGE_MIN`] bytes RSS growth stays near 8–14 MiB, and each scavenge takes ~0.1–0.3 ms in a
+/// small heap (the major GCs that memory pressure starts instead doubled the stream's CPU). A scavenge marks no
+/// old objects, but it still takes longer in a large heap, so the interval grows with it ([`nudge_plan`]). `read(buffer)` allocates nothing and needs no nudge. On a V8 that schedules
+/// differently a nudge is only an early hint: its ArrayBuffer is freed with the chunks at the next GC.
+fn young_gc_nudge(env: &Env, created: usize) {
+    let (since, every) = NUDGE.get();
     if since + created < every {
-        PULSE.set((since + created, every));
+        NUDGE.set((since + created, every));
         return;
     }
-    let (pulse, next) = pulse_plan(heap_used(env));
-    PULSE.set((0, next));
-    if !pulse {
-        return;
-    }
-    let mut total = 0i64;
-    // SAFETY: called on the JS thread with its env; the two adjustments cancel out.
-    unsafe {
-        napi::sys::napi_adjust_external_memory(env.raw(), PULSE_BYTES, &mut total);
-        napi::sys::napi_adjust_external_memory(env.raw(), -PULSE_BYTES, &mut total);
+    let (nudge, next) = nudge_plan(heap_used(env));
+    NUDGE.set((0, next));
+    if nudge {
+        let mut data = std::ptr::null_mut();
+        let mut value = std::ptr::null_mut();
+        // SAFETY: called on the JS thread with its env; the ArrayBuffer is never referenced again.
+        unsafe {
+            napi::sys::napi_create_arraybuffer(env.raw(), V8_SCAVENGE_AT, &mut data, &mut value)
+        };
     }
 }
 
-/// Whether to pulse now, given the JS heap's size, and how many bytes of chunks until the next decision.
-///
-/// A major GC marks the whole heap, so its cost grows with it: with 359 MiB of live heap, pulses every 8 MiB
-/// made a 200 MiB `for await` cost 2.4–4.5 s of CPU instead of ~0.5 s, and with 75 MiB single forced GCs
-/// paused the JS thread for up to 105 ms, while V8's own scavenges free the chunks for a few ms each. So: a
-/// pulse every [`PULSE_MIN`] bytes, or every heap's worth when the heap is larger (the GC work per streamed
-/// byte stays about constant), and none while the heap is over [`PULSE_HEAP_MAX`] (looked at again after that
-/// many bytes). An unknown heap size is treated as small.
-fn pulse_plan(heap_used: Option<usize>) -> (bool, usize) {
-    match heap_used {
-        Some(h) if h > PULSE_HEAP_MAX => (false, PULSE_HEAP_MAX),
-        Some(h) => (true, h.max(PULSE_MIN)),
-        None => (true, PULSE_MIN),
-    }
+/// Whether to nudge now, given the JS heap's size, and how many bytes of chunks until the next decision: a
+/// quarter of the heap or [`NUDGE_MIN`], whichever is larger, so RSS growth from chunks stays under a quarter of
+/// the heap and the scavenges' cost per streamed byte stays about flat. No nudge once that interval reaches V8's
+/// own (heaps from 128 MiB): V8 scavenges on its own schedule then. An unknown heap size is treated as small.
+fn nudge_plan(heap_used: Option<usize>) -> (bool, usize) {
+    let every = heap_used.map_or(NUDGE_MIN, |h| (h / 4).max(NUDGE_MIN));
+    (every < V8_SCAVENGE_AT, every)
 }
 
 /// `process.memoryUsage().heapUsed`, read once per decision (tens of µs). `None` if it cannot be read; whatever

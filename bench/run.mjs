@@ -56,7 +56,7 @@ const CFG = QUICK
       t1Rounds: 12, t1PerRound: 10,
       cpuRounds: 3, cpuN: 40, cpuWarm: 5,
       t2Batches: 10, t2N: 50,
-      t3Rounds: 5, t3Bytes: 200 * MiB, pausedBytes: 1024 * MiB, pauseMs: 3000,
+      t3Rounds: 9, t3Bytes: 200 * MiB, pausedBytes: 1024 * MiB, pauseMs: 3000,
       t4Rounds: 8, bigMiB: 100,
       t5Rounds: 8, t5FastN: 250, t5CurlN: 25,
       t6Rounds: 10,

@@ -186,7 +186,8 @@ const V8_SCAVENGE_AT: usize = 32 << 20;
 /// pages (no RSS), but V8 counts it as young backing store, so the next Buffer starts that scavenge now. With a
 /// nudge every [`NUDGE_MIN`] bytes RSS growth stays near 8–14 MiB, and each scavenge takes ~0.1–0.3 ms in a
 /// small heap (the major GCs that memory pressure starts instead doubled the stream's CPU). A scavenge marks no
-/// old objects, but it still takes longer in a large heap, so the interval grows with it ([`nudge_plan`]). `read(buffer)` allocates nothing and needs no nudge. On a V8 that schedules
+/// old objects, but it still takes longer in a large heap (1–4 ms with 150–400 MiB live), so the interval grows
+/// with it ([`nudge_plan`]). `read(buffer)` allocates nothing and needs no nudge. On a V8 that schedules
 /// differently a nudge is only an early hint: its ArrayBuffer is freed with the chunks at the next GC.
 fn young_gc_nudge(env: &Env, created: usize) {
     let (since, every) = NUDGE.get();
@@ -208,8 +209,8 @@ fn young_gc_nudge(env: &Env, created: usize) {
 
 /// Whether to nudge now, given the JS heap's size, and how many bytes of chunks until the next decision: a
 /// quarter of the heap or [`NUDGE_MIN`], whichever is larger, so RSS growth from chunks stays under a quarter of
-/// the heap and the scavenges' cost per streamed byte stays about flat. No nudge once that interval reaches V8's
-/// own (heaps from 128 MiB): V8 scavenges on its own schedule then. An unknown heap size is treated as small.
+/// the heap and larger heaps, whose scavenges take longer, get fewer of them. No nudge once that interval reaches
+/// V8's own (heaps from 128 MiB): V8 scavenges on its own schedule then. An unknown heap size is treated as small.
 fn nudge_plan(heap_used: Option<usize>) -> (bool, usize) {
     let every = heap_used.map_or(NUDGE_MIN, |h| (h / 4).max(NUDGE_MIN));
     (every < V8_SCAVENGE_AT, every)

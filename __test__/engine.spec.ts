@@ -300,10 +300,14 @@ interface HeapStream {
 }
 
 function heapStream(heapMib: number, streamMib: number): HeapStream {
-  const child = fileURLToPath(new URL('./fixtures/heap-stream.mjs', import.meta.url))
-  const args = [child, engine.socketPath, box.id, String(heapMib), String(streamMib)]
-  const out = execFileSync(process.execPath, args, { timeout: 60_000 })
-  return JSON.parse(out.toString().trim().split('\n').pop()!) as HeapStream
+  return fixtureReport('heap-stream.mjs', [engine.socketPath, box.id, String(heapMib), String(streamMib)])
+}
+
+/** Run `fixtures/<name>` in a fresh node (started with `flags`) and parse the JSON line it prints last. */
+function fixtureReport(name: string, args: string[], flags: string[] = []): any {
+  const child = fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url))
+  const out = execFileSync(process.execPath, [...flags, child, ...args], { timeout: 60_000 })
+  return JSON.parse(out.toString().trim().split('\n').pop()!)
 }
 
 describe('spawn', () => {
@@ -465,9 +469,7 @@ describe('spawn', () => {
     // An unfinished archive stream or upload that is garbage-collected cannot remove its abort listener then
     // (no env in a finalizer); the next call that links a signal does. Before that, the dropped handle's
     // references kept the signal alive for good and its listener stayed on it.
-    const child = fileURLToPath(new URL('./fixtures/signal-leak.mjs', import.meta.url))
-    const out = execFileSync(process.execPath, ['--expose-gc', child, engine.socketPath, box.id], { timeout: 60_000 })
-    const r = JSON.parse(out.toString().trim().split('\n').pop()!)
+    const r = fixtureReport('signal-leak.mjs', [engine.socketPath, box.id], ['--expose-gc'])
     expect(r.whileAlive).toBe(20) // the fixture sees the listeners while the handles live
     expect(r.afterNextCall).toBe(0)
     expect(r.shortLivedCollected).toBe(true)

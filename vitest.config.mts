@@ -1,6 +1,11 @@
+import { fileURLToPath } from 'node:url'
 import { defineConfig } from 'vitest/config'
 
 export default defineConfig({
+  resolve: {
+    // specs import the package by its name, as users do (Node resolves that self-reference by itself; Vite does not)
+    alias: [{ find: /^sandboxd$/, replacement: fileURLToPath(new URL('./dist/index.js', import.meta.url)) }],
+  },
   test: {
     include: ['__test__/**/*.spec.ts'],
     // child processes, not worker threads: the addon and the daemons it

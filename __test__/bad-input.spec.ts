@@ -1,7 +1,15 @@
 // Bad input: every row names the call, the input and the code it must produce. Nothing may crash the process,
 // and a bad call must leave the client usable.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DockerEngine, SandboxAgent as SandboxAgentFor, Sandboxd, type Container, type LocalSandboxd } from '../index.js'
+import {
+  DockerEngine,
+  SandboxAgent as SandboxAgentFor,
+  Sandboxd,
+  SandboxdError,
+  isSandboxdError,
+  type Container,
+  type LocalSandboxd,
+} from 'sandboxd'
 import { rejection, startLocal, workspace } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
@@ -147,20 +155,23 @@ describe('paths and timeouts', () => {
 })
 
 describe('argument types', () => {
-  // napi-rs converts arguments before the SDK's code runs; args.cjs gives its errors the SDK's code.
-  const calls: Array<[string, () => unknown]> = [
-    ['exec(cmd as a string)', () => box.exec('ls -la' as any)],
-    ['exec(cmd with a number)', () => box.exec([1] as any)],
-    ['exec timeoutMs as a string', () => box.exec(['true'], { timeoutMs: '100' as any })],
-    ['sh(a number)', () => box.sh(42 as any)],
-    ['spawn stdin as a number', () => box.spawn(['cat'], { stdin: 5 as any })],
-    ['writeFile(data as a number)', () => box.writeFile('/tmp/x', 123 as any)],
-    ['containers.get(null)', async () => (await (await client.get('badinput-vm'))!.engine()).containers.get(null as any)],
-    ['containers.run() without options', async () => (await (await client.get('badinput-vm'))!.engine()).containers.run(undefined as any)],
-    ['client.list({ timeoutMs: {} })', () => client.list({ timeoutMs: {} as any })],
-    ['DockerEngine.connect({ socketPath: 1 })', () => DockerEngine.connect({ socketPath: 1 as any })],
+  // The TypeScript layer checks every argument's type before native code runs.
+  const calls: Array<[string, string, () => unknown]> = [
+    ['exec(cmd as a string)', 'cmd', () => box.exec('ls -la' as any)],
+    ['exec(cmd with a number)', 'cmd', () => box.exec([1] as any)],
+    ['exec timeoutMs as a string', 'timeoutMs', () => box.exec(['true'], { timeoutMs: '100' as any })],
+    ['sh(a number)', 'script', () => box.sh(42 as any)],
+    ['spawn stdin as a number', 'stdin', () => box.spawn(['cat'], { stdin: 5 as any })],
+    ['writeFile(data as a number)', 'data', () => box.writeFile('/tmp/x', 123 as any)],
+    ['containers.get(null)', 'nameOrId', async () => (await (await client.get('badinput-vm'))!.engine()).containers.get(null as any)],
+    ['containers.run() without options', 'options', async () => (await (await client.get('badinput-vm'))!.engine()).containers.run(undefined as any)],
+    ['client.list({ timeoutMs: {} })', 'timeoutMs', () => client.list({ timeoutMs: {} as any })],
+    ['client.list({ signal: "x" })', 'signal', () => client.list({ signal: 'x' as any })],
+    ['DockerEngine.connect({ socketPath: 1 })', 'socketPath', () => DockerEngine.connect({ socketPath: 1 as any })],
+    ['images.copyTo(a plain object)', 'target', async () => (await DockerEngine.local()).images.copyTo({} as any, 'x')],
     [
       'upload.write(a number)',
+      'data',
       async () => {
         const up = box.putArchiveStream('/tmp')
         try {
@@ -171,19 +182,20 @@ describe('argument types', () => {
       },
     ],
   ]
-  it.each(calls)('%s → a rejection with ERR_INVALID_ARGUMENT, not a throw', async (_label, call) => {
+  it.each(calls)('%s → a rejection with ERR_INVALID_ARGUMENT naming %s, not a throw', async (_label, argument, call) => {
     let p: unknown
     expect(() => (p = call())).not.toThrow()
     const e = await rejection(p as Promise<unknown>)
-    expect(e.code).toBe('ERR_INVALID_ARGUMENT')
-    expect(e).toBeInstanceOf(TypeError)
+    expect(isSandboxdError(e, 'ERR_INVALID_ARGUMENT')).toBe(true)
+    expect(e).toBeInstanceOf(SandboxdError)
+    expect(e.argument).toBe(argument)
     expect((await box.exec(['true'])).exitCode).toBe(0)
   })
 
   it('a wrongly typed argument is never quoted in the error (it may be a secret)', async () => {
     const e = await rejection(box.exec(['curl', '-H', { Authorization: 'Bearer hunter2-secret' } as any]))
     expect(e.code).toBe('ERR_INVALID_ARGUMENT')
-    expect(e.message).toContain('a JavaScript object into rust type `String`')
+    expect(e.message).toBe('cmd[2]: expected a string, got an object')
     let thrown: any
     try {
       new Sandboxd({ socketPath: ['hunter2-secret'] as any })
@@ -195,15 +207,15 @@ describe('argument types', () => {
     }
   })
 
-  it('new Sandboxd({ socketPath: 1 }) throws ERR_INVALID_ARGUMENT (with napi\'s code kept); the class still works', () => {
+  it('new Sandboxd({ socketPath: 1 }) throws ERR_INVALID_ARGUMENT; the class still works', () => {
     let err: any
     try {
       new Sandboxd({ socketPath: 1 as any })
     } catch (e) {
       err = e
     }
-    expect(err?.code).toBe('ERR_INVALID_ARGUMENT')
-    expect(err?.napiCode).toBe('StringExpected')
+    expect(isSandboxdError(err, 'ERR_INVALID_ARGUMENT')).toBe(true)
+    expect(err.argument).toBe('socketPath')
     const ok = new Sandboxd({ socketPath: sbx.socketPath })
     expect(ok).toBeInstanceOf(Sandboxd)
     expect(ok.constructor).toBe(Sandboxd)
@@ -217,21 +229,12 @@ describe('argument types', () => {
     } catch (e) {
       err = e
     }
-    expect(err?.code).toBe('ERR_INVALID_ARGUMENT')
-    expect(err).toBeInstanceOf(TypeError)
+    expect(isSandboxdError(err, 'ERR_INVALID_ARGUMENT')).toBe(true)
+    expect(err.argument).toBe('path')
   })
 
-  it('every method that index.d.ts does not declare as returning a promise is listed as sync in args.cjs', async () => {
-    const { readFileSync } = await import('node:fs')
-    const { createRequire } = await import('node:module')
-    const { SYNC_METHODS } = createRequire(import.meta.url)('../args.cjs')
-    const dts = readFileSync(new URL('../index.d.ts', import.meta.url), 'utf8')
-    const sync = new Set<string>()
-    for (const m of dts.matchAll(/^  (?:static )?([a-zA-Z]\w*)\((?:[^()]|\([^()]*\))*\): (.+)$/gm)) {
-      if (!m[2].startsWith('Promise<')) sync.add(m[1])
-    }
-    expect(sync.size).toBeGreaterThan(3)
-    expect([...sync].sort()).toEqual([...SYNC_METHODS].sort())
+  it('new SandboxAgent(not a Container) throws ERR_INVALID_ARGUMENT', () => {
+    expect(() => new SandboxAgentFor({ id: 'x' } as any)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT', argument: 'container' }))
   })
 })
 

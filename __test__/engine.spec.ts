@@ -7,7 +7,7 @@ import { closeSync, createReadStream, mkdirSync, mkdtempSync, openSync, readFile
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DockerEngine, LocalSandboxd, Sandboxd, type Container, type Vm } from '../index.js'
+import { DockerEngine, LocalSandboxd, Sandboxd, type Container, type Vm } from 'sandboxd'
 import { rejection, startLocal, workspace } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
@@ -250,14 +250,12 @@ describe('exec', () => {
     expect(await strayProcesses(box)).toEqual([])
   })
 
-  it('an abort kills the tree and rejects with ABORT_ERR carrying the partial result', async () => {
+  it("an abort kills the tree and rejects with the signal's reason", async () => {
     const ac = new AbortController()
     setTimeout(() => ac.abort(), 400)
     const e = await rejection(box.sh('echo partial; sleep 1000 & sleep 1000', { signal: ac.signal }))
-    expect(e.code).toBe('ABORT_ERR')
+    expect(e).toBe(ac.signal.reason)
     expect(e.name).toBe('AbortError')
-    expect(e.result.aborted).toBe(true)
-    expect(e.result.text()).toBe('partial\n')
     expect(await strayProcesses(box)).toEqual([])
     // a process that setsid's away from the group is found by the environment sweep
     const ac2 = new AbortController()
@@ -388,7 +386,7 @@ describe('spawn', () => {
 
     // aborted before the process could start: spawn itself rejects, nothing runs
     const e = await rejection(box.spawn(['sh', '-c', 'sleep 1000'], { signal: AbortSignal.abort() }))
-    expect(e.code).toBe('ABORT_ERR')
+    expect(e.name).toBe('AbortError')
     expect(await strayProcesses(box)).toEqual([])
   })
 
@@ -581,7 +579,7 @@ describe('streamed archives', () => {
     expect(Date.now() - t0).toBeLessThan(5000)
     t0 = Date.now()
     const stopped = await rejection(box.exec(['true'], { signal: AbortSignal.timeout(500) }))
-    expect(stopped.code).toBe('ABORT_ERR')
+    expect(stopped.name).toBe('TimeoutError')
     expect(Date.now() - t0).toBeLessThan(5000)
     await held.return()
     expect((await box.exec(['true'], { timeoutMs: 10_000 })).exitCode).toBe(0)
@@ -645,8 +643,8 @@ describe('streamed archives', () => {
     const signalled = box.putArchiveStream('/tmp/cut', { signal: ac.signal })
     await signalled.write(tar.subarray(0, 512 * 1024))
     ac.abort()
-    expect((await rejection(signalled.write(tar.subarray(512 * 1024)))).code).toBe('ABORT_ERR')
-    expect((await rejection(signalled.end())).code).toBe('ABORT_ERR')
+    expect(await rejection(signalled.write(tar.subarray(512 * 1024)))).toBe(ac.signal.reason)
+    expect(await rejection(signalled.end())).toBe(ac.signal.reason)
 
     // await using without end(): disposed = aborted, never a short archive committed.
     {

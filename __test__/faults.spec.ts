@@ -5,7 +5,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { DockerEngine, LocalSandboxd, SandboxAgent, Sandboxd, type AgentEvent } from '../index.js'
+import { DockerEngine, LocalSandboxd, SandboxAgent, Sandboxd, type AgentEvent } from 'sandboxd'
 import { engineDirs, rejection, workspace } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE

@@ -3,7 +3,7 @@ import { readdirSync, readlinkSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DockerEngine, SandboxAgent, Sandboxd, type Container, type LocalSandboxd } from '../index.js'
+import { DockerEngine, SandboxAgent, Sandboxd, type Container, type LocalSandboxd } from 'sandboxd'
 import { startLocal, workspace } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE

@@ -40,8 +40,8 @@ if [[ ! -d node_modules/dockerode ]]; then
   npm install --no-audit --no-fund
 fi
 
-if ! compgen -G 'sandboxd.*.node' >/dev/null; then
-  sbx_err "no built addon (sandboxd.*.node): run 'npm run build' first (the bench never builds it)"
+if ! compgen -G 'native/sandboxd.*.node' >/dev/null || [[ ! -f dist/index.js ]]; then
+  sbx_err "no built package (native/sandboxd.*.node, dist/): run 'npm run build' first (the bench never builds it)"
   exit 1
 fi
 

@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
 const require = createRequire(import.meta.url)
-const { DockerEngine, LocalSandboxd, SandboxAgent, Sandboxd } = require('../index.js')
+const { DockerEngine, LocalSandboxd, SandboxAgent, Sandboxd } = require('../dist/index.js')
 
 const out = process.argv[2] && !process.argv[2].startsWith('--') ? process.argv[2] : ''
 const quick = process.argv.includes('--quick')

@@ -3,7 +3,7 @@
 // Serves the sandboxd API with LocalSandboxd until SIGINT/SIGTERM, then stops every VM it started.
 'use strict'
 
-const { LocalSandboxd } = require('../index.js')
+const { LocalSandboxd } = require('../dist/index.js')
 
 const USAGE = `usage: sandboxd emulator [--root DIR] [--backend dockerd|relay] [--docker-host unix:///path]
 

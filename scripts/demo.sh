@@ -16,8 +16,8 @@ say "checking packages and node_modules"
 ensure_packages
 ensure_node_modules
 
-node_file=$(ls sandboxd.*.node 2>/dev/null | head -1 || true)
-if [[ -z "$node_file" || -n "$(find src Cargo.toml -newer "$node_file" -print -quit)" ]]; then
+node_file=$(ls native/sandboxd.*.node 2>/dev/null | head -1 || true)
+if [[ -z "$node_file" || ! -f dist/index.js || -n "$(find src ts Cargo.toml -newer "$node_file" -print -quit)" ]]; then
   say "building the addon (debug)"
   npm run build:debug
 fi

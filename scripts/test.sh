@@ -103,24 +103,24 @@ else
   step_done
 
   if [[ -n "${CI:-}" ]]; then
-    step "generated bindings committed"
+    step "generated native module committed"
     gen_ok=1
-    for f in index.js index.d.ts; do
+    for f in native/index.cjs native/index.d.cts; do
       if ! git ls-files --error-unmatch "$f" >/dev/null 2>&1; then
         echo "$f is not committed." >&2
         gen_ok=0
       fi
     done
-    if ! git diff --exit-code -- index.js index.d.ts; then
+    if ! git diff --exit-code -- native/index.cjs native/index.d.cts; then
       gen_ok=0
     fi
     if ((gen_ok)); then
       step_done
     else
-      echo "The generated index.js / index.d.ts differ from what is committed:" >&2
-      echo "rebuild them (npm run build:debug, i.e. napi build --platform) and commit them." >&2
+      echo "The generated native/index.cjs / native/index.d.cts differ from what is committed:" >&2
+      echo "rebuild them (npm run build:debug) and commit them." >&2
       step_done "FAILED (stale generated files)"
-      FAILED+=("generated bindings committed")
+      FAILED+=("generated native module committed")
     fi
   fi
 fi

@@ -2,7 +2,7 @@
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { LocalSandboxd } from '../../index.js'
+import { LocalSandboxd } from 'sandboxd'
 
 /** Start LocalSandboxd on the dockerd backend, or fail loudly: these tests need root and dockerd. */
 export async function startLocal(): Promise<LocalSandboxd> {

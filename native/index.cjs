@@ -60,8 +60,12 @@ const isMuslFromReport = () => {
 }
 
 const isMuslFromChildProcess = () => {
-  // sandboxd: no child processes from JS. Node >= 20 always has process.report, so this is never reached.
-  return false
+  try {
+    return require('child_process').execSync('ldd --version', { encoding: 'utf8' }).includes('musl')
+  } catch (e) {
+    // If we reach this case, we don't know if the system is musl or not, so is better to just fallback to false
+    return false
+  }
 }
 
 function requireNative() {
@@ -848,6 +852,3 @@ module.exports.SandboxAgent = nativeBinding.SandboxAgent
 module.exports.Sandboxd = nativeBinding.Sandboxd
 module.exports.TurnStream = nativeBinding.TurnStream
 module.exports.Vm = nativeBinding.Vm
-
-// sandboxd: wrong argument types -> ERR_INVALID_ARGUMENT (see args.cjs)
-require('./args.cjs')(module.exports)

@@ -1,0 +1,156 @@
+/**
+ * The SDK's one error class, its stable codes, and the conversion of native rejections into it.
+ *
+ * Native errors arrive as plain `Error`s with a `code` and properties but no useful stack (they are built on the
+ * JS thread when a Rust future settles). {@link toSandboxdError} rebuilds them as a {@link SandboxdError} inside the
+ * awaiting wrapper, so V8's async stack trace reaches back into the caller's code.
+ */
+import { ExecResult, execResult } from './result'
+
+/** Every `code` a {@link SandboxdError} can carry. Values never change meaning. */
+export const ErrorCodes = {
+  /** The sandboxd socket is missing, refuses, is not a socket, or the daemon answers 503. */
+  SANDBOXD_UNAVAILABLE: 'ERR_SANDBOXD_UNAVAILABLE',
+  /** No VM of that name. */
+  VM_NOT_FOUND: 'ERR_VM_NOT_FOUND',
+  /** A VM exists for the agent and does not match what was asked for. */
+  VM_CONFLICT: 'ERR_VM_CONFLICT',
+  /** Input rejected before anything was sent (`argument`, `key`; never the value). */
+  INVALID_ARGUMENT: 'ERR_INVALID_ARGUMENT',
+  /** The daemon answered something its contract does not allow. */
+  SANDBOXD_PROTOCOL: 'ERR_SANDBOXD_PROTOCOL',
+  /** A deadline (`timeoutMs`) passed. */
+  TIMEOUT: 'ERR_TIMEOUT',
+  /** The work was aborted by something other than the caller's signal (a closed stream, an aborted upload). */
+  ABORTED: 'ABORT_ERR',
+  /** A handle was used after `close()`/`stop()`. */
+  CLOSED: 'ERR_CLOSED',
+  /** LocalSandboxd could not start or run a VM backend. */
+  EMULATOR: 'ERR_EMULATOR',
+  /** A bug or an unexpected local failure. */
+  INTERNAL: 'ERR_INTERNAL',
+  /** A Docker engine socket is missing or refuses connections. */
+  ENGINE_UNAVAILABLE: 'ERR_ENGINE_UNAVAILABLE',
+  /** Any other engine error (`statusCode`, `engineMessage`). */
+  ENGINE: 'ERR_ENGINE',
+  /** No such container. */
+  CONTAINER_NOT_FOUND: 'ERR_CONTAINER_NOT_FOUND',
+  /** A container of that name already exists. */
+  CONTAINER_CONFLICT: 'ERR_CONTAINER_CONFLICT',
+  /** No such image. */
+  IMAGE_NOT_FOUND: 'ERR_IMAGE_NOT_FOUND',
+  /** The container exists but is not running. */
+  CONTAINER_NOT_RUNNING: 'ERR_CONTAINER_NOT_RUNNING',
+  /** No file or directory at that path inside the container (`path`). */
+  PATH_NOT_FOUND: 'ERR_PATH_NOT_FOUND',
+  /** A file was expected at `path`, and something else (a directory) is there. */
+  NOT_A_FILE: 'ERR_NOT_A_FILE',
+  /** The exec could not be started (unknown user, missing `cwd`, no such binary). */
+  EXEC_FAILED: 'ERR_EXEC_FAILED',
+  /** The container or engine went away mid-stream (`result` holds what was received). */
+  STREAM_INTERRUPTED: 'ERR_STREAM_INTERRUPTED',
+  /** A finished process or closed stdin was written to. */
+  PROCESS_FINISHED: 'ERR_PROCESS_FINISHED',
+  /** The container has no program to relay HTTP to the agent server. */
+  NO_TUNNEL_RELAY: 'ERR_NO_TUNNEL_RELAY',
+  /** The sandbox-agent server does not answer. */
+  AGENT_UNAVAILABLE: 'ERR_AGENT_UNAVAILABLE',
+  /** The agent process exited (`exitCode` when known). */
+  AGENT_EXITED: 'ERR_AGENT_EXITED',
+  /** The agent server or agent answered something unexpected (`status`, `rpcCode`, `rpcMessage`). */
+  AGENT_PROTOCOL: 'ERR_AGENT_PROTOCOL',
+} as const
+
+/** The union of every error code. */
+export type SandboxdErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
+
+const KNOWN_CODES: ReadonlySet<string> = new Set(Object.values(ErrorCodes))
+
+/** Properties an error may carry, by the situations that set them (see the README's error table). */
+export interface SandboxdErrorProps {
+  /** The argument that was rejected (`ERR_INVALID_ARGUMENT`). */
+  argument?: string
+  /** The offending key of an object argument (never its value). */
+  key?: string
+  /** The socket that did not answer. */
+  socketPath?: string
+  /** An HTTP status from the daemon or the agent server. */
+  status?: number
+  /** The Docker Engine's HTTP status. */
+  statusCode?: number
+  /** The Docker Engine's own message. */
+  engineMessage?: string
+  /** An excerpt of an unexpected body (≤ 512 characters). */
+  body?: string
+  /** The deadline that passed. */
+  timeoutMs?: number
+  /** The VM concerned. */
+  vmName?: string
+  /** A path inside a container. */
+  path?: string
+  /** An exit code (agent exit, exec that failed before running). */
+  exitCode?: number
+  /** A JSON-RPC error code and message from the agent. */
+  rpcCode?: number
+  rpcMessage?: string
+  /** What an interrupted or failed exec produced before it ended. */
+  result?: ExecResult
+  /** Any other property the SDK documents for a code. */
+  [property: string]: unknown
+}
+
+/**
+ * Every error the SDK rejects or throws with (except an abort by the caller's own signal, which rejects with
+ * `signal.reason`, as `fetch` does). Narrow with {@link isSandboxdError}; branch on `code`, never the message.
+ */
+export class SandboxdError extends Error implements SandboxdErrorProps {
+  /** The stable code. */
+  readonly code: SandboxdErrorCode
+  [property: string]: unknown
+
+  /** Build an error; `props` become own properties (never put a secret in them). */
+  constructor(code: SandboxdErrorCode, message: string, props: SandboxdErrorProps = {}, options?: { cause?: unknown }) {
+    super(message, options)
+    for (const [k, v] of Object.entries(props)) {
+      if (k !== 'code' && k !== 'message' && k !== 'stack' && k !== 'name' && k !== 'cause') this[k] = v
+    }
+    this.code = code
+    this.name = code === ErrorCodes.ABORTED ? 'AbortError' : 'SandboxdError'
+  }
+}
+
+/**
+ * True when `e` is a {@link SandboxdError} (with `code`, when given). Narrows `catch (e: unknown)`:
+ * `if (isSandboxdError(e, 'ERR_VM_CONFLICT')) e.existingWorkspaceDir`.
+ */
+export function isSandboxdError<C extends SandboxdErrorCode = SandboxdErrorCode>(
+  e: unknown,
+  code?: C,
+): e is SandboxdError & { code: C } {
+  return e instanceof SandboxdError && (code === undefined || e.code === code)
+}
+
+/** An `ERR_INVALID_ARGUMENT` for `argument` (and `key` of it); the message never holds the value. */
+export function invalidArgument(argument: string, message: string, key?: string): SandboxdError {
+  return new SandboxdError(ErrorCodes.INVALID_ARGUMENT, message, key === undefined ? { argument } : { argument, key })
+}
+
+/**
+ * The error to reject with for a native rejection `e`: the caller's `signal.reason` when that signal aborted the
+ * call; else a {@link SandboxdError} with the native code and properties, created here so its stack holds the
+ * caller's frames. Anything that is not a coded native error is returned as it is.
+ */
+export function toSandboxdError(e: unknown, signal?: AbortSignal | null): unknown {
+  if (signal?.aborted && isAbort(e)) return signal.reason
+  if (!(e instanceof Error) || e instanceof SandboxdError) return e
+  const code = (e as { code?: unknown }).code
+  if (typeof code !== 'string' || !KNOWN_CODES.has(code)) return e
+  const props: SandboxdErrorProps = {}
+  for (const k of Object.keys(e)) props[k] = (e as unknown as Record<string, unknown>)[k]
+  if (props.result !== undefined) props.result = execResult(props.result) ?? props.result
+  return new SandboxdError(code as SandboxdErrorCode, e.message, props, { cause: (e as { cause?: unknown }).cause })
+}
+
+function isAbort(e: unknown): boolean {
+  return e instanceof Error && (e as { code?: unknown }).code === ErrorCodes.ABORTED
+}

@@ -1,0 +1,163 @@
+/** Commands in a container: options, the streamed process, and its output items. */
+import native = require('../native/index.cjs')
+import { call, type CallOptions } from './call'
+import * as check from './check'
+import { INTERNAL, bind, internalOnly } from './internal'
+import { AsyncStream } from './stream'
+
+/** Options for `exec()`, `sh()` and `spawn()`. */
+export interface ExecOptions {
+  /** Environment for this command only. Values may contain anything but NUL; keys no `=` or NUL. */
+  env?: Record<string, string>
+  /** Working directory (absolute). */
+  cwd?: string
+  /** `user`, `uid`, or `uid:gid`. */
+  user?: string
+  /** Bytes for stdin, closed after writing (`exec`/`sh` only; with `spawn` use `write`/`end`). */
+  stdin?: string | Uint8Array
+  /** Allocate a TTY (stdout and stderr merge). */
+  tty?: boolean
+  /**
+   * Kill the whole process tree after this many milliseconds; `exec` then resolves with `timedOut: true`.
+   * If the engine has not even created the exec by then, the call rejects with `ERR_TIMEOUT`: nothing ran.
+   */
+  timeoutMs?: number
+  /**
+   * Aborting kills the process tree; `exec` rejects with `signal.reason`. With `spawn` it works for the whole
+   * life of the process: the output ends and `wait()` resolves with `aborted: true` (an abort before the
+   * process started rejects `spawn` with `signal.reason`).
+   */
+  signal?: AbortSignal
+  /** Keep at most this many bytes of stdout and of stderr (the rest is read and dropped; `truncated: true`). */
+  maxOutputBytes?: number
+}
+
+/** The type of each {@link ExecOptions} key. */
+export const EXEC_OPTIONS: check.Shape = {
+  ...check.CALL,
+  env: 'record',
+  cwd: 'string',
+  user: 'string',
+  stdin: 'data',
+  tty: 'boolean',
+  maxOutputBytes: 'number',
+}
+
+/** Which output stream a piece came from. */
+export type StreamName = 'stdout' | 'stderr'
+
+/** A piece of output. */
+export interface OutputChunk {
+  stream: StreamName
+  data: Buffer
+}
+
+/** One line of output (without its line ending). */
+export interface OutputLine {
+  stream: StreamName
+  line: string
+}
+
+/** What `proc.read(buffer)` put in the buffer. */
+export interface ReadResult {
+  /** Which stream the bytes came from (one read never mixes them). */
+  stream: StreamName
+  /** How many bytes were written at the start of the buffer. */
+  bytesRead: number
+}
+
+/** How a streamed process ended. */
+export interface ExitStatus {
+  /** The exit code (non-zero is a result, not an error); absent only when it could not be known. */
+  exitCode?: number
+  /** The signal the SDK sent (`kill()`, timeout, dispose), if any. */
+  signal?: string
+  /** True when `timeoutMs` passed and the process tree was killed. */
+  timedOut: boolean
+  /** True when the spawn's `signal` aborted while the process ran and the process tree was killed. */
+  aborted: boolean
+  durationMs: number
+}
+
+/** `proc.lines()`: the output as `{ stream, line }`. */
+export type LineStream = AsyncStream<OutputLine>
+
+/**
+ * A process started with `container.spawn()`. `for await (const { stream, data } of proc)` reads its output in
+ * order, with backpressure; `write`/`end` feed stdin; `kill` signals the whole process group. Leaving a `for
+ * await` with `break` stops reading (further output is discarded); the process keeps running until it exits,
+ * is killed, or the handle is disposed.
+ */
+export class ExecProcess extends AsyncStream<OutputChunk> {
+  readonly #inner: native.ExecProcess
+
+  private constructor(token: symbol, inner: native.ExecProcess, signal: AbortSignal | undefined) {
+    internalOnly(token, new.target.name)
+    super(inner, signal)
+    this.#inner = bind(this, inner)
+  }
+
+  /** @internal */
+  static wrap(inner: native.ExecProcess, signal: AbortSignal | undefined): ExecProcess {
+    return new ExecProcess(INTERNAL, inner, signal)
+  }
+
+  /**
+   * Read the next output into `buffer` (bring your own buffer): at most `buffer.length` bytes of one stream,
+   * written at its start. Resolves `null` at the end. Reusing one buffer streams any amount of output with no
+   * allocation per chunk.
+   */
+  read(buffer: Uint8Array): Promise<ReadResult | null> {
+    return call(null, async () => {
+      check.arg('buffer', buffer, 'bytes')
+      return (await this.#inner.read(buffer)) as ReadResult | null
+    })
+  }
+
+  /** Output as text lines, `{ stream, line }`, each stream split on `\n` (a trailing `\r` is dropped). */
+  lines(): LineStream {
+    return AsyncStream.from(this.#inner.lines() as check.Unsafe)
+  }
+
+  /** The process id inside the container (known shortly after start), or `null`. */
+  get pid(): number | null {
+    return this.#inner.pid
+  }
+
+  /** Write to stdin. Rejects with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone. */
+  write(data: string | Uint8Array): Promise<void> {
+    return call(null, async () => {
+      check.arg('data', data, 'data')
+      return this.#inner.write(data)
+    })
+  }
+
+  /** Close stdin: the process reads EOF (a real half-close). Idempotent. */
+  end(): Promise<void> {
+    return call(null, () => this.#inner.end())
+  }
+
+  /**
+   * Send `signal` (default `SIGTERM`) to the whole process group, children included. Output already queued
+   * stays readable; output written after the kill is discarded.
+   */
+  kill(signal?: string): Promise<void> {
+    return call(null, async () => {
+      check.optArg('signal', signal, 'string')
+      return this.#inner.kill(signal)
+    })
+  }
+
+  /** Wait for the exit. If the output is not being read, it is discarded so the process cannot stall. */
+  wait(options?: CallOptions): Promise<ExitStatus> {
+    return call(options?.signal, async () => {
+      check.opts('options', options, check.CALL)
+      return (await this.#inner.wait(options)) as ExitStatus
+    })
+  }
+
+  /** `await using proc = await box.spawn(…)`: kills the process tree (TERM, then KILL) if it still runs. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return call(null, () => this.#inner[Symbol.asyncDispose]())
+  }
+}

@@ -1,0 +1,73 @@
+/**
+ * sandboxd: drive Docker Sandboxes from Node.js and TypeScript. The public API; everything here is a thin
+ * typed layer over the Rust core in the private native module.
+ */
+export { type CallOptions } from './call'
+export { ErrorCodes, SandboxdError, isSandboxdError, type SandboxdErrorCode, type SandboxdErrorProps } from './errors'
+export { ExecResult, type ExecResultInit, type ExecResultJson } from './result'
+export { AsyncStream } from './stream'
+export {
+  ExecProcess,
+  type ExecOptions,
+  type ExitStatus,
+  type LineStream,
+  type OutputChunk,
+  type OutputLine,
+  type ReadResult,
+  type StreamName,
+} from './exec'
+export {
+  ArchiveStream,
+  ArchiveUpload,
+  Container,
+  Containers,
+  DockerEngine,
+  Images,
+  type ConnectEngineOptions,
+  type ContainerInfo,
+  type ContainerSummary,
+  type CopyImageOptions,
+  type CopyReport,
+  type EngineVersion,
+  type ImageInfo,
+  type ImageSummary,
+  type ListContainersOptions,
+  type LogStream,
+  type LogsOptions,
+  type RemoveContainerOptions,
+  type RunOptions,
+  type StopContainerOptions,
+  type WriteFileOptions,
+} from './engine'
+export {
+  LocalSandboxd,
+  Sandboxd,
+  Vm,
+  type CreateVmOptions,
+  type LocalSandboxdOptions,
+  type RemoveVmOptions,
+  type SandboxdOptions,
+  type VmInfo,
+  type VmJson,
+} from './sandboxd'
+export {
+  AcpClient,
+  AgentSession,
+  SandboxAgent,
+  type AcpEventStream,
+  type AcpRequestOptions,
+  type AcpStreamEvent,
+  type AgentEvent,
+  type AgentListing,
+  type ConnectAgentOptions,
+  type CreateSessionOptions,
+  type EnsureServerOptions,
+  type EnsureServerResult,
+  type EventsOptions,
+  type PermissionOption,
+  type PromptOptions,
+  type SendResult,
+  type StopReason,
+  type ToolCallFields,
+  type TurnStream,
+} from './agent'

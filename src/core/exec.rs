@@ -1,10 +1,14 @@
 //! exec in a container: buffered (`exec`) and streaming (`Process`), with env/cwd/user/stdin/tty, deadlines,
 //! cancellation, and a kill that takes the whole process tree down.
 //!
-//! Every workload runs as `sh -c 'echo $$ >&2; exec "$@"' sh CMD…`: the first stderr line is the process id,
-//! which runc made a session and group leader, so `kill -SIG -PGID` reaches every descendant. The exec also
-//! carries `SANDBOXD_EXEC_ID=<token>` in its environment so that processes which `setsid` away from the group
-//! are found by a `/proc/*/environ` sweep. (Recipe measured in engine-notes.md §8.)
+//! In a container with `/bin/sh`, every workload runs under [`launch::WRAPPER`] (`/bin/sh -c '…; echo $$ >&2;
+//! exec "$@"' sh CMD…`): the first stderr line is the process id, which runc made a session and group leader, so
+//! `kill -SIG -PGID` reaches every descendant. The exec also carries `SANDBOXD_EXEC_ID=<token>` in its environment
+//! so that processes which `setsid` away from the group are found by a `/proc/*/environ` sweep. (Recipe measured
+//! in engine-notes.md §8.) Without `/bin/sh` the argv runs as given and kills go through the host, where that is
+//! possible (see [`launch`]).
+
+mod launch;
 
 use super::attach::{Input, Output};
 use super::engine::{map_err, Engine, Subject};
@@ -13,6 +17,7 @@ use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
+pub use launch::Launch;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -215,40 +220,11 @@ impl Run {
     }
 }
 
-/// Env keys: non-empty, no `=`, no NUL; values: no NUL. Messages name the key, never the value.
-pub fn validate_env(env: &[(String, String)]) -> Result<()> {
-    for (k, v) in env {
-        if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return Err(Error::invalid(format!(
-                "invalid env key {}: keys must be non-empty and contain no '=' or NUL",
-                super::validate::shown(k)
-            ))
-            .with("argument", "env")
-            .with("key", super::validate::shown(k)));
-        }
-        if v.contains('\0') {
-            return Err(Error::invalid(format!(
-                "the value of env {} contains a NUL byte, which no process environment can hold",
-                super::validate::shown(k)
-            ))
-            .with("argument", "env")
-            .with("key", super::validate::shown(k)));
-        }
-    }
-    Ok(())
-}
+/// Env checks (keys, NULs, the kernel's per-string limit): see [`super::validate::env`].
+pub use super::validate::env as validate_env;
 
 fn validate_spec(spec: &ExecSpec) -> Result<()> {
-    if spec.cmd.is_empty() || spec.cmd[0].is_empty() {
-        return Err(
-            Error::invalid("cmd must be a non-empty array of strings").with("argument", "cmd")
-        );
-    }
-    if spec.cmd.iter().any(|a| a.contains('\0')) {
-        return Err(
-            Error::invalid("cmd arguments must not contain NUL bytes").with("argument", "cmd")
-        );
-    }
+    super::validate::argv(&spec.cmd)?;
     for (what, v) in [("cwd", &spec.cwd), ("user", &spec.user)] {
         if let Some(v) = v {
             if v.is_empty() || v.contains('\0') || v.contains('\n') {
@@ -264,7 +240,8 @@ fn validate_spec(spec: &ExecSpec) -> Result<()> {
             return Err(Error::invalid("cwd must be an absolute path").with("argument", "cwd"));
         }
     }
-    validate_env(&spec.env)
+    validate_env(&spec.env)?;
+    super::validate::args_total(&spec.cmd, &spec.env)
 }
 
 /// A started exec: its id, the attached streams, and what the kill needs.
@@ -273,6 +250,7 @@ struct Started {
     output: Output,
     input: Input,
     token: String,
+    launch: Launch,
 }
 
 /// Create the exec and attach to it. The create is bounded by the caller's deadline and signal: the engine holds
@@ -285,16 +263,11 @@ async fn start(
     cancel: &CancellationToken,
 ) -> Result<Started> {
     validate_spec(spec)?;
+    let launch = launch::launch_for(engine, container, spec.timeout, cancel).await?;
     let token = uuid::Uuid::new_v4().simple().to_string();
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.push(format!("{EXEC_MARKER}={token}"));
-    let mut cmd = vec![
-        "sh".to_string(),
-        "-c".to_string(),
-        "echo $$ >&2; exec \"$@\"".to_string(),
-        "sh".to_string(),
-    ];
-    cmd.extend(spec.cmd.iter().cloned());
+    let cmd = launch.argv(&spec.cmd);
     let attach_stdin = spec.stdin.is_some() || spec.interactive;
     let create = engine.docker().create_exec(
         container,
@@ -315,7 +288,8 @@ async fn start(
             .await
             .map_err(|e| exec_start_error(engine, e, container))
     })
-    .await?;
+    .await
+    .inspect_err(|_| launch::forget(engine, container))?;
     let (output, input) = super::attach::start(engine, &created.id, spec.tty)
         .await
         .map_err(|e| exec_start_error(engine, e, container))?;
@@ -324,6 +298,7 @@ async fn start(
         output,
         input,
         token,
+        launch,
     })
 }
 
@@ -364,6 +339,14 @@ struct PidLine {
 }
 
 impl PidLine {
+    /// A splitter for `launch`: a direct launch has no PID line, so everything passes.
+    fn new(launch: Launch) -> Self {
+        PidLine {
+            buf: BytesMut::new(),
+            done: launch == Launch::Direct,
+        }
+    }
+
     /// Feed bytes; returns (pid if just learned, bytes that belong to the user).
     fn feed(&mut self, data: &[u8]) -> (Option<i64>, Bytes) {
         if self.done {
@@ -372,12 +355,14 @@ impl PidLine {
         self.buf.extend_from_slice(data);
         if let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
             self.done = true;
-            let line = self.buf.split_to(nl + 1);
-            let pid = std::str::from_utf8(&line)
+            let pid = std::str::from_utf8(&self.buf[..nl])
                 .ok()
                 .and_then(|s| s.trim().parse::<i64>().ok());
-            let rest = self.buf.split().freeze();
-            (pid, rest)
+            if pid.is_some() {
+                let _ = self.buf.split_to(nl + 1);
+            }
+            // Not a PID (the wrapper's own "not found" message): it is output, passed on whole.
+            (pid, self.buf.split().freeze())
         } else if self.buf.len() > 64 {
             // Not a PID line (sh missing or replaced): hand everything over unchanged.
             self.done = true;
@@ -408,9 +393,50 @@ impl Pgid {
     }
 }
 
+/// What a kill needs to reach one exec's processes.
+struct KillTarget {
+    engine: Arc<Engine>,
+    container: String,
+    exec_id: String,
+    token: String,
+    launch: Launch,
+}
+
+impl KillTarget {
+    /// Send `sig` to the exec's tree (TERM → up to 2 s → KILL with `escalate`): from a second exec where the
+    /// container has a shell, else from the host (an `ERR_EXEC_FAILED` where the host cannot see the process).
+    async fn kill(&self, pgid: Option<i64>, sig: &str, escalate: bool) -> Result<()> {
+        match self.launch {
+            Launch::Shell => {
+                kill_in_container(
+                    &self.engine,
+                    &self.container,
+                    pgid,
+                    &self.token,
+                    sig,
+                    escalate,
+                )
+                .await
+            }
+            Launch::Direct => {
+                let marker = format!("{EXEC_MARKER}={}", self.token);
+                launch::host_kill(
+                    &self.engine,
+                    &self.container,
+                    &self.exec_id,
+                    &marker,
+                    sig,
+                    escalate,
+                )
+                .await
+            }
+        }
+    }
+}
+
 /// Send `signal` to the process group and to every process carrying the exec's marker; with `escalate`,
 /// TERM → up to 2 s → KILL. Runs as a second exec (root), argv only.
-async fn kill_tree(
+async fn kill_in_container(
     engine: &Engine,
     container: &str,
     pgid: Option<i64>,
@@ -438,7 +464,7 @@ fi
 exit 0"#;
     let sig = signal.trim_start_matches("SIG").to_string();
     let cmd = vec![
-        "sh".to_string(),
+        launch::SHELL.to_string(),
         "-c".to_string(),
         script.to_string(),
         "sh".to_string(),
@@ -485,18 +511,33 @@ exit 0"#;
     Ok(())
 }
 
-/// The exit code once the stream has ended; `Ok(None)` when the exec (or its container) is gone.
-async fn exit_code(engine: &Engine, exec_id: &str) -> Result<Option<i64>> {
+/// How the engine saw an exec end.
+#[derive(Debug, Clone, Copy, Default)]
+struct Ended {
+    /// `None` when the exec (or its container) is gone.
+    code: Option<i64>,
+    /// The engine reported a process id: the runtime started the process (the engine leaves it 0 when the
+    /// runtime failed to, e.g. for a missing program).
+    started: bool,
+}
+
+/// The exit code once the stream has ended.
+async fn exit_code(engine: &Engine, exec_id: &str) -> Result<Ended> {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         match engine.docker().inspect_exec(exec_id).await {
             Ok(r) if r.running == Some(true) && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Ok(r) => return Ok(r.exit_code),
+            Ok(r) => {
+                return Ok(Ended {
+                    code: r.exit_code,
+                    started: r.pid.is_some_and(|p| p > 0),
+                })
+            }
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
-            }) => return Ok(None),
+            }) => return Ok(Ended::default()),
             Err(e) => return Err(map_err(e, Subject::Exec)),
         }
     }
@@ -548,7 +589,15 @@ pub async fn exec(
         mut output,
         mut input,
         token,
+        launch,
     } = start(&engine, &container, &spec, &cancel).await?;
+    let target = KillTarget {
+        engine: engine.clone(),
+        container: container.clone(),
+        exec_id: exec_id.clone(),
+        token,
+        launch,
+    };
     // Feed stdin concurrently so a large input cannot deadlock against unread output.
     if let Some(data) = spec.stdin.clone() {
         tokio::spawn(async move {
@@ -560,7 +609,7 @@ pub async fn exec(
     }
     let mut out = ExecOutput::default();
     let limit = spec.max_output_bytes.unwrap_or(usize::MAX);
-    let mut pid = PidLine::default();
+    let mut pid = PidLine::new(launch);
     let pgid = Pgid::new();
     let sleep = tokio::time::sleep(spec.timeout.unwrap_or(FOREVER));
     tokio::pin!(sleep);
@@ -577,38 +626,51 @@ pub async fn exec(
         buf.extend_from_slice(&data[..data.len().min(room)]);
     };
     let mut ended_by: Option<&'static str> = None;
+    // The kill could not be done (no shell, process not visible from here): the process is left running.
+    let mut left_running = false;
     loop {
-        tokio::select! {
+        let why = tokio::select! {
             frame = output.next() => match classify(frame, &mut pid, &pgid, spec.tty) {
                 Step::End => break,
                 Step::Fail(e) => {
                     out.duration_ms = began.elapsed().as_millis() as u64;
                     return Err(interrupted(&e.message, out));
                 }
-                Step::Skip => {}
-                Step::Out(c) => keep(&mut out, c.is_stderr(), c.data()),
+                Step::Skip => continue,
+                Step::Out(c) => {
+                    keep(&mut out, c.is_stderr(), c.data());
+                    continue;
+                }
             },
             _ = &mut sleep => {
                 if ended_by.is_some() {
                     // The stream did not end within DRAIN_AFTER_KILL of the kill: stop waiting for it.
                     break;
                 }
-                ended_by = Some("timeout");
                 out.timed_out = true;
-                out.signal = Some("SIGKILL".into());
-                let _ = kill_tree(&engine, &container, pgid.now(), &token, "TERM", true).await;
-                sleep.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_KILL);
+                "timeout"
             }
             _ = cancel.cancelled(), if ended_by.is_none() => {
-                ended_by = Some("abort");
                 out.aborted = true;
-                out.signal = Some("SIGKILL".into());
-                let _ = kill_tree(&engine, &container, pgid.now(), &token, "TERM", true).await;
-                sleep.as_mut().reset(tokio::time::Instant::now() + DRAIN_AFTER_KILL);
+                "abort"
             }
+        };
+        ended_by = Some(why);
+        if target.kill(pgid.now(), "TERM", true).await.is_err() && launch == Launch::Direct {
+            left_running = true;
+            break;
         }
+        out.signal = Some("SIGKILL".into());
+        sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + DRAIN_AFTER_KILL);
     }
-    out.exit_code = exit_code(&engine, &exec_id).await?;
+    let ended = if left_running {
+        Ended::default()
+    } else {
+        exit_code(&engine, &exec_id).await?
+    };
+    out.exit_code = ended.code;
     out.duration_ms = began.elapsed().as_millis() as u64;
     if let (Some(code), Some(_)) = (out.exit_code, &out.signal) {
         // The process may have exited on TERM (143) before KILL was needed.
@@ -623,9 +685,14 @@ pub async fn exec(
         e.result = Some(Box::new(out));
         return Err(e);
     }
+    if left_running {
+        // A timeout whose kill was impossible: `timedOut` with no exit code, the process still running.
+        return Ok(out);
+    }
     let killed_by_us = ended_by.is_some();
-    let ran = killed_by_us || pgid.now().is_some();
+    let ran = killed_by_us || started(launch, &pgid, ended);
     if let Some(mut e) = never_started(out.exit_code, ran, &[&out.stdout, &out.stderr]) {
+        launch::forget(&engine, &container);
         e.result = Some(Box::new(out));
         return Err(e);
     }
@@ -639,6 +706,15 @@ pub async fn exec(
         ));
     }
     Ok(out)
+}
+
+/// Whether the user's program started: under the wrapper, once it printed the PID line (it does so only after
+/// finding the program); launched directly, once the engine reported a process id.
+fn started(launch: Launch, pgid: &Pgid, ended: Ended) -> bool {
+    match launch {
+        Launch::Shell => pgid.now().is_some(),
+        Launch::Direct => ended.started,
+    }
 }
 
 fn interrupted(msg: &str, out: ExecOutput) -> Error {
@@ -664,7 +740,7 @@ pub struct ExitStatus {
 struct ProcShared {
     engine: Arc<Engine>,
     container: String,
-    token: String,
+    target: KillTarget,
     pgid: Pgid,
     input: tokio::sync::Mutex<Option<Input>>,
     /// The queue from the reader task (its lock also serialises readers).
@@ -683,14 +759,22 @@ struct ProcShared {
 
 impl ProcShared {
     /// A timeout or an abort: TERM, then KILL, for the whole tree. The exit then reports SIGKILL (or SIGTERM when
-    /// that sufficed).
-    async fn end_tree(&self) {
-        let pg = self.pgid.get(Duration::from_millis(500)).await;
-        let _ = kill_tree(&self.engine, &self.container, pg, &self.token, "TERM", true).await;
+    /// that sufficed). `false` when the kill could not be done (no shell, and the process is not visible from
+    /// this host): the process keeps running.
+    async fn end_tree(&self) -> bool {
+        let pg = match self.target.launch {
+            Launch::Shell => self.pgid.get(Duration::from_millis(500)).await,
+            Launch::Direct => None,
+        };
+        let done = self.target.kill(pg, "TERM", true).await;
+        if done.is_err() && self.target.launch == Launch::Direct {
+            return false;
+        }
         self.killed
             .lock()
             .map(|mut k| *k = Some("SIGKILL".into()))
             .ok();
+        true
     }
 }
 
@@ -716,13 +800,20 @@ impl Process {
             mut output,
             input,
             token,
+            launch,
         } = start(&engine, &container, &spec, &abort).await?;
         let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
         let (exit_tx, exit_rx) = watch::channel(None);
         let shared = Arc::new(ProcShared {
             engine: engine.clone(),
             container: container.clone(),
-            token,
+            target: KillTarget {
+                engine: engine.clone(),
+                container: container.clone(),
+                exec_id: exec_id.clone(),
+                token,
+                launch,
+            },
             pgid: Pgid::new(),
             input: tokio::sync::Mutex::new(Some(input)),
             rx: tokio::sync::Mutex::new(rx),
@@ -739,9 +830,11 @@ impl Process {
         let timeout = spec.timeout;
         let tty = spec.tty;
         tokio::spawn(async move {
-            let mut pid = PidLine::default();
+            let mut pid = PidLine::new(launch);
             let mut timed_out = false;
             let mut aborted = false;
+            // A timeout or abort whose kill was impossible: the process is left running, the stream ends here.
+            let mut left_running = false;
             let sleep = async {
                 match timeout {
                     Some(d) => tokio::time::sleep(d).await,
@@ -756,12 +849,18 @@ impl Process {
                     f = output.next() => f,
                     _ = &mut sleep, if !timed_out && !aborted => {
                         timed_out = true;
-                        s.end_tree().await;
+                        if !s.end_tree().await {
+                            left_running = true;
+                            break;
+                        }
                         continue;
                     }
                     _ = abort.cancelled(), if !timed_out && !aborted => {
                         aborted = true;
-                        s.end_tree().await;
+                        if !s.end_tree().await {
+                            left_running = true;
+                            break;
+                        }
                         continue;
                     }
                     _ = s.stop.cancelled() => break,
@@ -790,26 +889,43 @@ impl Process {
             }
             let status = match failure {
                 Some(e) => Err(e),
+                None if left_running => Ok(ExitStatus {
+                    exit_code: None,
+                    signal: None,
+                    timed_out,
+                    aborted,
+                    duration_ms: began.elapsed().as_millis() as u64,
+                }),
                 None => match exit_code(&s.engine, &exec_id).await {
-                    Ok(Some(code))
-                        if code > 128
-                            && s.killed.lock().map(|k| k.is_none()).unwrap_or(true)
-                            && container_gone(&s.engine, &s.container).await =>
+                    Ok(Ended {
+                        code: Some(code), ..
+                    }) if code > 128
+                        && s.killed.lock().map(|k| k.is_none()).unwrap_or(true)
+                        && container_gone(&s.engine, &s.container).await =>
                     {
                         Err(Error::new(
                             ErrorCode::StreamInterrupted,
                             "the container went away before the process finished",
                         ))
                     }
-                    Ok(Some(code)) => {
+                    Ok(
+                        ended @ Ended {
+                            code: Some(code), ..
+                        },
+                    ) => {
                         let mut signal = s.killed.lock().ok().and_then(|k| k.clone());
-                        let ran =
-                            signal.is_some() || timed_out || aborted || s.pgid.now().is_some();
+                        let ran = signal.is_some()
+                            || timed_out
+                            || aborted
+                            || started(launch, &s.pgid, ended);
                         if signal.is_some() && code == 143 {
                             signal = Some("SIGTERM".into());
                         }
                         match never_started(Some(code), ran, &[&early]) {
-                            Some(e) => Err(e),
+                            Some(e) => {
+                                launch::forget(&s.engine, &s.container);
+                                Err(e)
+                            }
                             None => Ok(ExitStatus {
                                 exit_code: Some(code),
                                 signal,
@@ -819,7 +935,7 @@ impl Process {
                             }),
                         }
                     }
-                    Ok(None) => Err(Error::new(
+                    Ok(Ended { code: None, .. }) => Err(Error::new(
                         ErrorCode::StreamInterrupted,
                         "the container or its engine went away before the process finished",
                     )),
@@ -962,20 +1078,40 @@ impl Process {
         if self.exit_now().is_some() {
             return Ok(());
         }
+        let s = &self.shared;
+        let direct = s.target.launch == Launch::Direct;
+        let discard = || {
+            s.discard.store(true, Ordering::SeqCst);
+            s.discard_now.notify_waiters();
+        };
         // Output already queued stays readable; what the engine still holds is dropped. A process blocked on
         // unread output otherwise stalls every new exec in its container, the killer included (10 s measured).
-        self.shared.discard.store(true, Ordering::SeqCst);
-        self.shared.discard_now.notify_waiters();
-        let pg = self.shared.pgid.get(Duration::from_secs(1)).await;
-        if let Ok(mut k) = self.shared.killed.lock() {
+        // A kill from the host needs no exec, so there output is dropped only once the kill was done.
+        if !direct {
+            discard();
+        }
+        let pg = match direct {
+            false => s.pgid.get(Duration::from_secs(1)).await,
+            true => None,
+        };
+        if let Ok(mut k) = s.killed.lock() {
             *k = Some(if escalate {
                 "SIGKILL".into()
             } else {
                 signal_name(sig)
             });
         }
-        let s = &self.shared;
-        kill_tree(&s.engine, &s.container, pg, &s.token, sig, escalate).await
+        let done = s.target.kill(pg, sig, escalate).await;
+        match (&done, direct) {
+            (Ok(()), true) => discard(),
+            (Err(_), true) => {
+                if let Ok(mut k) = s.killed.lock() {
+                    *k = None;
+                }
+            }
+            _ => {}
+        }
+        done
     }
 
     /// Wait for the exit. If nobody is reading the output, it is discarded so the process cannot stall.
@@ -1083,6 +1219,14 @@ mod tests {
         assert_eq!(p.feed(b"more"), (None, Bytes::from_static(b"more")));
         let mut tty = PidLine::default();
         assert_eq!(tty.feed(b"7\r\nhi"), (Some(7), Bytes::from_static(b"hi")));
+        // the wrapper's "not found" line is output, kept whole
+        let mut msg = PidLine::new(Launch::Shell);
+        assert_eq!(
+            msg.feed(b"exec: \"x\": not found\n"),
+            (None, Bytes::from_static(b"exec: \"x\": not found\n"))
+        );
+        let mut direct = PidLine::new(Launch::Direct);
+        assert_eq!(direct.feed(b"12\n"), (None, Bytes::from_static(b"12\n")));
         let mut junk = PidLine::default();
         let long = vec![b'x'; 100];
         assert_eq!(junk.feed(&long).1.len(), 100);

@@ -6,8 +6,9 @@
 #   ensure_packages            # docker.io + busybox-static via apt-get when missing
 #   ensure_node_modules        # npm ci when node_modules is missing or stale
 #   start_private_dockerd      # (optional DIR) -> exports DOCKER_HOST
-#   build_test_images          # -> exports SANDBOXD_TEST_IMAGE / SANDBOXD_TEST_ROOTFS
-#                              #    and SANDBOXD_AGENT_IMAGE (sandbox-agent image)
+#   build_test_images          # -> exports SANDBOXD_TEST_IMAGE / SANDBOXD_TEST_ROOTFS,
+#                              #    SANDBOXD_NOSHELL_IMAGE (no /bin/sh) and
+#                              #    SANDBOXD_AGENT_IMAGE (sandbox-agent image)
 #   stop_private_dockerd       # idempotent, safe in an EXIT trap
 #
 # Everything here assumes root on Debian (CI runs as root on a fresh machine).
@@ -357,7 +358,54 @@ build_test_images() {
 # Follow the pattern above: skip when the image exists and its inputs are older
 # than its build output.
 build_extra_test_images() {
+  build_noshell_image || return 1
   build_sandbox_agent_image
+}
+
+# sandboxd-test/noshell:latest: a distroless-like image with no shell at all. The
+# static busybox is /bin/busybox, with links for a few applets that are not
+# shells; there is no /bin/sh (nor ash/hush/sh anywhere), so the SDK must run
+# argv directly there.
+SBX_NOSHELL_IMAGE="sandboxd-test/noshell:latest"
+SBX_NOSHELL_ROOTFS="${SBX_REPO}/.tmp/noshell-rootfs.tar"
+SBX_NOSHELL_APPLETS="cat echo env false head ls printf sleep true wc yes"
+
+_sbx_build_noshell_rootfs() {
+  local out=$1 bb stage applet
+  bb=$(sbx_busybox_path)
+  [[ -n "$bb" ]] || { sbx_err "no busybox binary (run ensure_packages)"; return 1; }
+  mkdir -p "$(dirname "$out")"
+  stage=$(mktemp -d "$(dirname "$out")/noshell.XXXXXX") || return 1
+  (
+    cd "$stage" && chmod 755 . || exit 1
+    mkdir -p bin tmp etc proc sys dev && chmod 1777 tmp || exit 1
+    cp "$bb" bin/busybox && chmod 755 bin/busybox || exit 1
+    for applet in $SBX_NOSHELL_APPLETS; do
+      ln -s busybox "bin/$applet" || exit 1
+    done
+    printf 'root:x:0:0:root:/:/bin/false\n' >etc/passwd && printf 'root:x:0:\n' >etc/group || exit 1
+    [[ ! -e bin/sh && ! -e bin/ash && ! -e bin/hush ]] || exit 1
+    chown -R 0:0 . || exit 1
+    tar --numeric-owner --sort=name --mtime='@0' -cf "$out.partial" . || exit 1
+    mv -f "$out.partial" "$out"
+  )
+  local rc=$?
+  rm -rf "$stage" "$out.partial"
+  return $rc
+}
+
+build_noshell_image() {
+  local rootfs=$SBX_NOSHELL_ROOTFS image=$SBX_NOSHELL_IMAGE rebuilt=0
+  if [[ ! -s "$rootfs" || ! "$rootfs" -nt "$SBX_LIB" ]]; then
+    sbx_log "building $rootfs"
+    _sbx_build_noshell_rootfs "$rootfs" || return 1
+    rebuilt=1
+  fi
+  if ((rebuilt)) || ! _sbx_image_exists "$image"; then
+    sbx_log "importing $image"
+    docker import --change 'CMD ["/bin/sleep", "100000"]' --change 'ENV PATH=/bin' "$rootfs" "$image" >/dev/null || return 1
+  fi
+  export SANDBOXD_NOSHELL_IMAGE=$image
 }
 
 # sandboxd-test/agent:latest: the real sandbox-agent 0.4.2 (npm devDependency

@@ -6,7 +6,7 @@ import { randomInt } from 'node:crypto'
 import { readdirSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DockerEngine, type Container } from '../index.js'
+import { DockerEngine, type Container } from 'sandboxd'
 import { rejection } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
@@ -99,8 +99,7 @@ describe('exec in an image without /bin/sh', () => {
     const ac = new AbortController()
     setTimeout(() => ac.abort(), 300)
     const aborted = await rejection(bare.exec(['sleep', `${tag}2`], { signal: ac.signal }))
-    expect(aborted.name).toBe('AbortError')
-    expect(aborted.result).toMatchObject({ aborted: true, exitCode: 143 })
+    expect(aborted).toBe(ac.signal.reason)
     expect(hostPids(['sleep', `${tag}2`])).toEqual([])
 
     const p = await bare.spawn(['sleep', `${tag}3`], { timeoutMs: 400 })

@@ -36,8 +36,9 @@ const gc = globalThis.gc ?? (() => {})
 
 /** A warm client of `kind`: exec(), ping(), sandboxdPing() and the handles behind them. */
 async function makeClient(kind, cfg) {
-  if (kind === 'sdk') {
-    const sdk = require(REPO)
+  if (kind === 'sdk' || kind === 'native') {
+    // 'native': the same calls on the private native module, without the TypeScript layer (T5 measures its cost)
+    const sdk = require(kind === 'sdk' ? REPO : `${REPO}/native/index.cjs`)
     const engine = await sdk.DockerEngine.connect({ socketPath: cfg.hostSock })
     const container = await engine.containers.get(cfg.container)
     if (!container) throw new Error(`container ${cfg.container} not found`)

@@ -244,9 +244,9 @@ function tryExec(cmd, args) {
 }
 
 function addonFacts() {
-  const file = readdirSync(REPO).find((f) => /^sandboxd\..*\.node$/.test(f))
-  if (!file) return { file: '(none)', note: 'no addon file in the package root' }
-  const full = path.join(REPO, file)
+  const file = readdirSync(path.join(REPO, 'native')).find((f) => /^sandboxd\..*\.node$/.test(f))
+  if (!file) return { file: '(none)', note: 'no addon file in native/' }
+  const full = path.join(REPO, 'native', file)
   const st = statSync(full)
   const size = st.size
   const sections = tryExec('readelf', ['-S', '-W', full]) ?? ''
@@ -446,7 +446,7 @@ async function runT4(vmSock) {
 }
 
 async function runT5(agents) {
-  const sets = { engine: ['sdk', 'dockerode', 'cli'], sandboxd: ['sdk', 'cli'] }
+  const sets = { engine: ['sdk', 'native', 'dockerode', 'cli'], sandboxd: ['sdk', 'native', 'cli'] }
   const acc = { engine: {}, sandboxd: {} }
   for (const [what, kinds] of Object.entries(sets)) for (const k of kinds) acc[what][k] = { lat: [], failures: 0 }
   for (let r = 0; r < CFG.t5Rounds; r++) {
@@ -464,7 +464,7 @@ async function runT5(agents) {
 }
 
 async function runT6() {
-  const whats = ['none', 'sdk', 'dockerode']
+  const whats = ['none', 'sdk', 'native', 'dockerode']
   const acc = Object.fromEntries(whats.map((w) => [w, []]))
   for (let r = 0; r < CFG.t6Rounds; r++) {
     for (const w of rotate(whats, r)) {
@@ -742,7 +742,7 @@ function reportT5() {
   for (const [what, label] of [['engine', '`GET /_ping`'], ['sandboxd', 'sandboxd `GET /vm`']]) {
     for (const k of Object.keys(acc[what])) {
       const l = acc[what][k].lat
-      const name = k === 'sdk' ? (what === 'engine' ? 'SDK `engine.ping()`' : 'SDK `sandboxd.ping()`') : k === 'dockerode' ? '`dockerode.ping()`' : "`execSync('curl --unix-socket …')`"
+      const name = k === 'sdk' ? (what === 'engine' ? 'SDK `engine.ping()`' : 'SDK `sandboxd.ping()`') : k === 'native' ? 'the same on `native/` (no TypeScript layer)' : k === 'dockerode' ? '`dockerode.ping()`' : "`execSync('curl --unix-socket …')`"
       rows.push([label, name, l.length, us(median(l)), us(p90(l)), f0(1000 / median(l)), acc[what][k].failures])
     }
   }
@@ -751,7 +751,11 @@ function reportT5() {
   const pingVsCurl = median(e.cli.lat) / median(e.sdk.lat)
   const pingVsDockerode = median(e.dockerode.lat) / median(e.sdk.lat)
   const vmVsCurl = median(s.cli.lat) / median(s.sdk.lat)
+  const tsPing = median(e.sdk.lat) / median(e.native.lat)
+  const tsVm = median(s.sdk.lat) / median(s.native.lat)
   check('T5', '`GET /_ping` curl glue / SDK', pingVsCurl, '>=', 60)
+  check('T5', 'TypeScript layer: ping SDK / native', tsPing, '<=', 1.05)
+  check('T5', 'TypeScript layer: GET /vm SDK / native', tsVm, '<=', 1.05)
   check('T5', '`GET /_ping` dockerode / SDK', pingVsDockerode, '>=', 2)
   check('T5', 'sandboxd `GET /vm` curl glue / SDK', vmVsCurl, '>=', 60)
   return [
@@ -765,6 +769,8 @@ function reportT5() {
       ['ping: curl glue / SDK', x(pingVsCurl), '≥ 60×', verdict(pingVsCurl >= 60)],
       ['ping: dockerode / SDK', x(pingVsDockerode), '≥ 2×', verdict(pingVsDockerode >= 2)],
       ['GET /vm: curl glue / SDK', x(vmVsCurl), '≥ 60×', verdict(vmVsCurl >= 60)],
+      ['TypeScript layer cost, ping (SDK / native p50)', x(tsPing), '≤ 1.05×', verdict(tsPing <= 1.05)],
+      ['TypeScript layer cost, GET /vm (SDK / native p50)', x(tsVm), '≤ 1.05×', verdict(tsVm <= 1.05)],
     ]),
   ].join('\n')
 }
@@ -774,8 +780,8 @@ function reportT6() {
   const S = Object.fromEntries(
     Object.entries(acc).map(([w, rs]) => [w, { ms: median(rs.map((r) => r.ms)), msP90: p90(rs.map((r) => r.ms)), rss: median(rs.map((r) => r.rssDelta)), proc: median(rs.map((r) => r.processMs)), procRss: median(rs.map((r) => r.rssAfter)), cp: rs.some((r) => r.childProcessLoaded), builtins: rs[0].builtinsLoaded.length }]),
   )
-  const rows = ['sdk', 'dockerode', 'none'].map((w) => [
-    w === 'none' ? 'plain `node`' : w === 'sdk' ? '`require(\'sandboxd\')`' : "`require('dockerode')`",
+  const rows = ['sdk', 'native', 'dockerode', 'none'].map((w) => [
+    w === 'none' ? 'plain `node`' : w === 'sdk' ? '`require(\'sandboxd\')`' : w === 'native' ? '`native/index.cjs` alone (no TypeScript layer)' : "`require('dockerode')`",
     acc[w].length,
     w === 'none' ? '–' : `${f1(S[w].ms)} / ${f1(S[w].msP90)}`,
     w === 'none' ? '–' : f1(S[w].rss / 1e6),
@@ -967,7 +973,7 @@ try {
   agentCfg = { hostSock: HOST_SOCK, container: state.container.id, sbxSock }
   const agents = {}
   if (['T1', 'T2', 'T5'].some((t) => ONLY.has(t))) {
-    for (const k of ['sdk', 'dockerode', 'cli']) {
+    for (const k of ONLY.has('T5') ? ['sdk', 'native', 'dockerode', 'cli'] : ['sdk', 'dockerode', 'cli']) {
       agents[k] = await Agent.start(k, agentCfg)
       state.agents.push(agents[k])
     }

@@ -269,3 +269,152 @@ async fn relay_to_a_missing_engine_fails_the_create_cleanly() {
     );
     sbx.stop().await;
 }
+
+/// A stand-in engine that answers only once `open` turns true, with `statuses` in turn (the last repeats).
+async fn gated_engine(
+    open: tokio::sync::watch::Receiver<bool>,
+    statuses: Vec<u16>,
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("engine.sock");
+    let l = tokio::net::UnixListener::bind(&sock).unwrap();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (mut open, statuses, answered) = (open.clone(), statuses.clone(), answered.clone());
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = open.wait_for(|o| *o).await;
+                let n = answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let status = statuses[n.min(statuses.len() - 1)];
+                let reply = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (dir, sock)
+}
+
+/// A raw POST /vm for agent `race` in its own task, so several can be in flight at once.
+fn post_race(
+    http: &UnixHttp,
+    ws: &std::path::Path,
+) -> tokio::task::JoinHandle<(u16, Value, std::time::Instant)> {
+    let (http, body) = (
+        http.clone(),
+        format!(
+            r#"{{"agent_name":"race","workspace_dir":"{}"}}"#,
+            ws.display()
+        ),
+    );
+    tokio::spawn(async move {
+        let (s, v) = req(&http, Method::POST, "/vm", Some(&body)).await;
+        (s, v, std::time::Instant::now())
+    })
+}
+
+#[tokio::test]
+async fn a_create_in_flight_makes_an_identical_one_wait_and_another_workspace_conflict() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (_e, engine) = gated_engine(gate, vec![200]).await;
+    let (ws, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let sbx = start(&engine).await;
+    let http = UnixHttp::new(sbx.socket_path());
+    let ms = |n| tokio::time::sleep(std::time::Duration::from_millis(n));
+
+    let first = post_race(&http, ws.path());
+    ms(200).await;
+    // Starting VMs are not listed: a listed VM is usable. The bytes stay exactly the documented array.
+    let raw = http
+        .request(Method::GET, "/vm", None, 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!((raw.status, &raw.body[..]), (200, &b"[]"[..]));
+
+    // The same agent and workspace (spelled with a trailing slash): waits for the first create.
+    let second = post_race(&http, &ws.path().join(""));
+    // Another workspace: 409 at once, in the documented {"message"} shape.
+    let (status, v) = req(
+        &http,
+        Method::POST,
+        "/vm",
+        Some(&format!(
+            r#"{{"agent_name":"race","workspace_dir":"{}"}}"#,
+            other.path().display()
+        )),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(sorted_keys(&v), ["message"]);
+    assert!(v["message"]
+        .as_str()
+        .unwrap()
+        .contains("being created for another workspace"));
+    // Removing a VM that is being created is refused, as before.
+    assert_eq!(req(&http, Method::DELETE, "/vm/race-vm", None).await.0, 409);
+    ms(200).await;
+    assert!(!first.is_finished() && !second.is_finished());
+
+    let opened = std::time::Instant::now();
+    open.send(true).unwrap();
+    let (s1, created, t1) = first.await.unwrap();
+    let (s2, v2, t2) = second.await.unwrap();
+    assert_eq!(s1, 200);
+    assert_eq!(created["vm_name"], "race-vm");
+    // The waiter answers as if it had come after the create: the VM exists.
+    assert_eq!(s2, 409);
+    assert_eq!(sorted_keys(&v2), ["message"]);
+    assert!(v2["message"].as_str().unwrap().contains("already exists"));
+    assert!(t2 >= t1 && t1 >= opened);
+    let (_, list) = req(&http, Method::GET, "/vm", None).await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["vm_id"], created["vm_id"]);
+    sbx.stop().await;
+}
+
+#[tokio::test]
+async fn a_waiting_create_takes_over_when_the_first_fails_and_gets_503_on_stop() {
+    // The engine's first answer is a failure (the first create fails), then it works.
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let (_e, engine) = gated_engine(gate, vec![500, 200]).await;
+    let ws = tempfile::tempdir().unwrap();
+    let sbx = start(&engine).await;
+    let http = UnixHttp::new(sbx.socket_path());
+    let first = post_race(&http, ws.path());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let second = post_race(&http, ws.path());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    open.send(true).unwrap();
+    let (s1, v1, _) = first.await.unwrap();
+    assert_eq!(s1, 500, "{v1}");
+    let (s2, v2, _) = second.await.unwrap();
+    assert_eq!(s2, 200, "{v2}");
+    let (_, list) = req(&http, Method::GET, "/vm", None).await;
+    assert_eq!(list[0]["vm_id"], v2["vm_id"]);
+    assert_eq!(req(&http, Method::DELETE, "/vm/race-vm", None).await.0, 204);
+    sbx.stop().await;
+
+    // A create waiting behind one in flight is answered 503 when LocalSandboxd stops.
+    let (_open, gate) = tokio::sync::watch::channel(false);
+    let (_e, engine) = gated_engine(gate, vec![200]).await;
+    let sbx = start(&engine).await;
+    let http = UnixHttp::new(sbx.socket_path());
+    let first = post_race(&http, ws.path());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let second = post_race(&http, ws.path());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let stopping = std::time::Instant::now();
+    sbx.stop().await;
+    assert_eq!(first.await.unwrap().0, 503);
+    assert_eq!(second.await.unwrap().0, 503);
+    assert!(stopping.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -4,6 +4,12 @@
 //! Answers the real daemon leaves unknown are chosen here (and documented in the README):
 //! a second create for the same agent is `409 {"message"}`; deleting an unknown VM is `404 {"message"}`;
 //! bad input is `400 {"message"}`.
+//!
+//! Creates of one VM name are serialised: a create that arrives while another for the same agent and workspace
+//! is starting its engine waits for it and then answers as if it had come after it (409 once the VM exists, or
+//! it creates the VM itself if the first create failed), so concurrent `ensure`s from any number of processes
+//! end with one VM. A create for the same agent with another workspace gets 409 at once. `GET /vm` lists a VM
+//! once its engine answers, never while it is starting: a listed VM is always usable.
 
 pub mod ca;
 pub mod engine;
@@ -21,7 +27,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,13 +73,44 @@ struct VmEntry {
     engine: VmEngine,
 }
 
+/// What is under way for one VM name.
+enum Work {
+    /// A create for this workspace (see [`dir_key`]) is starting the VM's engine.
+    Creating { workspace: PathBuf },
+    /// A delete is stopping the VM's engine.
+    Removing,
+}
+
+/// A claimed VM name: the work under way and a channel that closes when the claim is released.
+struct Busy {
+    work: Work,
+    done: tokio::sync::watch::Receiver<()>,
+}
+
+/// Holds a VM name in [`Inner::busy`] until dropped, also when the request future is dropped mid-way (a client
+/// that disconnects), so a name is never left claimed. Dropping it wakes every request waiting for the name.
+struct Claim<'a> {
+    inner: &'a Inner,
+    name: String,
+    _done: tokio::sync::watch::Sender<()>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.inner.busy.lock() {
+            b.remove(&self.name);
+        }
+    }
+}
+
 struct Inner {
     root: PathBuf,
     owns_root: bool,
     socket_path: PathBuf,
     backend: Backend,
     vms: Mutex<BTreeMap<String, Arc<VmEntry>>>,
-    busy: Mutex<HashSet<String>>,
+    /// Names with a create or delete under way; at most one at a time per name.
+    busy: Mutex<HashMap<String, Busy>>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     stopped: AtomicBool,
@@ -246,7 +283,7 @@ impl LocalSandboxd {
             socket_path,
             backend,
             vms: Mutex::new(BTreeMap::new()),
-            busy: Mutex::new(HashSet::new()),
+            busy: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             stopped: AtomicBool::new(false),
@@ -439,16 +476,19 @@ impl Inner {
         }
     }
 
-    fn claim(&self, name: &str) -> bool {
-        self.busy
-            .lock()
-            .map(|mut b| b.insert(name.to_string()))
-            .unwrap_or(false)
-    }
-
-    fn release(&self, name: &str) {
-        if let Ok(mut b) = self.busy.lock() {
-            b.remove(name);
+    /// Claim `name` for `work` in a locked `busy` map; the caller has checked that it is free.
+    fn claim_locked<'a>(
+        &'a self,
+        busy: &mut HashMap<String, Busy>,
+        name: &str,
+        work: Work,
+    ) -> Claim<'a> {
+        let (tx, rx) = tokio::sync::watch::channel(());
+        busy.insert(name.to_string(), Busy { work, done: rx });
+        Claim {
+            inner: self,
+            name: name.to_string(),
+            _done: tx,
         }
     }
 
@@ -488,21 +528,56 @@ impl Inner {
                 ),
             );
         }
-        if self.shutdown.is_cancelled() {
-            return message(StatusCode::SERVICE_UNAVAILABLE, "LocalSandboxd is stopping");
-        }
-        let exists = self
-            .vms
-            .lock()
-            .map(|v| v.contains_key(&name))
-            .unwrap_or(true);
-        if exists || !self.claim(&name) {
-            return message(StatusCode::CONFLICT, format!("vm {name:?} already exists"));
-        }
+        // Wait while another request works on this name, then decide: a VM that exists is 409, a free name is
+        // ours to create.
+        let workspace = dir_key(&ws);
+        let claim = loop {
+            if self.shutdown.is_cancelled() {
+                return message(StatusCode::SERVICE_UNAVAILABLE, "LocalSandboxd is stopping");
+            }
+            let waiting = {
+                let Ok(mut busy) = self.busy.lock() else {
+                    return message(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned");
+                };
+                let exists = self
+                    .vms
+                    .lock()
+                    .map(|v| v.contains_key(&name))
+                    .unwrap_or(true);
+                if exists {
+                    return message(StatusCode::CONFLICT, format!("vm {name:?} already exists"));
+                }
+                match busy.get(&name) {
+                    None => {
+                        let work = Work::Creating {
+                            workspace: workspace.clone(),
+                        };
+                        break self.claim_locked(&mut busy, &name, work);
+                    }
+                    // Another workspace can never be served by the VM being created: say so now, not after it.
+                    Some(Busy {
+                        work: Work::Creating { workspace: theirs },
+                        ..
+                    }) if *theirs != workspace => {
+                        return message(
+                            StatusCode::CONFLICT,
+                            format!("vm {name:?} is being created for another workspace"),
+                        )
+                    }
+                    Some(b) => b.done.clone(),
+                }
+            };
+            let mut waiting = waiting;
+            tokio::select! {
+                // The claim's sender is dropped when that request finishes: `changed` then returns.
+                _ = waiting.changed() => {}
+                _ = self.shutdown.cancelled() => {}
+            }
+        };
         let result = self
             .create_vm(&name, &agent, &ws, &state_dir, &socket)
             .await;
-        self.release(&name);
+        drop(claim);
         match result {
             Ok(v) => reply(StatusCode::OK, v),
             Err(e) if e.code == ErrorCode::SandboxdUnavailable => {
@@ -601,12 +676,18 @@ impl Inner {
                 format!("vm {} not found", validate::shown(name)),
             );
         }
-        if !self.claim(name) {
-            return message(
-                StatusCode::CONFLICT,
-                format!("vm {name:?} is being created or removed"),
-            );
-        }
+        let claim = {
+            let Ok(mut busy) = self.busy.lock() else {
+                return message(StatusCode::INTERNAL_SERVER_ERROR, "state lock poisoned");
+            };
+            if busy.contains_key(name) {
+                return message(
+                    StatusCode::CONFLICT,
+                    format!("vm {name:?} is being created or removed"),
+                );
+            }
+            self.claim_locked(&mut busy, name, Work::Removing)
+        };
         let entry = self.vms.lock().ok().and_then(|mut v| v.remove(name));
         let resp = match entry {
             None => message(StatusCode::NOT_FOUND, format!("vm {name:?} not found")),
@@ -619,7 +700,7 @@ impl Inner {
                     .unwrap_or_else(|_| message(StatusCode::NO_CONTENT, ""))
             }
         };
-        self.release(name);
+        drop(claim);
         resp
     }
 
@@ -646,6 +727,12 @@ impl Drop for Inner {
             self.cleanup_files();
         }
     }
+}
+
+/// A workspace directory as compared between creates: canonicalised, so a trailing slash or a symlink names
+/// the same directory (the client's `ensure` compares the same way).
+fn dir_key(dir: &str) -> PathBuf {
+    std::fs::canonicalize(dir).unwrap_or_else(|_| PathBuf::from(dir.trim_end_matches('/')))
 }
 
 /// sandboxd's default network policy for new VMs.

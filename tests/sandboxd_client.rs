@@ -368,3 +368,324 @@ fn parses_a_thousand_vms() {
         t.elapsed()
     );
 }
+
+// ---- ensure: waiting for a VM that exists but is not ready, and concurrent callers ----
+
+type Reply = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>;
+/// Answers one request: (method, path, body) → (status, JSON body).
+type Handler = std::sync::Arc<dyn Fn(String, String, Vec<u8>) -> Reply + Send + Sync>;
+
+/// A fake sandboxd whose answers come from `handler`, one request per connection.
+async fn scripted_server(handler: Handler) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("sandboxd.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let h = handler.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                let head_end = loop {
+                    if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break i + 4;
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&got[..head_end]).to_string();
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                while got.len() < head_end + len {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let mut words = head.split_whitespace();
+                let method = words.next().unwrap_or_default().to_string();
+                let path = words.next().unwrap_or_default().to_string();
+                let (status, body) = h(method, path, got[head_end..].to_vec()).await;
+                let raw = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(raw.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    (dir, sock)
+}
+
+fn listing(id: &str, ws: &str, status: Option<&str>) -> String {
+    let mut v = serde_json::json!({"vm_id": id, "vm_name": "race-vm", "agent_name": "race", "workspace_dir": ws});
+    if let Some(s) = status {
+        v["status"] = s.into();
+    }
+    serde_json::Value::Array(vec![v]).to_string()
+}
+
+fn counter() -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    Default::default()
+}
+
+fn count(c: &std::sync::atomic::AtomicUsize) -> usize {
+    c.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+fn bump(c: &std::sync::atomic::AtomicUsize) -> usize {
+    c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1
+}
+
+#[tokio::test]
+async fn ensure_waits_for_a_vm_that_answers_409_before_it_is_listed() {
+    // A daemon that refuses the create (the VM exists) but lists the VM only 300 ms later.
+    let ws = tempfile::tempdir().unwrap();
+    let w = ws.path().to_str().unwrap().to_string();
+    let first_post = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let posts = counter();
+    let (fp, p, w2) = (first_post.clone(), posts.clone(), w.clone());
+    let handler: Handler = std::sync::Arc::new(move |method, _path, _body| {
+        let (fp, p, w2) = (fp.clone(), p.clone(), w2.clone());
+        Box::pin(async move {
+            if method == "POST" {
+                bump(&p);
+                fp.lock().unwrap().get_or_insert_with(Instant::now);
+                return (409, r#"{"message":"exists"}"#.to_string());
+            }
+            let listed = fp
+                .lock()
+                .unwrap()
+                .is_some_and(|t| t.elapsed() >= Duration::from_millis(300));
+            (
+                200,
+                if listed {
+                    listing("late", &w2, None)
+                } else {
+                    "[]".into()
+                },
+            )
+        })
+    });
+    let (_d, sock) = scripted_server(handler).await;
+    let t = Instant::now();
+    let vm = client(&sock).ensure("race", &w, &opts()).await.unwrap();
+    assert_eq!(vm.info.id, "late");
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    assert!(count(&posts) >= 1);
+}
+
+#[tokio::test]
+async fn ensure_waits_while_the_vm_is_listed_as_starting_and_never_creates_it() {
+    let ws = tempfile::tempdir().unwrap();
+    let w = ws.path().to_str().unwrap().to_string();
+    let (gets, posts) = (counter(), counter());
+    let (g, p, w2) = (gets.clone(), posts.clone(), w.clone());
+    let handler: Handler = std::sync::Arc::new(move |method, _path, _body| {
+        let (g, p, w2) = (g.clone(), p.clone(), w2.clone());
+        Box::pin(async move {
+            if method == "POST" {
+                bump(&p);
+                return (409, r#"{"message":"exists"}"#.to_string());
+            }
+            let status = if bump(&g) <= 3 { "Starting" } else { "running" };
+            (200, listing("s1", &w2, Some(status)))
+        })
+    });
+    let (_d, sock) = scripted_server(handler).await;
+    let vm = client(&sock).ensure("race", &w, &opts()).await.unwrap();
+    assert_eq!(vm.info.id, "s1");
+    assert!(!vm.info.starting);
+    assert_eq!(count(&gets), 4);
+    assert_eq!(count(&posts), 0);
+}
+
+#[tokio::test]
+async fn a_starting_vm_with_another_workspace_is_a_conflict_at_once() {
+    let ws = tempfile::tempdir().unwrap();
+    let handler: Handler = std::sync::Arc::new(move |_method, _path, _body| {
+        Box::pin(async move { (200, listing("s1", "/somewhere/else", Some("creating"))) })
+    });
+    let (_d, sock) = scripted_server(handler).await;
+    let t = Instant::now();
+    let e = client(&sock)
+        .ensure("race", ws.path().to_str().unwrap(), &opts())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::VmConflict);
+    assert_eq!(e.props["existingWorkspaceDir"], "/somewhere/else");
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn waiting_for_a_vm_that_never_shows_up_is_bounded_by_deadline_and_cancellation() {
+    // 409 to every create, an empty list forever.
+    let ws = tempfile::tempdir().unwrap();
+    let w = ws.path().to_str().unwrap();
+    let handler: Handler = std::sync::Arc::new(move |method, _path, _body| {
+        Box::pin(async move {
+            if method == "POST" {
+                (409, r#"{"message":"exists"}"#.to_string())
+            } else {
+                (200, "[]".to_string())
+            }
+        })
+    });
+    let (_d, sock) = scripted_server(handler).await;
+    let t = Instant::now();
+    let e = client(&sock)
+        .ensure(
+            "race",
+            w,
+            &CallOpts {
+                timeout: Some(Duration::from_millis(300)),
+                ..opts()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Timeout);
+    assert_eq!(e.props["timeoutMs"], 300);
+    assert_eq!(e.props["vmName"], "race-vm");
+    assert!(e.message.contains("409"), "{}", e.message);
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+
+    let o = opts();
+    let cancel = o.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        cancel.cancel();
+    });
+    let t = Instant::now();
+    let e = client(&sock).ensure("race", w, &o).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::Aborted);
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+}
+
+/// A daemon like LocalSandboxd before it serialised creates: a create takes 300 ms and is listed only when
+/// done; a create meanwhile gets 409 at once. Counts POSTs and successful creates.
+fn racy_daemon(ws: String) -> (Handler, [std::sync::Arc<std::sync::atomic::AtomicUsize>; 2]) {
+    let state = std::sync::Arc::new(std::sync::Mutex::new((false, None::<String>)));
+    let (posts, created) = (counter(), counter());
+    let (p, c) = (posts.clone(), created.clone());
+    let handler: Handler = std::sync::Arc::new(move |method, _path, body| {
+        let (state, p, c, ws) = (state.clone(), p.clone(), c.clone(), ws.clone());
+        Box::pin(async move {
+            if method == "GET" {
+                let listed = state.lock().unwrap().1.clone();
+                return (
+                    200,
+                    listed.map_or("[]".into(), |id| listing(&id, &ws, None)),
+                );
+            }
+            bump(&p);
+            {
+                let mut s = state.lock().unwrap();
+                if s.0 || s.1.is_some() {
+                    return (409, r#"{"message":"exists"}"#.to_string());
+                }
+                s.0 = true;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let req: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let id = format!("vm-{}", bump(&c));
+            state.lock().unwrap().1 = Some(id.clone());
+            let created = serde_json::json!({"vm_id": id, "vm_name": "race-vm",
+                "vm_config": {"fileSharingDirectories": [req["workspace_dir"]]}});
+            (200, created.to_string())
+        })
+    });
+    (handler, [posts, created])
+}
+
+#[tokio::test]
+async fn twenty_concurrent_ensures_in_one_process_send_one_create() {
+    let ws = tempfile::tempdir().unwrap();
+    let w = ws.path().to_str().unwrap().to_string();
+    let (handler, [posts, created]) = racy_daemon(w.clone());
+    let (_d, sock) = scripted_server(handler).await;
+    // Separate clients on one socket: the turn is per socket and agent, not per client.
+    let ids = futures::future::join_all((0..20).map(|_| {
+        let (c, w) = (client(&sock), w.clone());
+        async move { c.ensure("race", &w, &opts()).await.map(|vm| vm.info.id) }
+    }))
+    .await;
+    for id in &ids {
+        assert_eq!(id.as_ref().unwrap(), "vm-1");
+    }
+    assert_eq!(count(&created), 1);
+    assert_eq!(count(&posts), 1);
+}
+
+#[tokio::test]
+async fn concurrent_ensures_that_do_not_share_a_turn_wait_out_the_409() {
+    // Each caller reaches the socket through its own symlink, so the in-process turn does not apply: as with
+    // callers in separate processes, all but one get 409 while the VM is not listed yet, and must wait.
+    let ws = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let w = ws.path().to_str().unwrap().to_string();
+    let (handler, [posts, created]) = racy_daemon(w.clone());
+    let (d, sock) = scripted_server(handler).await;
+    let links: Vec<PathBuf> = (0..21)
+        .map(|i| {
+            let l = d.path().join(format!("l{i}.sock"));
+            std::os::unix::fs::symlink(&sock, &l).unwrap();
+            l
+        })
+        .collect();
+    let t = Instant::now();
+    let results = futures::future::join_all(links.iter().enumerate().map(|(i, l)| {
+        let c = client(l);
+        // The last caller asks for another workspace while the first create is under way.
+        let (w, delay) = if i == 20 {
+            (other.path().to_str().unwrap().to_string(), 100)
+        } else {
+            (w.clone(), 0)
+        };
+        async move {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            c.ensure("race", &w, &opts()).await.map(|vm| vm.info.id)
+        }
+    }))
+    .await;
+    for r in &results[..20] {
+        assert_eq!(r.as_ref().unwrap(), "vm-1");
+    }
+    // The caller with another workspace learns of the conflict once the VM is listed.
+    let e = results[20].as_ref().unwrap_err();
+    assert_eq!(e.code, ErrorCode::VmConflict, "{}", e.message);
+    assert_eq!(
+        e.props["requestedWorkspaceDir"],
+        other.path().to_str().unwrap()
+    );
+    assert_eq!(count(&created), 1);
+    assert!(count(&posts) > 1, "the 409 path was not exercised");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[test]
+fn listing_status_says_whether_a_vm_is_starting() {
+    let body = r#"[{"vm_name":"a-vm"},{"vm_name":"b-vm","status":"creating"},{"vm_name":"c-vm","status":"STARTING"},
+                   {"vm_name":"d-vm","status":"running"},{"vm_name":"e-vm","status":7}]"#;
+    let starting: Vec<bool> = parse_list(body.as_bytes())
+        .unwrap()
+        .iter()
+        .map(|v| v.starting)
+        .collect();
+    assert_eq!(starting, [false, true, true, false, false]);
+}

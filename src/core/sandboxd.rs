@@ -10,7 +10,9 @@ use super::vm::{Vm, VmInfo};
 use base64::Engine as _;
 use hyper::Method;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +20,10 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default deadline for create/ensure (a real VM boot can take a while).
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(300);
+/// First and longest pause of `ensure` between looks at a VM that exists but is not ready yet. Short at first
+/// (a create that is about to finish), growing to a VM boot's pace.
+const ENSURE_BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const ENSURE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Largest response body read from sandboxd.
 const BODY_LIMIT: usize = 32 * 1024 * 1024;
 
@@ -57,6 +63,7 @@ struct WireVmInfo {
     vm_name: Option<String>,
     agent_name: Option<String>,
     workspace_dir: Option<String>,
+    status: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -77,6 +84,18 @@ struct WireCreated {
     vm_config: Option<WireVmConfig>,
     ca_cert_path: Option<String>,
     ca_cert_data: Option<String>,
+}
+
+/// Whether a listing's `status` says the VM is not usable yet. The statuses are the Sandboxes API's words for a
+/// sandbox on its way up (`creating`, `starting`) and common synonyms; any other value, or none, is usable.
+fn is_starting(status: Option<&serde_json::Value>) -> bool {
+    let Some(serde_json::Value::String(s)) = status else {
+        return false;
+    };
+    matches!(
+        s.to_ascii_lowercase().as_str(),
+        "creating" | "starting" | "pending" | "provisioning" | "booting"
+    )
 }
 
 fn id_string(v: Option<serde_json::Value>) -> String {
@@ -249,8 +268,14 @@ impl SandboxdClient {
         }
     }
 
-    /// Get-or-create the VM sandboxd names `<agentName>-vm`. Idempotent. A VM of that name with another
+    /// Get-or-create the VM sandboxd names `<agentName>-vm`. Idempotent, also when called concurrently: every
+    /// caller with the same arguments gets the same VM and one is created. A VM of that name with another
     /// workspace is `ERR_VM_CONFLICT`, never silently reused.
+    ///
+    /// A VM that exists but is not ready yet (a 409 while it is not listed, or listed as starting) is waited
+    /// for: looked up again with a short backoff until it is listed and ready, within the call's deadline and
+    /// cancellation. Concurrent ensures of one agent on one socket in this process take turns, so only the
+    /// first sends a create and the others find its VM.
     pub async fn ensure(
         &self,
         agent_name: &str,
@@ -259,36 +284,88 @@ impl SandboxdClient {
     ) -> Result<Vm> {
         validate::name("agentName", agent_name)?;
         validate::workspace_dir(workspace_dir)?;
+        let deadline = self.deadline(opts, DEFAULT_CREATE_TIMEOUT);
+        let waiting_for = std::sync::Mutex::new(None::<&'static str>);
+        let res = bounded(
+            "sandboxd ensure",
+            Some(deadline),
+            &opts.cancel,
+            self.ensure_inner(agent_name, workspace_dir, opts, &waiting_for),
+        )
+        .await;
+        res.map_err(|e| {
+            let why = waiting_for.lock().ok().and_then(|w| *w);
+            match (e.code, why) {
+                (ErrorCode::Timeout, Some(why)) => Error {
+                    message: format!("{}: {why}", e.message),
+                    ..e
+                }
+                .with("vmName", format!("{agent_name}-vm")),
+                _ => e,
+            }
+            .with("socketPath", self.socket_path.display().to_string())
+        })
+    }
+
+    async fn ensure_inner(
+        &self,
+        agent_name: &str,
+        workspace_dir: &str,
+        opts: &CallOpts,
+        waiting_for: &std::sync::Mutex<Option<&'static str>>,
+    ) -> Result<Vm> {
         let name = format!("{agent_name}-vm");
-        let check = |vm: Vm| -> Result<Vm> {
-            if same_dir(&vm.info.workspace_dir, workspace_dir) {
-                Ok(vm)
-            } else {
-                Err(Error::new(
-                    ErrorCode::VmConflict,
-                    format!(
-                        "VM {name:?} exists with workspace {:?}, not {workspace_dir:?}",
-                        vm.info.workspace_dir
-                    ),
-                )
-                .with("vmName", name.clone())
-                .with("existingWorkspaceDir", vm.info.workspace_dir.clone())
-                .with("requestedWorkspaceDir", workspace_dir))
+        let conflict = |vm: &Vm| {
+            Error::new(
+                ErrorCode::VmConflict,
+                format!(
+                    "VM {name:?} exists with workspace {:?}, not {workspace_dir:?}",
+                    vm.info.workspace_dir
+                ),
+            )
+            .with("vmName", name.clone())
+            .with("existingWorkspaceDir", vm.info.workspace_dir.clone())
+            .with("requestedWorkspaceDir", workspace_dir)
+        };
+        let set_why = |why: Option<&'static str>| {
+            if let Ok(mut w) = waiting_for.lock() {
+                *w = why;
             }
         };
-        if let Some(vm) = self.find_for(agent_name, &name, opts).await? {
-            return check(vm);
-        }
-        match self.create(agent_name, workspace_dir, opts).await {
-            Ok(vm) => check(vm),
-            // Lost a race with another creator: whatever exists now decides.
-            Err(e) if e.code == ErrorCode::VmConflict => {
-                match self.find_for(agent_name, &name, opts).await? {
-                    Some(vm) => check(vm),
-                    None => Err(e),
+        set_why(Some(
+            "another ensure of this agent in this process was still running",
+        ));
+        let _turn = ensure_turn(&self.socket_path, agent_name)
+            .lock_owned()
+            .await;
+        set_why(None);
+        let mut backoff = ENSURE_BACKOFF_FIRST;
+        let mut just_conflicted = false;
+        loop {
+            let why = match self.find_for(agent_name, &name, opts).await? {
+                Some(vm) if !same_dir(&vm.info.workspace_dir, workspace_dir) => {
+                    return Err(conflict(&vm))
                 }
-            }
-            Err(e) => Err(e),
+                Some(vm) if !vm.info.starting => return Ok(vm),
+                Some(_) => "sandboxd lists the VM as still starting",
+                None if just_conflicted => {
+                    "sandboxd answered 409 (the VM exists) but does not list it yet"
+                }
+                None => match self.create(agent_name, workspace_dir, opts).await {
+                    Ok(vm) if same_dir(&vm.info.workspace_dir, workspace_dir) => return Ok(vm),
+                    Ok(vm) => return Err(conflict(&vm)),
+                    // Another creator got there first: what is listed now decides, at once.
+                    Err(e) if e.code == ErrorCode::VmConflict => {
+                        just_conflicted = true;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            set_why(Some(why));
+            just_conflicted = false;
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(ENSURE_BACKOFF_MAX);
         }
     }
 
@@ -352,6 +429,7 @@ impl SandboxdClient {
             name,
             agent_name: w.agent_name.unwrap_or_else(|| agent_name.to_string()),
             workspace_dir: w.workspace_dir.unwrap_or_else(|| workspace_dir.to_string()),
+            starting: false,
         };
         let mut vm = Vm::from_listing(info, &self.state_root);
         if let Some(cfg) = w.vm_config {
@@ -413,6 +491,7 @@ pub fn parse_list(body: &[u8]) -> Result<Vec<VmInfo>> {
                 name,
                 agent_name: w.agent_name.unwrap_or_default(),
                 workspace_dir: w.workspace_dir.unwrap_or_default(),
+                starting: is_starting(w.status.as_ref()),
             })
         })
         .collect()
@@ -433,6 +512,23 @@ fn unexpected_status(what: &str, res: &HttpResponse) -> Error {
 fn says_not_found(body: &[u8]) -> bool {
     let s = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_ascii_lowercase();
     s.contains("not found") || s.contains("no such") || s.contains("does not exist")
+}
+
+/// The turn lock of `ensure` for one agent on one socket, shared by every client in this process: concurrent
+/// ensures wait for the one in progress instead of racing it with creates. Entries whose lock nobody holds or
+/// waits for are dropped as new ones are made.
+fn ensure_turn(socket: &Path, agent_name: &str) -> Arc<tokio::sync::Mutex<()>> {
+    type Turns = HashMap<(PathBuf, String), Weak<tokio::sync::Mutex<()>>>;
+    static TURNS: LazyLock<std::sync::Mutex<Turns>> = LazyLock::new(Default::default);
+    let mut turns = TURNS.lock().unwrap_or_else(|p| p.into_inner());
+    turns.retain(|_, w| w.strong_count() > 0);
+    let key = (socket.to_path_buf(), agent_name.to_string());
+    if let Some(t) = turns.get(&key).and_then(Weak::upgrade) {
+        return t;
+    }
+    let t = Arc::new(tokio::sync::Mutex::new(()));
+    turns.insert(key, Arc::downgrade(&t));
+    t
 }
 
 fn same_dir(a: &str, b: &str) -> bool {

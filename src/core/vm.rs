@@ -9,6 +9,10 @@ pub struct VmInfo {
     pub name: String,
     pub agent_name: String,
     pub workspace_dir: String,
+    /// The daemon says the VM is still being created or started (a listing `status` such as `creating` or
+    /// `starting`): it is not usable yet. The legacy `/vm` API documents no status field; one
+    /// that a daemon sends is understood.
+    pub starting: bool,
 }
 
 /// A VM with everything needed to reach its Docker engine and trust its proxy.

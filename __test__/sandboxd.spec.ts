@@ -1,8 +1,9 @@
 // Sandboxd + LocalSandboxd through the JS API, against real private dockerd engines.
-import { execSync } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { execFile, execSync } from 'node:child_process'
+import { existsSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs'
 import { createServer, type Server, type Socket } from 'node:net'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { LocalSandboxd, Sandboxd } from 'sandboxd'
 import { dockerRequest, importRootfs, listContainers, runContainer } from './helpers/engine.js'
@@ -291,5 +292,145 @@ describe('error codes, each from a real condition', () => {
       }
       expect(warnings.filter((w) => w.name === 'MaxListenersExceededWarning')).toEqual([])
     })
+  })
+})
+
+describe('concurrent ensure of one agent and workspace (issue #23)', () => {
+  // A real dockerd behind a wrapper that logs every start and takes 2 s longer to come up (a VM boot is slow):
+  // every concurrent call lands while the first create is still starting its engine.
+  const dir = workspace()
+  const ws = workspace()
+  const otherWs = workspace()
+  const starts = join(dir.dir, 'starts')
+  let local: LocalSandboxd
+  const engineStarts = () => (existsSync(starts) ? readFileSync(starts, 'utf8').trim().split('\n').filter(Boolean).length : 0)
+
+  beforeAll(async () => {
+    const dockerd = execSync('command -v dockerd', { encoding: 'utf8' }).trim()
+    const wrapper = join(dir.dir, 'counting-dockerd')
+    writeFileSync(wrapper, `#!/bin/sh\necho $$ >> '${starts}'\nsleep 2\nexec '${dockerd}' "$@"\n`, { mode: 0o755 })
+    local = await LocalSandboxd.start({ backend: 'dockerd', dockerdPath: wrapper })
+  })
+
+  afterAll(async () => {
+    await local?.stop()
+    for (const d of [dir, ws, otherWs]) d.cleanup()
+  })
+
+  /** Remove the VM and check that nothing of it is left: no engine process, no engine or state directory. */
+  async function removeAndCheck(c: Sandboxd, name: string, pids: number[]) {
+    await c.remove(name)
+    expect(await c.list()).toEqual([])
+    expect(local.enginePids).toEqual([])
+    for (const pid of pids) expect(alive(pid)).toBe(false)
+    expect(engineDirs(local.root, name)).toEqual([])
+    expect(existsSync(join(local.root, 'vm', name))).toBe(false)
+  }
+
+  it('20 concurrent ensures in one process resolve to one VM, one engine is started, another workspace conflicts', async () => {
+    writeFileSync(starts, '')
+    // Two clients on one socket, ten calls each, all at once.
+    const clients = [new Sandboxd({ socketPath: local.socketPath }), new Sandboxd({ socketPath: local.socketPath })]
+    const t0 = Date.now()
+    const calls = Array.from({ length: 20 }, (_, i) =>
+      clients[i % 2].ensure({ agentName: 'race', workspaceDir: ws.dir }),
+    )
+    // Another workspace for the same agent, asked while the VM is starting: a real conflict.
+    await new Promise((r) => setTimeout(r, 300))
+    const conflict = rejection(clients[0].ensure({ agentName: 'race', workspaceDir: otherWs.dir }))
+    const settled = await Promise.allSettled(calls)
+    const rejected = settled.filter((r) => r.status === 'rejected').map((r: any) => `${r.reason.code}: ${r.reason.message}`)
+    expect(rejected).toEqual([])
+    const vms = settled.map((r: any) => r.value)
+    expect(Date.now() - t0).toBeGreaterThan(2000) // the wrapper's delay: the calls overlapped the create
+    expect(new Set(vms.map((v) => v.id)).size).toBe(1)
+    expect(new Set(vms.map((v) => v.socketPath)).size).toBe(1)
+    expect(vms[0].name).toBe('race-vm')
+    const e = await conflict
+    expect(e.code).toBe('ERR_VM_CONFLICT')
+    expect(e.existingWorkspaceDir).toBe(ws.dir)
+    expect(e.requestedWorkspaceDir).toBe(otherWs.dir)
+
+    expect(engineStarts()).toBe(1)
+    const pids = local.enginePids
+    expect(pids).toHaveLength(1)
+    expect(engineDirs(local.root, 'race-vm')).toHaveLength(1)
+    expect(await clients[1].list()).toEqual([{ id: vms[0].id, name: 'race-vm', agentName: 'race', workspaceDir: ws.dir }])
+    await removeAndCheck(clients[0], 'race-vm', pids)
+  })
+
+  it('two Node processes ensuring at the same moment get the same VM, and one engine is started', async () => {
+    writeFileSync(starts, '')
+    const child = fileURLToPath(new URL('./fixtures/ensure-child.mjs', import.meta.url))
+    const startAt = String(Date.now() + 1500) // after both have loaded the addon
+    const run = () =>
+      new Promise<any>((resolve, reject) =>
+        execFile(
+          process.execPath,
+          [child, local.socketPath, 'race2', ws.dir, '10', startAt],
+          { timeout: 60_000 },
+          (err, stdout, stderr) => {
+            if (err) return reject(new Error(`${err.message}\nstdout=${stdout}\nstderr=${stderr}`))
+            resolve(JSON.parse(stdout.trim().split('\n').pop()!))
+          },
+        ),
+      )
+    const [a, b] = await Promise.all([run(), run()])
+    // Both fired within the first create's engine start (2 s and more): they really ran at once.
+    expect(Math.abs(a.sent - b.sent)).toBeLessThan(500)
+    const results = [...a.results, ...b.results]
+    expect(results.filter((r: any) => r.code)).toEqual([])
+    expect(new Set(results.map((r: any) => r.id)).size).toBe(1)
+    expect(results[0].name).toBe('race2-vm')
+    expect(engineStarts()).toBe(1)
+    const pids = local.enginePids
+    expect(pids).toHaveLength(1)
+    const c = new Sandboxd({ socketPath: local.socketPath })
+    expect((await c.list()).map((v) => v.id)).toEqual([results[0].id])
+    await removeAndCheck(c, 'race2-vm', pids)
+  })
+
+  it('an ensure waiting for a VM that is starting rejects at its deadline or signal, and nothing extra is created', async () => {
+    writeFileSync(starts, '')
+    const c = new Sandboxd({ socketPath: local.socketPath })
+    // Through a symlink to the socket: a client that does not share this process's turn (as another process
+    // would not), so its wait is LocalSandboxd's.
+    const link = join(dir.dir, 'link.sock')
+    if (!existsSync(link)) symlinkSync(local.socketPath, link)
+    const viaLink = new Sandboxd({ socketPath: link })
+    const first = c.ensure({ agentName: 'race3', workspaceDir: ws.dir })
+    let firstDone = false
+    void first.then(() => (firstDone = true)).catch(() => {})
+    await new Promise((r) => setTimeout(r, 200))
+
+    let t0 = Date.now()
+    const timedOut = await rejection(c.ensure({ agentName: 'race3', workspaceDir: ws.dir, timeoutMs: 300 }))
+    expect(timedOut.code).toBe('ERR_TIMEOUT')
+    expect(timedOut.timeoutMs).toBe(300)
+    expect(timedOut.message).toContain('another ensure of this agent in this process')
+    expect(Date.now() - t0).toBeLessThan(800)
+
+    t0 = Date.now()
+    const serverSide = await rejection(viaLink.ensure({ agentName: 'race3', workspaceDir: ws.dir, timeoutMs: 300 }))
+    expect(serverSide.code).toBe('ERR_TIMEOUT')
+    expect(Date.now() - t0).toBeLessThan(800)
+
+    for (const client of [c, viaLink]) {
+      const ac = new AbortController()
+      setTimeout(() => ac.abort(), 100)
+      t0 = Date.now()
+      const aborted = await rejection(client.ensure({ agentName: 'race3', workspaceDir: ws.dir, signal: ac.signal }))
+      expect(aborted.code).toBe('ABORT_ERR')
+      expect(Date.now() - t0).toBeLessThan(600)
+    }
+
+    expect(firstDone).toBe(false) // every wait above was cut off while the VM was still starting
+    const vm = await first
+    // Callers that gave up leave nothing behind: the one VM, one engine start; an ensure now finds it.
+    expect((await viaLink.ensure({ agentName: 'race3', workspaceDir: ws.dir })).id).toBe(vm.id)
+    expect(engineStarts()).toBe(1)
+    const pids = local.enginePids
+    expect(pids).toHaveLength(1)
+    await removeAndCheck(c, 'race3-vm', pids)
   })
 })

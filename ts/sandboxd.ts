@@ -122,8 +122,10 @@ export class Sandboxd {
   }
 
   /**
-   * Get-or-create the VM for `agentName` (idempotent). An existing VM with another workspace rejects with
-   * `ERR_VM_CONFLICT`: it is never silently reused.
+   * Get-or-create the VM for `agentName` (idempotent). Concurrent calls with the same arguments, from one process
+   * or several, resolve to the same VM and one is created; a VM still starting is waited for within `timeoutMs`
+   * and `signal`. An existing VM with another workspace rejects with `ERR_VM_CONFLICT`: it is never silently
+   * reused.
    */
   ensure(options: CreateVmOptions): Promise<Vm> {
     return call(options?.signal, async () => {

@@ -528,7 +528,7 @@ describe('files', () => {
     await box.exec(['mkdir', '-p', '/tmp/unpacked'])
     await box.putArchive('/tmp/unpacked', tar)
     expect((await box.readFile('/tmp/unpacked/text.txt')).toString()).toBe('héllo')
-    expect((await rejection(box.readFile('/no/such/file'))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(box.readFile('/no/such/file'))).code).toBe('ERR_PATH_NOT_FOUND')
     expect((await rejection(box.writeFile('relative.txt', 'x'))).code).toBe('ERR_INVALID_ARGUMENT')
   })
 })
@@ -585,7 +585,7 @@ describe('streamed archives', () => {
     expect((await box.exec(['true'], { timeoutMs: 10_000 })).exitCode).toBe(0)
 
     const missing = await rejection(box.getArchiveStream('/no/such/dir').next())
-    expect(missing.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(missing.code).toBe('ERR_PATH_NOT_FOUND')
     expect(missing.path).toBe('/no/such/dir')
     expect((await rejection(box.getArchiveStream('relative').next())).code).toBe('ERR_INVALID_ARGUMENT')
   })
@@ -622,7 +622,7 @@ describe('streamed archives', () => {
     // A directory that is not there: write() or end() rejects with the path.
     const lost = box.putArchiveStream('/no/such/dir')
     const e = await rejection(lost.write(tarOf('a', 1024)).then(() => lost.end()))
-    expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(e.code).toBe('ERR_PATH_NOT_FOUND')
     expect(e.path).toBe('/no/such/dir')
     expect((await rejection(box.putArchiveStream('relative/dir').end())).code).toBe('ERR_INVALID_ARGUMENT')
     expect((await rejection(box.putArchiveStream('/tmp', { timeoutMs: -1 }).end())).code).toBe('ERR_INVALID_ARGUMENT')

@@ -655,7 +655,8 @@ impl Container {
         })
     }
 
-    /// Read one regular file through the archive API.
+    /// Read one regular file through the archive API, following symbolic links. A missing path is
+    /// `ERR_PATH_NOT_FOUND`; a directory, device or FIFO is `ERR_NOT_A_FILE`.
     #[napi(catch_unwind, ts_return_type = "Promise<Buffer>")]
     pub fn read_file(
         &self,

@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 /// Largest file `readFile` / archive `getArchive` returns in one buffer.
 pub const MAX_READ_BYTES: usize = 512 * 1024 * 1024;
+/// Symbolic links `readFile` follows before giving up (Linux's own limit, `MAXSYMLINKS`).
+const MAX_SYMLINKS: usize = 40;
 
 /// What `containers.run()` creates and starts. `Debug` prints env keys only.
 #[derive(Clone, Default)]
@@ -489,17 +491,7 @@ impl Container {
 
     /// A tar archive of `path` (file or directory), in one buffer of at most [`MAX_READ_BYTES`].
     pub async fn get_archive(&self, path: &str) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut s = self.archive_stream(path);
-        while let Some(chunk) = s.try_next().await? {
-            if out.len() + chunk.len() > MAX_READ_BYTES {
-                return Err(Error::invalid(format!(
-                    "{path} is larger than {MAX_READ_BYTES} bytes"
-                )));
-            }
-            out.extend_from_slice(&chunk);
-        }
-        Ok(out)
+        collect_archive(self.archive_stream(path), path, false).await
     }
 
     /// Write one file (parent directory must exist), with `mode` (default 0644).
@@ -548,29 +540,51 @@ impl Container {
         self.put_archive("/", Bytes::from(tar)).await
     }
 
-    /// Read one regular file.
+    /// Read one regular file, following symbolic links as `fs.readFile` does (the engine archives a link
+    /// itself, not its target). A directory (or a device, a FIFO) is `ERR_NOT_A_FILE`, found from the
+    /// archive's first header, before a directory's contents are downloaded. Errors met past a link keep the
+    /// `path` asked for and add `resolvedPath`.
     pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
-        let archive = self.get_archive(path).await?;
-        let mut ar = tar::Archive::new(archive.as_slice());
-        let entries = ar
-            .entries()
-            .map_err(|e| Error::internal(format!("reading the engine's tar: {e}")))?;
-        for entry in entries {
-            let mut entry =
-                entry.map_err(|e| Error::internal(format!("reading the engine's tar: {e}")))?;
-            if entry.header().entry_type().is_file() {
-                let mut buf = Vec::with_capacity(entry.size() as usize);
-                std::io::Read::read_to_end(&mut entry, &mut buf)
-                    .map_err(|e| Error::internal(format!("reading the engine's tar: {e}")))?;
-                return Ok(buf);
-            }
-            if entry.header().entry_type().is_dir() {
-                return Err(
-                    Error::invalid(format!("{path} is a directory")).with("argument", "path")
-                );
+        let mut at = path.to_string();
+        for _ in 0..MAX_SYMLINKS {
+            match self.read_entry(&at).await {
+                Ok(Entry::File(bytes)) => return Ok(bytes),
+                Ok(Entry::Symlink(target)) => at = link_target(&at, &target),
+                Err(e) if at == path => return Err(e),
+                Err(e) => return Err(past_links(e, path, &at)),
             }
         }
-        Err(Error::invalid(format!("{path} is not a regular file")).with("argument", "path"))
+        let e = Error::new(
+            ErrorCode::NotAFile,
+            format!("{path}: more than {MAX_SYMLINKS} levels of symbolic links"),
+        )
+        .with("path", path)
+        .with("fileType", "symlink");
+        Err(past_links(e, path, &at))
+    }
+
+    /// The one entry an archive of `path` holds: a file's bytes or a link's target.
+    async fn read_entry(&self, path: &str) -> Result<Entry> {
+        let archive = collect_archive(self.archive_stream(path), path, true).await?;
+        let mut ar = tar::Archive::new(archive.as_slice());
+        let tar_err = |e: std::io::Error| Error::internal(format!("reading the engine's tar: {e}"));
+        for entry in ar.entries().map_err(tar_err)? {
+            let mut entry = entry.map_err(tar_err)?;
+            let kind = entry.header().entry_type();
+            if kind.is_file() {
+                let mut buf = Vec::with_capacity(entry.size() as usize);
+                std::io::Read::read_to_end(&mut entry, &mut buf).map_err(tar_err)?;
+                return Ok(Entry::File(buf));
+            }
+            if kind.is_symlink() {
+                let target = entry.link_name().map_err(tar_err)?.unwrap_or_default();
+                return Ok(Entry::Symlink(target.to_string_lossy().into_owned()));
+            }
+            if let Some(what) = not_a_file(kind) {
+                return Err(not_a_file_error(path, what));
+            }
+        }
+        Err(not_a_file_error(path, "other"))
     }
 
     pub(crate) fn path_err(&self, e: bollard::errors::Error, path: &str) -> Error {
@@ -582,10 +596,187 @@ impl Container {
                 .to_ascii_lowercase()
                 .contains("no such container")
         {
-            err.code = ErrorCode::InvalidArgument;
-            err.message = format!("no such path in the container: {path}");
+            err.code = ErrorCode::PathNotFound;
+            err.message = format!("no such file or directory in the container: {path}");
             err = err.with("path", path);
         }
         err
+    }
+}
+
+/// Read an archive stream into one buffer of at most [`MAX_READ_BYTES`]. With `one_file`, the first tar header
+/// is checked as soon as it has arrived: a directory (or a link, a device, …) ends the download at once with
+/// `ERR_NOT_A_FILE`, so reading a large directory as a file costs one header, not the whole tree.
+async fn collect_archive(
+    mut s: BoxStream<'static, Result<Bytes>>,
+    path: &str,
+    one_file: bool,
+) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut checked = !one_file;
+    while let Some(chunk) = s.try_next().await? {
+        if out.len() + chunk.len() > MAX_READ_BYTES {
+            return Err(Error::invalid(format!(
+                "{path} is larger than {MAX_READ_BYTES} bytes"
+            )));
+        }
+        out.extend_from_slice(&chunk);
+        if !checked && out.len() >= 512 {
+            checked = true;
+            if let Some(what) = first_entry_not_a_file(&out[..512]) {
+                return Err(not_a_file_error(path, what));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What the first header of an archive describes, when that is plainly not a regular file. `None` for a file,
+/// a symbolic link (followed by `readFile`), and extension headers (PAX, GNU long names) that only the full
+/// parse can look past.
+fn first_entry_not_a_file(block: &[u8]) -> Option<&'static str> {
+    let kind = tar::Header::from_byte_slice(block.get(..512)?).entry_type();
+    if kind.is_symlink() {
+        return None;
+    }
+    not_a_file(kind)
+}
+
+/// What one entry of a `readFile` archive held.
+enum Entry {
+    File(Vec<u8>),
+    Symlink(String),
+}
+
+/// Where the link at `link` points: an absolute target as it is, a relative one from the link's directory,
+/// with `.` and `..` resolved (the engine resolves paths inside the container's root either way).
+fn link_target(link: &str, target: &str) -> String {
+    let base = if target.starts_with('/') {
+        ""
+    } else {
+        link.rsplit_once('/').map_or("", |(dir, _)| dir)
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in base.split('/').chain(target.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// An error met at `resolved`, reached from `path` through symbolic links: it names both.
+fn past_links(mut e: Error, path: &str, resolved: &str) -> Error {
+    e.message = format!("{} (reached from {path} through symbolic links)", e.message);
+    e.props.insert("path".into(), path.into());
+    e.with("resolvedPath", resolved)
+}
+
+/// The `fileType` of an entry that is not a regular file; `None` for files and for extension headers.
+fn not_a_file(kind: tar::EntryType) -> Option<&'static str> {
+    use tar::EntryType as T;
+    match kind {
+        T::Regular
+        | T::Continuous
+        | T::XHeader
+        | T::XGlobalHeader
+        | T::GNULongName
+        | T::GNULongLink
+        | T::GNUSparse => None,
+        T::Directory => Some("directory"),
+        T::Symlink => Some("symlink"),
+        T::Link => Some("hardlink"),
+        T::Char | T::Block => Some("device"),
+        T::Fifo => Some("fifo"),
+        _ => Some("other"),
+    }
+}
+
+fn not_a_file_error(path: &str, what: &str) -> Error {
+    let is = match what {
+        "directory" => "is a directory (getArchive or getArchiveStream read one)",
+        "symlink" => "is a symbolic link",
+        "hardlink" => "is a hard link",
+        "device" => "is a device",
+        "fifo" => "is a FIFO",
+        _ => "is not a regular file",
+    };
+    Error::new(
+        ErrorCode::NotAFile,
+        format!("{path} {is}; readFile reads one regular file"),
+    )
+    .with("path", path)
+    .with("fileType", what)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: tar::EntryType) -> Vec<u8> {
+        let mut h = tar::Header::new_ustar();
+        h.set_path("x").unwrap();
+        h.set_entry_type(kind);
+        h.set_size(0);
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    #[test]
+    fn the_first_header_tells_a_directory_from_a_file() {
+        use tar::EntryType as T;
+        assert_eq!(first_entry_not_a_file(&header(T::Regular)), None);
+        assert_eq!(
+            first_entry_not_a_file(&header(T::Directory)),
+            Some("directory")
+        );
+        assert_eq!(first_entry_not_a_file(&header(T::Symlink)), None);
+        assert_eq!(first_entry_not_a_file(&header(T::Fifo)), Some("fifo"));
+        // extension headers come before the entry they describe: only the full parse can judge
+        assert_eq!(first_entry_not_a_file(&header(T::XHeader)), None);
+        assert_eq!(first_entry_not_a_file(&header(T::GNULongName)), None);
+        assert_eq!(first_entry_not_a_file(&[0u8; 100]), None);
+    }
+
+    #[test]
+    fn link_targets_resolve_like_the_kernel() {
+        assert_eq!(link_target("/bin/sh", "busybox"), "/bin/busybox");
+        assert_eq!(link_target("/tmp/link", "/etc/hostname"), "/etc/hostname");
+        assert_eq!(link_target("/a/b/c", "../d/./e"), "/a/d/e");
+        assert_eq!(link_target("/a", "../../x"), "/x");
+        assert_eq!(link_target("/link", "."), "/");
+    }
+
+    #[tokio::test]
+    async fn a_directory_archive_stops_at_its_first_header() {
+        let dir = header(tar::EntryType::Directory);
+        let rest: Result<Bytes> = Err(Error::internal("read past the first header"));
+        let s = futures::stream::iter(vec![Ok(Bytes::from(dir)), rest]).boxed();
+        let e = collect_archive(s, "/etc", true).await.unwrap_err();
+        assert_eq!(e.code.as_str(), "ERR_NOT_A_FILE");
+        assert_eq!(e.props["path"], "/etc");
+        assert_eq!(e.props["fileType"], "directory");
+        assert!(e.message.contains("getArchive"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_file_archive_is_read_whole() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(5);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "f", &b"hello"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        // handed over in pieces smaller than a header, as the engine may
+        let pieces: Vec<Result<Bytes>> = tar
+            .chunks(100)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let s = futures::stream::iter(pieces).boxed();
+        assert_eq!(collect_archive(s, "/f", true).await.unwrap(), tar);
     }
 }

@@ -35,6 +35,10 @@ pub enum ErrorCode {
     ContainerNotFound,
     /// No such image.
     ImageNotFound,
+    /// No such file or directory in the container (`path`): a runtime condition, not a bad argument.
+    PathNotFound,
+    /// The path exists but is not a regular file, where one file was asked for (`path`, `fileType`).
+    NotAFile,
     /// The container exists but is not running.
     ContainerNotRunning,
     /// An exec could not be started (the daemon's message is included).
@@ -71,6 +75,8 @@ impl ErrorCode {
             ErrorCode::Engine => "ERR_ENGINE",
             ErrorCode::ContainerNotFound => "ERR_CONTAINER_NOT_FOUND",
             ErrorCode::ImageNotFound => "ERR_IMAGE_NOT_FOUND",
+            ErrorCode::PathNotFound => "ERR_PATH_NOT_FOUND",
+            ErrorCode::NotAFile => "ERR_NOT_A_FILE",
             ErrorCode::ContainerNotRunning => "ERR_CONTAINER_NOT_RUNNING",
             ErrorCode::ExecFailed => "ERR_EXEC_FAILED",
             ErrorCode::StreamInterrupted => "ERR_STREAM_INTERRUPTED",

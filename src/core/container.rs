@@ -191,7 +191,13 @@ pub async fn run(engine: Arc<Engine>, spec: RunSpec) -> Result<Container> {
                     spec.image
                 );
             } else if err.props.get("statusCode").and_then(|v| v.as_u64()) == Some(409) {
-                err.code = ErrorCode::Engine;
+                err = match &spec.name {
+                    Some(name) => name_conflict(err, name),
+                    None => Error {
+                        code: ErrorCode::Engine,
+                        ..err
+                    },
+                };
             }
             err
         })?;
@@ -211,6 +217,31 @@ pub async fn run(engine: Arc<Engine>, spec: RunSpec) -> Result<Container> {
         },
         Err(_) => c,
     })
+}
+
+/// A create refused with 409 when a name was given: the name is taken (the engine's only 409 on create).
+/// `ERR_CONTAINER_CONFLICT` with `containerName`, and `existingContainerId` when the engine's message names it.
+fn name_conflict(err: Error, name: &str) -> Error {
+    let existing = err
+        .props
+        .get("engineMessage")
+        .and_then(|m| m.as_str())
+        .and_then(|m| m.split("by container \"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_string);
+    let mut e = Error {
+        code: ErrorCode::ContainerConflict,
+        message: format!("a container named {name:?} already exists on this engine"),
+        ..err
+    };
+    e.props.remove("image");
+    e = e.with("containerName", name);
+    if let Some(id) = existing {
+        e.message = format!("{} ({id})", e.message);
+        e = e.with("existingContainerId", id);
+    }
+    e
 }
 
 /// The container with that name or id, or `None`.
@@ -716,6 +747,28 @@ fn not_a_file_error(path: &str, what: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_taken_name_is_a_conflict_with_the_existing_id() {
+        let msg = "Conflict. The container name \"/box\" is already in use by container \"0123abcd\". You have to remove (or rename) that container to be able to reuse that name.";
+        let engine_err = Error::new(ErrorCode::Engine, format!("Docker engine: {msg}"))
+            .with("statusCode", 409)
+            .with("engineMessage", msg)
+            .with("image", "busybox");
+        let e = name_conflict(engine_err.clone(), "box");
+        assert_eq!(e.code.as_str(), "ERR_CONTAINER_CONFLICT");
+        assert_eq!(e.props["containerName"], "box");
+        assert_eq!(e.props["existingContainerId"], "0123abcd");
+        assert_eq!(e.props["statusCode"], 409);
+        assert_eq!(e.props["engineMessage"], msg);
+        assert!(!e.props.contains_key("image"));
+        assert!(e.message.contains("\"box\""), "{}", e.message);
+        // a message without an id still gives the code and the name
+        let other = Error::new(ErrorCode::Engine, "x").with("engineMessage", "Conflict.");
+        let e = name_conflict(other, "box");
+        assert_eq!(e.code.as_str(), "ERR_CONTAINER_CONFLICT");
+        assert!(!e.props.contains_key("existingContainerId"));
+    }
 
     fn header(kind: tar::EntryType) -> Vec<u8> {
         let mut h = tar::Header::new_ustar();

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     ContainerNotFound,
     /// No such image.
     ImageNotFound,
+    /// A container of the requested name already exists (`containerName`; the engine's message kept).
+    ContainerConflict,
     /// No such file or directory in the container (`path`): a runtime condition, not a bad argument.
     PathNotFound,
     /// The path exists but is not a regular file, where one file was asked for (`path`, `fileType`).
@@ -75,6 +77,7 @@ impl ErrorCode {
             ErrorCode::Engine => "ERR_ENGINE",
             ErrorCode::ContainerNotFound => "ERR_CONTAINER_NOT_FOUND",
             ErrorCode::ImageNotFound => "ERR_IMAGE_NOT_FOUND",
+            ErrorCode::ContainerConflict => "ERR_CONTAINER_CONFLICT",
             ErrorCode::PathNotFound => "ERR_PATH_NOT_FOUND",
             ErrorCode::NotAFile => "ERR_NOT_A_FILE",
             ErrorCode::ContainerNotRunning => "ERR_CONTAINER_NOT_RUNNING",

@@ -1,7 +1,7 @@
 //! A Docker Engine connection (bollard on a Unix socket): version negotiated per socket and pinned on the wire,
 //! errors mapped through the whole source chain to stable codes.
 
-use super::error::{chain_message, io_cause, Error, ErrorCode, Result};
+use super::error::{io_cause, Error, ErrorCode, Result};
 use bollard::{BollardRequest, Docker, API_DEFAULT_VERSION};
 use bytes::Bytes;
 use http_body_util::{Either, Full, StreamBody};
@@ -136,18 +136,17 @@ impl Engine {
             }
             Ok(_) => {}
         }
-        let path = socket.to_string_lossy().to_string();
         let docker = Docker::connect_with_custom_transport(
             pooled_transport(socket.to_path_buf()),
             Some("http://docker"),
             REQUEST_TIMEOUT_SECS,
             API_DEFAULT_VERSION,
         )
-        .map_err(|e| unavailable(socket, &chain_message(&e)))?;
+        .map_err(|e| transport_error(&e, Some(socket)))?;
         let negotiated = tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version())
             .await
             .map_err(|_| Error::timeout("connecting to the Docker engine", CONNECT_TIMEOUT))?
-            .map_err(|e| map_err(e, Subject::Engine).with("socketPath", path.clone()))?;
+            .map_err(|e| map_err_at(e, Subject::Engine, socket))?;
         let v = negotiated.client_version();
         let prefix = format!("/v{}.{}", v.major_version, v.minor_version);
         let api_version = format!("{}.{}", v.major_version, v.minor_version);
@@ -217,7 +216,7 @@ impl Engine {
 
     /// Map a bollard error, adding this engine's socket path.
     pub fn err(&self, e: bollard::errors::Error, subject: Subject) -> Error {
-        map_err(e, subject).with("socketPath", self.socket.display().to_string())
+        map_err_at(e, subject, &self.socket)
     }
 }
 
@@ -275,27 +274,196 @@ pub fn map_err(e: bollard::errors::Error, subject: Subject) -> Error {
             ErrorCode::EngineUnavailable,
             format!("the Docker engine socket {p} does not exist"),
         ),
-        other => {
-            let detail = chain_message(&other);
-            let connect = io_cause(&other).map(|io| {
-                matches!(
-                    io.kind(),
-                    std::io::ErrorKind::NotFound
-                        | std::io::ErrorKind::ConnectionRefused
-                        | std::io::ErrorKind::PermissionDenied
-                )
-            });
-            if connect == Some(true) || detail.contains("(Connect)") {
-                Error::new(
-                    ErrorCode::EngineUnavailable,
-                    format!("the Docker engine is not reachable: {detail}"),
-                )
-            } else {
-                Error::new(
-                    ErrorCode::Engine,
-                    format!("Docker engine request failed: {detail}"),
-                )
+        other => transport_error(&other, None),
+    }
+}
+
+/// bollard error → SDK error, naming the engine's socket in connection failures.
+pub fn map_err_at(e: bollard::errors::Error, subject: Subject, socket: &Path) -> Error {
+    let err = match e {
+        bollard::errors::Error::DockerResponseServerError { .. }
+        | bollard::errors::Error::RequestTimeoutError
+        | bollard::errors::Error::SocketNotFoundError(_) => map_err(e, subject),
+        other => transport_error(&other, Some(socket)),
+    };
+    err.with("socketPath", socket.display().to_string())
+}
+
+/// How a request failed before the engine answered it, in words for the error message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Transport {
+    /// The engine cannot be reached or went away: `ERR_ENGINE_UNAVAILABLE`.
+    Unavailable(String),
+    /// Something else broke (a malformed answer, a body cut off after the head): `ERR_ENGINE`.
+    Failed(String),
+}
+
+/// A transport failure (connect, send, read) as a typed error whose message names what happened, never the
+/// HTTP crates' own wrappers ("Error in the hyper legacy client: client error (Connect)" says nothing to a user).
+fn transport_error(e: &(dyn std::error::Error + 'static), socket: Option<&Path>) -> Error {
+    match classify_transport(e) {
+        Transport::Unavailable(why) => match socket {
+            Some(s) => unavailable(s, &why),
+            None => Error::new(
+                ErrorCode::EngineUnavailable,
+                format!("the Docker engine is not reachable ({why})"),
+            ),
+        },
+        Transport::Failed(why) => Error::new(
+            ErrorCode::Engine,
+            match socket {
+                Some(s) => format!(
+                    "a request to the Docker engine at {} failed: {why}",
+                    s.display()
+                ),
+                None => format!("a request to the Docker engine failed: {why}"),
+            },
+        ),
+    }
+}
+
+fn classify_transport(e: &(dyn std::error::Error + 'static)) -> Transport {
+    use std::io::ErrorKind as K;
+    if let Some(io) = io_cause(e) {
+        let why = match io.kind() {
+            K::NotFound => Some("no such socket".to_string()),
+            K::ConnectionRefused => {
+                Some("connection refused: nothing listens on the socket".to_string())
             }
+            K::PermissionDenied => Some("permission denied on the socket".to_string()),
+            K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => {
+                Some("the engine closed the connection".to_string())
+            }
+            _ => None,
+        };
+        if let Some(why) = why {
+            return Transport::Unavailable(why);
         }
+    }
+    let mut connect = false;
+    let mut closed = false;
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(l) = err.downcast_ref::<hyper_util::client::legacy::Error>() {
+            connect |= l.is_connect();
+        }
+        if let Some(h) = err.downcast_ref::<hyper::Error>() {
+            closed |= h.is_incomplete_message() || h.is_closed() || h.is_canceled();
+        }
+        cur = err.source();
+    }
+    let detail = innermost_message(e);
+    if connect {
+        Transport::Unavailable(format!("could not connect: {detail}"))
+    } else if closed {
+        Transport::Unavailable("the engine closed the connection before answering".to_string())
+    } else {
+        Transport::Failed(detail)
+    }
+}
+
+/// The message of the deepest error in a source chain: the specific cause, without the wrappers around it.
+fn innermost_message(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The error a ping through the SDK's own transport gets from whatever is (or is not) at `socket`.
+    async fn ping_error(socket: &Path) -> Error {
+        let docker = Docker::connect_with_custom_transport(
+            pooled_transport(socket.to_path_buf()),
+            Some("http://docker"),
+            5,
+            API_DEFAULT_VERSION,
+        )
+        .unwrap();
+        let e = docker.ping().await.unwrap_err();
+        map_err_at(e, Subject::Engine, socket)
+    }
+
+    /// A server that reads a request head, then writes `reply` (nothing: just closes) and closes.
+    fn serve(path: &Path, reply: &'static [u8]) {
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let _ = conn.write_all(reply).await;
+            }
+        });
+    }
+
+    fn assert_clean(e: &Error) {
+        for word in [
+            "hyper",
+            "legacy",
+            "client error",
+            "(Connect)",
+            "(SendRequest)",
+        ] {
+            assert!(!e.message.contains(word), "{word:?} in {:?}", e.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_vanished_socket_is_unavailable_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gone.sock");
+        let e = ping_error(&path).await;
+        assert_eq!(e.code.as_str(), "ERR_ENGINE_UNAVAILABLE");
+        assert_eq!(e.props["socketPath"], path.display().to_string());
+        assert!(
+            e.message.contains(&path.display().to_string()),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("no such socket"), "{}", e.message);
+        assert_clean(&e);
+    }
+
+    #[tokio::test]
+    async fn a_socket_nobody_listens_on_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.sock");
+        // a listener closed without removing its file, as a killed engine leaves it
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let e = ping_error(&path).await;
+        assert_eq!(e.code.as_str(), "ERR_ENGINE_UNAVAILABLE");
+        assert!(e.message.contains("refused"), "{}", e.message);
+        assert_clean(&e);
+    }
+
+    #[tokio::test]
+    async fn an_engine_that_hangs_up_before_answering_is_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hangup.sock");
+        serve(&path, b"");
+        let e = ping_error(&path).await;
+        assert_eq!(e.code.as_str(), "ERR_ENGINE_UNAVAILABLE");
+        assert!(e.message.contains("closed the connection"), "{}", e.message);
+        assert_clean(&e);
+    }
+
+    #[tokio::test]
+    async fn a_garbled_answer_is_an_engine_error_in_plain_words() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("garbled.sock");
+        serve(&path, b"NOT HTTP AT ALL\r\n\r\n");
+        let e = ping_error(&path).await;
+        assert_eq!(e.code.as_str(), "ERR_ENGINE");
+        assert!(
+            e.message.contains(&path.display().to_string()),
+            "{}",
+            e.message
+        );
+        assert_clean(&e);
     }
 }

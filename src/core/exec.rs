@@ -11,7 +11,7 @@
 mod launch;
 
 use super::attach::{Input, Output};
-use super::engine::{map_err, Engine, Subject};
+use super::engine::{Engine, Subject};
 use super::error::{Error, ErrorCode, Result};
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions};
@@ -538,7 +538,7 @@ async fn exit_code(engine: &Engine, exec_id: &str) -> Result<Ended> {
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => return Ok(Ended::default()),
-            Err(e) => return Err(map_err(e, Subject::Exec)),
+            Err(e) => return Err(engine.err(e, Subject::Exec)),
         }
     }
 }

@@ -7,7 +7,10 @@ use crate::core::images;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Env;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// Options for `DockerEngine.connect()`.
 #[napi(object, object_to_js = false)]
@@ -195,9 +198,13 @@ impl From<images::ImageInfo> for ImageInfo {
 /// Options for `images.copyTo()`.
 #[napi(object, object_to_js = false)]
 pub struct CopyImageOptions<'a> {
-    /// Called with the bytes moved so far while the tar streams (never keeps the process alive).
-    #[napi(ts_type = "(bytesMoved: number) => void")]
-    pub on_progress: Option<Function<'a, f64, ()>>,
+    /// Called with the bytes moved so far and the total while the tar streams (at most every 64 KiB), and once
+    /// more when the copy has succeeded, before its promise resolves, with `bytesMoved === totalBytes`. Until
+    /// then `totalBytes` is an estimate: the image's size from inspect, which the tar exceeds by its headers
+    /// and metadata, raised to `bytesMoved` whenever that passes it. Not called for a skipped copy. Never keeps
+    /// the process alive.
+    #[napi(ts_type = "(bytesMoved: number, totalBytes: number) => void")]
+    pub on_progress: Option<Function<'a, FnArgs<(f64, f64)>, ()>>,
     /// Aborting stops the copy and rejects with `ABORT_ERR`.
     #[napi(ts_type = "AbortSignal")]
     pub signal: Option<Object<'a>>,
@@ -215,6 +222,73 @@ pub struct CopyReport {
     /// Bytes of image tar streamed.
     pub bytes: f64,
     pub duration_ms: f64,
+}
+
+/// `onProgress(bytesMoved, totalBytes)`, weak (it never keeps the event loop alive), errors not passed to JS.
+type ProgressArgs = FnArgs<(f64, f64)>;
+type ProgressTsfn = ThreadsafeFunction<ProgressArgs, (), ProgressArgs, Status, false, true>;
+
+/// `onProgress` as the core calls it: a weak threadsafe function (it never keeps the process alive) that
+/// counts the calls JS has not run yet. Progress calls and the promise's settlement reach JS through different
+/// queues, so without [`JsProgress::drained`] the final call could arrive after the promise resolved.
+struct JsProgress {
+    tsfn: ProgressTsfn,
+    queued: Arc<(AtomicUsize, Notify)>,
+}
+
+/// The longest a copy's promise waits for JS to run its queued progress calls. JS runs them before it could
+/// settle the promise anyway; the bound only keeps a task from waiting for good on a JS thread that has
+/// gone away (a terminated worker), whose queued calls never run.
+const PROGRESS_DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+impl JsProgress {
+    fn new(f: &Function<'_, FnArgs<(f64, f64)>, ()>) -> Result<JsProgress> {
+        let tsfn = f
+            .build_threadsafe_function()
+            .weak::<true>()
+            .callee_handled::<false>()
+            .build()?;
+        Ok(JsProgress {
+            tsfn,
+            queued: Arc::new((AtomicUsize::new(0), Notify::new())),
+        })
+    }
+
+    fn call(&self, moved: u64, total: u64) {
+        self.queued.0.fetch_add(1, Ordering::SeqCst);
+        let queued = self.queued.clone();
+        let done = move || {
+            queued.0.fetch_sub(1, Ordering::SeqCst);
+            queued.1.notify_waiters();
+        };
+        let done_here = done.clone();
+        let status = self.tsfn.call_with_return_value(
+            FnArgs::from((moved as f64, total as f64)),
+            ThreadsafeFunctionCallMode::NonBlocking,
+            // A callback that throws still reaches the process as an uncaught exception, as a plain call would.
+            move |r, _| {
+                done();
+                r
+            },
+        );
+        if status != Status::Ok {
+            done_here();
+        }
+    }
+
+    /// Wait until JS has run every call made so far.
+    async fn drained(&self) {
+        let all_run = async {
+            loop {
+                let notified = self.queued.1.notified();
+                if self.queued.0.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(PROGRESS_DRAIN_LIMIT, all_run).await;
+    }
 }
 
 /// Images on one engine.
@@ -297,32 +371,28 @@ impl Images {
     ) -> Result<Pending<CopyReport>> {
         let src = self.engine.clone();
         let dst = target.inner.clone();
-        let progress: Option<Arc<dyn Fn(u64) + Send + Sync>> =
-            match options.as_ref().and_then(|o| o.on_progress.as_ref()) {
-                Some(f) => {
-                    let tsfn: ThreadsafeFunction<f64, (), f64, Status, false, true> = f
-                        .build_threadsafe_function()
-                        .weak::<true>()
-                        .callee_handled::<false>()
-                        .build()?;
-                    Some(Arc::new(move |n: u64| {
-                        tsfn.call(n as f64, ThreadsafeFunctionCallMode::NonBlocking);
-                    }))
-                }
-                None => None,
-            };
+        let progress = match options.as_ref().and_then(|o| o.on_progress.as_ref()) {
+            Some(f) => Some(Arc::new(JsProgress::new(f)?)),
+            None => None,
+        };
         run(
             &env,
             options.as_ref().and_then(|o| o.signal.as_ref()),
             options.as_ref().and_then(|o| o.timeout_ms),
             move |t, d| async move {
+                let report = progress.clone().map(|p| -> images::Progress {
+                    Arc::new(move |moved, total| p.call(moved, total))
+                });
                 let r = crate::core::http::bounded(
                     "image copy",
                     d,
                     &t,
-                    images::copy(src, dst, &reference, progress, &t),
+                    images::copy(src, dst, &reference, report, &t),
                 )
                 .await?;
+                if let Some(p) = progress {
+                    p.drained().await;
+                }
                 Ok(CopyReport {
                     image_id: r.image_id,
                     skipped: r.skipped,

@@ -79,13 +79,23 @@ pub async fn inspect(engine: &Engine, reference: &str) -> Result<Option<ImageInf
     }
 }
 
+/// A copy's progress: `(bytes moved, total bytes)`. The total is the source image's size from inspect (its
+/// layers, uncompressed), which the tar that moves exceeds by its headers and metadata, so it is raised to the
+/// bytes moved whenever they pass it: the ratio never goes above 1.
+pub type Progress = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// Bytes between two progress reports.
+const PROGRESS_EVERY: u64 = 64 * 1024;
+
 /// Stream `reference` from `source` into `target`. Skips when the target has the same image id.
-/// `progress(bytes_so_far)` is called as chunks move (at most every 64 KiB).
+/// `progress` is called as chunks move (at most every 64 KiB), and once more when the copy has succeeded, with
+/// the final count as both values (so a bar ends at 100 %). It is not called for a skipped copy (nothing
+/// moves; the report says `skipped`), and a failed copy gets no final call.
 pub async fn copy(
     source: Arc<Engine>,
     target: Arc<Engine>,
     reference: &str,
-    progress: Option<Arc<dyn Fn(u64) + Send + Sync>>,
+    progress: Option<Progress>,
     cancel: &CancellationToken,
 ) -> Result<CopyReport> {
     let began = Instant::now();
@@ -111,14 +121,16 @@ pub async fn copy(
     }
     let moved = Arc::new(AtomicU64::new(0));
     let counter = moved.clone();
+    let estimate = u64::try_from(src.size).unwrap_or(0);
     let mut last_report = 0u64;
+    let reporter = progress.clone();
     let export = source.docker().export_image(reference).map(move |chunk| {
         if let Ok(b) = &chunk {
-            let total = counter.fetch_add(b.len() as u64, Ordering::Relaxed) + b.len() as u64;
-            if let Some(p) = &progress {
-                if total - last_report >= 64 * 1024 {
-                    last_report = total;
-                    p(total);
+            let so_far = counter.fetch_add(b.len() as u64, Ordering::Relaxed) + b.len() as u64;
+            if let Some(p) = &reporter {
+                if so_far - last_report >= PROGRESS_EVERY {
+                    last_report = so_far;
+                    p(so_far, estimate.max(so_far));
                 }
             }
         }
@@ -164,6 +176,9 @@ pub async fn copy(
         ));
     }
     let bytes = moved.load(Ordering::Relaxed);
+    if let Some(p) = &progress {
+        p(bytes, bytes);
+    }
     Ok(CopyReport {
         image_id: src.id,
         skipped: false,

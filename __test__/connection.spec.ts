@@ -5,7 +5,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
-import { DockerEngine } from '../index.js'
+import { DockerEngine } from 'sandboxd'
 import { dockerSocketFromEnv } from './helpers/engine.js'
 import { rejection } from './helpers/local.js'
 

@@ -1,7 +1,7 @@
 // Containers on an engine: what creating one under a name already taken gives.
 // Real parts: the test engine at DOCKER_HOST and the busybox test image.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DockerEngine } from '../index.js'
+import { DockerEngine } from 'sandboxd'
 import { rejection } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE

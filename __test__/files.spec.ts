@@ -1,7 +1,7 @@
 // Files in a container through the archive API: what a missing path, a directory and a symbolic link give.
 // Real parts: the test engine at DOCKER_HOST and the busybox test image.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DockerEngine, type Container } from '../index.js'
+import { DockerEngine, type Container } from 'sandboxd'
 import { rejection } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE

@@ -1,7 +1,7 @@
 // Images: copyTo's progress from the host engine into a VM's engine.
 // Real parts: LocalSandboxd with a private dockerd per VM, the busybox test image built on the host engine.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DockerEngine, Sandboxd, type LocalSandboxd } from '../index.js'
+import { DockerEngine, Sandboxd, type LocalSandboxd } from 'sandboxd'
 import { startLocal, workspace } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE

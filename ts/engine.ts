@@ -31,10 +31,13 @@ export interface EngineVersion {
 /** Options for `images.copyTo()`. */
 export interface CopyImageOptions extends CallOptions {
   /**
-   * Called with the bytes moved so far while the tar streams, and with the final count at the end (never keeps
-   * the process alive). `totalBytes` is the image's size when the engine reports one (an estimate of the tar).
+   * Called with the bytes moved so far and the total while the tar streams (at most every 64 KiB), and once more
+   * when the copy has succeeded, before its promise resolves, with `bytesMoved === totalBytes`. Until then
+   * `totalBytes` is an estimate: the image's size from inspect, which the tar exceeds by its headers and
+   * metadata, raised to `bytesMoved` whenever that passes it. Not called for a skipped copy. Never keeps the
+   * process alive.
    */
-  onProgress?: (bytesMoved: number, totalBytes?: number) => void
+  onProgress?: (bytesMoved: number, totalBytes: number) => void
 }
 
 /** What `images.copyTo()` did. */
@@ -553,7 +556,10 @@ export class Container {
     })
   }
 
-  /** Read one regular file through the archive API (`ERR_PATH_NOT_FOUND` when it does not exist). */
+  /**
+   * Read one regular file through the archive API, following symbolic links (`ERR_PATH_NOT_FOUND` when it does
+   * not exist, `ERR_NOT_A_FILE` for a directory, device or FIFO).
+   */
   readFile(path: string, options?: CallOptions): Promise<Buffer> {
     return call(options?.signal, async () => {
       check.arg('path', path, 'string')

@@ -29,7 +29,7 @@ export const ErrorCodes = {
   EMULATOR: 'ERR_EMULATOR',
   /** A bug or an unexpected local failure. */
   INTERNAL: 'ERR_INTERNAL',
-  /** A Docker engine socket is missing or refuses connections. */
+  /** A Docker engine socket is missing or refuses connections, or the engine hung up before answering. */
   ENGINE_UNAVAILABLE: 'ERR_ENGINE_UNAVAILABLE',
   /** Any other engine error (`statusCode`, `engineMessage`). */
   ENGINE: 'ERR_ENGINE',
@@ -86,8 +86,16 @@ export interface SandboxdErrorProps {
   timeoutMs?: number
   /** The VM concerned. */
   vmName?: string
-  /** A path inside a container. */
+  /** A path inside a container (as the caller gave it). */
   path?: string
+  /** Where `path` led through symbolic links, when an error was met past one (`readFile`). */
+  resolvedPath?: string
+  /** What is at `path` instead of a regular file (`ERR_NOT_A_FILE`): `directory`, `device`, `fifo`, … */
+  fileType?: string
+  /** The name asked for (`ERR_CONTAINER_CONFLICT`). */
+  containerName?: string
+  /** The container that already has the name, when the engine says (`ERR_CONTAINER_CONFLICT`). */
+  existingContainerId?: string
   /** An exit code (agent exit, exec that failed before running). */
   exitCode?: number
   /** A JSON-RPC error code and message from the agent. */

@@ -27,7 +27,7 @@ pub enum ErrorCode {
     Emulator,
     /// A bug or an unexpected local failure (I/O on the SDK's own files, a panic).
     Internal,
-    /// A Docker engine socket is missing or refuses connections.
+    /// A Docker engine socket is missing or refuses connections, or the engine hung up before answering.
     EngineUnavailable,
     /// The engine answered with an error the SDK has no specific code for (`statusCode` and `message` kept).
     Engine,

@@ -27,7 +27,12 @@ afterAll(async () => {
 describe('images.copyTo onProgress', () => {
   it('reports (bytesMoved, totalBytes), ends with bytesMoved === totalBytes before the promise resolves; not for a skip', async () => {
     const calls: Array<[number, number]> = []
-    const report = await host.images.copyTo(target, IMAGE!, { onProgress: (n, total) => calls.push([n, total]) })
+    // The first call blocks the JS thread for a while, so the last progress call and the promise's settlement are
+    // both waiting when it is free again: the last call must still come first.
+    const onProgress = (n: number, total: number): void => {
+      if (calls.push([n, total]) === 1) for (const until = Date.now() + 2000; Date.now() < until; );
+    }
+    const report = await host.images.copyTo(target, IMAGE!, { onProgress })
     // no tick awaited: the last call has already run
     expect(report.skipped).toBe(false)
     expect(calls.length).toBeGreaterThan(1)

@@ -146,7 +146,10 @@ export declare class Container {
    * `/usr/local/share/ca-certificates/sandboxd-proxy.crt`, where `vm.proxyEnv()` points the trust variables).
    */
   trustCa(pem: string, path?: string | undefined | null, options?: CallOptions | undefined | null): Promise<void>
-  /** Read one regular file through the archive API. */
+  /**
+   * Read one regular file through the archive API, following symbolic links. A missing path is
+   * `ERR_PATH_NOT_FOUND`; a directory, device or FIFO is `ERR_NOT_A_FILE`.
+   */
   readFile(path: string, options?: CallOptions | undefined | null): Promise<Buffer>
   /** Extract a tar archive into directory `dir`. */
   putArchive(dir: string, tar: Uint8Array, options?: CallOptions | undefined | null): Promise<void>
@@ -527,8 +530,14 @@ export interface ContainerSummary {
 
 /** Options for `images.copyTo()`. */
 export interface CopyImageOptions {
-  /** Called with the bytes moved so far while the tar streams (never keeps the process alive). */
-  onProgress?: (bytesMoved: number) => void
+  /**
+   * Called with the bytes moved so far and the total while the tar streams (at most every 64 KiB), and once
+   * more when the copy has succeeded, before its promise resolves, with `bytesMoved === totalBytes`. Until
+   * then `totalBytes` is an estimate: the image's size from inspect, which the tar exceeds by its headers
+   * and metadata, raised to `bytesMoved` whenever that passes it. Not called for a skipped copy. Never keeps
+   * the process alive.
+   */
+  onProgress?: (bytesMoved: number, totalBytes: number) => void
   /** Aborting stops the copy and rejects with `ABORT_ERR`. */
   signal?: AbortSignal
   /** Deadline in milliseconds (default: none; large images take minutes). */

@@ -24,10 +24,7 @@ export interface EnsureServerOptions extends CallOptions {
 }
 
 /** What `ensureServer()` did. */
-export interface EnsureServerResult {
-  /** True when this call started the server (it was not answering). */
-  started: boolean
-}
+export type EnsureServerResult = native.EnsureServerResult
 
 /** An agent the server knows. */
 export interface AgentListing {

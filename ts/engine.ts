@@ -14,19 +14,7 @@ export interface ConnectEngineOptions extends CallOptions {
 }
 
 /** `engine.version()`. */
-export interface EngineVersion {
-  /** Engine version, e.g. `20.10.24`. */
-  version: string
-  /** The newest API version the engine speaks. */
-  apiVersion: string
-  /** The oldest API version the engine speaks. */
-  minApiVersion: string
-  /** The API version this client negotiated and sends on every request. */
-  negotiatedApiVersion: string
-  os: string
-  arch: string
-  kernelVersion: string
-}
+export type EngineVersion = native.EngineVersion
 
 /** Options for `images.copyTo()`. */
 export interface CopyImageOptions extends CallOptions {
@@ -41,39 +29,13 @@ export interface CopyImageOptions extends CallOptions {
 }
 
 /** What `images.copyTo()` did. */
-export interface CopyReport {
-  /** The image id on both engines. */
-  imageId: string
-  /** True when the target already had this image id: nothing moved. */
-  skipped: boolean
-  /** Bytes of image tar streamed. */
-  bytes: number
-  durationMs: number
-}
+export type CopyReport = native.CopyReport
 
 /** `images.inspect(ref)`. */
-export interface ImageInfo {
-  /** `sha256:…` */
-  id: string
-  repoTags: string[]
-  /** Bytes. */
-  size: number
-  /** RFC 3339. */
-  created: string
-  architecture: string
-  os: string
-}
+export type ImageInfo = native.ImageInfo
 
 /** A row of `images.list()`. */
-export interface ImageSummary {
-  /** `sha256:…` */
-  id: string
-  repoTags: string[]
-  /** Bytes. */
-  size: number
-  /** Unix seconds. */
-  created: number
-}
+export type ImageSummary = native.ImageSummary
 
 /** Options for `containers.run()`. */
 export interface RunOptions extends CallOptions {
@@ -110,36 +72,10 @@ export interface ListContainersOptions extends CallOptions {
 }
 
 /** A row of `containers.list()`. */
-export interface ContainerSummary {
-  id: string
-  names: string[]
-  image: string
-  /** `running`, `exited`, … */
-  state: string
-  /** Human-readable status, e.g. `Up 3 seconds`. */
-  status: string
-  labels: Record<string, string>
-  /** Unix seconds. */
-  created: number
-}
+export type ContainerSummary = native.ContainerSummary
 
 /** `container.inspect()`: the essentials, with env keys only (values may be secrets). */
-export interface ContainerInfo {
-  id: string
-  name: string
-  image: string
-  status: string
-  running: boolean
-  exitCode?: number
-  pid?: number
-  startedAt?: string
-  finishedAt?: string
-  created?: string
-  labels: Record<string, string>
-  /** Names of the container's env variables (values are never returned). */
-  envKeys: string[]
-  init: boolean
-}
+export type ContainerInfo = native.ContainerInfo
 
 /** Options for `container.stop()`. */
 export interface StopContainerOptions extends CallOptions {

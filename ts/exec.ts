@@ -47,37 +47,16 @@ export const EXEC_OPTIONS: check.Shape = {
 export type StreamName = 'stdout' | 'stderr'
 
 /** A piece of output. */
-export interface OutputChunk {
-  stream: StreamName
-  data: Buffer
-}
+export type OutputChunk = native.OutputChunk
 
 /** One line of output (without its line ending). */
-export interface OutputLine {
-  stream: StreamName
-  line: string
-}
+export type OutputLine = native.OutputLine
 
 /** What `proc.read(buffer)` put in the buffer. */
-export interface ReadResult {
-  /** Which stream the bytes came from (one read never mixes them). */
-  stream: StreamName
-  /** How many bytes were written at the start of the buffer. */
-  bytesRead: number
-}
+export type ReadResult = native.ReadResult
 
 /** How a streamed process ended. */
-export interface ExitStatus {
-  /** The exit code (non-zero is a result, not an error); absent only when it could not be known. */
-  exitCode?: number
-  /** The signal the SDK sent (`kill()`, timeout, dispose), if any. */
-  signal?: string
-  /** True when `timeoutMs` passed and the process tree was killed. */
-  timedOut: boolean
-  /** True when the spawn's `signal` aborted while the process ran and the process tree was killed. */
-  aborted: boolean
-  durationMs: number
-}
+export type ExitStatus = native.ExitStatus
 
 /** `proc.lines()`: the output as `{ stream, line }`. */
 export type LineStream = AsyncStream<OutputLine>
@@ -110,7 +89,7 @@ export class ExecProcess extends AsyncStream<OutputChunk> {
   read(buffer: Uint8Array): Promise<ReadResult | null> {
     return call(null, async () => {
       check.arg('buffer', buffer, 'bytes')
-      return (await this.#inner.read(buffer)) as ReadResult | null
+      return this.#inner.read(buffer)
     })
   }
 
@@ -152,7 +131,7 @@ export class ExecProcess extends AsyncStream<OutputChunk> {
   wait(options?: CallOptions): Promise<ExitStatus> {
     return call(options?.signal, async () => {
       check.opts('options', options, check.CALL)
-      return (await this.#inner.wait(options)) as ExitStatus
+      return this.#inner.wait(options)
     })
   }
 

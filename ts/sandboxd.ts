@@ -28,16 +28,7 @@ export interface RemoveVmOptions extends CallOptions {
 }
 
 /** One VM as listed by sandboxd. */
-export interface VmInfo {
-  /** sandboxd's VM id. */
-  id: string
-  /** The VM name (`<agentName>-vm` for VMs created through the API). */
-  name: string
-  /** The agent the VM was created for. */
-  agentName: string
-  /** The host directory shared into the VM at the same path. */
-  workspaceDir: string
-}
+export type VmInfo = native.VmInfo
 
 /** A `Vm` as plain data (what `JSON.stringify(vm)` shows; the CA PEM is left out). */
 export interface VmJson extends VmInfo {

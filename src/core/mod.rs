@@ -4,6 +4,7 @@ pub mod acp;
 pub mod agent;
 pub mod archive;
 pub mod attach;
+pub mod backend;
 pub mod container;
 pub mod engine;
 pub mod error;

@@ -1,0 +1,167 @@
+//! The seam between "what a sandbox is" and "how a backend provides it".
+//!
+//! Two small traits, written so exec, files and the agent tunnel are implemented once over anything that runs
+//! processes, and so a new backend (sbx today, the cloud later) only says how to list, create and reach sandboxes:
+//! - [`SandboxBackend`]: the lifecycle of named sandboxes (list/get/create/ensure/start/stop/remove) and a way to
+//!   reach one as an [`ExecTarget`].
+//! - [`ExecTarget`]: a place where commands run and files live (a container in a VM's engine, an sbx sandbox).
+//!
+//! The traits return boxed futures so both can be used as trait objects (`Arc<dyn ExecTarget>`): the binding
+//! holds one handle type whatever the backend.
+
+use super::container::Container;
+use super::error::Result;
+use super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Process};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// A running process started by [`ExecTarget::spawn`]: output in order, stdin with a real half-close, kill, wait.
+pub trait ProcessHandle: Send + Sync {
+    /// The next output chunk; `None` once both streams ended.
+    fn next(&self) -> BoxFuture<'_, Option<Result<Chunk>>>;
+    /// Write to stdin (the process must have been spawned interactive).
+    fn write<'a>(&'a self, data: &'a [u8]) -> BoxFuture<'a, Result<()>>;
+    /// Close stdin: the process reads EOF.
+    fn end(&self) -> BoxFuture<'_, Result<()>>;
+    /// Send `signal` to the process tree.
+    fn kill<'a>(&'a self, signal: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Wait for the exit (output nobody reads is discarded so the process cannot stall).
+    fn wait<'a>(&'a self, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<ExitStatus>>;
+}
+
+/// Something commands run in and files live in.
+pub trait ExecTarget: Send + Sync {
+    /// A short human description for messages (`container abc123`, `sbx sandbox dev`).
+    fn describe(&self) -> String;
+    /// Run to completion and collect the output (the [`ExecSpec`] timeout, cap and stdin apply).
+    fn exec(&self, spec: ExecSpec, cancel: CancellationToken) -> BoxFuture<'_, Result<ExecOutput>>;
+    /// Start a streaming process.
+    fn spawn(
+        &self,
+        spec: ExecSpec,
+        abort: CancellationToken,
+    ) -> BoxFuture<'_, Result<Box<dyn ProcessHandle>>>;
+    /// Read one regular file.
+    fn read_file<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>>>;
+    /// Extract a tar archive into the directory `dir` (which must exist).
+    fn write_files<'a>(&'a self, dir: &'a str, tar: Bytes) -> BoxFuture<'a, Result<()>>;
+}
+
+/// What a backend reports about one sandbox; fields a backend does not know are empty.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxSummary {
+    pub name: String,
+    pub id: String,
+    /// The backend's own status word (`running`, `stopped`, …), unchanged.
+    pub status: String,
+    pub agent: String,
+    /// The host directory mounted at the same absolute path.
+    pub workspace: String,
+    pub template: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What to create. `agent` and `workspace` are required by every backend; the rest is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SandboxSpec {
+    pub name: Option<String>,
+    pub agent: String,
+    pub workspace: String,
+    pub template: Option<String>,
+    pub cpus: Option<u32>,
+    /// A size string such as `"2g"` or `"1024m"`.
+    pub memory: Option<String>,
+    pub environment: BTreeMap<String, String>,
+    /// Extra host directories mounted at the same path: `(dir, read_only)`.
+    pub additional_workspaces: Vec<(String, bool)>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Deadline and cancellation for one backend call.
+pub use super::sandboxd::CallOpts;
+
+/// The lifecycle of named sandboxes.
+pub trait SandboxBackend: Send + Sync {
+    /// `sbx`, `desktop`, …: which backend this is (shown in reports and errors).
+    fn kind(&self) -> &'static str;
+    /// Every sandbox.
+    fn list<'a>(&'a self, opts: &'a CallOpts) -> BoxFuture<'a, Result<Vec<SandboxSummary>>>;
+    /// The sandbox of that name, or `None`.
+    fn get<'a>(
+        &'a self,
+        name: &'a str,
+        opts: &'a CallOpts,
+    ) -> BoxFuture<'a, Result<Option<SandboxSummary>>>;
+    /// Create a sandbox; one of that name existing already is a conflict.
+    fn create<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+        opts: &'a CallOpts,
+    ) -> BoxFuture<'a, Result<SandboxSummary>>;
+    /// Get-or-create: an existing sandbox that differs from `spec` (workspace, agent, template) is a conflict,
+    /// never silently reused.
+    fn ensure<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+        opts: &'a CallOpts,
+    ) -> BoxFuture<'a, Result<SandboxSummary>>;
+    /// Start a stopped sandbox.
+    fn start<'a>(&'a self, name: &'a str, opts: &'a CallOpts) -> BoxFuture<'a, Result<()>>;
+    /// Stop a running sandbox.
+    fn stop<'a>(&'a self, name: &'a str, opts: &'a CallOpts) -> BoxFuture<'a, Result<()>>;
+    /// Remove a sandbox; with `force`, one already gone is success.
+    fn remove<'a>(
+        &'a self,
+        name: &'a str,
+        force: bool,
+        opts: &'a CallOpts,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// The sandbox as a place to run commands and move files.
+    fn target(&self, name: &str) -> Result<Arc<dyn ExecTarget>>;
+}
+
+impl ProcessHandle for Process {
+    fn next(&self) -> BoxFuture<'_, Option<Result<Chunk>>> {
+        Box::pin(Process::next(self))
+    }
+    fn write<'a>(&'a self, data: &'a [u8]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Process::write(self, data))
+    }
+    fn end(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Process::end(self))
+    }
+    fn kill<'a>(&'a self, signal: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Process::kill(self, signal))
+    }
+    fn wait<'a>(&'a self, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<ExitStatus>> {
+        Box::pin(Process::wait(self, cancel))
+    }
+}
+
+impl ExecTarget for Container {
+    fn describe(&self) -> String {
+        format!("container {}", self.name)
+    }
+    fn exec(&self, spec: ExecSpec, cancel: CancellationToken) -> BoxFuture<'_, Result<ExecOutput>> {
+        Box::pin(Container::exec(self, spec, cancel))
+    }
+    fn spawn(
+        &self,
+        spec: ExecSpec,
+        abort: CancellationToken,
+    ) -> BoxFuture<'_, Result<Box<dyn ProcessHandle>>> {
+        Box::pin(async move {
+            let p = Container::spawn(self, spec, abort).await?;
+            Ok(Box::new(p) as Box<dyn ProcessHandle>)
+        })
+    }
+    fn read_file<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>>> {
+        Box::pin(Container::read_file(self, path))
+    }
+    fn write_files<'a>(&'a self, dir: &'a str, tar: Bytes) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Container::put_archive(self, dir, tar))
+    }
+}

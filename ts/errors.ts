@@ -59,6 +59,20 @@ export const ErrorCodes = {
   AGENT_EXITED: 'ERR_AGENT_EXITED',
   /** The agent server or agent answered something unexpected (`status`, `rpcCode`, `rpcMessage`). */
   AGENT_PROTOCOL: 'ERR_AGENT_PROTOCOL',
+  /** The sbx daemon has no valid Docker login (HTTP 401): run `sbx login` (`daemonMessage`). */
+  SBX_NOT_LOGGED_IN: 'ERR_SBX_NOT_LOGGED_IN',
+  /** The sbx daemon's `apiVersion` is outside `supportedRange` (`daemonVersion` attached). */
+  SBX_VERSION_UNSUPPORTED: 'ERR_SBX_VERSION_UNSUPPORTED',
+  /** The sbx daemon answers but is degraded (HTTP 503, `daemonMessage`). */
+  SBX_DEGRADED: 'ERR_SBX_DEGRADED',
+  /** This sbx daemon does not serve that route (an older or newer version lacks the feature). */
+  SBX_UNSUPPORTED: 'ERR_SBX_UNSUPPORTED',
+  /** No sandbox of that name (`sandbox`). */
+  SANDBOX_NOT_FOUND: 'ERR_SANDBOX_NOT_FOUND',
+  /** A sandbox of that name exists, or differs from what was asked for (`sandbox`). */
+  SANDBOX_CONFLICT: 'ERR_SANDBOX_CONFLICT',
+  /** The sandbox exists but is stopped (`sandbox`). */
+  SANDBOX_STOPPED: 'ERR_SANDBOX_STOPPED',
 } as const
 
 /** The union of every error code. */

@@ -281,8 +281,8 @@ impl<R> Demux<R> {
     }
 }
 
-/// The demuxed output of a hijacked exec connection.
-fn frames<R: AsyncRead + Unpin + Send + 'static>(read: R, tty: bool) -> Output {
+/// The demuxed output of a hijacked exec connection (the engine's, or an sbx daemon's: same framing).
+pub(crate) fn frames<R: AsyncRead + Unpin + Send + 'static>(read: R, tty: bool) -> Output {
     Box::pin(futures::stream::unfold(
         Demux::new(read, tty),
         |mut d| async move {

@@ -57,6 +57,21 @@ pub enum ErrorCode {
     AgentExited,
     /// The agent server or agent answered something unexpected (HTTP problem, JSON-RPC error).
     AgentProtocol,
+    /// The sbx daemon has no valid Docker login (HTTP 401 "no valid user session"): run `sbx login`.
+    SbxNotLoggedIn,
+    /// The sbx daemon's `api_version` is outside the range this SDK supports (`daemonVersion`, `apiVersion`,
+    /// `supportedRange` attached), or it reports none.
+    SbxVersionUnsupported,
+    /// The sbx daemon answers but is degraded (HTTP 503); its `daemonMessage` says why.
+    SbxDegraded,
+    /// The sbx daemon does not serve that route (unmatched 404, 405, 501): this daemon version lacks the feature.
+    SbxUnsupported,
+    /// No sandbox of that name.
+    SandboxNotFound,
+    /// A sandbox of that name exists (create), or differs from what was asked for (ensure).
+    SandboxConflict,
+    /// The sandbox exists but is stopped (exec, files and ports need it running).
+    SandboxStopped,
 }
 
 impl ErrorCode {
@@ -88,6 +103,13 @@ impl ErrorCode {
             ErrorCode::AgentUnavailable => "ERR_AGENT_UNAVAILABLE",
             ErrorCode::AgentExited => "ERR_AGENT_EXITED",
             ErrorCode::AgentProtocol => "ERR_AGENT_PROTOCOL",
+            ErrorCode::SbxNotLoggedIn => "ERR_SBX_NOT_LOGGED_IN",
+            ErrorCode::SbxVersionUnsupported => "ERR_SBX_VERSION_UNSUPPORTED",
+            ErrorCode::SbxDegraded => "ERR_SBX_DEGRADED",
+            ErrorCode::SbxUnsupported => "ERR_SBX_UNSUPPORTED",
+            ErrorCode::SandboxNotFound => "ERR_SANDBOX_NOT_FOUND",
+            ErrorCode::SandboxConflict => "ERR_SANDBOX_CONFLICT",
+            ErrorCode::SandboxStopped => "ERR_SANDBOX_STOPPED",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod http;
 pub mod images;
 pub mod local;
 pub mod sandboxd;
+pub mod sbx;
 pub mod session;
 pub mod sse;
 pub mod tunnel;

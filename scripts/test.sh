@@ -152,7 +152,7 @@ echo "    SANDBOXD_TEST_ROOTFS=$SANDBOXD_TEST_ROOTFS"
 echo "    SANDBOXD_AGENT_IMAGE=${SANDBOXD_AGENT_IMAGE:-<not built>}"
 
 # ---- tests (all run; failures collected) -----------------------------------
-run_test_step "cargo test --no-default-features" cargo test --no-default-features
+run_test_step "cargo test --no-default-features (engine tests included)" cargo test --no-default-features -- --include-ignored
 run_test_step "tsc --noEmit -p __test__" npx tsc --noEmit -p __test__
 run_test_step "tsc -p examples (example + ESM/CJS consumers)" npx tsc -p examples
 run_test_step "vitest" npx vitest run --reporter=default --reporter=json --outputFile=.tmp/vitest.json

@@ -13,6 +13,7 @@
 
 pub mod ca;
 pub mod engine;
+pub mod sbx;
 pub mod stale;
 
 use crate::core::error::{Error, ErrorCode, Result};
@@ -109,6 +110,11 @@ struct Inner {
     socket_path: PathBuf,
     backend: Backend,
     vms: Mutex<BTreeMap<String, Arc<VmEntry>>>,
+    /// The sbx API's sandboxes, by name.
+    sandboxes: Mutex<BTreeMap<String, Arc<sbx::SbxEntry>>>,
+    /// The engine a template missing from a new sandbox's engine is copied from (`docker_host`, `DOCKER_HOST`,
+    /// `/var/run/docker.sock`).
+    template_source: PathBuf,
     /// Names with a create or delete under way; at most one at a time per name.
     busy: Mutex<HashMap<String, Busy>>,
     shutdown: CancellationToken,
@@ -225,6 +231,14 @@ impl LocalSandboxd {
     /// Bind the sandboxd socket and start serving.
     pub async fn start(opts: LocalOptions) -> Result<LocalSandboxd> {
         let backend = resolve_backend(&opts)?;
+        let template_source = match opts
+            .docker_host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+        {
+            Some(h) if !h.is_empty() => docker_host_path(&h)?,
+            _ => PathBuf::from("/var/run/docker.sock"),
+        };
         let (root, owns_root) = match &opts.root {
             Some(r) => {
                 if !r.is_absolute() {
@@ -283,6 +297,8 @@ impl LocalSandboxd {
             socket_path,
             backend,
             vms: Mutex::new(BTreeMap::new()),
+            sandboxes: Mutex::new(BTreeMap::new()),
+            template_source,
             busy: Mutex::new(HashMap::new()),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -335,11 +351,16 @@ impl LocalSandboxd {
             Ok(mut v) => std::mem::take(&mut *v).into_values().collect(),
             Err(_) => Vec::new(),
         };
+        let sandboxes: Vec<Arc<sbx::SbxEntry>> = match self.inner.sandboxes.lock() {
+            Ok(mut v) => std::mem::take(&mut *v).into_values().collect(),
+            Err(_) => Vec::new(),
+        };
         futures::future::join_all(vms.iter().map(|vm| async move {
             vm.engine.stop().await;
             let _ = std::fs::remove_dir_all(&vm.state_dir);
         }))
         .await;
+        futures::future::join_all(sandboxes.iter().map(|s| s.teardown())).await;
         self.inner.cleanup_files();
     }
 
@@ -362,6 +383,7 @@ impl LocalSandboxd {
             vm.engine.kill_now();
             let _ = std::fs::remove_dir_all(&vm.state_dir);
         }
+        self.inner.kill_sandboxes();
         self.inner.cleanup_files();
     }
 }
@@ -419,7 +441,8 @@ impl Inner {
                     async move { Ok::<_, std::convert::Infallible>(me.route(req).await) }
                 });
                 let conn = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc);
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades();
                 tokio::pin!(conn);
                 tokio::select! {
                     _ = conn.as_mut() => return,
@@ -435,6 +458,10 @@ impl Inner {
     }
 
     async fn route(&self, req: Request<Incoming>) -> Resp {
+        let req = match self.route_sbx(req).await {
+            Ok(resp) => return resp,
+            Err(req) => req,
+        };
         let path = req.uri().path().to_string();
         match (req.method(), path.as_str()) {
             (&Method::GET, "/vm") => self.list(),
@@ -704,8 +731,19 @@ impl Inner {
         resp
     }
 
+    /// Synchronous last-resort teardown of the sbx sandboxes (their engines; a relay engine's containers are
+    /// left to that engine).
+    fn kill_sandboxes(&self) {
+        if let Ok(mut v) = self.sandboxes.lock() {
+            for (_, s) in std::mem::take(&mut *v) {
+                s.kill_now();
+            }
+        }
+    }
+
     fn cleanup_files(&self) {
         let _ = std::fs::remove_file(&self.socket_path);
+        let _ = std::fs::remove_dir(self.root.join("sbx"));
         let _ = std::fs::remove_dir_all(self.root.join("engines"));
         let _ = std::fs::remove_dir(self.root.join("vm"));
         if self.owns_root {
@@ -724,6 +762,7 @@ impl Drop for Inner {
                     let _ = std::fs::remove_dir_all(&vm.state_dir);
                 }
             }
+            self.kill_sandboxes();
             self.cleanup_files();
         }
     }

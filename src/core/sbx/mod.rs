@@ -9,7 +9,10 @@ pub mod discovery;
 mod exec;
 pub mod wire;
 
-pub use client::{ApiRange, ConnectOptions, SbxClient, VersionMode};
+pub use client::{
+    check_version, validate_sandbox_name, ApiRange, ConnectOptions, SbxClient, SbxSandbox,
+    VersionMode, LENIENT_API, TESTED_API,
+};
 pub use discovery::{candidates, DiscoveryEnv, Endpoint, Os};
 pub use exec::SbxProcess;
 pub use wire::{DaemonHealth, DaemonInfo, ExecState, PortBinding, PortSpec};

@@ -1,0 +1,776 @@
+//! LocalSandboxd's sbx API (sbx-api.md §4.4): each sandbox is the template image running as a container in the
+//! sandbox's own engine (a private dockerd, or the relay), with the workspace bind-mounted at the same absolute
+//! path and that engine's socket mounted inside as `/var/run/docker.sock`, so a sandbox has its own Docker
+//! engine like the real ones.
+//!
+//! Chosen answers where the real daemon's are unknown: bad input 400, unknown sandbox 404 `sandbox <n> not
+//! found`, an existing name 409, a stopped sandbox 409 `sandbox <n> is not running`, a stopping daemon 503, ports
+//! and save 501 (no port publishing or image commit exists in this design: a sandbox container has no host
+//! network path, and templates come from the host engine).
+
+use super::engine::VmEngine;
+use super::{make_private_dir, message, reply, Claim, Inner, Resp, Work, MAX_SOCKET_PATH};
+use crate::core::attach;
+use crate::core::container::{self, Container, RunSpec};
+use crate::core::engine::Engine;
+use crate::core::error::{Error, ErrorCode, Result};
+use crate::core::images;
+use crate::core::sbx::validate_sandbox_name;
+use crate::core::validate;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, ResizeExecOptions};
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The `api_version` LocalSandboxd reports: the sbx version whose routes it serves (sbx 0.38).
+pub const API_VERSION: &str = "0.26.0";
+/// Label on every sandbox container (for sweeping the shared engine of the relay backend).
+const LABEL: &str = "dev.sandboxd.local-sbx";
+
+/// One sandbox.
+pub(super) struct SbxEntry {
+    id: String,
+    name: String,
+    agent: String,
+    workspace: String,
+    template: String,
+    labels: BTreeMap<String, String>,
+    created_at: String,
+    state_dir: PathBuf,
+    engine: VmEngine,
+    container: Container,
+    running: AtomicBool,
+}
+
+impl SbxEntry {
+    fn info(&self) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "status": if self.running.load(Ordering::SeqCst) { "running" } else { "stopped" },
+            "agent": self.agent,
+            "workspace": self.workspace,
+            "template": self.template,
+            "created_at": self.created_at,
+            "labels": self.labels,
+            "ports": [],
+            "additional_workspaces": [],
+        })
+    }
+
+    /// Remove the container, then the engine (which removes its own directory), then the state.
+    pub(super) async fn teardown(&self) {
+        let _ = self.container.remove(true).await;
+        self.engine.stop().await;
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+
+    pub(super) fn kill_now(&self) {
+        self.engine.kill_now();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+async fn body_json(req: Request<Incoming>) -> std::result::Result<Value, Resp> {
+    let b = Limited::new(req.into_body(), 1 << 20)
+        .collect()
+        .await
+        .map_err(|e| message(StatusCode::BAD_REQUEST, format!("unreadable body: {e}")))?
+        .to_bytes();
+    if b.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(&b)
+        .map_err(|e| message(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))
+}
+
+fn not_found(name: &str) -> Resp {
+    message(StatusCode::NOT_FOUND, format!("sandbox {name} not found"))
+}
+
+fn err_resp(e: Error) -> Resp {
+    let status = match e.code {
+        ErrorCode::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorCode::ContainerNotRunning => StatusCode::CONFLICT,
+        ErrorCode::SandboxdUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::ImageNotFound => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    message(status, e.message)
+}
+
+fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
+    req.uri().query().and_then(|q| {
+        q.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == key).then(|| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+    })
+}
+
+/// `env` as the daemon may get it: a `["K=V"]` list or a `{"K": "V"}` map.
+fn env_list(v: &Value) -> std::result::Result<Vec<String>, String> {
+    match v {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| "env entries must be strings".to_string())
+            })
+            .collect(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| {
+                v.as_str()
+                    .map(|v| format!("{k}={v}"))
+                    .ok_or_else(|| "env values must be strings".to_string())
+            })
+            .collect(),
+        _ => Err("env must be a list or a map".into()),
+    }
+}
+
+impl Inner {
+    /// Route a request of the sbx API; `None` when the path is not one of its routes.
+    pub(super) async fn route_sbx(
+        &self,
+        req: Request<Incoming>,
+    ) -> std::result::Result<Resp, Request<Incoming>> {
+        let path = req.uri().path().to_string();
+        let segs: Vec<String> = path
+            .trim_start_matches('/')
+            .split('/')
+            .map(|s| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+            .collect();
+        let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let m = req.method().clone();
+        Ok(match (&m, segs.as_slice()) {
+            (&Method::GET, ["daemon", "health"]) => reply(
+                StatusCode::OK,
+                json!({"status": "ok", "version": format!("localsandboxd-{}", env!("CARGO_PKG_VERSION")),
+                       "api_version": API_VERSION, "revision": "", "release": false}),
+            ),
+            (&Method::GET, ["daemon", "info"]) => reply(
+                StatusCode::OK,
+                json!({"api_socket": self.socket_path.display().to_string(), "docker_socket": ""}),
+            ),
+            (&Method::GET, ["sandbox"]) => {
+                let list: Vec<Value> = self.sbx_all().iter().map(|e| e.info()).collect();
+                reply(StatusCode::OK, Value::Array(list))
+            }
+            (&Method::POST, ["sandbox"]) => match body_json(req).await {
+                Ok(b) => self.sbx_create(b).await,
+                Err(r) => r,
+            },
+            (&Method::GET, ["sandbox", n]) => match self.sbx_get(n) {
+                Some(e) => reply(StatusCode::OK, e.info()),
+                None => not_found(n),
+            },
+            (&Method::DELETE, ["sandbox", n]) => self.sbx_delete(n).await,
+            (&Method::POST, ["sandbox", n, verb @ ("start" | "stop")]) => {
+                self.sbx_start_stop(n, verb == &"start").await
+            }
+            (&Method::POST, ["sandbox", n, "exec", "attach"]) => {
+                let n = n.to_string();
+                self.sbx_attach(&n, req).await
+            }
+            (&Method::GET, ["sandbox", n, "exec", id]) => self.sbx_exec_state(n, id).await,
+            (&Method::POST, ["sandbox", n, "exec", id, "resize"]) => {
+                let (n, id) = (n.to_string(), id.to_string());
+                match body_json(req).await {
+                    Ok(b) => self.sbx_resize(&n, &id, b).await,
+                    Err(r) => r,
+                }
+            }
+            (&Method::GET, ["sandbox", n, "files"]) => {
+                let p = query_param(&req, "path");
+                self.sbx_files_get(n, p).await
+            }
+            (&Method::PUT, ["sandbox", n, "files"]) => {
+                let n = n.to_string();
+                self.sbx_files_put(&n, req).await
+            }
+            (_, ["sandbox", n, "ports" | "save"]) | (_, ["sandbox", n, "ports", "unpublish"]) => {
+                if self.sbx_get(n).is_none() {
+                    not_found(n)
+                } else {
+                    message(StatusCode::NOT_IMPLEMENTED, "LocalSandboxd does not publish ports or save templates: a sandbox container has no host network path")
+                }
+            }
+            (_, ["daemon", ..]) | (_, ["sandbox", ..]) => {
+                message(StatusCode::NOT_FOUND, "Not Found")
+            }
+            _ => return Err(req),
+        })
+    }
+
+    fn sbx_all(&self) -> Vec<Arc<SbxEntry>> {
+        self.sandboxes
+            .lock()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn sbx_get(&self, name: &str) -> Option<Arc<SbxEntry>> {
+        self.sandboxes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).cloned())
+    }
+
+    fn sbx_running(&self, name: &str) -> std::result::Result<Arc<SbxEntry>, Box<Resp>> {
+        let e = self
+            .sbx_get(name)
+            .ok_or_else(|| Box::new(not_found(name)))?;
+        if !e.running.load(Ordering::SeqCst) {
+            return Err(Box::new(message(
+                StatusCode::CONFLICT,
+                format!("sandbox {name} is not running"),
+            )));
+        }
+        Ok(e)
+    }
+
+    async fn sbx_create(&self, b: Value) -> Resp {
+        let s = |k: &str| b.get(k).and_then(Value::as_str).map(str::to_string);
+        let (Some(agent), Some(ws)) = (s("agent"), s("workspace")) else {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "agent and workspace are required strings",
+            );
+        };
+        if let Err(e) = validate::name("agent", &agent) {
+            return message(StatusCode::BAD_REQUEST, e.message);
+        }
+        if let Err(e) = validate::workspace_dir(&ws) {
+            return message(
+                StatusCode::BAD_REQUEST,
+                e.message.replacen("workspaceDir", "workspace", 1),
+            );
+        }
+        let name = s("name").unwrap_or_else(|| {
+            let base: String = Path::new(&ws)
+                .file_name()
+                .map(|f| {
+                    f.to_string_lossy()
+                        .chars()
+                        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!("{agent}-{}", base.trim_matches('-'))
+        });
+        if let Err(e) = validate_sandbox_name(&name) {
+            return message(StatusCode::BAD_REQUEST, e.message);
+        }
+        let Some(template) = s("template") else {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "template is required (LocalSandboxd has no default template)",
+            );
+        };
+        let mut env: Vec<(String, String)> = Vec::new();
+        if let Some(Value::Object(m)) = b.get("environment") {
+            for (k, v) in m {
+                env.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
+            }
+        }
+        let mut extra = Vec::new();
+        if let Some(Value::Array(a)) = b.get("additional_workspaces") {
+            for w in a {
+                let Some(dir) = w.get("dir").and_then(Value::as_str) else {
+                    return message(
+                        StatusCode::BAD_REQUEST,
+                        "additional_workspaces entries need a dir",
+                    );
+                };
+                if let Err(e) = validate::workspace_dir(dir) {
+                    return message(StatusCode::BAD_REQUEST, e.message);
+                }
+                let ro = w.get("read_only").and_then(Value::as_bool).unwrap_or(false);
+                extra.push(format!("{dir}:{dir}{}", if ro { ":ro" } else { "" }));
+            }
+        }
+        let labels: BTreeMap<String, String> = match b.get("labels") {
+            Some(Value::Object(m)) => m
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        let key = format!("sbx:{name}");
+        if self.shutdown.is_cancelled() {
+            return message(StatusCode::SERVICE_UNAVAILABLE, "LocalSandboxd is stopping");
+        }
+        let claim = match self.sbx_get(&name) {
+            Some(_) => None,
+            None => self.sbx_claim(
+                &key,
+                Work::Creating {
+                    workspace: PathBuf::from(&ws),
+                },
+            ),
+        };
+        let Some(_claim) = claim else {
+            return message(
+                StatusCode::CONFLICT,
+                format!("sandbox {name} already exists"),
+            );
+        };
+        let r = self
+            .sbx_create_inner(&name, &agent, &ws, &template, env, extra, labels)
+            .await;
+        match r {
+            Ok(e) => reply(
+                StatusCode::CREATED,
+                json!({"name": e.name, "agent": e.agent, "status": "running", "workspace": e.workspace}),
+            ),
+            Err(e) => err_resp(e),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn sbx_create_inner(
+        &self,
+        name: &str,
+        agent: &str,
+        ws: &str,
+        template: &str,
+        env: Vec<(String, String)>,
+        extra: Vec<String>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Arc<SbxEntry>> {
+        let state_dir = self.root.join("sbx").join(name);
+        let socket = state_dir.join("docker.sock");
+        if socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(Error::invalid(format!(
+                "the sandbox socket path {} is too long",
+                socket.display()
+            )));
+        }
+        make_private_dir(&self.root.join("sbx"))?;
+        let _ = std::fs::remove_dir_all(&state_dir);
+        make_private_dir(&state_dir)?;
+        let engine_dir = self.root.join("engines").join(format!(
+            "sbx-{name}.{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ));
+        let fail = |e: Error| {
+            let _ = std::fs::remove_dir_all(&state_dir);
+            e
+        };
+        let engine = tokio::select! {
+            r = VmEngine::start(&self.backend, name, &socket, &engine_dir) => r.map_err(fail)?,
+            _ = self.shutdown.cancelled() => {
+                return Err(fail(Error::new(ErrorCode::SandboxdUnavailable, "LocalSandboxd stopped while the sandbox was starting")));
+            }
+        };
+        let built = async {
+            let api = Engine::connect(&socket).await?;
+            if images::inspect(&api, template).await?.is_none() {
+                let source = Engine::connect(&self.template_source).await.map_err(|e| {
+                    Error::invalid(format!("template {template:?} is not in the sandbox engine and the template source is unreachable: {}", e.message))
+                })?;
+                images::copy(source, api.clone(), template, None, &self.shutdown)
+                    .await
+                    .map_err(|e| {
+                        if e.code == ErrorCode::ImageNotFound {
+                            Error::invalid(format!("unknown template {template:?}"))
+                        } else {
+                            e
+                        }
+                    })?;
+            }
+            let mut binds = vec![
+                format!("{ws}:{ws}"),
+                format!("{}:/var/run/docker.sock", socket.display()),
+            ];
+            binds.extend(extra);
+            let mut clabels: HashMap<String, String> = labels.clone().into_iter().collect();
+            clabels.insert(LABEL.into(), name.into());
+            container::run(
+                api,
+                RunSpec {
+                    image: template.to_string(),
+                    name: Some(format!(
+                        "sbx-{name}-{}",
+                        &uuid::Uuid::new_v4().simple().to_string()[..6]
+                    )),
+                    cmd: Some(vec!["sleep".into(), "2147483647".into()]),
+                    env,
+                    working_dir: Some(ws.to_string()),
+                    binds,
+                    labels: clabels,
+                    init: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+        };
+        let container = tokio::select! {
+            r = built => r,
+            _ = self.shutdown.cancelled() => Err(Error::new(ErrorCode::SandboxdUnavailable, "LocalSandboxd stopped while the sandbox was starting")),
+        };
+        let container = match container {
+            Ok(c) => c,
+            Err(e) => {
+                engine.stop().await;
+                return Err(fail(e));
+            }
+        };
+        let entry = Arc::new(SbxEntry {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            name: name.to_string(),
+            agent: agent.to_string(),
+            workspace: ws.to_string(),
+            template: template.to_string(),
+            labels,
+            created_at: humantime_now(),
+            state_dir: state_dir.clone(),
+            engine,
+            container,
+            running: AtomicBool::new(true),
+        });
+        if self.shutdown.is_cancelled() {
+            entry.teardown().await;
+            return Err(Error::new(
+                ErrorCode::SandboxdUnavailable,
+                "LocalSandboxd stopped while the sandbox was starting",
+            ));
+        }
+        if let Ok(mut m) = self.sandboxes.lock() {
+            m.insert(name.to_string(), entry.clone());
+        }
+        Ok(entry)
+    }
+
+    async fn sbx_delete(&self, name: &str) -> Resp {
+        let key = format!("sbx:{name}");
+        let Some(_claim) = self.sbx_claim(&key, Work::Removing) else {
+            return message(
+                StatusCode::CONFLICT,
+                format!("sandbox {name} is being created or removed"),
+            );
+        };
+        let entry = self.sandboxes.lock().ok().and_then(|mut m| m.remove(name));
+        let r = match entry {
+            None => not_found(name),
+            Some(e) => {
+                e.teardown().await;
+                reply(
+                    StatusCode::OK,
+                    json!({"message": format!("sandbox {name} removed")}),
+                )
+            }
+        };
+        r
+    }
+
+    /// Claim a sandbox name (keyed apart from VM names) for a create or delete; `None` when one is under way.
+    /// The claim is released when dropped, also when the request is dropped mid-way.
+    fn sbx_claim(&self, key: &str, work: Work) -> Option<Claim<'_>> {
+        let mut busy = self.busy.lock().ok()?;
+        if busy.contains_key(key) {
+            return None;
+        }
+        Some(self.claim_locked(&mut busy, key, work))
+    }
+
+    async fn sbx_start_stop(&self, name: &str, start: bool) -> Resp {
+        let Some(e) = self.sbx_get(name) else {
+            return not_found(name);
+        };
+        let r = if start {
+            e.container.start().await
+        } else {
+            e.container.stop(Some(2)).await
+        };
+        match r {
+            Ok(()) => {
+                e.running.store(start, Ordering::SeqCst);
+                reply(
+                    StatusCode::OK,
+                    json!({"message": format!("sandbox {name} {}", if start { "started" } else { "stopped" })}),
+                )
+            }
+            Err(err) => err_resp(err),
+        }
+    }
+
+    /// `POST /sandbox/{n}/exec/attach`: create the exec in the sandbox's engine, start it attached, answer 101
+    /// with `Sandboxes-Exec-Id`, then relay: client bytes → the exec's stdin (a half-close closes it), the exec's
+    /// output → stdcopy frames (raw with a tty) → the client, then close.
+    async fn sbx_attach(&self, name: &str, mut req: Request<Incoming>) -> Resp {
+        let e = match self.sbx_running(name) {
+            Ok(e) => e,
+            Err(r) => return *r,
+        };
+        let upgrade = hyper::upgrade::on(&mut req);
+        let b = match body_json(req).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let cmd: Vec<String> = match b.get("cmd") {
+            Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    "cmd must be a non-empty list of strings",
+                )
+            }
+        };
+        let env = match env_list(b.get("env").unwrap_or(&Value::Null)) {
+            Ok(v) => v,
+            Err(m) => return message(StatusCode::BAD_REQUEST, m),
+        };
+        let tty = b.get("tty").and_then(Value::as_bool).unwrap_or(false);
+        let s = |k: &str| {
+            b.get(k)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+        };
+        let engine = e.container.engine.clone();
+        let created = engine
+            .docker()
+            .create_exec(
+                &e.container.id,
+                CreateExecOptions::<String> {
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(tty),
+                    env: Some(env),
+                    cmd: Some(cmd),
+                    user: s("user"),
+                    working_dir: s("working_dir"),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let exec_id = match created {
+            Ok(c) => c.id,
+            Err(err) => {
+                return err_resp(engine.err(
+                    err,
+                    crate::core::engine::Subject::Container(&e.container.id),
+                ))
+            }
+        };
+        let (mut output, mut input) = match attach::start(&engine, &exec_id, tty).await {
+            Ok(x) => x,
+            Err(err) => {
+                return err_resp(engine.err(
+                    err,
+                    crate::core::engine::Subject::Container(&e.container.id),
+                ))
+            }
+        };
+        self.tasks.spawn(async move {
+            let Ok(up) = upgrade.await else { return };
+            let (mut rd, mut wr) = tokio::io::split(TokioIo::new(up));
+            let stdin = tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match rd.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if input.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                let _ = input.shutdown().await;
+            });
+            while let Some(item) = output.next().await {
+                let (kind, data) = match item {
+                    Ok(LogOutput::StdOut { message }) => (1u8, message),
+                    Ok(LogOutput::StdErr { message }) => (2, message),
+                    Ok(LogOutput::Console { message }) => (0, message),
+                    Ok(LogOutput::StdIn { .. }) => continue,
+                    Err(_) => break,
+                };
+                let ok = if tty {
+                    wr.write_all(&data).await.is_ok()
+                } else {
+                    let mut h = [kind, 0, 0, 0, 0, 0, 0, 0];
+                    h[4..].copy_from_slice(&(data.len() as u32).to_be_bytes());
+                    wr.write_all(&h).await.is_ok() && wr.write_all(&data).await.is_ok()
+                };
+                if !ok {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+            stdin.abort();
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("Connection", "Upgrade")
+            .header("Upgrade", "tcp")
+            .header("Content-Type", "application/vnd.docker.raw-stream")
+            .header("Sandboxes-Exec-Id", exec_id)
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_else(|_| message(StatusCode::INTERNAL_SERVER_ERROR, "building the upgrade"))
+    }
+
+    async fn sbx_exec_state(&self, name: &str, id: &str) -> Resp {
+        let Some(e) = self.sbx_get(name) else {
+            return not_found(name);
+        };
+        match e.container.engine.docker().inspect_exec(id).await {
+            Ok(r) => reply(
+                StatusCode::OK,
+                json!({"id": id, "running": r.running.unwrap_or(false), "exit_code": r.exit_code}),
+            ),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => message(
+                StatusCode::NOT_FOUND,
+                format!("exec {id} not found in sandbox {name}"),
+            ),
+            Err(err) => err_resp(e.container.engine.err(
+                err,
+                crate::core::engine::Subject::Container(&e.container.id),
+            )),
+        }
+    }
+
+    async fn sbx_resize(&self, name: &str, id: &str, b: Value) -> Resp {
+        let Some(e) = self.sbx_get(name) else {
+            return not_found(name);
+        };
+        let dim = |k: &str| {
+            b.get(k)
+                .and_then(Value::as_u64)
+                .filter(|v| *v > 0 && *v <= u16::MAX as u64)
+        };
+        let (Some(cols), Some(rows)) = (dim("cols"), dim("rows")) else {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "cols and rows must be positive integers",
+            );
+        };
+        let r = e
+            .container
+            .engine
+            .docker()
+            .resize_exec(
+                id,
+                ResizeExecOptions {
+                    height: rows as u16,
+                    width: cols as u16,
+                },
+            )
+            .await;
+        match r {
+            Ok(()) => reply(StatusCode::OK, json!({})),
+            Err(err) => err_resp(e.container.engine.err(
+                err,
+                crate::core::engine::Subject::Container(&e.container.id),
+            )),
+        }
+    }
+
+    async fn sbx_files_get(&self, name: &str, path: Option<String>) -> Resp {
+        let Some(path) = path.filter(|p| !p.is_empty()) else {
+            return message(StatusCode::BAD_REQUEST, "path is required");
+        };
+        let e = match self.sbx_running(name) {
+            Ok(e) => e,
+            Err(r) => return *r,
+        };
+        match e.container.get_archive(&path).await {
+            Ok(tar) => {
+                let mut r = Response::new(Full::new(Bytes::from(tar)));
+                r.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("application/x-tar"),
+                );
+                r
+            }
+            Err(err)
+                if err.code == ErrorCode::InvalidArgument
+                    || err.message.contains("No such")
+                    || err.message.contains("not found") =>
+            {
+                message(
+                    StatusCode::NOT_FOUND,
+                    format!("path {path} not found in sandbox {name}"),
+                )
+            }
+            Err(err) => err_resp(err),
+        }
+    }
+
+    async fn sbx_files_put(&self, name: &str, req: Request<Incoming>) -> Resp {
+        let Some(path) = query_param(&req, "path").filter(|p| !p.is_empty()) else {
+            return message(StatusCode::BAD_REQUEST, "path is required");
+        };
+        let e = match self.sbx_running(name) {
+            Ok(e) => e,
+            Err(r) => return *r,
+        };
+        let body = match Limited::new(req.into_body(), crate::core::container::MAX_READ_BYTES)
+            .collect()
+            .await
+        {
+            Ok(b) => b.to_bytes(),
+            Err(err) => return message(StatusCode::BAD_REQUEST, format!("unreadable body: {err}")),
+        };
+        match e.container.put_archive(&path, body).await {
+            Ok(()) => reply(StatusCode::OK, json!({})),
+            Err(err) => err_resp(err),
+        }
+    }
+}
+
+/// Now as RFC 3339 (UTC, seconds).
+fn humantime_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -36,6 +36,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const API_VERSION: &str = "0.26.0";
 /// Label on every sandbox container (for sweeping the shared engine of the relay backend).
 const LABEL: &str = "dev.sandboxd.local-sbx";
+/// Label with a value unique to one create: what a cut-off create sweeps (never another instance's sandbox).
+const CREATE_LABEL: &str = "dev.sandboxd.local-sbx.create";
 
 /// One sandbox.
 pub(super) struct SbxEntry {
@@ -375,6 +377,7 @@ impl Inner {
             "sbx-{name}.{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         ));
+        let create_id = uuid::Uuid::new_v4().simple().to_string();
         let fail = |e: Error| {
             let _ = std::fs::remove_dir_all(&state_dir);
             e
@@ -408,6 +411,7 @@ impl Inner {
             binds.extend(extra);
             let mut clabels: HashMap<String, String> = labels.clone().into_iter().collect();
             clabels.insert(LABEL.into(), name.into());
+            clabels.insert(CREATE_LABEL.into(), create_id.clone());
             container::run(
                 api,
                 RunSpec {
@@ -434,6 +438,25 @@ impl Inner {
         let container = match container {
             Ok(c) => c,
             Err(e) => {
+                // A run cut off half way may have left its container (on a relay, in a shared engine).
+                if let Ok(api) = Engine::connect(&socket).await {
+                    let label = [format!("{CREATE_LABEL}={create_id}")];
+                    for c in container::list(&api, true, &label, None)
+                        .await
+                        .unwrap_or_default()
+                    {
+                        let _ = api
+                            .docker()
+                            .remove_container(
+                                &c.id,
+                                Some(bollard::query_parameters::RemoveContainerOptions {
+                                    force: true,
+                                    ..Default::default()
+                                }),
+                            )
+                            .await;
+                    }
+                }
                 engine.stop().await;
                 return Err(fail(e));
             }
@@ -580,7 +603,7 @@ impl Inner {
                 ))
             }
         };
-        let (mut output, mut input) = match attach::start(&engine, &exec_id, tty).await {
+        let (output, input) = match attach::start(&engine, &exec_id, tty).await {
             Ok(x) => x,
             Err(err) => {
                 return err_resp(engine.err(
@@ -589,44 +612,14 @@ impl Inner {
                 ))
             }
         };
+        let stop = self.shutdown.clone();
+        // A stop() cuts the relay off (it waits for these tasks before tearing the engines down), so the client
+        // sees its stream end instead of hanging.
         self.tasks.spawn(async move {
-            let Ok(up) = upgrade.await else { return };
-            let (mut rd, mut wr) = tokio::io::split(TokioIo::new(up));
-            let stdin = tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    match rd.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            if input.write_all(&buf[..n]).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-                let _ = input.shutdown().await;
-            });
-            while let Some(item) = output.next().await {
-                let (kind, data) = match item {
-                    Ok(LogOutput::StdOut { message }) => (1u8, message),
-                    Ok(LogOutput::StdErr { message }) => (2, message),
-                    Ok(LogOutput::Console { message }) => (0, message),
-                    Ok(LogOutput::StdIn { .. }) => continue,
-                    Err(_) => break,
-                };
-                let ok = if tty {
-                    wr.write_all(&data).await.is_ok()
-                } else {
-                    let mut h = [kind, 0, 0, 0, 0, 0, 0, 0];
-                    h[4..].copy_from_slice(&(data.len() as u32).to_be_bytes());
-                    wr.write_all(&h).await.is_ok() && wr.write_all(&data).await.is_ok()
-                };
-                if !ok {
-                    break;
-                }
+            tokio::select! {
+                _ = relay(upgrade, output, input, tty) => {}
+                _ = stop.cancelled() => {}
             }
-            let _ = wr.shutdown().await;
-            stdin.abort();
         });
         Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -746,6 +739,62 @@ impl Inner {
             Ok(()) => reply(StatusCode::OK, json!({})),
             Err(err) => err_resp(err),
         }
+    }
+}
+
+/// Relay one upgraded exec connection: client bytes → the exec's stdin (EOF closes it), output → the client.
+async fn relay(
+    upgrade: hyper::upgrade::OnUpgrade,
+    mut output: attach::Output,
+    mut input: attach::Input,
+    tty: bool,
+) {
+    let Ok(up) = upgrade.await else { return };
+    let (mut rd, mut wr) = tokio::io::split(TokioIo::new(up));
+    // Aborted when the relay ends or is dropped (a stop): it holds half of the client connection open.
+    let stdin = AbortOnDrop(tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if input.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = input.shutdown().await;
+    }));
+    while let Some(item) = output.next().await {
+        let (kind, data) = match item {
+            Ok(LogOutput::StdOut { message }) => (1u8, message),
+            Ok(LogOutput::StdErr { message }) => (2, message),
+            Ok(LogOutput::Console { message }) => (0, message),
+            Ok(LogOutput::StdIn { .. }) => continue,
+            Err(_) => break,
+        };
+        let ok = if tty {
+            wr.write_all(&data).await.is_ok()
+        } else {
+            let mut h = [kind, 0, 0, 0, 0, 0, 0, 0];
+            h[4..].copy_from_slice(&(data.len() as u32).to_be_bytes());
+            wr.write_all(&h).await.is_ok() && wr.write_all(&data).await.is_ok()
+        };
+        if !ok {
+            break;
+        }
+    }
+    let _ = wr.shutdown().await;
+    drop(stdin);
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -314,7 +314,15 @@ async fn client_end_to_end_on_a_real_engine() {
             .unwrap_err()
             .code
             .as_str(),
-        "ERR_INVALID_ARGUMENT"
+        "ERR_PATH_NOT_FOUND"
+    );
+    assert_eq!(
+        c.read_file("it-sbx", "/tmp", &o)
+            .await
+            .unwrap_err()
+            .code
+            .as_str(),
+        "ERR_NOT_A_FILE"
     );
     assert_eq!(
         c.ports("it-sbx", &o).await.unwrap_err().code.as_str(),

@@ -707,7 +707,8 @@ impl Inner {
                 r
             }
             Err(err)
-                if err.code == ErrorCode::InvalidArgument
+                if err.code == ErrorCode::PathNotFound
+                    || err.code == ErrorCode::InvalidArgument
                     || err.message.contains("No such")
                     || err.message.contains("not found") =>
             {

@@ -863,7 +863,7 @@ impl SbxClient {
             .await?;
         if res.status == 404 && daemon_message(&res.body).contains("path") {
             return Err(Error::new(
-                ErrorCode::InvalidArgument,
+                ErrorCode::PathNotFound,
                 format!("no file or directory at {path} in sandbox {name:?}"),
             )
             .with("path", path)
@@ -891,9 +891,11 @@ impl SbxClient {
             let mut entry = entry.map_err(bad)?;
             let kind = entry.header().entry_type();
             if kind.is_dir() {
-                return Err(
-                    Error::invalid(format!("{path} is a directory, not a file")).with("path", path)
-                );
+                return Err(Error::new(
+                    ErrorCode::NotAFile,
+                    format!("{path} in sandbox {name:?} is a directory, not a file"),
+                )
+                .with("path", path));
             }
             if kind.is_file() {
                 let mut out = Vec::new();

@@ -484,7 +484,7 @@ async fn bad_input_and_bad_answers_are_typed_and_the_client_survives() {
         ("404 remove", "ERR_SANDBOX_NOT_FOUND"),
         ("409 create", "ERR_SANDBOX_CONFLICT"),
         ("409 stopped files", "ERR_SANDBOX_STOPPED"),
-        ("404 path", "ERR_INVALID_ARGUMENT"),
+        ("404 path", "ERR_PATH_NOT_FOUND"),
         ("unmatched route", "ERR_SBX_UNSUPPORTED"),
         ("405 save", "ERR_SBX_UNSUPPORTED"),
         ("cut upgrade", "ERR_SANDBOXD_PROTOCOL"),

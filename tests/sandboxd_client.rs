@@ -1,7 +1,8 @@
 //! The sandboxd client against in-process servers that misbehave in ways a real daemon rarely does.
 
 use base64::Engine as _;
-use sandboxd::core::sandboxd::{parse_list, CallOpts, SandboxdClient};
+use sandboxd::core::sandboxd::{parse_list, SandboxdClient};
+use sandboxd::core::Call;
 use sandboxd::core::ErrorCode;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -67,8 +68,8 @@ fn client(sock: &Path) -> SandboxdClient {
     SandboxdClient::new(Some(sock.to_str().unwrap()), Some(Duration::from_secs(5)))
 }
 
-fn opts() -> CallOpts {
-    CallOpts::default()
+fn opts() -> Call {
+    Call::default()
 }
 
 #[tokio::test]
@@ -166,7 +167,7 @@ async fn a_socket_that_accepts_and_never_answers_times_out() {
     assert!(t.elapsed() < Duration::from_secs(3));
     // A per-call timeout overrides the client's.
     let e = c
-        .list(&CallOpts {
+        .list(&Call {
             timeout: Some(Duration::from_millis(50)),
             ..opts()
         })
@@ -547,7 +548,7 @@ async fn waiting_for_a_vm_that_never_shows_up_is_bounded_by_deadline_and_cancell
         .ensure(
             "race",
             w,
-            &CallOpts {
+            &Call {
                 timeout: Some(Duration::from_millis(300)),
                 ..opts()
             },

@@ -5,10 +5,11 @@
 //! fail, not pass, when that environment is missing.
 
 use bytes::Bytes;
-use sandboxd::core::backend::{CallOpts, SandboxSpec};
+use sandboxd::core::backend::SandboxSpec;
 use sandboxd::core::exec::ExecSpec;
 use sandboxd::core::local::{BackendKind, LocalOptions, LocalSandboxd};
 use sandboxd::core::sbx::{ConnectOptions, Endpoint, SbxClient, VersionMode};
+use sandboxd::core::Call;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -162,15 +163,15 @@ async fn golden_wire_without_an_engine() {
             version_mode: VersionMode::Strict,
             ..Default::default()
         },
-        &CallOpts::default(),
+        &Call::default(),
     )
     .await
     .unwrap();
     assert_eq!(health.api_version, "0.26.0");
-    assert!(c.list(&CallOpts::default()).await.unwrap().is_empty());
-    assert!(c.get("nope", &CallOpts::default()).await.unwrap().is_none());
+    assert!(c.list(&Call::default()).await.unwrap().is_empty());
+    assert!(c.get("nope", &Call::default()).await.unwrap().is_none());
     assert_eq!(
-        c.remove("nope", false, &CallOpts::default())
+        c.remove("nope", false, &Call::default())
             .await
             .unwrap_err()
             .code
@@ -180,7 +181,7 @@ async fn golden_wire_without_an_engine() {
     let root = d.root().to_path_buf();
     d.stop().await;
     assert!(!root.exists(), "stop() leaves nothing");
-    let e = c.list(&CallOpts::default()).await.unwrap_err();
+    let e = c.list(&Call::default()).await.unwrap_err();
     assert_eq!(e.code.as_str(), "ERR_SANDBOXD_UNAVAILABLE");
 }
 
@@ -198,7 +199,7 @@ async fn client_end_to_end_on_a_real_engine() {
     let host = env("DOCKER_HOST");
     let image = env("SANDBOXD_TEST_IMAGE");
     let d = local(Some(host.clone())).await;
-    let o = CallOpts::default();
+    let o = Call::default();
     let (c, _) = SbxClient::connect_to(
         vec![Endpoint::Unix(d.socket_path().into())],
         &ConnectOptions::default(),
@@ -283,10 +284,7 @@ async fn client_end_to_end_on_a_real_engine() {
     p.end().await.unwrap();
     let first = p.next().await.unwrap().unwrap();
     assert_eq!(first.data().as_ref(), b"got:line\n");
-    assert_eq!(
-        p.wait(&CancellationToken::new()).await.unwrap().exit_code,
-        Some(0)
-    );
+    assert_eq!(p.wait(&Call::default()).await.unwrap().exit_code, Some(0));
 
     // Files: read through GET …/files, write through PUT …/files.
     assert_eq!(
@@ -365,19 +363,20 @@ async fn client_end_to_end_on_a_real_engine() {
     spec2.name = Some("it-sbx2".into());
     c.create(&spec2, &o).await.unwrap();
     let root = d.root().to_path_buf();
-    let engine = sandboxd::core::engine::Engine::connect(std::path::Path::new(
-        host.trim_start_matches("unix://"),
-    ))
+    let engine = sandboxd::core::engine::Engine::connect(
+        std::path::Path::new(host.trim_start_matches("unix://")),
+        &Call::default(),
+    )
     .await
     .unwrap();
     let label = ["dev.sandboxd.local-sbx=it-sbx2".to_string()];
-    let before = sandboxd::core::container::list(&engine, true, &label, None)
+    let before = sandboxd::core::container::list(&engine, true, &label, None, &Call::default())
         .await
         .unwrap();
     assert_eq!(before.len(), 1);
     d.stop().await;
     assert!(!root.exists());
-    let after = sandboxd::core::container::list(&engine, true, &label, None)
+    let after = sandboxd::core::container::list(&engine, true, &label, None, &Call::default())
         .await
         .unwrap();
     assert!(
@@ -471,7 +470,7 @@ async fn golden_upgrade_exchange() {
 #[ignore = "needs DOCKER_HOST and SANDBOXD_TEST_IMAGE (scripts/lib.sh); scripts/test.sh runs it"]
 async fn daemon_stopped_mid_exec_and_mid_create() {
     let d = local(Some(env("DOCKER_HOST"))).await;
-    let o = CallOpts::default();
+    let o = Call::default();
     let c = SbxClient::at(Endpoint::Unix(d.socket_path().into()), None);
     let ws = tempfile::tempdir().unwrap();
     let spec = SandboxSpec {
@@ -516,7 +515,7 @@ async fn daemon_stopped_mid_exec_and_mid_create() {
     let c = SbxClient::at(Endpoint::Unix(d.socket_path().into()), None);
     let c2 = c.clone();
     let spec2 = spec.clone();
-    let creating = tokio::spawn(async move { c2.create(&spec2, &CallOpts::default()).await });
+    let creating = tokio::spawn(async move { c2.create(&spec2, &Call::default()).await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     let t0 = Instant::now();
     d.stop().await;

@@ -1,20 +1,24 @@
 //! JS classes for sandbox-agent: `SandboxAgent`, `AgentSession`, `TurnStream`, `AcpClient`, `AcpEventStream`.
 
 use super::call::{
-    promise, promise_map, read_options, run, run_with, CallOptions, Linked, Pending,
+    has_call, promise, read_call, run, settle, unlink_slot, AbortSignal, CallOptions, Linked,
+    Promise, SignalOnly,
 };
 use super::container::Container;
-use crate::core::acp::{default_init_params, AcpConnection, Feed};
+use super::iter::{async_iterator, step};
+use crate::core::acp::{default_init_params, AcpConnection, EventStream, StreamItem};
 use crate::core::agent::AgentServer;
-use crate::core::session::{AgentSession as CoreSession, PermissionAnswer, Turn, TurnEvent};
+use crate::core::session::{
+    AgentSession as CoreSession, PermissionAnswer, Turn, TurnEvent, TurnSummary,
+};
 use crate::core::Error as CoreError;
 use napi::bindgen_prelude::*;
 use napi::Env;
 use serde_json::{json, Value};
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Options for `new SandboxAgent()`.
@@ -39,8 +43,7 @@ pub struct EnsureServerOptions<'a> {
     /// they go to the container through this call only and are never logged).
     #[napi(ts_type = "Record<string, string>")]
     pub env: Option<Object<'a>>,
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     /// How long to wait for health after starting it (default 15 s).
     pub timeout_ms: Option<f64>,
 }
@@ -62,8 +65,7 @@ pub struct CreateSessionOptions<'a> {
     /// ACP `mcpServers` (default `[]`).
     #[napi(ts_type = "unknown[]")]
     pub mcp_servers: Option<Value>,
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     /// Deadline for opening the connection and creating the session (default 60 s).
     pub timeout_ms: Option<f64>,
 }
@@ -75,12 +77,15 @@ pub struct ConnectAgentOptions<'a> {
     /// `initialize` params (default: protocol 1, no fs/terminal capabilities).
     #[napi(ts_type = "Record<string, unknown>")]
     pub init_params: Option<Value>,
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     pub timeout_ms: Option<f64>,
 }
 
-const DEFAULT_OPEN: Duration = Duration::from_secs(60);
+has_call!(
+    EnsureServerOptions,
+    CreateSessionOptions,
+    ConnectAgentOptions
+);
 
 #[napi]
 impl SandboxAgent {
@@ -98,42 +103,26 @@ impl SandboxAgent {
 
     /// Probe health; when the server is down, start `sandbox-agent server --no-telemetry` detached (with a long
     /// `SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS`) and wait until it is healthy (default 15 s).
-    #[napi(catch_unwind, ts_return_type = "Promise<EnsureServerResult>")]
+    #[napi(catch_unwind)]
     pub fn ensure_server(
         &self,
         env: Env,
         options: Option<EnsureServerOptions>,
-    ) -> Result<Pending<EnsureServerResult>> {
+    ) -> Result<Promise<EnsureServerResult>> {
         let s = self.server.clone();
-        let vars = match super::container::read_env(options.as_ref().and_then(|o| o.env.as_ref())) {
-            Ok(v) => v,
-            Err(e) => return super::call::rejected(&env, e),
-        };
-        run(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-            move |t, d| async move {
-                let started = s
-                    .ensure_server(d.unwrap_or(Duration::from_secs(15)), &vars, &t)
-                    .await?;
-                Ok(EnsureServerResult { started })
-            },
-        )
+        let vars = super::container::read_env(options.as_ref().and_then(|o| o.env.as_ref()));
+        run(&env, options.as_ref(), move |call| async move {
+            let started = s.ensure_server(&vars?, &call).await?;
+            Ok(EnsureServerResult { started })
+        })
     }
 
     /// `GET /v1/health`.
     #[napi(catch_unwind, ts_return_type = "Promise<{ status: string }>")]
-    pub fn health(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<Value>> {
+    pub fn health(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<Value>> {
         let s = self.server.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            crate::core::http::bounded(
-                "agent health",
-                Some(d.unwrap_or(DEFAULT_OPEN)),
-                &t,
-                s.health(),
-            )
-            .await
+        run(&env, options.as_ref(), move |call| async move {
+            s.health(&call).await
         })
     }
 
@@ -142,16 +131,10 @@ impl SandboxAgent {
         catch_unwind,
         ts_return_type = "Promise<{ agents: Array<{ id: string; installed: boolean } & Record<string, unknown>> }>"
     )]
-    pub fn list_agents(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<Value>> {
+    pub fn list_agents(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<Value>> {
         let s = self.server.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            crate::core::http::bounded(
-                "listAgents",
-                Some(d.unwrap_or(DEFAULT_OPEN)),
-                &t,
-                s.list_agents(),
-            )
-            .await
+        run(&env, options.as_ref(), move |call| async move {
+            s.list_agents(&call).await
         })
     }
 
@@ -162,67 +145,43 @@ impl SandboxAgent {
         env: Env,
         name: String,
         options: Option<CallOptions>,
-    ) -> Result<Pending<Value>> {
+    ) -> Result<Promise<Value>> {
         let s = self.server.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            crate::core::http::bounded(
-                "installAgent",
-                Some(d.unwrap_or(Duration::from_secs(600))),
-                &t,
-                s.install_agent(&name),
-            )
-            .await
+        run(&env, options.as_ref(), move |call| async move {
+            s.install_agent(&name, &call).await
         })
     }
 
     /// Create an ACP session (its own connection and agent process) in `cwd`.
-    #[napi(catch_unwind, ts_return_type = "Promise<AgentSession>")]
+    #[napi(catch_unwind)]
     pub fn create_session(
         &self,
         env: Env,
         options: CreateSessionOptions,
-    ) -> Result<Pending<AgentSession>> {
+    ) -> Result<Promise<AgentSession>> {
         let s = self.server.clone();
         let agent = options.agent.clone();
         let cwd = options.cwd.clone();
         let mcp = options.mcp_servers.clone().unwrap_or_else(|| json!([]));
-        run(
-            &env,
-            options.signal.as_ref(),
-            options.timeout_ms,
-            move |t, d| async move {
-                let inner =
-                    CoreSession::create(s, &agent, &cwd, mcp, Some(d.unwrap_or(DEFAULT_OPEN)), &t)
-                        .await?;
-                Ok(AgentSession { inner })
-            },
-        )
+        run(&env, Some(&options), move |call| async move {
+            let inner = CoreSession::create(s, &agent, &cwd, mcp, &call).await?;
+            Ok(AgentSession { inner })
+        })
     }
 
     /// A raw ACP connection (JSON-RPC over the server's HTTP transport), for protocol-level work.
-    #[napi(catch_unwind, ts_return_type = "Promise<AcpClient>")]
-    pub fn connect(&self, env: Env, options: ConnectAgentOptions) -> Result<Pending<AcpClient>> {
+    #[napi(catch_unwind)]
+    pub fn connect(&self, env: Env, options: ConnectAgentOptions) -> Result<Promise<AcpClient>> {
         let s = self.server.clone();
         let agent = options.agent.clone();
         let init = options
             .init_params
             .clone()
             .unwrap_or_else(default_init_params);
-        run(
-            &env,
-            options.signal.as_ref(),
-            options.timeout_ms,
-            move |t, d| async move {
-                let (conn, init_result) = crate::core::http::bounded(
-                    "connecting to the agent",
-                    Some(d.unwrap_or(DEFAULT_OPEN)),
-                    &t,
-                    AcpConnection::open(s, &agent, init),
-                )
-                .await?;
-                Ok(AcpClient { conn, init_result })
-            },
-        )
+        run(&env, Some(&options), move |call| async move {
+            let (conn, init_result) = AcpConnection::open(s, &agent, init, &call).await?;
+            Ok(AcpClient { conn, init_result })
+        })
     }
 }
 
@@ -236,11 +195,12 @@ pub struct AgentSession {
 #[napi(object, object_to_js = false)]
 pub struct PromptOptions<'a> {
     /// Aborting cancels the turn (`session/cancel`) and rejects the iterator with `ABORT_ERR`.
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     /// `send()` only: deadline for the whole turn; past it the turn is cancelled and `send` rejects `ERR_TIMEOUT`.
     pub timeout_ms: Option<f64>,
 }
+
+has_call!(PromptOptions);
 
 /// Options for `events()`.
 #[napi(object)]
@@ -313,7 +273,7 @@ fn event_js(env: &Env, session: &CoreSession, e: &TurnEvent) -> Result<ObjectRef
         let s = session.clone();
         let id = id.clone();
         let respond =
-            env.create_function_from_closure::<String, Pending<()>, _>("respond", move |ctx| {
+            env.create_function_from_closure::<String, Promise<()>, _>("respond", move |ctx| {
                 let choice: String = ctx.first_arg()?;
                 let s = s.clone();
                 let id = id.clone();
@@ -322,9 +282,10 @@ fn event_js(env: &Env, session: &CoreSession, e: &TurnEvent) -> Result<ObjectRef
                 } else {
                     PermissionAnswer::Select(choice)
                 };
-                promise(ctx.env, None, async move {
-                    s.respond_permission(id, answer).await
-                })
+                promise(
+                    ctx.env,
+                    async move { s.respond_permission(id, answer).await },
+                )
             })?;
         obj.set_named_property("respond", respond)?;
     }
@@ -387,6 +348,16 @@ pub struct SendResult {
     pub events: Vec<Value>,
 }
 
+impl From<TurnSummary> for SendResult {
+    fn from(t: TurnSummary) -> Self {
+        SendResult {
+            text: t.text,
+            stop_reason: t.stop_reason,
+            events: t.events.iter().map(event_json).collect(),
+        }
+    }
+}
+
 #[napi]
 impl AgentSession {
     /// The agent's session id.
@@ -424,9 +395,11 @@ impl AgentSession {
         prompt: Either<String, Vec<Value>>,
         options: Option<PromptOptions>,
     ) -> Result<TurnStream> {
-        let (token, _, linked) =
-            read_options(&env, options.as_ref().and_then(|o| o.signal.as_ref()), None)
-                .map_err(|e| super::call::js_error(&env, e))?;
+        // A turn takes only the signal (`timeoutMs` is `send()`'s).
+        let signal = SignalOnly(options.as_ref().and_then(|o| o.signal.as_ref()));
+        let (call, linked) =
+            read_call(&env, Some(&signal)).map_err(|e| super::call::js_error(&env, e))?;
+        let token = call.cancel;
         let turn = self
             .inner
             .prompt(blocks(prompt))
@@ -443,81 +416,33 @@ impl AgentSession {
     /// answered `cancelled` (use `prompt()` to answer them).
     #[napi(
         catch_unwind,
-        ts_args_type = "prompt: string | unknown[], options?: PromptOptions",
-        ts_return_type = "Promise<SendResult>"
+        ts_args_type = "prompt: string | unknown[], options?: PromptOptions"
     )]
     pub fn send(
         &self,
         env: Env,
         prompt: Either<String, Vec<Value>>,
         options: Option<PromptOptions>,
-    ) -> Result<Pending<SendResult>> {
+    ) -> Result<Promise<SendResult>> {
         let session = self.inner.clone();
         let input = blocks(prompt);
-        run(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-            move |t, d| async move {
-                let mut turn = session.prompt(input)?;
-                let collect = async {
-                    let mut text = String::new();
-                    let mut events = Vec::new();
-                    loop {
-                        match turn.next().await? {
-                            None => return Err(CoreError::closed("the session")),
-                            Some(TurnEvent::Stop {
-                                event_id,
-                                stop_reason,
-                            }) => {
-                                events.push(event_json(&TurnEvent::Stop {
-                                    event_id,
-                                    stop_reason: stop_reason.clone(),
-                                }));
-                                return Ok(SendResult {
-                                    text,
-                                    stop_reason,
-                                    events,
-                                });
-                            }
-                            Some(e) => {
-                                if let TurnEvent::Text { text: t, .. } = &e {
-                                    text.push_str(t);
-                                }
-                                if let TurnEvent::PermissionRequest { id, .. } = &e {
-                                    let _ = session
-                                        .respond_permission(id.clone(), PermissionAnswer::Cancel)
-                                        .await;
-                                }
-                                events.push(event_json(&e));
-                            }
-                        }
-                    }
-                };
-                let r = crate::core::http::bounded("the prompt turn", d, &t, collect).await;
-                if r.is_err()
-                    && session.connection().exit().is_none()
-                    && !session.connection().is_closed()
-                {
-                    let _ = session.cancel().await;
-                }
-                r
-            },
-        )
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(session.send(input, &call).await?.into())
+        })
     }
 
     /// Cancel the running turn (`session/cancel`); open permission requests are answered `cancelled`.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn cancel(&self, env: Env) -> Result<Pending<()>> {
+    pub fn cancel(&self, env: Env) -> Result<Promise<()>> {
         let s = self.inner.clone();
-        promise(&env, None, async move { s.cancel().await })
+        promise(&env, async move { s.cancel().await })
     }
 
     /// Close the session and its agent process. Idempotent.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn close(&self, env: Env) -> Result<Pending<()>> {
+    pub fn close(&self, env: Env) -> Result<Promise<()>> {
         let s = self.inner.clone();
-        promise(&env, None, async move {
+        promise(&env, async move {
             s.close().await;
             Ok(())
         })
@@ -526,10 +451,7 @@ impl AgentSession {
     /// Every message of this session's connection from the server's log, after `after`, then live.
     #[napi(catch_unwind)]
     pub fn events(&self, options: Option<EventsOptions>) -> AcpEventStream {
-        AcpEventStream::new(
-            self.inner.connection().clone(),
-            options.and_then(|o| o.after).unwrap_or(0) as u64,
-        )
+        AcpEventStream::new(self.inner.connection(), options)
     }
 
     /// `await using session = …` closes it.
@@ -538,7 +460,7 @@ impl AgentSession {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
         self.close(env)
     }
 }
@@ -559,13 +481,13 @@ impl TurnStream {
         catch_unwind,
         ts_return_type = "Promise<IteratorResult<AgentEvent, undefined>>"
     )]
-    pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
+    pub fn next(&self, env: Env) -> Result<Promise<ObjectRef<false>>> {
         let turn = self.turn.clone();
         let token = self.token.clone();
         let session = self.session.clone();
         let session2 = self.session.clone();
         let linked = self.linked.clone();
-        promise_map(
+        settle(
             &env,
             None,
             async move {
@@ -581,54 +503,37 @@ impl TurnStream {
             },
             move |env, ev| {
                 if !matches!(ev, Ok(Some(_))) {
-                    super::call::unlink_slot(&linked, env);
+                    unlink_slot(&linked, env);
                 }
                 let ev = ev.map_err(|e| super::call::js_error(env, e))?;
-                let mut step = Object::new(env)?;
-                match ev {
-                    None => {
-                        step.set_named_property("done", true)?;
-                        step.set_named_property("value", ())?;
-                    }
-                    Some(e) => {
-                        step.set_named_property("done", false)?;
-                        step.set_named_property("value", event_js(env, &session2, &e)?)?;
-                    }
-                }
-                step.create_ref::<false>()
+                let value = ev.map(|e| event_js(env, &session2, &e)).transpose()?;
+                step(env, value)
             },
         )
     }
+}
 
-    /// Stop iterating (`break`): the turn is cancelled.
-    #[napi(
-        catch_unwind,
-        js_name = "return",
-        ts_return_type = "Promise<IteratorResult<AgentEvent, undefined>>"
-    )]
-    pub fn return_(&self, env: Env) -> Result<Pending<Value>> {
-        super::call::unlink_slot(&self.linked, &env);
+impl TurnStream {
+    /// `return()`: the turn is cancelled unless it is over.
+    fn on_return(&self, env: &Env) -> impl Future<Output = ()> + Send + 'static {
+        unlink_slot(&self.linked, env);
         let turn = self.turn.clone();
         let session = self.session.clone();
-        promise(&env, None, async move {
+        async move {
             let done = turn.try_lock().map(|t| t.is_done()).unwrap_or(false);
             if !done {
                 let _ = session.cancel().await;
             }
-            Ok(json!({"done": true}))
-        })
-    }
-
-    /// The turn is its own async iterator.
-    #[napi(
-        catch_unwind,
-        well_known_symbol = "asyncIterator",
-        ts_return_type = "AsyncIterator<AgentEvent, undefined>"
-    )]
-    pub fn iterator<'a>(&self, this: This<'a>) -> Object<'a> {
-        this.object
+        }
     }
 }
+
+async_iterator!(
+    TurnStream,
+    "Stop iterating (`break`): the turn is cancelled.",
+    "Promise<IteratorResult<AgentEvent, undefined>>",
+    "AsyncIterator<AgentEvent, undefined>"
+);
 
 /// A raw ACP connection.
 #[napi]
@@ -643,11 +548,12 @@ pub struct AcpRequestOptions<'a> {
     /// The JSON-RPC id to use (string or number); default: the next number.
     #[napi(ts_type = "string | number")]
     pub id: Option<Value>,
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     /// Default 60 s.
     pub timeout_ms: Option<f64>,
 }
+
+has_call!(AcpRequestOptions);
 
 #[napi]
 impl AcpClient {
@@ -682,32 +588,19 @@ impl AcpClient {
         method: String,
         params: Option<Value>,
         options: Option<AcpRequestOptions>,
-    ) -> Result<Pending<Value>> {
+    ) -> Result<Promise<Value>> {
         let c = self.conn.clone();
         let id = options.as_ref().and_then(|o| o.id.clone());
-        if let Some(id) = &id {
-            if !(id.is_string() || id.is_number()) {
-                return super::call::rejected(
-                    &env,
-                    CoreError::invalid("id must be a string or a number").with("argument", "id"),
-                );
+        run(&env, options.as_ref(), move |call| async move {
+            if let Some(id) = &id {
+                if !(id.is_string() || id.is_number()) {
+                    return Err(CoreError::invalid("id must be a string or a number")
+                        .with("argument", "id"));
+                }
             }
-        }
-        run(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-            move |t, d| async move {
-                c.request(
-                    &method,
-                    params.unwrap_or(Value::Null),
-                    id,
-                    Some(d.unwrap_or(DEFAULT_OPEN)),
-                    &t,
-                )
+            c.request(&method, params.unwrap_or(Value::Null), id, &call)
                 .await
-            },
-        )
+        })
     }
 
     /// Send a notification (no response).
@@ -716,9 +609,9 @@ impl AcpClient {
         ts_args_type = "method: string, params?: unknown",
         ts_return_type = "Promise<void>"
     )]
-    pub fn notify(&self, env: Env, method: String, params: Option<Value>) -> Result<Pending<()>> {
+    pub fn notify(&self, env: Env, method: String, params: Option<Value>) -> Result<Promise<()>> {
         let c = self.conn.clone();
-        promise(&env, None, async move {
+        promise(&env, async move {
             c.notify(&method, params.unwrap_or(Value::Null)).await
         })
     }
@@ -729,25 +622,22 @@ impl AcpClient {
         ts_args_type = "id: string | number, result: unknown",
         ts_return_type = "Promise<void>"
     )]
-    pub fn respond(&self, env: Env, id: Value, result: Value) -> Result<Pending<()>> {
+    pub fn respond(&self, env: Env, id: Value, result: Value) -> Result<Promise<()>> {
         let c = self.conn.clone();
-        promise(&env, None, async move { c.respond(id, result).await })
+        promise(&env, async move { c.respond(id, result).await })
     }
 
     /// The connection's messages from the server's log after `after`, then live (a second SSE reader).
     #[napi(catch_unwind)]
     pub fn events(&self, options: Option<EventsOptions>) -> AcpEventStream {
-        AcpEventStream::new(
-            self.conn.clone(),
-            options.and_then(|o| o.after).unwrap_or(0) as u64,
-        )
+        AcpEventStream::new(&self.conn, options)
     }
 
     /// Close the connection (DELETE, bounded) and its agent process. Idempotent.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn close(&self, env: Env) -> Result<Pending<()>> {
+    pub fn close(&self, env: Env) -> Result<Promise<()>> {
         let c = self.conn.clone();
-        promise(&env, None, async move {
+        promise(&env, async move {
             c.close().await;
             Ok(())
         })
@@ -759,7 +649,7 @@ impl AcpClient {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
         self.close(env)
     }
 }
@@ -777,29 +667,24 @@ pub struct AcpStreamEvent {
     pub to: Option<u32>,
 }
 
-enum StreamState {
-    NotStarted,
-    Running(tokio::sync::mpsc::Receiver<Feed>),
-    Done,
-}
-
 /// Raw ACP messages with their SSE event ids; ends when the connection closes or the agent exits.
 #[napi]
 pub struct AcpEventStream {
-    conn: AcpConnection,
-    after: u64,
-    state: Arc<tokio::sync::Mutex<StreamState>>,
-    stop: CancellationToken,
+    inner: Arc<EventStream>,
 }
 
 impl AcpEventStream {
-    fn new(conn: AcpConnection, after: u64) -> Self {
+    fn new(conn: &AcpConnection, options: Option<EventsOptions>) -> Self {
+        let after = options.and_then(|o| o.after).unwrap_or(0);
         AcpEventStream {
-            conn,
-            after,
-            state: Arc::new(tokio::sync::Mutex::new(StreamState::NotStarted)),
-            stop: CancellationToken::new(),
+            inner: Arc::new(conn.events(after as u64)),
         }
+    }
+
+    /// `return()`: stop reading.
+    fn on_return(&self, _: &Env) -> impl Future<Output = ()> + Send + 'static {
+        let s = self.inner.clone();
+        async move { s.close().await }
     }
 }
 
@@ -810,64 +695,24 @@ impl AcpEventStream {
         catch_unwind,
         ts_return_type = "Promise<IteratorResult<AcpStreamEvent, undefined>>"
     )]
-    pub fn next(&self, env: Env) -> Result<Pending<Value>> {
-        let state = self.state.clone();
-        let conn = self.conn.clone();
-        let after = self.after;
-        let stop = self.stop.clone();
-        promise(&env, None, async move {
-            let mut st = state.lock().await;
-            if let StreamState::NotStarted = &*st {
-                *st = StreamState::Running(conn.replay(after).await?);
-            }
-            let StreamState::Running(rx) = &mut *st else {
-                return Ok(json!({"done": true}));
-            };
-            let item = tokio::select! {
-                f = rx.recv() => f,
-                _ = stop.cancelled() => None,
-            };
-            match item {
-                Some(Feed::Event(ev)) => Ok(
-                    json!({"done": false, "value": {"type": "message", "eventId": ev.event_id, "message": ev.message}}),
-                ),
-                Some(Feed::Gap { from, to }) => {
-                    Ok(json!({"done": false, "value": {"type": "gap", "from": from, "to": to}}))
+    pub fn next(&self, env: Env) -> Result<Promise<ObjectRef<false>>> {
+        let s = self.inner.clone();
+        settle(&env, None, async move { s.next().await }, |env, item| {
+            let value = item.map(|i| match i {
+                StreamItem::Message(ev) => {
+                    json!({"type": "message", "eventId": ev.event_id, "message": ev.message})
                 }
-                Some(Feed::Ended(Some(e))) => {
-                    *st = StreamState::Done;
-                    Err(e)
-                }
-                Some(Feed::Ended(None)) | None => {
-                    *st = StreamState::Done;
-                    Ok(json!({"done": true}))
-                }
-            }
+                StreamItem::Gap { from, to } => json!({"type": "gap", "from": from, "to": to}),
+            });
+            let value = value.map(|v| env.to_js_value(&v)).transpose()?;
+            step(env, value)
         })
-    }
-
-    /// Stop reading.
-    #[napi(
-        catch_unwind,
-        js_name = "return",
-        ts_return_type = "Promise<IteratorResult<AcpStreamEvent, undefined>>"
-    )]
-    pub fn return_(&self, env: Env) -> Result<Pending<Value>> {
-        self.stop.cancel();
-        let state = self.state.clone();
-        promise(&env, None, async move {
-            *state.lock().await = StreamState::Done;
-            Ok(json!({"done": true}))
-        })
-    }
-
-    /// The stream is its own async iterator.
-    #[napi(
-        catch_unwind,
-        well_known_symbol = "asyncIterator",
-        ts_return_type = "AsyncIterator<AcpStreamEvent, undefined>"
-    )]
-    pub fn iterator<'a>(&self, this: This<'a>) -> Object<'a> {
-        this.object
     }
 }
+
+async_iterator!(
+    AcpEventStream,
+    "Stop reading.",
+    "Promise<IteratorResult<AcpStreamEvent, undefined>>",
+    "AsyncIterator<AcpStreamEvent, undefined>"
+);

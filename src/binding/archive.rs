@@ -2,27 +2,21 @@
 //! tar archive written into one as it is produced), over [`crate::core::archive`].
 
 use super::call::{
-    bytes_of, js_error, promise, promise_map, read_options, unlink_slot, CallOptions, Linked,
-    Pending,
+    bytes_of, js_error, promise, read_call, settle, unlink_slot, CallOptions, Linked, Promise,
 };
+use super::iter::{async_iterator, step};
 use crate::core::archive::{Download, Upload};
 use crate::core::exec::MAX_CHUNK;
+use crate::core::Call;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use napi::bindgen_prelude::*;
 use napi::Env;
 use std::cell::RefCell;
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
-
-/// An iterator step of an `ArchiveStream`.
-#[napi(object)]
-pub struct BytesStep {
-    pub done: bool,
-    pub value: Option<Buffer>,
-}
 
 /// `container.getArchiveStream(path)`: the tar archive as an async iterator of Buffers. It is read from the
 /// engine only as fast as it is consumed. The engine locks the container until the archive is read or its
@@ -40,18 +34,12 @@ impl ArchiveStream {
         stream: BoxStream<'static, crate::core::Result<Bytes>>,
         options: Option<&CallOptions>,
     ) -> ArchiveStream {
-        let read = read_options(
-            env,
-            options.and_then(|o| o.signal.as_ref()),
-            options.and_then(|o| o.timeout_ms),
-        );
-        let (download, linked) = match read {
-            Ok((token, deadline, linked)) => (Download::new(stream, token, deadline), linked),
+        let (download, linked) = match read_call(env, options) {
+            Ok((call, linked)) => (Download::new(stream, call), linked),
             Err(e) => (
                 Download::new(
                     futures::stream::once(async move { Err(e) }).boxed(),
-                    CancellationToken::new(),
-                    None,
+                    Call::default(),
                 ),
                 None,
             ),
@@ -72,42 +60,21 @@ impl ArchiveStream {
         catch_unwind,
         ts_return_type = "Promise<IteratorResult<Buffer, undefined>>"
     )]
-    pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
+    pub fn next(&self, env: Env) -> Result<Promise<ObjectRef<false>>> {
         let d = self.inner.clone();
-        let step = async move { Ok(d.next(MAX_CHUNK).await.transpose()) };
+        let next = async move { Ok(d.next(MAX_CHUNK).await.transpose()) };
         let linked = self.linked.clone();
-        promise_map(&env, None, step, move |env, step| {
-            if !matches!(step, Ok(Some(_))) {
+        settle(&env, None, next, move |env, piece| {
+            if !matches!(piece, Ok(Some(_))) {
                 unlink_slot(&linked, env);
             }
-            let piece = step.map_err(|e| js_error(env, e))?;
-            let mut out = Object::new(env)?;
-            out.set_named_property("done", piece.is_none())?;
-            match piece {
-                // A V8-owned Buffer, counted like exec output so that GC keeps pace with a fast download.
-                Some(run) => {
-                    out.set_named_property("value", super::exec::buffer_from_run(env, &run)?)?
-                }
-                None => out.set_named_property("value", ())?,
-            }
-            out.create_ref::<false>()
-        })
-    }
-
-    /// Stop reading and close the engine's connection.
-    #[napi(
-        catch_unwind,
-        js_name = "return",
-        ts_return_type = "Promise<IteratorResult<Buffer, undefined>>"
-    )]
-    pub fn return_(&self, env: Env) -> Result<Pending<BytesStep>> {
-        unlink_slot(&self.linked, &env);
-        self.inner.close();
-        promise(&env, None, async move {
-            Ok(BytesStep {
-                done: true,
-                value: None,
-            })
+            let piece = piece.map_err(|e| js_error(env, e))?;
+            // A V8-owned Buffer, counted like exec output so that GC keeps pace with a fast download.
+            let value = match piece {
+                Some(run) => Some(super::exec::buffer_from_run(env, &run)?),
+                None => None,
+            };
+            step(env, value)
         })
     }
 
@@ -117,20 +84,26 @@ impl ArchiveStream {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<Pending<BytesStep>> {
+    pub fn dispose(&self, env: Env) -> Result<Promise<ObjectRef<false>>> {
         self.return_(env)
     }
+}
 
-    /// The stream is its own async iterator.
-    #[napi(
-        catch_unwind,
-        well_known_symbol = "asyncIterator",
-        ts_return_type = "AsyncIterator<Buffer, undefined>"
-    )]
-    pub fn iterator<'a>(&self, this: This<'a>) -> Object<'a> {
-        this.object
+impl ArchiveStream {
+    /// `return()`: stop reading and close the engine's connection.
+    fn on_return(&self, env: &Env) -> impl Future<Output = ()> + Send + 'static {
+        unlink_slot(&self.linked, env);
+        self.inner.close();
+        std::future::ready(())
     }
 }
+
+async_iterator!(
+    ArchiveStream,
+    "Stop reading and close the engine's connection.",
+    "Promise<IteratorResult<Buffer, undefined>>",
+    "AsyncIterator<Buffer, undefined>"
+);
 
 /// `container.putArchiveStream(dir)`: a tar archive streamed into directory `dir` as it is written.
 /// `write()` waits while the engine is behind; `end()` resolves once the engine has extracted everything. Errors
@@ -152,28 +125,34 @@ impl ArchiveUpload {
 impl ArchiveUpload {
     /// Send the next piece of the tar (a string is sent as UTF-8).
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn write(&self, env: Env, data: Either<String, Uint8Array>) -> Result<Pending<()>> {
+    pub fn write(&self, env: Env, data: Either<String, Uint8Array>) -> Result<Promise<()>> {
         let bytes = bytes_of(&data);
         let u = self.inner.clone();
-        promise(&env, None, async move { u.write(bytes).await })
+        promise(&env, async move { u.write(bytes).await })
     }
 
     /// End the archive; resolves once the engine has extracted it.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn end(&self, env: Env) -> Result<Pending<()>> {
+    pub fn end(&self, env: Env) -> Result<Promise<()>> {
         let u = self.inner.clone();
-        promise(&env, self.take_linked(), async move { u.end().await })
+        settle(
+            &env,
+            self.take_linked(),
+            async move { u.end().await },
+            |_, v| Ok(v),
+        )
     }
 
     /// Break the upload off: the engine sees a broken body, not a short archive (what it had already
     /// extracted stays). Pending and later `write()`/`end()` reject with `ABORT_ERR`.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn abort(&self, env: Env) -> Result<Pending<()>> {
+    pub fn abort(&self, env: Env) -> Result<Promise<()>> {
         let u = self.inner.clone();
-        promise(&env, self.take_linked(), async move {
+        let abort = async move {
             u.abort().await;
             Ok(())
-        })
+        };
+        settle(&env, self.take_linked(), abort, |_, v| Ok(v))
     }
 
     /// `await using up = box.putArchiveStream(dir)`: aborts the upload unless `end()` was called.
@@ -182,9 +161,9 @@ impl ArchiveUpload {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
         if self.inner.is_closed() {
-            return promise(&env, self.take_linked(), async { Ok(()) });
+            return settle(&env, self.take_linked(), async { Ok(()) }, |_, v| Ok(v));
         }
         self.abort(env)
     }

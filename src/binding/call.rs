@@ -1,7 +1,8 @@
-//! Running a core future as a JS promise: AbortSignal in, typed errors out, panics caught.
+//! Running a core future as a JS promise: `{ signal, timeoutMs }` in as a core [`Call`], typed errors out,
+//! panics caught.
 
-pub use super::settle::Pending;
-use crate::core::{Error as CoreError, ErrorCode};
+pub use super::settle::Promise;
+use crate::core::{Call, Error as CoreError, ErrorCode};
 use futures::FutureExt;
 use napi::bindgen_prelude::*;
 use napi::{Env, Status};
@@ -9,14 +10,71 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use tokio_util::sync::CancellationToken;
 
+/// A JS `AbortSignal` option (typed so in index.d.ts), linked to the call's cancellation while the call runs.
+pub struct AbortSignal<'a>(Object<'a>);
+
+impl TypeName for AbortSignal<'_> {
+    fn type_name() -> &'static str {
+        "AbortSignal"
+    }
+
+    fn value_type() -> ValueType {
+        ValueType::Object
+    }
+}
+
+impl ValidateNapiValue for AbortSignal<'_> {}
+
+impl FromNapiValue for AbortSignal<'_> {
+    unsafe fn from_napi_value(env: napi::sys::napi_env, v: napi::sys::napi_value) -> Result<Self> {
+        Ok(AbortSignal(unsafe { Object::from_napi_value(env, v) }?))
+    }
+}
+
 /// Options accepted by every call that can wait.
 #[napi(object, object_to_js = false)]
 pub struct CallOptions<'a> {
     /// Aborting rejects the call with `ABORT_ERR` (and stops the work it started).
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     /// Deadline for this call in milliseconds; past it the call rejects with `ERR_TIMEOUT`.
     pub timeout_ms: Option<f64>,
+}
+
+/// An options object that carries `{ signal, timeoutMs }`.
+pub trait HasCall {
+    /// The AbortSignal, if given.
+    fn signal(&self) -> Option<&AbortSignal<'_>>;
+    /// The call's deadline in milliseconds, if given.
+    fn timeout_ms(&self) -> Option<f64>;
+}
+
+/// `impl HasCall` for options types with `signal` and `timeout_ms` fields.
+macro_rules! has_call {
+    ($($t:ident),* $(,)?) => {$(
+        impl $crate::binding::call::HasCall for $t<'_> {
+            fn signal(&self) -> Option<&$crate::binding::call::AbortSignal<'_>> {
+                self.signal.as_ref()
+            }
+            fn timeout_ms(&self) -> Option<f64> {
+                self.timeout_ms
+            }
+        }
+    )*};
+}
+pub(crate) use has_call;
+
+has_call!(CallOptions);
+
+/// Only the signal of an options object, for calls whose `timeoutMs` means something else.
+pub struct SignalOnly<'o, 'a>(pub Option<&'o AbortSignal<'a>>);
+
+impl HasCall for SignalOnly<'_, '_> {
+    fn signal(&self) -> Option<&AbortSignal<'_>> {
+        self.0
+    }
+    fn timeout_ms(&self) -> Option<f64> {
+        None
+    }
 }
 
 /// `addEventListener` / `removeEventListener` as seen from Rust.
@@ -55,7 +113,11 @@ impl Drop for Linked {
     }
 }
 
-fn link_signal(env: &Env, signal: &Object, token: &CancellationToken) -> Result<Option<Linked>> {
+fn link_signal(
+    env: &Env,
+    signal: &AbortSignal,
+    token: &CancellationToken,
+) -> Result<Option<Linked>> {
     let orphans = ORPHANS
         .try_with(|o| o.try_borrow_mut().map(|mut o| std::mem::take(&mut *o)))
         .ok()
@@ -64,6 +126,7 @@ fn link_signal(env: &Env, signal: &Object, token: &CancellationToken) -> Result<
     for l in orphans {
         unlink(env, l);
     }
+    let signal = &signal.0;
     if signal
         .get_named_property::<bool>("aborted")
         .unwrap_or(false)
@@ -143,49 +206,55 @@ fn panic_error(p: Box<dyn std::any::Any + Send>) -> CoreError {
     CoreError::internal(format!("internal error (panic): {msg}"))
 }
 
-/// Read `{ signal, timeoutMs }`: the token to cancel and the validated deadline.
-#[allow(clippy::type_complexity)]
-pub fn read_options(
+/// Read `{ signal, timeoutMs }` into a core [`Call`], with the signal's link (to release when the call ends).
+pub fn read_call<O: HasCall>(
     env: &Env,
-    signal: Option<&Object>,
-    timeout_ms: Option<f64>,
-) -> std::result::Result<
-    (
-        CancellationToken,
-        Option<std::time::Duration>,
-        Option<Linked>,
-    ),
-    CoreError,
-> {
+    options: Option<&O>,
+) -> std::result::Result<(Call, Option<Linked>), CoreError> {
     let token = CancellationToken::new();
-    let timeout = timeout_ms
+    let timeout = options
+        .and_then(HasCall::timeout_ms)
         .map(|ms| crate::core::validate::timeout_ms("timeoutMs", ms))
         .transpose()?;
-    let linked = match signal {
+    let linked = match options.and_then(HasCall::signal) {
         Some(sig) => link_signal(env, sig, &token).map_err(|e| {
             CoreError::invalid(format!("signal: {}", e.reason)).with("argument", "signal")
         })?,
         None => None,
     };
-    Ok((token, timeout, linked))
+    Ok((Call::new(timeout, token), linked))
 }
 
-/// The promise for `fut`: resolves with its value, rejects with a typed JS error, never lets a panic through.
-pub fn promise<T, F>(env: &Env, linked: Option<Linked>, fut: F) -> Result<Pending<T>>
+/// The one way to run a method with options: read them into a [`Call`] (bad options reject), run
+/// `make(call)`, resolve with its value. The signal's link is released when the promise settles.
+pub fn run<O, T, F>(
+    env: &Env,
+    options: Option<&O>,
+    make: impl FnOnce(Call) -> F,
+) -> Result<Promise<T>>
+where
+    O: HasCall,
+    T: ToNapiValue + Send + 'static,
+    F: Future<Output = crate::core::Result<T>> + Send + 'static,
+{
+    match read_call(env, options) {
+        Ok((call, linked)) => settle(env, linked, make(call), |_, v| Ok(v)),
+        Err(e) => promise(env, async move { Err(e) }),
+    }
+}
+
+/// The promise for `fut` (a method with no options).
+pub fn promise<T, F>(env: &Env, fut: F) -> Result<Promise<T>>
 where
     T: ToNapiValue + Send + 'static,
     F: Future<Output = crate::core::Result<T>> + Send + 'static,
 {
-    promise_map(env, linked, fut, |_, v| Ok(v))
+    settle(env, None, fut, |_, v| Ok(v))
 }
 
-/// Like [`promise`], with `map` run on the JS thread to turn the core value into the JS one.
-pub fn promise_map<T, U, F, M>(
-    env: &Env,
-    linked: Option<Linked>,
-    fut: F,
-    map: M,
-) -> Result<Pending<U>>
+/// The promise for `fut`, with `map` run on the JS thread to turn its value into the JS one and `linked`
+/// released when it settles. A rejection carries the SDK's error; a panic becomes `ERR_INTERNAL`.
+pub fn settle<T, U, F, M>(env: &Env, linked: Option<Linked>, fut: F, map: M) -> Result<Promise<U>>
 where
     T: Send + 'static,
     U: ToNapiValue + 'static,
@@ -234,50 +303,5 @@ pub fn bytes_of(data: &Either<String, Uint8Array>) -> bytes::Bytes {
     match data {
         Either::A(s) => bytes::Bytes::copy_from_slice(s.as_bytes()),
         Either::B(b) => bytes::Bytes::copy_from_slice(b),
-    }
-}
-
-/// A promise that rejects at once with `e` (bad options found before any work started).
-pub fn rejected<T: ToNapiValue + 'static>(env: &Env, e: CoreError) -> Result<Pending<T>> {
-    promise_map(
-        env,
-        None,
-        async move { Err(e) },
-        |_, never: std::convert::Infallible| match never {},
-    )
-}
-
-/// Run with a [`CallOptions`] object (or none).
-pub fn run_with<T, F>(
-    env: &Env,
-    opts: Option<&CallOptions>,
-    make: impl FnOnce(CancellationToken, Option<std::time::Duration>) -> F,
-) -> Result<Pending<T>>
-where
-    T: ToNapiValue + Send + 'static,
-    F: Future<Output = crate::core::Result<T>> + Send + 'static,
-{
-    run(
-        env,
-        opts.and_then(|o| o.signal.as_ref()),
-        opts.and_then(|o| o.timeout_ms),
-        make,
-    )
-}
-
-/// Read the options, then run `make(token, timeout)` as a promise.
-pub fn run<T, F>(
-    env: &Env,
-    signal: Option<&Object>,
-    timeout_ms: Option<f64>,
-    make: impl FnOnce(CancellationToken, Option<std::time::Duration>) -> F,
-) -> Result<Pending<T>>
-where
-    T: ToNapiValue + Send + 'static,
-    F: Future<Output = crate::core::Result<T>> + Send + 'static,
-{
-    match read_options(env, signal, timeout_ms) {
-        Ok((token, timeout, linked)) => promise(env, linked, make(token, timeout)),
-        Err(e) => rejected(env, e),
     }
 }

@@ -1,8 +1,10 @@
 //! JS classes `Containers` and `Container` over [`crate::core::container`].
 
 use super::archive::{ArchiveStream, ArchiveUpload};
-use super::call::{promise_map, run, run_with, CallOptions, Pending};
-use super::exec::{exec_promise, ExecProcess, LogStream};
+use super::call::{
+    has_call, read_call, run, settle, AbortSignal, CallOptions, Promise, SignalOnly,
+};
+use super::exec::{exec_result_ref, ExecProcess, LogStream};
 use crate::core::container::{self as core_container, Container as CoreContainer, RunSpec};
 use crate::core::engine::Engine;
 use crate::core::exec::ExecSpec;
@@ -94,10 +96,30 @@ pub struct RunOptions<'a> {
     /// Remove the container when it exits.
     pub auto_remove: Option<bool>,
     /// Aborting rejects with `ABORT_ERR`.
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     /// Deadline in milliseconds (default 60 s).
     pub timeout_ms: Option<f64>,
+}
+
+impl RunOptions<'_> {
+    fn spec(&self) -> std::result::Result<RunSpec, CoreError> {
+        Ok(RunSpec {
+            image: self.image.clone(),
+            name: self.name.clone(),
+            cmd: self.cmd.clone(),
+            entrypoint: self.entrypoint.clone(),
+            env: read_env(self.env.as_ref())?,
+            working_dir: self.working_dir.clone(),
+            user: self.user.clone(),
+            binds: self.binds.clone().unwrap_or_default(),
+            labels: read_record(self.labels.as_ref(), "labels")?
+                .into_iter()
+                .collect(),
+            init: self.init,
+            stop_signal: self.stop_signal.clone(),
+            auto_remove: self.auto_remove.unwrap_or(false),
+        })
+    }
 }
 
 /// Options for `containers.list()`.
@@ -109,8 +131,7 @@ pub struct ListContainersOptions<'a> {
     pub labels: Option<Vec<String>>,
     /// Name filter (substring match, as the engine does it).
     pub name: Option<String>,
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     pub timeout_ms: Option<f64>,
 }
 
@@ -127,6 +148,20 @@ pub struct ContainerSummary {
     pub labels: HashMap<String, String>,
     /// Unix seconds.
     pub created: i64,
+}
+
+impl From<core_container::ContainerSummary> for ContainerSummary {
+    fn from(r: core_container::ContainerSummary) -> Self {
+        ContainerSummary {
+            id: r.id,
+            names: r.names,
+            image: r.image,
+            state: r.state,
+            status: r.status,
+            labels: r.labels,
+            created: r.created,
+        }
+    }
 }
 
 /// `container.inspect()`: the essentials, with env keys only (values may be secrets).
@@ -148,71 +183,43 @@ pub struct ContainerInfo {
     pub init: bool,
 }
 
+impl From<core_container::ContainerInfo> for ContainerInfo {
+    fn from(i: core_container::ContainerInfo) -> Self {
+        ContainerInfo {
+            id: i.id,
+            name: i.name,
+            image: i.image,
+            status: i.status,
+            running: i.running,
+            exit_code: i.exit_code,
+            pid: i.pid,
+            started_at: i.started_at,
+            finished_at: i.finished_at,
+            created: i.created,
+            labels: i.labels,
+            env_keys: i.env_keys,
+            init: i.init,
+        }
+    }
+}
+
 /// Containers on one engine.
 #[napi]
 pub struct Containers {
     pub(crate) engine: Arc<Engine>,
 }
 
-const DEFAULT_CALL: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A container call bounded by `timeoutMs` (default 60 s) and the signal.
-fn bounded_call<T, F>(
-    env: &Env,
-    options: Option<&CallOptions>,
-    what: &'static str,
-    fut: F,
-) -> Result<Pending<T>>
-where
-    T: ToNapiValue + Send + 'static,
-    F: std::future::Future<Output = crate::core::Result<T>> + Send + 'static,
-{
-    run_with(env, options, move |t, d| async move {
-        crate::core::http::bounded(what, Some(d.unwrap_or(DEFAULT_CALL)), &t, fut).await
-    })
-}
-
 #[napi]
 impl Containers {
     /// Create and start a container. A missing image is `ERR_IMAGE_NOT_FOUND` (no registry pull).
-    #[napi(catch_unwind, ts_return_type = "Promise<Container>")]
-    pub fn run(&self, env: Env, options: RunOptions) -> Result<Pending<Container>> {
+    #[napi(catch_unwind)]
+    pub fn run(&self, env: Env, options: RunOptions) -> Result<Promise<Container>> {
         let e = self.engine.clone();
-        let (env_vars, labels) = match read_env(options.env.as_ref())
-            .and_then(|v| Ok((v, read_record(options.labels.as_ref(), "labels")?)))
-        {
-            Ok(v) => v,
-            Err(err) => return super::call::rejected(&env, err),
-        };
-        let spec = RunSpec {
-            image: options.image.clone(),
-            name: options.name.clone(),
-            cmd: options.cmd.clone(),
-            entrypoint: options.entrypoint.clone(),
-            env: env_vars,
-            working_dir: options.working_dir.clone(),
-            user: options.user.clone(),
-            binds: options.binds.clone().unwrap_or_default(),
-            labels: labels.into_iter().collect(),
-            init: options.init,
-            stop_signal: options.stop_signal.clone(),
-            auto_remove: options.auto_remove.unwrap_or(false),
-        };
-        run(
-            &env,
-            options.signal.as_ref(),
-            options.timeout_ms,
-            move |t, d| async move {
-                let c = crate::core::http::bounded(
-                    "containers.run",
-                    Some(d.unwrap_or(DEFAULT_CALL)),
-                    &t,
-                    core_container::run(e, spec),
-                )
-                .await?;
-                Ok(Container { inner: c })
-            },
-        )
+        let spec = options.spec();
+        run(&env, Some(&options), move |call| async move {
+            let inner = core_container::run(e, spec?, &call).await?;
+            Ok(Container { inner })
+        })
     }
 
     /// The container with that name or id, or `null`.
@@ -222,60 +229,30 @@ impl Containers {
         env: Env,
         name_or_id: String,
         options: Option<CallOptions>,
-    ) -> Result<Pending<Option<Container>>> {
+    ) -> Result<Promise<Option<Container>>> {
         let e = self.engine.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            let c = crate::core::http::bounded(
-                "containers.get",
-                Some(d.unwrap_or(DEFAULT_CALL)),
-                &t,
-                core_container::get(e, &name_or_id),
-            )
-            .await?;
-            Ok(c.map(|inner| Container { inner }))
+        run(&env, options.as_ref(), move |call| async move {
+            let found = core_container::get(e, &name_or_id, &call).await?;
+            Ok(found.map(|inner| Container { inner }))
         })
     }
 
     /// Containers on this engine (running only, unless `all`).
-    #[napi(catch_unwind, ts_return_type = "Promise<ContainerSummary[]>")]
+    #[napi(catch_unwind)]
     pub fn list(
         &self,
         env: Env,
         options: Option<ListContainersOptions>,
-    ) -> Result<Pending<Vec<ContainerSummary>>> {
+    ) -> Result<Promise<Vec<ContainerSummary>>> {
         let e = self.engine.clone();
-        let all = options.as_ref().and_then(|o| o.all).unwrap_or(false);
-        let labels = options
-            .as_ref()
-            .and_then(|o| o.labels.clone())
-            .unwrap_or_default();
-        let name = options.as_ref().and_then(|o| o.name.clone());
-        run(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-            move |t, d| async move {
-                let rows = crate::core::http::bounded(
-                    "containers.list",
-                    Some(d.unwrap_or(DEFAULT_CALL)),
-                    &t,
-                    core_container::list(&e, all, &labels, name.as_deref()),
-                )
-                .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|r| ContainerSummary {
-                        id: r.id,
-                        names: r.names,
-                        image: r.image,
-                        state: r.state,
-                        status: r.status,
-                        labels: r.labels,
-                        created: r.created,
-                    })
-                    .collect())
-            },
-        )
+        let o = options.as_ref();
+        let all = o.and_then(|o| o.all).unwrap_or(false);
+        let labels = o.and_then(|o| o.labels.clone()).unwrap_or_default();
+        let name = o.and_then(|o| o.name.clone());
+        run(&env, o, move |call| async move {
+            let rows = core_container::list(&e, all, &labels, name.as_deref(), &call).await?;
+            Ok(rows.into_iter().map(Into::into).collect())
+        })
     }
 }
 
@@ -301,8 +278,7 @@ pub struct ExecOptions<'a> {
     /// Aborting kills the process tree; `exec` rejects with `ABORT_ERR` whose `result` holds the partial output.
     /// With `spawn` it works for the whole life of the process: the output ends, and `wait()` resolves with
     /// `aborted: true` (an abort before the process started rejects `spawn` with `ABORT_ERR`).
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     /// Keep at most this many bytes of stdout and of stderr (the rest is read and dropped; `truncated: true`).
     pub max_output_bytes: Option<f64>,
 }
@@ -344,13 +320,17 @@ fn exec_spec(
     })
 }
 
+/// An exec takes only the signal from the call: its `timeoutMs` kills the process tree (see [`ExecSpec`]).
+fn exec_signal<'o, 'a>(options: &'o Option<ExecOptions<'a>>) -> SignalOnly<'o, 'a> {
+    SignalOnly(options.as_ref().and_then(|o| o.signal.as_ref()))
+}
+
 /// Options for `container.stop()`.
 #[napi(object, object_to_js = false)]
 pub struct StopOptions<'a> {
     /// Seconds to wait after the stop signal before SIGKILL (engine default 10).
     pub timeout_sec: Option<i32>,
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     pub timeout_ms: Option<f64>,
 }
 
@@ -359,8 +339,7 @@ pub struct StopOptions<'a> {
 pub struct RemoveContainerOptions<'a> {
     /// Kill it first if it is running.
     pub force: Option<bool>,
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     pub timeout_ms: Option<f64>,
 }
 
@@ -378,10 +357,17 @@ pub struct LogsOptions {
 pub struct WriteFileOptions<'a> {
     /// File mode (default `0o644`).
     pub mode: Option<u32>,
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     pub timeout_ms: Option<f64>,
 }
+
+has_call!(
+    RunOptions,
+    ListContainersOptions,
+    StopOptions,
+    RemoveContainerOptions,
+    WriteFileOptions
+);
 
 /// A container on an engine.
 #[napi]
@@ -405,108 +391,62 @@ impl Container {
 
     /// Start it (a running container is fine).
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn start(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<()>> {
+    pub fn start(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<()>> {
         let c = self.inner.clone();
-        bounded_call(&env, options.as_ref(), "container.start", async move {
-            c.start().await
+        run(&env, options.as_ref(), move |call| async move {
+            c.start(&call).await
         })
     }
 
     /// Stop it (a stopped container is fine).
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn stop(&self, env: Env, options: Option<StopOptions>) -> Result<Pending<()>> {
+    pub fn stop(&self, env: Env, options: Option<StopOptions>) -> Result<Promise<()>> {
         let c = self.inner.clone();
         let secs = options.as_ref().and_then(|o| o.timeout_sec);
-        run(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-            move |t, d| async move {
-                crate::core::http::bounded(
-                    "container.stop",
-                    Some(d.unwrap_or(DEFAULT_CALL * 2)),
-                    &t,
-                    c.stop(secs),
-                )
-                .await
-            },
-        )
+        run(&env, options.as_ref(), move |call| async move {
+            c.stop(secs, &call).await
+        })
     }
 
     /// Remove it (`force` kills it first).
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn remove(&self, env: Env, options: Option<RemoveContainerOptions>) -> Result<Pending<()>> {
+    pub fn remove(&self, env: Env, options: Option<RemoveContainerOptions>) -> Result<Promise<()>> {
         let c = self.inner.clone();
         let force = options.as_ref().and_then(|o| o.force).unwrap_or(false);
-        run(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-            move |t, d| async move {
-                crate::core::http::bounded(
-                    "container.remove",
-                    Some(d.unwrap_or(DEFAULT_CALL)),
-                    &t,
-                    c.remove(force),
-                )
-                .await
-            },
-        )
+        run(&env, options.as_ref(), move |call| async move {
+            c.remove(force, &call).await
+        })
     }
 
     /// State, image, labels and env keys (never env values).
-    #[napi(catch_unwind, ts_return_type = "Promise<ContainerInfo>")]
+    #[napi(catch_unwind)]
     pub fn inspect(
         &self,
         env: Env,
         options: Option<CallOptions>,
-    ) -> Result<Pending<ContainerInfo>> {
+    ) -> Result<Promise<ContainerInfo>> {
         let c = self.inner.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            let i = crate::core::http::bounded(
-                "container.inspect",
-                Some(d.unwrap_or(DEFAULT_CALL)),
-                &t,
-                c.inspect(),
-            )
-            .await?;
-            Ok(ContainerInfo {
-                id: i.id,
-                name: i.name,
-                image: i.image,
-                status: i.status,
-                running: i.running,
-                exit_code: i.exit_code,
-                pid: i.pid,
-                started_at: i.started_at,
-                finished_at: i.finished_at,
-                created: i.created,
-                labels: i.labels,
-                env_keys: i.env_keys,
-                init: i.init,
-            })
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(c.inspect(&call).await?.into())
         })
     }
 
     /// Wait until it stops; resolves with the exit code.
-    #[napi(catch_unwind, ts_return_type = "Promise<number>")]
-    pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<i64>> {
+    #[napi(catch_unwind)]
+    pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<i64>> {
         let c = self.inner.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            crate::core::http::bounded("container.wait", d, &t, c.wait(&t)).await
+        run(&env, options.as_ref(), move |call| async move {
+            c.wait(&call).await
         })
     }
 
     /// Start it if it is not running.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn ensure_running(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<()>> {
+    pub fn ensure_running(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<()>> {
         let c = self.inner.clone();
-        bounded_call(
-            &env,
-            options.as_ref(),
-            "container.ensureRunning",
-            async move { c.ensure_running().await },
-        )
+        run(&env, options.as_ref(), move |call| async move {
+            c.ensure_running(&call).await
+        })
     }
 
     /// The container's logs as an async iterator of `{ stream, data }`.
@@ -529,7 +469,7 @@ impl Container {
         env: Env,
         cmd: Vec<String>,
         options: Option<ExecOptions>,
-    ) -> Result<Pending<ObjectRef<false>>> {
+    ) -> Result<Promise<ObjectRef<false>>> {
         self.exec_impl(env, cmd, options)
     }
 
@@ -540,7 +480,7 @@ impl Container {
         env: Env,
         script: String,
         options: Option<ExecOptions>,
-    ) -> Result<Pending<ObjectRef<false>>> {
+    ) -> Result<Promise<ObjectRef<false>>> {
         self.exec_impl(env, vec!["sh".into(), "-c".into(), script], options)
     }
 
@@ -549,57 +489,43 @@ impl Container {
         env: Env,
         cmd: Vec<String>,
         options: Option<ExecOptions>,
-    ) -> Result<Pending<ObjectRef<false>>> {
-        let spec = match exec_spec(cmd, options.as_ref()) {
-            Ok(s) => s,
-            Err(e) => return exec_promise(&env, None, async move { Err(e) }),
-        };
-        let (token, _, linked) = match super::call::read_options(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            None,
-        ) {
-            Ok(v) => v,
-            Err(e) => return exec_promise(&env, None, async move { Err(e) }),
-        };
+    ) -> Result<Promise<ObjectRef<false>>> {
+        let started = exec_spec(cmd, options.as_ref())
+            .and_then(|spec| Ok((spec, read_call(&env, Some(&exec_signal(&options)))?)));
         let c = self.inner.clone();
-        exec_promise(&env, linked, async move { c.exec(spec, token).await })
+        match started {
+            Ok((spec, (call, linked))) => settle(
+                &env,
+                linked,
+                async move { c.exec(spec, call.cancel).await },
+                exec_result_ref,
+            ),
+            Err(e) => settle(&env, None, async move { Err(e) }, exec_result_ref),
+        }
     }
 
     /// Start `cmd` and stream it: output as an async iterator, stdin via `write`/`end`, `kill`, `wait`.
     /// `timeoutMs` and `signal` apply to the process's whole life, not only to starting it.
-    #[napi(catch_unwind, ts_return_type = "Promise<ExecProcess>")]
+    #[napi(catch_unwind)]
     pub fn spawn(
         &self,
         env: Env,
         cmd: Vec<String>,
         options: Option<ExecOptions>,
-    ) -> Result<Pending<ExecProcess>> {
-        let spec = match exec_spec(cmd, options.as_ref()) {
-            Ok(s) => s,
-            Err(e) => return super::call::rejected(&env, e),
+    ) -> Result<Promise<ExecProcess>> {
+        // The signal outlives this call: while the process runs, aborting kills its tree (like `timeoutMs`).
+        let started = exec_spec(cmd, options.as_ref())
+            .and_then(|spec| Ok((spec, read_call(&env, Some(&exec_signal(&options)))?)));
+        let (spec, call, linked) = match started {
+            Ok((spec, (call, linked))) => (Ok(spec), call, linked),
+            Err(e) => (Err(e), crate::core::Call::default(), None),
         };
         let c = self.inner.clone();
-        // The signal outlives this call: while the process runs, aborting kills its tree (like `timeoutMs`).
-        let (t, _, linked) = match super::call::read_options(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            None,
-        ) {
-            Ok(r) => r,
-            Err(e) => return super::call::rejected(&env, e),
-        };
         let link: super::exec::SignalLink = std::rc::Rc::new(std::cell::RefCell::new(linked));
-        promise_map(
+        settle(
             &env,
             None,
-            async move {
-                let started = c.spawn(spec, t.clone());
-                Ok(
-                    crate::core::http::bounded("container.spawn", Some(DEFAULT_CALL), &t, started)
-                        .await,
-                )
-            },
+            async move { Ok(c.spawn(spec?, call.cancel).await) },
             move |env, started| match started {
                 Ok(proc) => Ok(ExecProcess { proc, link }),
                 Err(e) => {
@@ -618,24 +544,13 @@ impl Container {
         path: String,
         data: Either<String, Uint8Array>,
         options: Option<WriteFileOptions>,
-    ) -> Result<Pending<()>> {
+    ) -> Result<Promise<()>> {
         let bytes = super::call::bytes_of(&data);
         let mode = options.as_ref().and_then(|o| o.mode);
         let c = self.inner.clone();
-        run(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-            move |t, d| async move {
-                crate::core::http::bounded(
-                    "container.writeFile",
-                    Some(d.unwrap_or(DEFAULT_CALL)),
-                    &t,
-                    c.write_file(&path, &bytes, mode),
-                )
-                .await
-            },
-        )
+        run(&env, options.as_ref(), move |call| async move {
+            c.write_file(&path, &bytes, mode, &call).await
+        })
     }
 
     /// Write the VM's proxy CA (`vm.caCertPem`) into the container, at `path` (default
@@ -647,26 +562,26 @@ impl Container {
         pem: String,
         path: Option<String>,
         options: Option<CallOptions>,
-    ) -> Result<Pending<()>> {
+    ) -> Result<Promise<()>> {
         let c = self.inner.clone();
         let path = path.unwrap_or_else(|| crate::core::vm::DEFAULT_CA_PATH.to_string());
-        bounded_call(&env, options.as_ref(), "container.trustCa", async move {
-            c.trust_ca(&pem, &path).await
+        run(&env, options.as_ref(), move |call| async move {
+            c.trust_ca(&pem, &path, &call).await
         })
     }
 
     /// Read one regular file through the archive API, following symbolic links. A missing path is
     /// `ERR_PATH_NOT_FOUND`; a directory, device or FIFO is `ERR_NOT_A_FILE`.
-    #[napi(catch_unwind, ts_return_type = "Promise<Buffer>")]
+    #[napi(catch_unwind)]
     pub fn read_file(
         &self,
         env: Env,
         path: String,
         options: Option<CallOptions>,
-    ) -> Result<Pending<Buffer>> {
+    ) -> Result<Promise<Buffer>> {
         let c = self.inner.clone();
-        bounded_call(&env, options.as_ref(), "container.readFile", async move {
-            Ok(c.read_file(&path).await?.into())
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(c.read_file(&path, &call).await?.into())
         })
     }
 
@@ -678,11 +593,11 @@ impl Container {
         dir: String,
         tar: Uint8Array,
         options: Option<CallOptions>,
-    ) -> Result<Pending<()>> {
+    ) -> Result<Promise<()>> {
         let data = bytes::Bytes::copy_from_slice(&tar);
         let c = self.inner.clone();
-        bounded_call(&env, options.as_ref(), "container.putArchive", async move {
-            c.put_archive(&dir, data).await
+        run(&env, options.as_ref(), move |call| async move {
+            c.put_archive(&dir, data, &call).await
         })
     }
 
@@ -709,16 +624,11 @@ impl Container {
         dir: String,
         options: Option<CallOptions>,
     ) -> ArchiveUpload {
-        let read = super::call::read_options(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-        );
-        let (inner, linked) = match read {
-            Ok((token, deadline, linked)) => (
+        let (inner, linked) = match read_call(&env, options.as_ref()) {
+            Ok((call, linked)) => (
                 // The request runs as a task of the SDK's runtime, which a sync call has to enter.
                 napi::bindgen_prelude::within_runtime_if_available(|| {
-                    crate::core::archive::Upload::start(&self.inner, &dir, deadline, token)
+                    crate::core::archive::Upload::start(&self.inner, &dir, call)
                 }),
                 linked,
             ),
@@ -731,16 +641,16 @@ impl Container {
     }
 
     /// A tar archive of `path` (file or directory), in one Buffer (at most 512 MiB; see `getArchiveStream`).
-    #[napi(catch_unwind, ts_return_type = "Promise<Buffer>")]
+    #[napi(catch_unwind)]
     pub fn get_archive(
         &self,
         env: Env,
         path: String,
         options: Option<CallOptions>,
-    ) -> Result<Pending<Buffer>> {
+    ) -> Result<Promise<Buffer>> {
         let c = self.inner.clone();
-        bounded_call(&env, options.as_ref(), "container.getArchive", async move {
-            Ok(c.get_archive(&path).await?.into())
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(c.get_archive(&path, &call).await?.into())
         })
     }
 }

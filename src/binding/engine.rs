@@ -1,6 +1,6 @@
 //! JS classes `DockerEngine` and `Images` over [`crate::core::engine`] and [`crate::core::images`].
 
-use super::call::{run, run_with, CallOptions, Pending};
+use super::call::{has_call, run, AbortSignal, CallOptions, HasCall, Promise};
 use super::container::Containers;
 use crate::core::engine::{self, Engine};
 use crate::core::images;
@@ -18,8 +18,7 @@ pub struct ConnectOptions<'a> {
     /// The engine's Unix socket (a path or `unix:///path`).
     pub socket_path: String,
     /// Aborting rejects with `ABORT_ERR`.
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     /// Deadline in milliseconds (default 15 s).
     pub timeout_ms: Option<f64>,
 }
@@ -40,6 +39,20 @@ pub struct EngineVersion {
     pub kernel_version: String,
 }
 
+impl From<engine::VersionInfo> for EngineVersion {
+    fn from(v: engine::VersionInfo) -> Self {
+        EngineVersion {
+            version: v.version,
+            api_version: v.api_version,
+            min_api_version: v.min_api_version,
+            negotiated_api_version: v.negotiated_api_version,
+            os: v.os,
+            arch: v.arch,
+            kernel_version: v.kernel_version,
+        }
+    }
+}
+
 /// A Docker Engine (the host's, or a VM's own) on its Unix socket. The API version is negotiated once per
 /// socket and pinned on every request. Holds no connection between calls.
 #[napi]
@@ -47,53 +60,34 @@ pub struct DockerEngine {
     pub(crate) inner: Arc<Engine>,
 }
 
-async fn connect_bounded(
-    socket: std::path::PathBuf,
-    token: tokio_util::sync::CancellationToken,
-    timeout: Option<std::time::Duration>,
-) -> crate::core::Result<DockerEngine> {
-    let inner = crate::core::http::bounded(
-        "connecting to the Docker engine",
-        Some(timeout.unwrap_or(engine::CONNECT_TIMEOUT)),
-        &token,
-        Engine::connect(&socket),
-    )
-    .await?;
-    Ok(DockerEngine { inner })
-}
-
-/// Connect to the engine at `socket` as a promise (shared by `DockerEngine.connect` and `vm.engine()`).
-pub fn connect_promise(
-    env: &Env,
-    socket: crate::core::Result<std::path::PathBuf>,
-    signal: Option<&Object>,
-    timeout_ms: Option<f64>,
-) -> Result<Pending<DockerEngine>> {
-    run(env, signal, timeout_ms, move |t, d| async move {
-        connect_bounded(socket?, t, d).await
-    })
+impl DockerEngine {
+    /// Connect to the engine at `socket` (shared by `DockerEngine.connect`, `local` and `vm.engine()`).
+    pub(crate) fn connect_to(
+        env: &Env,
+        socket: crate::core::Result<std::path::PathBuf>,
+        options: Option<&impl HasCall>,
+    ) -> Result<Promise<DockerEngine>> {
+        run(env, options, move |call| async move {
+            let inner = Engine::connect(&socket?, &call).await?;
+            Ok(DockerEngine { inner })
+        })
+    }
 }
 
 #[napi]
 impl DockerEngine {
     /// Connect to the engine on `socketPath` and negotiate the API version.
     /// Rejects with `ERR_ENGINE_UNAVAILABLE` when nothing answers there.
-    #[napi(catch_unwind, ts_return_type = "Promise<DockerEngine>")]
-    pub fn connect(env: Env, options: ConnectOptions) -> Result<Pending<DockerEngine>> {
+    #[napi(catch_unwind)]
+    pub fn connect(env: Env, options: ConnectOptions) -> Result<Promise<DockerEngine>> {
         let socket = engine::socket_from_host(&options.socket_path);
-        connect_promise(&env, socket, options.signal.as_ref(), options.timeout_ms)
+        DockerEngine::connect_to(&env, socket, Some(&options))
     }
 
     /// The host's engine: `DOCKER_HOST` (unix only), then `/var/run/docker.sock`, then Docker Desktop's sockets.
-    #[napi(catch_unwind, ts_return_type = "Promise<DockerEngine>")]
-    pub fn local(env: Env, options: Option<CallOptions>) -> Result<Pending<DockerEngine>> {
-        let socket = engine::local_socket();
-        connect_promise(
-            &env,
-            socket,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-        )
+    #[napi(catch_unwind)]
+    pub fn local(env: Env, options: Option<CallOptions>) -> Result<Promise<DockerEngine>> {
+        DockerEngine::connect_to(&env, engine::local_socket(), options.as_ref())
     }
 
     /// The engine's socket path.
@@ -110,32 +104,23 @@ impl DockerEngine {
 
     /// `GET /_ping`.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn ping(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<()>> {
+    pub fn ping(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<()>> {
         let e = self.inner.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            crate::core::http::bounded("engine ping", d, &t, e.ping()).await
+        run(&env, options.as_ref(), move |call| async move {
+            e.ping(&call).await
         })
     }
 
     /// `GET /version`.
-    #[napi(catch_unwind, ts_return_type = "Promise<EngineVersion>")]
+    #[napi(catch_unwind)]
     pub fn version(
         &self,
         env: Env,
         options: Option<CallOptions>,
-    ) -> Result<Pending<EngineVersion>> {
+    ) -> Result<Promise<EngineVersion>> {
         let e = self.inner.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            let v = crate::core::http::bounded("engine version", d, &t, e.version()).await?;
-            Ok(EngineVersion {
-                version: v.version,
-                api_version: v.api_version,
-                min_api_version: v.min_api_version,
-                negotiated_api_version: v.negotiated_api_version,
-                os: v.os,
-                arch: v.arch,
-                kernel_version: v.kernel_version,
-            })
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(e.version(&call).await?.into())
         })
     }
 
@@ -166,6 +151,17 @@ pub struct ImageSummary {
     pub size: i64,
     /// Unix seconds.
     pub created: i64,
+}
+
+impl From<images::ImageSummary> for ImageSummary {
+    fn from(r: images::ImageSummary) -> Self {
+        ImageSummary {
+            id: r.id,
+            repo_tags: r.repo_tags,
+            size: r.size,
+            created: r.created,
+        }
+    }
 }
 
 /// `images.inspect(ref)`.
@@ -206,8 +202,7 @@ pub struct CopyImageOptions<'a> {
     #[napi(ts_type = "(bytesMoved: number, totalBytes: number) => void")]
     pub on_progress: Option<Function<'a, FnArgs<(f64, f64)>, ()>>,
     /// Aborting stops the copy and rejects with `ABORT_ERR`.
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     /// Deadline in milliseconds (default: none; large images take minutes).
     pub timeout_ms: Option<f64>,
 }
@@ -291,6 +286,19 @@ impl JsProgress {
     }
 }
 
+impl From<images::CopyReport> for CopyReport {
+    fn from(r: images::CopyReport) -> Self {
+        CopyReport {
+            image_id: r.image_id,
+            skipped: r.skipped,
+            bytes: r.bytes as f64,
+            duration_ms: r.duration_ms as f64,
+        }
+    }
+}
+
+has_call!(ConnectOptions, CopyImageOptions);
+
 /// Images on one engine.
 #[napi]
 pub struct Images {
@@ -300,41 +308,30 @@ pub struct Images {
 #[napi]
 impl Images {
     /// All images.
-    #[napi(catch_unwind, ts_return_type = "Promise<ImageSummary[]>")]
+    #[napi(catch_unwind)]
     pub fn list(
         &self,
         env: Env,
         options: Option<CallOptions>,
-    ) -> Result<Pending<Vec<ImageSummary>>> {
+    ) -> Result<Promise<Vec<ImageSummary>>> {
         let e = self.engine.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            let rows = crate::core::http::bounded("images.list", d, &t, images::list(&e)).await?;
-            Ok(rows
-                .into_iter()
-                .map(|r| ImageSummary {
-                    id: r.id,
-                    repo_tags: r.repo_tags,
-                    size: r.size,
-                    created: r.created,
-                })
-                .collect())
+        run(&env, options.as_ref(), move |call| async move {
+            let rows = images::list(&e, &call).await?;
+            Ok(rows.into_iter().map(Into::into).collect())
         })
     }
 
     /// Whether `ref` (name:tag or id) is on this engine.
-    #[napi(catch_unwind, ts_return_type = "Promise<boolean>")]
+    #[napi(catch_unwind)]
     pub fn exists(
         &self,
         env: Env,
         reference: String,
         options: Option<CallOptions>,
-    ) -> Result<Pending<bool>> {
+    ) -> Result<Promise<bool>> {
         let e = self.engine.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            let found =
-                crate::core::http::bounded("images.exists", d, &t, images::inspect(&e, &reference))
-                    .await?;
-            Ok(found.is_some())
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(images::inspect(&e, &reference, &call).await?.is_some())
         })
     }
 
@@ -345,61 +342,39 @@ impl Images {
         env: Env,
         reference: String,
         options: Option<CallOptions>,
-    ) -> Result<Pending<Option<ImageInfo>>> {
+    ) -> Result<Promise<Option<ImageInfo>>> {
         let e = self.engine.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            let found = crate::core::http::bounded(
-                "images.inspect",
-                d,
-                &t,
-                images::inspect(&e, &reference),
-            )
-            .await?;
+        run(&env, options.as_ref(), move |call| async move {
+            let found = images::inspect(&e, &reference, &call).await?;
             Ok(found.map(ImageInfo::from))
         })
     }
 
     /// Stream image `ref` from this engine into `target` (`docker save | docker load`, without the CLI and
     /// without buffering the tar). Skips when the target already has the same image id.
-    #[napi(catch_unwind, ts_return_type = "Promise<CopyReport>")]
+    #[napi(catch_unwind)]
     pub fn copy_to(
         &self,
         env: Env,
         target: &DockerEngine,
         reference: String,
         options: Option<CopyImageOptions>,
-    ) -> Result<Pending<CopyReport>> {
+    ) -> Result<Promise<CopyReport>> {
         let src = self.engine.clone();
         let dst = target.inner.clone();
         let progress = match options.as_ref().and_then(|o| o.on_progress.as_ref()) {
             Some(f) => Some(Arc::new(JsProgress::new(f)?)),
             None => None,
         };
-        run(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-            move |t, d| async move {
-                let report = progress.clone().map(|p| -> images::Progress {
-                    Arc::new(move |moved, total| p.call(moved, total))
-                });
-                let r = crate::core::http::bounded(
-                    "image copy",
-                    d,
-                    &t,
-                    images::copy(src, dst, &reference, report, &t),
-                )
-                .await?;
-                if let Some(p) = progress {
-                    p.drained().await;
-                }
-                Ok(CopyReport {
-                    image_id: r.image_id,
-                    skipped: r.skipped,
-                    bytes: r.bytes as f64,
-                    duration_ms: r.duration_ms as f64,
-                })
-            },
-        )
+        run(&env, options.as_ref(), move |call| async move {
+            let report = progress.clone().map(|p| -> images::Progress {
+                Arc::new(move |moved, total| p.call(moved, total))
+            });
+            let r = images::copy(src, dst, &reference, report, &call).await?;
+            if let Some(p) = progress {
+                p.drained().await;
+            }
+            Ok(r.into())
+        })
     }
 }

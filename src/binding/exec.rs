@@ -1,19 +1,19 @@
 //! exec results and streams for JS: `ExecResult`, `ExecProcess` (async iterator of output chunks), `ExecLines`,
-//! and `LogStream`. Iterators are plain classes with `next()`/`return()`/`[Symbol.asyncIterator]` so that their
-//! errors carry the SDK's codes.
+//! and `LogStream` (iterators in the shape of [`super::iter`]).
 
 use super::call::{
-    js_error, promise, promise_map, read_options, rejected, unlink_slot, CallOptions, Linked,
-    Pending,
+    js_error, promise, read_call, settle, unlink_slot, CallOptions, Linked, Promise,
 };
+use super::iter::{async_iterator, step};
 use crate::core::exec::{Chunk, ExecOutput, ExitStatus as CoreExit, Process, Run, MAX_CHUNK};
+use crate::core::lines::{Line, Lines};
 use crate::core::{Error as CoreError, ErrorCode};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use napi::bindgen_prelude::*;
 use napi::Env;
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -68,6 +68,7 @@ fn exec_result(env: &Env, out: ExecOutput) -> Result<ExecResult<'_>> {
 
 /// A piece of output: `{ stream: 'stdout' | 'stderr', data: Buffer }`.
 #[napi(object)]
+#[allow(dead_code)] // built field by field on the JS thread (one copy into the Buffer); exists for index.d.ts
 pub struct OutputChunk {
     #[napi(ts_type = "'stdout' | 'stderr'")]
     pub stream: String,
@@ -82,18 +83,13 @@ pub struct OutputLine {
     pub line: String,
 }
 
-/// An iterator step.
-#[napi(object)]
-pub struct ChunkStep {
-    pub done: bool,
-    pub value: Option<OutputChunk>,
-}
-
-/// An iterator step.
-#[napi(object)]
-pub struct LineStep {
-    pub done: bool,
-    pub value: Option<OutputLine>,
+impl From<Line> for OutputLine {
+    fn from(l: Line) -> Self {
+        OutputLine {
+            stream: stream_name(l.stderr).into(),
+            line: l.text,
+        }
+    }
 }
 
 /// How a streamed process ended.
@@ -125,22 +121,17 @@ impl From<CoreExit> for ExitStatus {
 /// `{ done, value: { stream, data } }` with `data` copied once, straight from the frames it arrived in, into a
 /// V8-allocated Buffer: V8 then counts the bytes and collects streamed chunks promptly (external buffers let RSS
 /// run ahead of the GC).
-fn chunk_step_ref(env: &Env, run: Option<Run>) -> Result<ObjectRef<false>> {
-    let mut step = Object::new(env)?;
-    match run {
-        None => {
-            step.set_named_property("done", true)?;
-            step.set_named_property("value", ())?;
-        }
+fn chunk_step(env: &Env, run: Option<Run>) -> Result<ObjectRef<false>> {
+    let value = match run {
+        None => None,
         Some(run) => {
             let mut value = Object::new(env)?;
             value.set_named_property("stream", stream_name(run.stderr))?;
             value.set_named_property("data", buffer_from_run(env, &run)?)?;
-            step.set_named_property("done", false)?;
-            step.set_named_property("value", value)?;
+            Some(value)
         }
-    }
-    step.create_ref::<false>()
+    };
+    step(env, value)
 }
 
 fn stream_name(stderr: bool) -> &'static str {
@@ -280,9 +271,9 @@ pub struct ExecProcess {
 /// A process's link to its spawn's AbortSignal, shared by the handles that can see the process end.
 pub(crate) type SignalLink = Rc<RefCell<Option<Linked>>>;
 
-/// A read step seen on the JS thread: the end of the output or an error means the process has ended, so the
-/// link is released; an error becomes the JS error.
-fn step<T>(link: &SignalLink, env: &Env, r: crate::core::Result<Option<T>>) -> Result<Option<T>> {
+/// A read seen on the JS thread: the end of the output or an error means the process has ended, so the link
+/// is released; an error becomes the JS error.
+fn seen<T>(link: &SignalLink, env: &Env, r: crate::core::Result<Option<T>>) -> Result<Option<T>> {
     if !matches!(r, Ok(Some(_))) {
         unlink_slot(link, env);
     }
@@ -297,14 +288,14 @@ impl ExecProcess {
         catch_unwind,
         ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
     )]
-    pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
+    pub fn next(&self, env: Env) -> Result<Promise<ObjectRef<false>>> {
         let p = self.proc.clone();
         let link = self.link.clone();
-        promise_map(
+        settle(
             &env,
             None,
             async move { Ok(p.next_run(MAX_CHUNK, true).await.transpose()) },
-            move |env, run| chunk_step_ref(env, step(&link, env, run)?),
+            move |env, run| chunk_step(env, seen(&link, env, run)?),
         )
     }
 
@@ -312,24 +303,25 @@ impl ExecProcess {
     /// written at its start. Resolves `null` at the end. Reusing one buffer streams any amount of output with no
     /// allocation per chunk, so memory stays flat where `for await` leaves each chunk to the GC.
     #[napi(catch_unwind, ts_return_type = "Promise<ReadResult | null>")]
-    pub fn read(&self, env: Env, buffer: Uint8Array) -> Result<Pending<Option<ReadResult>>> {
+    pub fn read(&self, env: Env, buffer: Uint8Array) -> Result<Promise<Option<ReadResult>>> {
         let max = buffer.len();
-        if max == 0 {
-            return rejected(
-                &env,
-                CoreError::invalid("read() needs a buffer of at least one byte")
-                    .with("argument", "buffer"),
-            );
-        }
         let p = self.proc.clone();
         let back = self.proc.clone();
         let link = self.link.clone();
-        promise_map(
+        settle(
             &env,
             None,
-            async move { Ok(p.next_run(max, true).await.transpose()) },
+            async move {
+                if max == 0 {
+                    return Err(
+                        CoreError::invalid("read() needs a buffer of at least one byte")
+                            .with("argument", "buffer"),
+                    );
+                }
+                Ok(p.next_run(max, true).await.transpose())
+            },
             move |env, run| {
-                let Some(run) = step(&link, env, run)? else {
+                let Some(run) = seen(&link, env, run)? else {
                     return Ok(None);
                 };
                 // The buffer may have been detached or shrunk while the read waited: look at it again.
@@ -369,42 +361,11 @@ impl ExecProcess {
         )
     }
 
-    /// Stop reading (`break` in `for await`): further output is discarded; the process keeps running.
-    #[napi(
-        catch_unwind,
-        js_name = "return",
-        ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
-    )]
-    pub fn return_(&self, env: Env) -> Result<Pending<ChunkStep>> {
-        self.proc.discard_output();
-        promise(&env, None, async {
-            Ok(ChunkStep {
-                done: true,
-                value: None,
-            })
-        })
-    }
-
-    /// The process is its own async iterator.
-    #[napi(
-        catch_unwind,
-        well_known_symbol = "asyncIterator",
-        ts_return_type = "AsyncIterator<OutputChunk, undefined>"
-    )]
-    pub fn iterator<'a>(&self, this: This<'a>) -> Object<'a> {
-        this.object
-    }
-
     /// Output as text lines, `{ stream, line }`, each stream split on `\n` (a trailing `\r` is dropped).
     #[napi(catch_unwind)]
     pub fn lines(&self) -> ExecLines {
         ExecLines {
-            inner: Arc::new(tokio::sync::Mutex::new(LineState {
-                proc: self.proc.clone(),
-                partial: [Vec::new(), Vec::new()],
-                ready: VecDeque::new(),
-                ended: false,
-            })),
+            inner: Arc::new(tokio::sync::Mutex::new(Lines::new(self.proc.clone()))),
             link: self.link.clone(),
         }
     }
@@ -417,49 +378,42 @@ impl ExecProcess {
 
     /// Write to stdin. Rejects with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn write(&self, env: Env, data: Either<String, Uint8Array>) -> Result<Pending<()>> {
+    pub fn write(&self, env: Env, data: Either<String, Uint8Array>) -> Result<Promise<()>> {
         let bytes = super::call::bytes_of(&data);
         let p = self.proc.clone();
-        promise(&env, None, async move { p.write(&bytes).await })
+        promise(&env, async move { p.write(&bytes).await })
     }
 
     /// Close stdin: the process reads EOF (a real half-close). Idempotent.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn end(&self, env: Env) -> Result<Pending<()>> {
+    pub fn end(&self, env: Env) -> Result<Promise<()>> {
         let p = self.proc.clone();
-        promise(&env, None, async move { p.end().await })
+        promise(&env, async move { p.end().await })
     }
 
     /// Send `signal` (default `SIGTERM`) to the whole process group, children included. Output already
     /// queued stays readable; output written after the kill is discarded.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn kill(&self, env: Env, signal: Option<String>) -> Result<Pending<()>> {
+    pub fn kill(&self, env: Env, signal: Option<String>) -> Result<Promise<()>> {
         let p = self.proc.clone();
-        promise(&env, None, async move {
+        promise(&env, async move {
             p.kill(signal.as_deref().unwrap_or("SIGTERM")).await
         })
     }
 
     /// Wait for the exit. If the output is not being read, it is discarded so the process cannot stall.
-    #[napi(catch_unwind, ts_return_type = "Promise<ExitStatus>")]
-    pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<ExitStatus>> {
+    #[napi(catch_unwind)]
+    pub fn wait(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<ExitStatus>> {
         let p = self.proc.clone();
-        let (t, d, linked) = match read_options(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-        ) {
-            Ok(r) => r,
-            Err(e) => return rejected(&env, e),
-        };
         let link = self.link.clone();
-        promise_map(
+        let (call, linked) = match read_call(&env, options.as_ref()) {
+            Ok(r) => r,
+            Err(e) => return promise(&env, async move { Err(e) }),
+        };
+        settle(
             &env,
             linked,
-            async move {
-                let st = crate::core::http::bounded("waiting for the process", d, &t, p.wait(&t));
-                Ok(st.await)
-            },
+            async move { Ok(p.wait(&call).await) },
             move |env, st| {
                 // Only an exit (or a failed process) ends the process; this wait's own signal or deadline does not.
                 if !matches!(&st, Err(e) if matches!(e.code, ErrorCode::Aborted | ErrorCode::Timeout))
@@ -477,21 +431,14 @@ impl ExecProcess {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
         let p = self.proc.clone();
         let link = self.link.clone();
-        promise_map(
+        settle(
             &env,
             None,
             async move {
-                p.discard_output();
-                if p.exit_now().is_none() {
-                    let _ = p.terminate().await;
-                    let never = CancellationToken::new();
-                    let _ =
-                        tokio::time::timeout(std::time::Duration::from_secs(10), p.wait(&never))
-                            .await;
-                }
+                p.dispose().await;
                 Ok(())
             },
             move |env, ()| {
@@ -502,69 +449,25 @@ impl ExecProcess {
     }
 }
 
-struct LineState {
-    proc: Process,
-    partial: [Vec<u8>; 2],
-    ready: VecDeque<OutputLine>,
-    ended: bool,
-}
-
-impl LineState {
-    fn push(&mut self, idx: usize, data: &[u8]) {
-        self.partial[idx].extend_from_slice(data);
-        while let Some(nl) = self.partial[idx].iter().position(|b| *b == b'\n') {
-            let mut line: Vec<u8> = self.partial[idx].drain(..=nl).collect();
-            line.pop();
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            self.ready.push_back(OutputLine {
-                stream: if idx == 0 { "stdout" } else { "stderr" }.into(),
-                line: String::from_utf8_lossy(&line).into_owned(),
-            });
-        }
-    }
-
-    fn flush(&mut self) {
-        for idx in 0..2 {
-            if !self.partial[idx].is_empty() {
-                let rest = std::mem::take(&mut self.partial[idx]);
-                self.ready.push_back(OutputLine {
-                    stream: if idx == 0 { "stdout" } else { "stderr" }.into(),
-                    line: String::from_utf8_lossy(&rest).into_owned(),
-                });
-            }
-        }
-    }
-
-    async fn next(&mut self) -> crate::core::Result<Option<OutputLine>> {
-        loop {
-            if let Some(l) = self.ready.pop_front() {
-                return Ok(Some(l));
-            }
-            if self.ended {
-                return Ok(None);
-            }
-            match self.proc.next().await {
-                None => {
-                    self.ended = true;
-                    self.flush();
-                }
-                Some(Err(e)) => {
-                    self.ended = true;
-                    return Err(e);
-                }
-                Some(Ok(Chunk::Stdout(b))) => self.push(0, &b),
-                Some(Ok(Chunk::Stderr(b))) => self.push(1, &b),
-            }
-        }
+impl ExecProcess {
+    /// `return()`: further output is discarded; the process keeps running.
+    fn on_return(&self, _: &Env) -> impl Future<Output = ()> + Send + 'static {
+        self.proc.discard_output();
+        std::future::ready(())
     }
 }
+
+async_iterator!(
+    ExecProcess,
+    "Stop reading (`break` in `for await`): further output is discarded; the process keeps running.",
+    "Promise<IteratorResult<OutputChunk, undefined>>",
+    "AsyncIterator<OutputChunk, undefined>"
+);
 
 /// `proc.lines()`: the process output as `{ stream, line }`.
 #[napi]
 pub struct ExecLines {
-    inner: Arc<tokio::sync::Mutex<LineState>>,
+    inner: Arc<tokio::sync::Mutex<Lines>>,
     link: SignalLink,
 }
 
@@ -575,50 +478,32 @@ impl ExecLines {
         catch_unwind,
         ts_return_type = "Promise<IteratorResult<OutputLine, undefined>>"
     )]
-    pub fn next(&self, env: Env) -> Result<Pending<LineStep>> {
+    pub fn next(&self, env: Env) -> Result<Promise<ObjectRef<false>>> {
         let s = self.inner.clone();
         let link = self.link.clone();
-        promise_map(
+        settle(
             &env,
             None,
             async move { Ok(s.lock().await.next().await) },
-            move |env, l| {
-                let l = step(&link, env, l)?;
-                Ok(LineStep {
-                    done: l.is_none(),
-                    value: l,
-                })
-            },
+            move |env, l| step(env, seen(&link, env, l)?.map(OutputLine::from)),
         )
     }
+}
 
-    /// Stop reading: further output is discarded.
-    #[napi(
-        catch_unwind,
-        js_name = "return",
-        ts_return_type = "Promise<IteratorResult<OutputLine, undefined>>"
-    )]
-    pub fn return_(&self, env: Env) -> Result<Pending<LineStep>> {
+impl ExecLines {
+    /// `return()`: further output is discarded.
+    fn on_return(&self, _: &Env) -> impl Future<Output = ()> + Send + 'static {
         let s = self.inner.clone();
-        promise(&env, None, async move {
-            s.lock().await.proc.discard_output();
-            Ok(LineStep {
-                done: true,
-                value: None,
-            })
-        })
-    }
-
-    /// The lines object is its own async iterator.
-    #[napi(
-        catch_unwind,
-        well_known_symbol = "asyncIterator",
-        ts_return_type = "AsyncIterator<OutputLine, undefined>"
-    )]
-    pub fn iterator<'a>(&self, this: This<'a>) -> Object<'a> {
-        this.object
+        async move { s.lock().await.discard() }
     }
 }
+
+async_iterator!(
+    ExecLines,
+    "Stop reading: further output is discarded.",
+    "Promise<IteratorResult<OutputLine, undefined>>",
+    "AsyncIterator<OutputLine, undefined>"
+);
 
 /// `container.logs()`: log chunks `{ stream, data }`; with `follow`, until the container stops or `return()`.
 #[napi]
@@ -634,7 +519,7 @@ impl LogStream {
         catch_unwind,
         ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
     )]
-    pub fn next(&self, env: Env) -> Result<Pending<ObjectRef<false>>> {
+    pub fn next(&self, env: Env) -> Result<Promise<ObjectRef<false>>> {
         let s = self.inner.clone();
         let stop = self.stop.clone();
         let next = async move {
@@ -645,44 +530,21 @@ impl LogStream {
             };
             item.map(|r| r.map(Run::from)).transpose()
         };
-        promise_map(&env, None, next, chunk_step_ref)
+        settle(&env, None, next, chunk_step)
     }
+}
 
-    /// Stop following the logs.
-    #[napi(
-        catch_unwind,
-        js_name = "return",
-        ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
-    )]
-    pub fn return_(&self, env: Env) -> Result<Pending<ChunkStep>> {
+impl LogStream {
+    /// `return()`: stop following the logs.
+    fn on_return(&self, _: &Env) -> impl Future<Output = ()> + Send + 'static {
         self.stop.cancel();
-        promise(&env, None, async {
-            Ok(ChunkStep {
-                done: true,
-                value: None,
-            })
-        })
-    }
-
-    /// The stream is its own async iterator.
-    #[napi(
-        catch_unwind,
-        well_known_symbol = "asyncIterator",
-        ts_return_type = "AsyncIterator<OutputChunk, undefined>"
-    )]
-    pub fn iterator<'a>(&self, this: This<'a>) -> Object<'a> {
-        this.object
+        std::future::ready(())
     }
 }
 
-/// Map a buffered exec's outcome to its JS result (used by `exec` and `sh`).
-pub fn exec_promise<F>(
-    env: &Env,
-    linked: Option<super::call::Linked>,
-    fut: F,
-) -> Result<Pending<ObjectRef<false>>>
-where
-    F: std::future::Future<Output = crate::core::Result<ExecOutput>> + Send + 'static,
-{
-    promise_map(env, linked, fut, exec_result_ref)
-}
+async_iterator!(
+    LogStream,
+    "Stop following the logs.",
+    "Promise<IteratorResult<OutputChunk, undefined>>",
+    "AsyncIterator<OutputChunk, undefined>"
+);

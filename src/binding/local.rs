@@ -1,6 +1,6 @@
 //! JS class `LocalSandboxd` over [`crate::core::local::LocalSandboxd`].
 
-use super::call::{promise, promise_map, rejected, Pending};
+use super::call::{promise, settle, Promise};
 use crate::core::local::{self, BackendKind, LocalOptions};
 use crate::core::Error as CoreError;
 use napi::bindgen_prelude::*;
@@ -61,19 +61,16 @@ fn parse_options(o: Option<LocalSandboxdOptions>) -> std::result::Result<LocalOp
 impl LocalSandboxd {
     /// Start serving. Rejects with `ERR_EMULATOR` when the backend cannot run, `ERR_INVALID_ARGUMENT` for bad
     /// options (an unsafe root included). Whatever is still running when Node exits is killed then.
-    #[napi(catch_unwind, ts_return_type = "Promise<LocalSandboxd>")]
+    #[napi(catch_unwind)]
     pub fn start(
         env: Env,
         options: Option<LocalSandboxdOptions>,
-    ) -> Result<Pending<LocalSandboxd>> {
-        let opts = match parse_options(options) {
-            Ok(o) => o,
-            Err(e) => return rejected(&env, e),
-        };
-        promise_map(
+    ) -> Result<Promise<LocalSandboxd>> {
+        let opts = parse_options(options);
+        settle(
             &env,
             None,
-            async move { local::LocalSandboxd::start(opts).await },
+            async move { local::LocalSandboxd::start(opts?).await },
             |env, inner| {
                 let weak = inner.downgrade();
                 env.add_env_cleanup_hook(weak, |w| w.kill_now())?;
@@ -110,9 +107,9 @@ impl LocalSandboxd {
     /// their answers (up to 10 s); a create still starting its engine is cut off and answered HTTP 503, which
     /// the client reports as `ERR_SANDBOXD_UNAVAILABLE`.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn stop(&self, env: Env) -> Result<Pending<()>> {
+    pub fn stop(&self, env: Env) -> Result<Promise<()>> {
         let inner = self.inner.clone();
-        promise(&env, None, async move {
+        promise(&env, async move {
             inner.stop().await;
             Ok(())
         })
@@ -124,7 +121,7 @@ impl LocalSandboxd {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
         self.stop(env)
     }
 }

@@ -1,7 +1,8 @@
 //! JS classes `Sandboxd` and `Vm` over [`crate::core::sandboxd::SandboxdClient`].
 
-use super::call::{js_error, run, run_with, CallOptions, Pending};
-use crate::core::sandboxd::{CallOpts, SandboxdClient};
+use super::call::{has_call, js_error, promise, run, AbortSignal, CallOptions, Promise};
+use crate::core::sandboxd::SandboxdClient;
+use crate::core::Call;
 use crate::core::{validate, vm};
 use napi::bindgen_prelude::*;
 use napi::Env;
@@ -47,8 +48,7 @@ pub struct CreateVmOptions<'a> {
     /// Absolute path of an existing host directory, shared into the VM at the same path.
     pub workspace_dir: String,
     /// Aborting rejects with `ABORT_ERR`.
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     /// Deadline in milliseconds (default 5 min).
     pub timeout_ms: Option<f64>,
 }
@@ -59,8 +59,7 @@ pub struct RemoveVmOptions<'a> {
     /// Succeed when the VM is already gone instead of rejecting with `ERR_VM_NOT_FOUND`.
     pub force: Option<bool>,
     /// Aborting rejects with `ABORT_ERR`.
-    #[napi(ts_type = "AbortSignal")]
-    pub signal: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
     /// Deadline in milliseconds (default 30 s).
     pub timeout_ms: Option<f64>,
 }
@@ -71,15 +70,7 @@ pub struct Sandboxd {
     client: SandboxdClient,
 }
 
-fn opts(
-    token: tokio_util::sync::CancellationToken,
-    timeout: Option<std::time::Duration>,
-) -> CallOpts {
-    CallOpts {
-        timeout,
-        cancel: token,
-    }
-}
+has_call!(CreateVmOptions, RemoveVmOptions);
 
 #[napi]
 impl Sandboxd {
@@ -108,23 +99,19 @@ impl Sandboxd {
     /// Resolves when sandboxd answers `GET /vm` as the contract says; rejects with `ERR_SANDBOXD_UNAVAILABLE`,
     /// `ERR_SANDBOXD_PROTOCOL` or `ERR_TIMEOUT` otherwise.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn ping(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<()>> {
+    pub fn ping(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<()>> {
         let c = self.client.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            c.ping(&opts(t, d)).await
+        run(&env, options.as_ref(), move |call| async move {
+            c.ping(&call).await
         })
     }
 
     /// Every VM sandboxd knows.
-    #[napi(catch_unwind, ts_return_type = "Promise<VmInfo[]>")]
-    pub fn list(&self, env: Env, options: Option<CallOptions>) -> Result<Pending<Vec<VmInfo>>> {
+    #[napi(catch_unwind)]
+    pub fn list(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<Vec<VmInfo>>> {
         let c = self.client.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            Ok(c.list(&opts(t, d))
-                .await?
-                .into_iter()
-                .map(VmInfo::from)
-                .collect())
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(c.list(&call).await?.into_iter().map(VmInfo::from).collect())
         })
     }
 
@@ -135,45 +122,35 @@ impl Sandboxd {
         env: Env,
         name: String,
         options: Option<CallOptions>,
-    ) -> Result<Pending<Option<Vm>>> {
+    ) -> Result<Promise<Option<Vm>>> {
         let c = self.client.clone();
-        run_with(&env, options.as_ref(), move |t, d| async move {
-            let found = c.get(&name, &opts(t, d)).await?;
+        run(&env, options.as_ref(), move |call| async move {
+            let found = c.get(&name, &call).await?;
             Ok(found.map(|inner| Vm { inner, client: c }))
         })
     }
 
     /// Create a VM. A VM that already exists for the agent rejects with `ERR_VM_CONFLICT` (on LocalSandboxd).
-    #[napi(catch_unwind, ts_return_type = "Promise<Vm>")]
-    pub fn create(&self, env: Env, options: CreateVmOptions) -> Result<Pending<Vm>> {
+    #[napi(catch_unwind)]
+    pub fn create(&self, env: Env, options: CreateVmOptions) -> Result<Promise<Vm>> {
         let c = self.client.clone();
         let (agent, ws) = (options.agent_name.clone(), options.workspace_dir.clone());
-        run(
-            &env,
-            options.signal.as_ref(),
-            options.timeout_ms,
-            move |t, d| async move {
-                let inner = c.create(&agent, &ws, &opts(t, d)).await?;
-                Ok(Vm { inner, client: c })
-            },
-        )
+        run(&env, Some(&options), move |call| async move {
+            let inner = c.create(&agent, &ws, &call).await?;
+            Ok(Vm { inner, client: c })
+        })
     }
 
     /// Get-or-create the VM for `agentName` (idempotent). An existing VM with another workspace rejects with
     /// `ERR_VM_CONFLICT`: it is never silently reused.
-    #[napi(catch_unwind, ts_return_type = "Promise<Vm>")]
-    pub fn ensure(&self, env: Env, options: CreateVmOptions) -> Result<Pending<Vm>> {
+    #[napi(catch_unwind)]
+    pub fn ensure(&self, env: Env, options: CreateVmOptions) -> Result<Promise<Vm>> {
         let c = self.client.clone();
         let (agent, ws) = (options.agent_name.clone(), options.workspace_dir.clone());
-        run(
-            &env,
-            options.signal.as_ref(),
-            options.timeout_ms,
-            move |t, d| async move {
-                let inner = c.ensure(&agent, &ws, &opts(t, d)).await?;
-                Ok(Vm { inner, client: c })
-            },
-        )
+        run(&env, Some(&options), move |call| async move {
+            let inner = c.ensure(&agent, &ws, &call).await?;
+            Ok(Vm { inner, client: c })
+        })
     }
 
     /// Remove a VM by name. Rejects with `ERR_VM_NOT_FOUND` unless `force` is set.
@@ -183,15 +160,12 @@ impl Sandboxd {
         env: Env,
         name: String,
         options: Option<RemoveVmOptions>,
-    ) -> Result<Pending<()>> {
+    ) -> Result<Promise<()>> {
         let c = self.client.clone();
         let force = options.as_ref().and_then(|o| o.force).unwrap_or(false);
-        run(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-            move |t, d| async move { c.remove(&name, force, &opts(t, d)).await },
-        )
+        run(&env, options.as_ref(), move |call| async move {
+            c.remove(&name, force, &call).await
+        })
     }
 
     /// Resolves at once: a `Sandboxd` holds no connection between calls.
@@ -200,8 +174,8 @@ impl Sandboxd {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
-        run(&env, None, None, |_, _| async { Ok(()) })
+    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
+        promise(&env, async { Ok(()) })
     }
 }
 
@@ -288,7 +262,7 @@ impl Vm {
     /// `NODE_EXTRA_CA_CERTS`, `SSL_CERT_FILE`, `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`, `GIT_SSL_CAINFO` pointing at
     /// `caPath` (default `/usr/local/share/ca-certificates/sandboxd-proxy.crt`; write it with
     /// `container.trustCa(vm.caCertPem)`). Never disables TLS verification.
-    #[napi(catch_unwind, ts_return_type = "Record<string, string>")]
+    #[napi(catch_unwind)]
     pub fn proxy_env(&self, ca_path: Option<String>) -> std::collections::HashMap<String, String> {
         vm::proxy_env(ca_path.as_deref().unwrap_or(vm::DEFAULT_CA_PATH))
             .into_iter()
@@ -296,32 +270,25 @@ impl Vm {
     }
 
     /// Connect to the VM's own Docker engine (API version negotiated for this socket).
-    #[napi(catch_unwind, ts_return_type = "Promise<DockerEngine>")]
+    #[napi(catch_unwind)]
     pub fn engine(
         &self,
         env: Env,
         options: Option<CallOptions>,
-    ) -> Result<Pending<super::engine::DockerEngine>> {
-        super::engine::connect_promise(
-            &env,
-            Ok(self.inner.socket_path.clone()),
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-        )
+    ) -> Result<Promise<super::engine::DockerEngine>> {
+        let socket = Ok(self.inner.socket_path.clone());
+        super::engine::DockerEngine::connect_to(&env, socket, options.as_ref())
     }
 
     /// Remove this VM. Rejects with `ERR_VM_NOT_FOUND` if it is already gone, unless `force` is set.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
-    pub fn remove(&self, env: Env, options: Option<RemoveVmOptions>) -> Result<Pending<()>> {
+    pub fn remove(&self, env: Env, options: Option<RemoveVmOptions>) -> Result<Promise<()>> {
         let c = self.client.clone();
         let name = self.inner.info.name.clone();
         let force = options.as_ref().and_then(|o| o.force).unwrap_or(false);
-        run(
-            &env,
-            options.as_ref().and_then(|o| o.signal.as_ref()),
-            options.as_ref().and_then(|o| o.timeout_ms),
-            move |t, d| async move { c.remove(&name, force, &opts(t, d)).await },
-        )
+        run(&env, options.as_ref(), move |call| async move {
+            c.remove(&name, force, &call).await
+        })
     }
 
     /// `await using vm = …` removes the VM at the end of the scope (a VM already gone is fine).
@@ -330,11 +297,11 @@ impl Vm {
         well_known_symbol = "asyncDispose",
         ts_return_type = "Promise<void>"
     )]
-    pub fn dispose(&self, env: Env) -> Result<Pending<()>> {
+    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
         let c = self.client.clone();
         let name = self.inner.info.name.clone();
-        run(&env, None, None, move |t, d| async move {
-            c.remove(&name, true, &opts(t, d)).await
+        promise(&env, async move {
+            c.remove(&name, true, &Call::default()).await
         })
     }
 

@@ -85,20 +85,21 @@ impl Settler {
     }
 }
 
-/// A promise created by [`register`]; converts to the promise object.
-pub struct Pending<T> {
+/// A promise created by [`register`]; converts to the promise object. Named `Promise` so that napi's typegen
+/// writes `Promise<T>` for methods that return one.
+pub struct Promise<T> {
     promise: sys::napi_value,
     _t: PhantomData<T>,
 }
 
-impl<T> ToNapiValue for Pending<T> {
+impl<T> ToNapiValue for Promise<T> {
     unsafe fn to_napi_value(_: sys::napi_env, val: Self) -> Result<sys::napi_value> {
         Ok(val.promise)
     }
 }
 
 /// Create a promise whose settlement runs `settle` on this JS thread once the returned [`Settler`] is sent.
-pub fn register<T>(env: &Env, settle: Settle) -> Result<(Pending<T>, Settler)> {
+pub fn register<T>(env: &Env, settle: Settle) -> Result<(Promise<T>, Settler)> {
     let mut deferred = ptr::null_mut();
     let mut promise = ptr::null_mut();
     check_status!(
@@ -118,7 +119,7 @@ pub fn register<T>(env: &Env, settle: Settle) -> Result<(Pending<T>, Settler)> {
         local.next_id += 1;
         local.pending.insert(id, (deferred, settle));
         Ok((
-            Pending {
+            Promise {
                 promise,
                 _t: PhantomData,
             },

@@ -3,8 +3,9 @@
 //! Event ids are tracked, reconnects resume with `Last-Event-ID`, and a gap (replay ring overflow) is reported.
 
 use super::agent::{status_error, AgentServer};
+use super::call::{bounded, Call};
 use super::error::{Error, ErrorCode, Result};
-use super::http::{bounded, encode_segment};
+use super::http::encode_segment;
 use super::sse::SseParser;
 use http_body_util::BodyExt;
 use hyper::Method;
@@ -18,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How long `close()` waits for DELETE (0.4.2 hangs it while the agent lives; the close still takes effect).
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default deadline for opening a connection (`initialize`, which starts the agent process).
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default deadline of a request sent with [`AcpConnection::request`].
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest SSE line accepted.
 const MAX_SSE_LINE: usize = 16 * 1024 * 1024;
 /// Events queued per subscriber before it is dropped as lagging.
@@ -123,8 +128,22 @@ pub fn response_result(envelope: Value) -> Result<Value> {
 
 impl AcpConnection {
     /// Create a fresh server id for `agent`, send `initialize` (which spawns the agent), start the SSE reader.
-    /// Returns the connection and the initialize result.
+    /// Returns the connection and the initialize result. Default deadline [`OPEN_TIMEOUT`].
     pub async fn open(
+        server: Arc<AgentServer>,
+        agent: &str,
+        init_params: Value,
+        call: &Call,
+    ) -> Result<(AcpConnection, Value)> {
+        call.run(
+            "connecting to the agent",
+            Some(OPEN_TIMEOUT),
+            AcpConnection::open_now(server, agent, init_params),
+        )
+        .await
+    }
+
+    async fn open_now(
         server: Arc<AgentServer>,
         agent: &str,
         init_params: Value,
@@ -236,8 +255,22 @@ impl AcpConnection {
         json!(self.shared.next_id.fetch_add(1, Ordering::SeqCst))
     }
 
-    /// Send a request and wait for its response (from SSE or the POST body, whichever comes first).
+    /// Send a request and wait for its response (from SSE or the POST body, whichever comes first). Default
+    /// deadline [`REQUEST_TIMEOUT`].
     pub async fn request(
+        &self,
+        method: &str,
+        params: Value,
+        id: Option<Value>,
+        call: &Call,
+    ) -> Result<Value> {
+        let deadline = call.timeout_or(Some(REQUEST_TIMEOUT));
+        self.request_within(method, params, id, deadline, &call.cancel)
+            .await
+    }
+
+    /// [`AcpConnection::request`] with an explicit deadline (`None`: none at all, as a turn's prompt needs).
+    pub(crate) async fn request_within(
         &self,
         method: &str,
         params: Value,
@@ -419,6 +452,86 @@ impl AcpConnection {
 }
 
 /// `ERR_AGENT_EXITED` with `exitCode` and `success`.
+/// One item of an [`EventStream`].
+#[derive(Debug, Clone)]
+pub enum StreamItem {
+    /// A message from the server's log, with its SSE event id.
+    Message(Arc<AcpEvent>),
+    /// Events `from..=to` were lost (the server's replay ring overflowed).
+    Gap { from: u64, to: u64 },
+}
+
+type OpenFeed = futures::future::BoxFuture<'static, Result<mpsc::Receiver<Feed>>>;
+
+enum StreamState {
+    /// The reader, opened by the first `next()`.
+    NotStarted(OpenFeed),
+    Running(mpsc::Receiver<Feed>),
+    Done,
+}
+
+/// A connection's messages from the server's log after an event id, then live: a second SSE reader, opened at
+/// the first [`EventStream::next`]. Ends when the connection closes or the agent exits.
+pub struct EventStream {
+    state: tokio::sync::Mutex<StreamState>,
+    stop: CancellationToken,
+}
+
+impl EventStream {
+    fn new(open: OpenFeed) -> EventStream {
+        EventStream {
+            state: tokio::sync::Mutex::new(StreamState::NotStarted(open)),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// The next item; `None` at the end or after [`EventStream::close`]. A failure is reported once, then the
+    /// stream is over.
+    pub async fn next(&self) -> Result<Option<StreamItem>> {
+        let mut st = self.state.lock().await;
+        if let StreamState::NotStarted(_) = &*st {
+            let StreamState::NotStarted(open) = std::mem::replace(&mut *st, StreamState::Done)
+            else {
+                unreachable!("matched above")
+            };
+            *st = StreamState::Running(open.await?);
+        }
+        let StreamState::Running(rx) = &mut *st else {
+            return Ok(None);
+        };
+        let item = tokio::select! {
+            f = rx.recv() => f,
+            _ = self.stop.cancelled() => None,
+        };
+        match item {
+            Some(Feed::Event(ev)) => Ok(Some(StreamItem::Message(ev))),
+            Some(Feed::Gap { from, to }) => Ok(Some(StreamItem::Gap { from, to })),
+            Some(Feed::Ended(e)) => {
+                *st = StreamState::Done;
+                e.map_or(Ok(None), Err)
+            }
+            None => {
+                *st = StreamState::Done;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stop reading: a `next()` in flight and every later one resolve `None`.
+    pub async fn close(&self) {
+        self.stop.cancel();
+        *self.state.lock().await = StreamState::Done;
+    }
+}
+
+impl AcpConnection {
+    /// The connection's messages from the server's log after `after` (0: from the start), then live.
+    pub fn events(&self, after: u64) -> EventStream {
+        let conn = self.clone();
+        EventStream::new(Box::pin(async move { conn.replay(after).await }))
+    }
+}
+
 pub fn exited_error(x: &AgentExit) -> Error {
     let mut e = Error::new(
         ErrorCode::AgentExited,
@@ -649,6 +762,61 @@ pub fn default_init_params() -> Value {
 mod tests {
     use super::*;
     use crate::core::sse::SseEvent;
+
+    fn feed_stream(feeds: Vec<Feed>) -> EventStream {
+        let (tx, rx) = mpsc::channel(16);
+        for f in feeds {
+            tx.try_send(f).unwrap();
+        }
+        EventStream::new(Box::pin(async move {
+            drop(tx);
+            Ok(rx)
+        }))
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_hands_out_messages_and_gaps_then_ends() {
+        let ev = Arc::new(AcpEvent {
+            event_id: 7,
+            message: json!({"method": "x"}),
+        });
+        let s = feed_stream(vec![
+            Feed::Event(ev.clone()),
+            Feed::Gap { from: 8, to: 9 },
+            Feed::Ended(None),
+            Feed::Event(ev),
+        ]);
+        assert!(matches!(s.next().await, Ok(Some(StreamItem::Message(m))) if m.event_id == 7));
+        assert!(matches!(
+            s.next().await,
+            Ok(Some(StreamItem::Gap { from: 8, to: 9 }))
+        ));
+        assert!(matches!(s.next().await, Ok(None)));
+        assert!(matches!(s.next().await, Ok(None)), "nothing after the end");
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_reports_a_failure_once() {
+        let s = feed_stream(vec![Feed::Ended(Some(Error::closed("x")))]);
+        assert!(s.next().await.is_err());
+        assert!(matches!(s.next().await, Ok(None)));
+        let failing = EventStream::new(Box::pin(async { Err(Error::closed("y")) }));
+        assert!(failing.next().await.is_err());
+        assert!(matches!(failing.next().await, Ok(None)));
+    }
+
+    #[tokio::test]
+    async fn a_closed_event_stream_ends_a_pending_next() {
+        let (tx, rx) = mpsc::channel::<Feed>(1);
+        let s = Arc::new(EventStream::new(Box::pin(async move { Ok(rx) })));
+        let reader = s.clone();
+        let pending = tokio::spawn(async move { reader.next().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s.close().await;
+        assert!(matches!(pending.await.unwrap(), Ok(None)));
+        let _ = tx.try_send(Feed::Gap { from: 1, to: 1 });
+        assert!(matches!(s.next().await, Ok(None)), "nothing after close");
+    }
 
     fn evs(ids: &[u64]) -> Vec<SseEvent> {
         ids.iter()

@@ -1,6 +1,7 @@
 //! The sandbox-agent server inside a container, reached over exec tunnels: HTTP requests (pooled keep-alive
 //! connections), SSE streams (one dedicated connection each), health, start-up, agent install.
 
+use super::call::Call;
 use super::container::Container;
 use super::error::{excerpt, Error, ErrorCode, Result};
 use super::exec::ExecSpec;
@@ -21,6 +22,12 @@ pub const DEFAULT_PORT: u16 = 2468;
 const BODY_LIMIT: usize = 64 * 1024 * 1024;
 /// Idle keep-alive connections kept per server.
 const MAX_IDLE: usize = 4;
+/// Default deadline of a request to the server (health, listAgents).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default deadline of an agent install (it downloads the agent).
+pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default time `ensure_server` waits for a server it started to become healthy.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// The server's own per-request timeout is set this high so that its hung-POST bug (no response after the
 /// timeout) is never reached; the SDK applies its own deadlines.
 const SERVER_REQUEST_TIMEOUT_MS: &str = "86400000";
@@ -224,8 +231,13 @@ impl AgentServer {
             .map_err(|e| unavailable(&super::error::chain_message(&e)))
     }
 
-    /// `GET /v1/health` → the JSON body (`{"status":"ok"}`).
-    pub async fn health(&self) -> Result<Value> {
+    /// `GET /v1/health` → the JSON body (`{"status":"ok"}`; default deadline [`REQUEST_TIMEOUT`]).
+    pub async fn health(&self, call: &Call) -> Result<Value> {
+        call.run("agent health", Some(REQUEST_TIMEOUT), self.health_now())
+            .await
+    }
+
+    async fn health_now(&self) -> Result<Value> {
         let res = self.request(Method::GET, "/v1/health", None).await?;
         if res.status != 200 {
             return Err(status_error("GET /v1/health", &res));
@@ -233,15 +245,12 @@ impl AgentServer {
         res.json()
     }
 
-    /// Health-probe; when down, start `sandbox-agent server` detached and wait for health.
-    /// Returns whether this call started the server.
-    pub async fn ensure_server(
-        &self,
-        deadline: Duration,
-        env: &[(String, String)],
-        cancel: &CancellationToken,
-    ) -> Result<bool> {
-        if self.health().await.is_ok() {
+    /// Health-probe; when down, start `sandbox-agent server` detached and wait for health (the call's deadline,
+    /// default [`START_TIMEOUT`]). Returns whether this call started the server.
+    pub async fn ensure_server(&self, env: &[(String, String)], call: &Call) -> Result<bool> {
+        let deadline = call.timeout.unwrap_or(START_TIMEOUT);
+        let cancel = &call.cancel;
+        if self.health_now().await.is_ok() {
             return Ok(false);
         }
         let started = Instant::now();
@@ -296,7 +305,7 @@ impl AgentServer {
             if cancel.is_cancelled() {
                 return Err(Error::aborted());
             }
-            match self.health().await {
+            match self.health_now().await {
                 Ok(_) => return Ok(true),
                 Err(e) => last = Some(e),
             }
@@ -309,21 +318,33 @@ impl AgentServer {
         .with("lastError", last.map(|e| e.message).unwrap_or_default()))
     }
 
-    /// `GET /v1/agents`.
-    pub async fn list_agents(&self) -> Result<Value> {
-        let res = self.request(Method::GET, "/v1/agents", None).await?;
+    /// `GET /v1/agents` (default deadline [`REQUEST_TIMEOUT`]).
+    pub async fn list_agents(&self, call: &Call) -> Result<Value> {
+        let res = call
+            .run(
+                "listAgents",
+                Some(REQUEST_TIMEOUT),
+                self.request(Method::GET, "/v1/agents", None),
+            )
+            .await?;
         if res.status != 200 {
             return Err(status_error("GET /v1/agents", &res));
         }
         res.json()
     }
 
-    /// `POST /v1/agents/{name}/install` (never the CLI's broken `api agents install`).
-    pub async fn install_agent(&self, name: &str) -> Result<Value> {
+    /// `POST /v1/agents/{name}/install` (never the CLI's broken `api agents install`; default deadline
+    /// [`INSTALL_TIMEOUT`]).
+    pub async fn install_agent(&self, name: &str, call: &Call) -> Result<Value> {
         super::validate::name("agent", name)?;
         let path = format!("/v1/agents/{}/install", super::http::encode_segment(name));
-        let res = self
-            .request(Method::POST, &path, Some(&serde_json::json!({})))
+        let body = serde_json::json!({});
+        let res = call
+            .run(
+                "installAgent",
+                Some(INSTALL_TIMEOUT),
+                self.request(Method::POST, &path, Some(&body)),
+            )
             .await?;
         if !(200..300).contains(&res.status) {
             return Err(status_error(&format!("POST {path}"), &res));

@@ -2,6 +2,7 @@
 //! (`GET /containers/{id}/archive`) read ahead into a small queue and handed out in large pieces, and uploads
 //! (`PUT …/archive`) with a tar body that is sent as the caller writes it.
 
+use super::call::Call;
 use super::container::{validate_container_path, Container};
 use super::error::{Error, ErrorCode, Result};
 use super::exec::Run;
@@ -45,12 +46,9 @@ struct DownloadState {
 }
 
 impl Download {
-    /// A download of `source`, bounded by `abort` and by `deadline` (counted from now, over all reads).
-    pub fn new(
-        source: BoxStream<'static, Result<Bytes>>,
-        abort: CancellationToken,
-        deadline: Option<Duration>,
-    ) -> Download {
+    /// A download of `source`, bounded by the call's signal and deadline (counted from now, over all reads; no
+    /// default: an archive takes as long as its size needs).
+    pub fn new(source: BoxStream<'static, Result<Bytes>>, call: Call) -> Download {
         Download {
             state: tokio::sync::Mutex::new(DownloadState {
                 source: Some(source),
@@ -58,8 +56,8 @@ impl Download {
                 held: None,
             }),
             stop: CancellationToken::new(),
-            abort,
-            deadline: deadline.map(|d| (tokio::time::Instant::now() + d, d)),
+            abort: call.cancel,
+            deadline: call.timeout.map(|d| (tokio::time::Instant::now() + d, d)),
         }
     }
 
@@ -187,12 +185,12 @@ pub struct Upload {
 impl Upload {
     /// Start the request; the engine extracts the archive into `dir` as it arrives. A bad `dir` is not an error
     /// here: it is the outcome every `write`/`end` reports, so errors all come from the calls that wait.
-    pub fn start(
-        container: &Container,
-        dir: &str,
-        deadline: Option<Duration>,
-        cancel: CancellationToken,
-    ) -> Upload {
+    /// Bounded by the call's signal and deadline over the whole upload (no default).
+    pub fn start(container: &Container, dir: &str, call: Call) -> Upload {
+        let Call {
+            timeout: deadline,
+            cancel,
+        } = call;
         if let Err(e) = validate_container_path(dir) {
             return Upload::failed(e);
         }
@@ -235,7 +233,7 @@ impl Upload {
             // Cancelled or past the deadline, the request is dropped with its body unfinished: the engine sees a
             // broken upload, never a short archive that looks complete.
             let r =
-                super::http::bounded("container.putArchiveStream", deadline, &token, request).await;
+                super::call::bounded("container.putArchiveStream", deadline, &token, request).await;
             let _ = done_tx.send(Some(r));
         });
         Upload {
@@ -384,7 +382,7 @@ mod tests {
                 });
             }
         });
-        let engine = Engine::connect(&path).await.unwrap();
+        let engine = Engine::connect(&path, &Default::default()).await.unwrap();
         (dir, engine, reports)
     }
 
@@ -411,7 +409,7 @@ mod tests {
         let source = futures::stream::iter(pieces)
             .inspect(move |_| seen.store(true, Ordering::SeqCst))
             .boxed();
-        let d = Download::new(source, CancellationToken::new(), None);
+        let d = Download::new(source, Call::default());
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             !polled.load(Ordering::SeqCst),
@@ -434,11 +432,7 @@ mod tests {
         assert_eq!(err.code, ErrorCode::StreamInterrupted);
         assert!(d.next(4).await.is_none(), "nothing after the error");
 
-        let d = Download::new(
-            futures::stream::pending().boxed(),
-            CancellationToken::new(),
-            None,
-        );
+        let d = Download::new(futures::stream::pending().boxed(), Call::default());
         let pending = d.next(4);
         tokio::pin!(pending);
         assert!(futures::poll!(pending.as_mut()).is_pending());
@@ -450,7 +444,10 @@ mod tests {
     #[tokio::test]
     async fn a_download_fails_on_its_signal_and_past_its_deadline_then_stays_closed() {
         let abort = CancellationToken::new();
-        let d = Download::new(futures::stream::pending().boxed(), abort.clone(), None);
+        let d = Download::new(
+            futures::stream::pending().boxed(),
+            Call::new(None, abort.clone()),
+        );
         let pending = d.next(4);
         tokio::pin!(pending);
         assert!(futures::poll!(pending.as_mut()).is_pending());
@@ -464,8 +461,7 @@ mod tests {
 
         let d = Download::new(
             futures::stream::pending().boxed(),
-            CancellationToken::new(),
-            Some(Duration::from_millis(50)),
+            Call::new(Some(Duration::from_millis(50)), CancellationToken::new()),
         );
         let e = d.next(4).await.unwrap().unwrap_err();
         assert_eq!(e.code, ErrorCode::Timeout);
@@ -477,7 +473,8 @@ mod tests {
     async fn only_end_finishes_the_body_an_abort_or_a_drop_breaks_it() {
         let (_dir, engine, mut reports) = fake_engine().await;
         let c = container(&engine);
-        let start = |deadline| Upload::start(&c, "/tmp", deadline, CancellationToken::new());
+        let start =
+            |deadline| Upload::start(&c, "/tmp", Call::new(deadline, CancellationToken::new()));
         let abc = || Bytes::from_static(b"abc");
 
         let up = start(None);
@@ -531,7 +528,7 @@ mod tests {
         up.abort().await;
         assert_eq!(up.end().await.unwrap_err().code, ErrorCode::Aborted);
 
-        let bad = Upload::start(&c, "relative", None, CancellationToken::new());
+        let bad = Upload::start(&c, "relative", Call::default());
         assert_eq!(
             bad.end().await.unwrap_err().code,
             ErrorCode::InvalidArgument

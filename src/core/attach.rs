@@ -408,7 +408,7 @@ mod tests {
                 });
             }
         });
-        let engine = Engine::connect(&path).await.unwrap();
+        let engine = Engine::connect(&path, &Default::default()).await.unwrap();
         (dir, engine)
     }
 

@@ -29,7 +29,7 @@ pub trait ProcessHandle: Send + Sync {
     /// Send `signal` to the process tree.
     fn kill<'a>(&'a self, signal: &'a str) -> BoxFuture<'a, Result<()>>;
     /// Wait for the exit (output nobody reads is discarded so the process cannot stall).
-    fn wait<'a>(&'a self, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<ExitStatus>>;
+    fn wait<'a>(&'a self, call: &'a Call) -> BoxFuture<'a, Result<ExitStatus>>;
 }
 
 /// Something commands run in and files live in.
@@ -45,9 +45,14 @@ pub trait ExecTarget: Send + Sync {
         abort: CancellationToken,
     ) -> BoxFuture<'_, Result<Box<dyn ProcessHandle>>>;
     /// Read one regular file.
-    fn read_file<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>>>;
+    fn read_file<'a>(&'a self, path: &'a str, call: &'a Call) -> BoxFuture<'a, Result<Vec<u8>>>;
     /// Extract a tar archive into the directory `dir` (which must exist).
-    fn write_files<'a>(&'a self, dir: &'a str, tar: Bytes) -> BoxFuture<'a, Result<()>>;
+    fn write_files<'a>(
+        &'a self,
+        dir: &'a str,
+        tar: Bytes,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<()>>;
 }
 
 /// What a backend reports about one sandbox; fields a backend does not know are empty.
@@ -81,43 +86,43 @@ pub struct SandboxSpec {
 }
 
 /// Deadline and cancellation for one backend call.
-pub use super::sandboxd::CallOpts;
+use super::call::Call;
 
 /// The lifecycle of named sandboxes.
 pub trait SandboxBackend: Send + Sync {
     /// `sbx`, `desktop`, …: which backend this is (shown in reports and errors).
     fn kind(&self) -> &'static str;
     /// Every sandbox.
-    fn list<'a>(&'a self, opts: &'a CallOpts) -> BoxFuture<'a, Result<Vec<SandboxSummary>>>;
+    fn list<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<SandboxSummary>>>;
     /// The sandbox of that name, or `None`.
     fn get<'a>(
         &'a self,
         name: &'a str,
-        opts: &'a CallOpts,
+        opts: &'a Call,
     ) -> BoxFuture<'a, Result<Option<SandboxSummary>>>;
     /// Create a sandbox; one of that name existing already is a conflict.
     fn create<'a>(
         &'a self,
         spec: &'a SandboxSpec,
-        opts: &'a CallOpts,
+        opts: &'a Call,
     ) -> BoxFuture<'a, Result<SandboxSummary>>;
     /// Get-or-create: an existing sandbox that differs from `spec` (workspace, agent, template) is a conflict,
     /// never silently reused.
     fn ensure<'a>(
         &'a self,
         spec: &'a SandboxSpec,
-        opts: &'a CallOpts,
+        opts: &'a Call,
     ) -> BoxFuture<'a, Result<SandboxSummary>>;
     /// Start a stopped sandbox.
-    fn start<'a>(&'a self, name: &'a str, opts: &'a CallOpts) -> BoxFuture<'a, Result<()>>;
+    fn start<'a>(&'a self, name: &'a str, opts: &'a Call) -> BoxFuture<'a, Result<()>>;
     /// Stop a running sandbox.
-    fn stop<'a>(&'a self, name: &'a str, opts: &'a CallOpts) -> BoxFuture<'a, Result<()>>;
+    fn stop<'a>(&'a self, name: &'a str, opts: &'a Call) -> BoxFuture<'a, Result<()>>;
     /// Remove a sandbox; with `force`, one already gone is success.
     fn remove<'a>(
         &'a self,
         name: &'a str,
         force: bool,
-        opts: &'a CallOpts,
+        opts: &'a Call,
     ) -> BoxFuture<'a, Result<()>>;
     /// The sandbox as a place to run commands and move files.
     fn target(&self, name: &str) -> Result<Arc<dyn ExecTarget>>;
@@ -136,8 +141,8 @@ impl ProcessHandle for Process {
     fn kill<'a>(&'a self, signal: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(Process::kill(self, signal))
     }
-    fn wait<'a>(&'a self, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<ExitStatus>> {
-        Box::pin(Process::wait(self, cancel))
+    fn wait<'a>(&'a self, call: &'a Call) -> BoxFuture<'a, Result<ExitStatus>> {
+        Box::pin(Process::wait(self, call))
     }
 }
 
@@ -158,10 +163,15 @@ impl ExecTarget for Container {
             Ok(Box::new(p) as Box<dyn ProcessHandle>)
         })
     }
-    fn read_file<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>>> {
-        Box::pin(Container::read_file(self, path))
+    fn read_file<'a>(&'a self, path: &'a str, call: &'a Call) -> BoxFuture<'a, Result<Vec<u8>>> {
+        Box::pin(Container::read_file(self, path, call))
     }
-    fn write_files<'a>(&'a self, dir: &'a str, tar: Bytes) -> BoxFuture<'a, Result<()>> {
-        Box::pin(Container::put_archive(self, dir, tar))
+    fn write_files<'a>(
+        &'a self,
+        dir: &'a str,
+        tar: Bytes,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(Container::put_archive(self, dir, tar, call))
     }
 }

@@ -1,5 +1,6 @@
 //! Containers on an engine: run/get/list, lifecycle, logs, exec entry points and file copy (archive API).
 
+use super::call::Call;
 use super::engine::{Engine, Subject};
 use super::error::{Error, ErrorCode, Result};
 use super::exec::{self, ExecOutput, ExecSpec, Process};
@@ -14,7 +15,15 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Default deadline of a container call (run, get, list, start, remove, inspect, ensureRunning, file copy).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default deadline of `stop`: the engine waits out the stop signal's grace period, then kills.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default deadline for a streamed exec to start (the process then runs as long as it runs).
+pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Largest file `readFile` / archive `getArchive` returns in one buffer.
 pub const MAX_READ_BYTES: usize = 512 * 1024 * 1024;
@@ -145,8 +154,13 @@ pub fn validate_container_path(value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Create and start a container.
-pub async fn run(engine: Arc<Engine>, spec: RunSpec) -> Result<Container> {
+/// Create and start a container (default deadline [`CALL_TIMEOUT`]).
+pub async fn run(engine: Arc<Engine>, spec: RunSpec, call: &Call) -> Result<Container> {
+    call.run("containers.run", Some(CALL_TIMEOUT), run_now(engine, spec))
+        .await
+}
+
+async fn run_now(engine: Arc<Engine>, spec: RunSpec) -> Result<Container> {
     validate_image_ref(&spec.image)?;
     if let Some(n) = &spec.name {
         validate_container_ref(n)?;
@@ -206,11 +220,11 @@ pub async fn run(engine: Arc<Engine>, spec: RunSpec) -> Result<Container> {
         id: created.id.clone(),
         name: spec.name.clone().unwrap_or_default(),
     };
-    if let Err(e) = c.start().await {
-        let _ = c.remove(true).await;
+    if let Err(e) = c.start_now().await {
+        let _ = c.remove_now(true).await;
         return Err(e);
     }
-    Ok(match c.inspect().await {
+    Ok(match c.inspect_now().await {
         Ok(info) => Container {
             name: info.name,
             ..c
@@ -244,28 +258,32 @@ fn name_conflict(err: Error, name: &str) -> Error {
     e
 }
 
-/// The container with that name or id, or `None`.
-pub async fn get(engine: Arc<Engine>, name_or_id: &str) -> Result<Option<Container>> {
+/// The container with that name or id, or `None` (default deadline [`CALL_TIMEOUT`]).
+pub async fn get(engine: Arc<Engine>, name_or_id: &str, call: &Call) -> Result<Option<Container>> {
     let r = validate_container_ref(name_or_id)?;
-    match engine.docker().inspect_container(&r, None).await {
-        Ok(c) => Ok(Some(Container {
-            engine: engine.clone(),
-            id: c.id.unwrap_or_default(),
-            name: bare_name(c.name),
-        })),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(None),
-        Err(e) => Err(engine.err(e, Subject::Container(&r))),
-    }
+    let found = call.run("containers.get", Some(CALL_TIMEOUT), async {
+        match engine.docker().inspect_container(&r, None).await {
+            Ok(c) => Ok(Some(c)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(engine.err(e, Subject::Container(&r))),
+        }
+    });
+    Ok(found.await?.map(|c| Container {
+        engine: engine.clone(),
+        id: c.id.unwrap_or_default(),
+        name: bare_name(c.name),
+    }))
 }
 
-/// Containers, filtered by labels (`k=v` or `k`) and name.
+/// Containers, filtered by labels (`k=v` or `k`) and name (default deadline [`CALL_TIMEOUT`]).
 pub async fn list(
     engine: &Engine,
     all: bool,
     labels: &[String],
     name: Option<&str>,
+    call: &Call,
 ) -> Result<Vec<ContainerSummary>> {
     let mut filters: HashMap<String, Vec<String>> = HashMap::new();
     if !labels.is_empty() {
@@ -274,19 +292,20 @@ pub async fn list(
     if let Some(n) = name {
         filters.insert("name".into(), vec![n.to_string()]);
     }
-    let rows = engine
-        .docker()
-        .list_containers(Some(ListContainersOptions {
-            all,
-            filters: if filters.is_empty() {
-                None
-            } else {
-                Some(filters)
-            },
-            ..Default::default()
-        }))
-        .await
-        .map_err(|e| engine.err(e, Subject::Engine))?;
+    let rows = engine.docker().list_containers(Some(ListContainersOptions {
+        all,
+        filters: if filters.is_empty() {
+            None
+        } else {
+            Some(filters)
+        },
+        ..Default::default()
+    }));
+    let rows = call
+        .run("containers.list", Some(CALL_TIMEOUT), async {
+            rows.await.map_err(|e| engine.err(e, Subject::Engine))
+        })
+        .await?;
     Ok(rows
         .into_iter()
         .map(|r| ContainerSummary {
@@ -336,7 +355,13 @@ impl Container {
         self.engine.err(e, Subject::Container(&self.id))
     }
 
-    pub async fn start(&self) -> Result<()> {
+    /// Start it (a running container is fine; default deadline [`CALL_TIMEOUT`]).
+    pub async fn start(&self, call: &Call) -> Result<()> {
+        call.run("container.start", Some(CALL_TIMEOUT), self.start_now())
+            .await
+    }
+
+    async fn start_now(&self) -> Result<()> {
         match self.engine.docker().start_container(&self.id, None).await {
             Ok(()) => Ok(()),
             // 304: already started.
@@ -347,28 +372,40 @@ impl Container {
         }
     }
 
-    pub async fn stop(&self, timeout_sec: Option<i32>) -> Result<()> {
-        match self
-            .engine
-            .docker()
-            .stop_container(
-                &self.id,
-                Some(StopContainerOptions {
-                    t: timeout_sec,
-                    signal: None,
-                }),
-            )
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 304, ..
-            }) => Ok(()),
-            Err(e) => Err(self.err(e)),
-        }
+    /// Stop it, `timeout_sec` after the stop signal killing it (a stopped container is fine; default deadline
+    /// [`STOP_TIMEOUT`]).
+    pub async fn stop(&self, timeout_sec: Option<i32>, call: &Call) -> Result<()> {
+        let stop = self.engine.docker().stop_container(
+            &self.id,
+            Some(StopContainerOptions {
+                t: timeout_sec,
+                signal: None,
+            }),
+        );
+        call.run("container.stop", Some(STOP_TIMEOUT), async {
+            match stop.await {
+                Ok(()) => Ok(()),
+                // 304: already stopped.
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 304, ..
+                }) => Ok(()),
+                Err(e) => Err(self.err(e)),
+            }
+        })
+        .await
     }
 
-    pub async fn remove(&self, force: bool) -> Result<()> {
+    /// Remove it (`force` kills it first; default deadline [`CALL_TIMEOUT`]).
+    pub async fn remove(&self, force: bool, call: &Call) -> Result<()> {
+        call.run(
+            "container.remove",
+            Some(CALL_TIMEOUT),
+            self.remove_now(force),
+        )
+        .await
+    }
+
+    async fn remove_now(&self, force: bool) -> Result<()> {
         self.engine
             .docker()
             .remove_container(
@@ -383,7 +420,13 @@ impl Container {
             .map_err(|e| self.err(e))
     }
 
-    pub async fn inspect(&self) -> Result<ContainerInfo> {
+    /// State, image, labels and env keys (default deadline [`CALL_TIMEOUT`]).
+    pub async fn inspect(&self, call: &Call) -> Result<ContainerInfo> {
+        call.run("container.inspect", Some(CALL_TIMEOUT), self.inspect_now())
+            .await
+    }
+
+    async fn inspect_now(&self) -> Result<ContainerInfo> {
         let c = self
             .engine
             .docker()
@@ -414,29 +457,34 @@ impl Container {
         })
     }
 
-    /// Wait for the container to stop; resolves with its exit code (non-zero is a result).
-    pub async fn wait(&self, cancel: &CancellationToken) -> Result<i64> {
-        let mut s = self.engine.docker().wait_container(&self.id, None);
-        let item = tokio::select! {
-            i = s.next() => i,
-            _ = cancel.cancelled() => return Err(Error::aborted()),
-        };
-        match item {
-            Some(Ok(r)) => Ok(r.status_code),
-            // bollard turns a non-zero exit into an error; it is still the exit code.
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-            Some(Err(e)) => Err(self.err(e)),
-            None => Ok(self.inspect().await?.exit_code.unwrap_or(-1)),
-        }
+    /// Wait for the container to stop; resolves with its exit code (non-zero is a result). No default deadline:
+    /// waiting is the point.
+    pub async fn wait(&self, call: &Call) -> Result<i64> {
+        call.run("container.wait", None, async {
+            let mut s = self.engine.docker().wait_container(&self.id, None);
+            match s.next().await {
+                Some(Ok(r)) => Ok(r.status_code),
+                // bollard turns a non-zero exit into an error; it is still the exit code.
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    Ok(code)
+                }
+                Some(Err(e)) => Err(self.err(e)),
+                None => Ok(self.inspect_now().await?.exit_code.unwrap_or(-1)),
+            }
+        })
+        .await
     }
 
-    /// Start it if it is not running (a stopped container is started; a missing one is an error).
-    pub async fn ensure_running(&self) -> Result<()> {
-        let info = self.inspect().await?;
-        if !info.running {
-            self.start().await?;
-        }
-        Ok(())
+    /// Start it if it is not running (a stopped container is started; a missing one is an error; default
+    /// deadline [`CALL_TIMEOUT`]).
+    pub async fn ensure_running(&self, call: &Call) -> Result<()> {
+        call.run("container.ensureRunning", Some(CALL_TIMEOUT), async {
+            if !self.inspect_now().await?.running {
+                self.start_now().await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The container's log stream (stdout/stderr chunks).
@@ -478,13 +526,23 @@ impl Container {
         exec::exec(self.engine.clone(), self.id.clone(), spec, cancel).await
     }
 
-    /// Streaming exec.
+    /// Streaming exec. `abort` works for the process's whole life; starting it is bounded by [`SPAWN_TIMEOUT`].
     pub async fn spawn(&self, spec: ExecSpec, abort: CancellationToken) -> Result<Process> {
-        Process::spawn(self.engine.clone(), self.id.clone(), spec, abort).await
+        let started = Process::spawn(self.engine.clone(), self.id.clone(), spec, abort.clone());
+        super::call::bounded("container.spawn", Some(SPAWN_TIMEOUT), &abort, started).await
     }
 
-    /// Upload a tar archive and extract it into `dir`.
-    pub async fn put_archive(&self, dir: &str, tar: Bytes) -> Result<()> {
+    /// Upload a tar archive and extract it into `dir` (default deadline [`CALL_TIMEOUT`]).
+    pub async fn put_archive(&self, dir: &str, tar: Bytes, call: &Call) -> Result<()> {
+        call.run(
+            "container.putArchive",
+            Some(CALL_TIMEOUT),
+            self.put_archive_now(dir, tar),
+        )
+        .await
+    }
+
+    async fn put_archive_now(&self, dir: &str, tar: Bytes) -> Result<()> {
         validate_container_path(dir)?;
         self.engine
             .docker()
@@ -520,13 +578,23 @@ impl Container {
             .boxed()
     }
 
-    /// A tar archive of `path` (file or directory), in one buffer of at most [`MAX_READ_BYTES`].
-    pub async fn get_archive(&self, path: &str) -> Result<Vec<u8>> {
-        collect_archive(self.archive_stream(path), path, false).await
+    /// A tar archive of `path` (file or directory), in one buffer of at most [`MAX_READ_BYTES`] (default deadline
+    /// [`CALL_TIMEOUT`]).
+    pub async fn get_archive(&self, path: &str, call: &Call) -> Result<Vec<u8>> {
+        let archive = collect_archive(self.archive_stream(path), path, false);
+        call.run("container.getArchive", Some(CALL_TIMEOUT), archive)
+            .await
     }
 
-    /// Write one file (parent directory must exist), with `mode` (default 0644).
-    pub async fn write_file(&self, path: &str, data: &[u8], mode: Option<u32>) -> Result<()> {
+    /// Write one file (parent directory must exist), with `mode` (default 0644; default deadline
+    /// [`CALL_TIMEOUT`]).
+    pub async fn write_file(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: Option<u32>,
+        call: &Call,
+    ) -> Result<()> {
         validate_container_path(path)?;
         let (dir, name) = match path.rfind('/') {
             Some(0) => ("/", &path[1..]),
@@ -540,11 +608,17 @@ impl Container {
             );
         }
         let tar = single_file_tar(name, data, mode.unwrap_or(0o644))?;
-        self.put_archive(dir, Bytes::from(tar)).await
+        call.run(
+            "container.writeFile",
+            Some(CALL_TIMEOUT),
+            self.put_archive_now(dir, Bytes::from(tar)),
+        )
+        .await
     }
 
-    /// Write a CA certificate (PEM) to `path`, creating its directories (through the archive API, no shell).
-    pub async fn trust_ca(&self, pem: &str, path: &str) -> Result<()> {
+    /// Write a CA certificate (PEM) to `path`, creating its directories (through the archive API, no shell;
+    /// default deadline [`CALL_TIMEOUT`]).
+    pub async fn trust_ca(&self, pem: &str, path: &str, call: &Call) -> Result<()> {
         validate_container_path(path)?;
         if !pem.contains("-----BEGIN CERTIFICATE-----") {
             return Err(Error::invalid("trustCa needs a PEM certificate").with("argument", "pem"));
@@ -568,14 +642,28 @@ impl Container {
         h.set_entry_type(tar::EntryType::Regular);
         b.append_data(&mut h, rel, pem.as_bytes()).map_err(fail)?;
         let tar = b.into_inner().map_err(fail)?;
-        self.put_archive("/", Bytes::from(tar)).await
+        call.run(
+            "container.trustCa",
+            Some(CALL_TIMEOUT),
+            self.put_archive_now("/", Bytes::from(tar)),
+        )
+        .await
     }
 
     /// Read one regular file, following symbolic links as `fs.readFile` does (the engine archives a link
     /// itself, not its target). A directory (or a device, a FIFO) is `ERR_NOT_A_FILE`, found from the
     /// archive's first header, before a directory's contents are downloaded. Errors met past a link keep the
-    /// `path` asked for and add `resolvedPath`.
-    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+    /// `path` asked for and add `resolvedPath`. Default deadline [`CALL_TIMEOUT`], over all links followed.
+    pub async fn read_file(&self, path: &str, call: &Call) -> Result<Vec<u8>> {
+        call.run(
+            "container.readFile",
+            Some(CALL_TIMEOUT),
+            self.read_file_now(path),
+        )
+        .await
+    }
+
+    async fn read_file_now(&self, path: &str) -> Result<Vec<u8>> {
         let mut at = path.to_string();
         for _ in 0..MAX_SYMLINKS {
             match self.read_entry(&at).await {

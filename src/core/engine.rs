@@ -1,6 +1,7 @@
 //! A Docker Engine connection (bollard on a Unix socket): version negotiated per socket and pinned on the wire,
 //! errors mapped through the whole source chain to stable codes.
 
+use super::call::Call;
 use super::error::{io_cause, Error, ErrorCode, Result};
 use bollard::{BollardRequest, Docker, API_DEFAULT_VERSION};
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use std::time::Duration;
 /// bollard's per-request timeout (until response headers). Long streams (exec, logs, image load) are bounded
 /// by the SDK's own deadlines and signals instead; imports use a clone with a larger value.
 pub(crate) const REQUEST_TIMEOUT_SECS: u64 = 120;
-/// Deadline for connecting and negotiating the API version.
+/// Default deadline for connecting and negotiating the API version.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Idle keep-alive connections kept per engine (enough for sequential calls; bursts open more, which close once
@@ -127,7 +128,17 @@ fn unavailable(socket: &Path, detail: &str) -> Error {
 impl Engine {
     /// Connect and negotiate the API version (the lower of bollard's and the daemon's), then pin it on every
     /// request path: bollard 0.21.1 negotiates but does not send the version (fixed upstream, unreleased).
-    pub async fn connect(socket: &Path) -> Result<Arc<Engine>> {
+    /// Default deadline [`CONNECT_TIMEOUT`].
+    pub async fn connect(socket: &Path, call: &Call) -> Result<Arc<Engine>> {
+        call.run(
+            "connecting to the Docker engine",
+            Some(CONNECT_TIMEOUT),
+            Engine::connect_now(socket),
+        )
+        .await
+    }
+
+    async fn connect_now(socket: &Path) -> Result<Arc<Engine>> {
         use std::os::unix::fs::FileTypeExt;
         match std::fs::metadata(socket) {
             Err(_) => return Err(unavailable(socket, "no such socket")),
@@ -187,22 +198,28 @@ impl Engine {
         &self.api_version
     }
 
-    /// `GET /_ping`.
-    pub async fn ping(&self) -> Result<()> {
-        self.docker
-            .ping()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.err(e, Subject::Engine))
+    /// `GET /_ping` (no default deadline beyond bollard's request timeout).
+    pub async fn ping(&self, call: &Call) -> Result<()> {
+        call.run("engine ping", None, async {
+            self.docker
+                .ping()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.err(e, Subject::Engine))
+        })
+        .await
     }
 
-    /// `GET /version`.
-    pub async fn version(&self) -> Result<VersionInfo> {
-        let v = self
-            .docker
-            .version()
-            .await
-            .map_err(|e| self.err(e, Subject::Engine))?;
+    /// `GET /version` (no default deadline beyond bollard's request timeout).
+    pub async fn version(&self, call: &Call) -> Result<VersionInfo> {
+        let v = call
+            .run("engine version", None, async {
+                self.docker
+                    .version()
+                    .await
+                    .map_err(|e| self.err(e, Subject::Engine))
+            })
+            .await?;
         Ok(VersionInfo {
             version: v.version.unwrap_or_default(),
             api_version: v.api_version.unwrap_or_default(),

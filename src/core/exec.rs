@@ -11,6 +11,7 @@
 mod launch;
 
 use super::attach::{Input, Output};
+use super::call::Call;
 use super::engine::{Engine, Subject};
 use super::error::{Error, ErrorCode, Result};
 use bollard::container::LogOutput;
@@ -283,7 +284,7 @@ async fn start(
             ..Default::default()
         },
     );
-    let created = super::http::bounded("creating the exec", spec.timeout, cancel, async {
+    let created = super::call::bounded("creating the exec", spec.timeout, cancel, async {
         create
             .await
             .map_err(|e| exec_start_error(engine, e, container))
@@ -1114,18 +1115,32 @@ impl Process {
         done
     }
 
-    /// Wait for the exit. If nobody is reading the output, it is discarded so the process cannot stall.
-    pub async fn wait(&self, cancel: &CancellationToken) -> Result<ExitStatus> {
+    /// Wait for the exit (no default deadline). If nobody is reading the output, it is discarded so the process
+    /// cannot stall.
+    pub async fn wait(&self, call: &Call) -> Result<ExitStatus> {
         if !self.shared.consumed.load(Ordering::SeqCst) {
             self.discard_output();
         }
         let mut rx = self.shared.exit.clone();
-        tokio::select! {
-            r = rx.wait_for(|v| v.is_some()) => match r {
-                Ok(v) => v.clone().unwrap_or_else(|| Err(Error::internal("exit status missing"))),
+        call.run("waiting for the process", None, async move {
+            match rx.wait_for(|v| v.is_some()).await {
+                Ok(v) => v
+                    .clone()
+                    .unwrap_or_else(|| Err(Error::internal("exit status missing"))),
                 Err(_) => Err(Error::internal("the exec reader ended without a status")),
-            },
-            _ = cancel.cancelled() => Err(Error::aborted()),
+            }
+        })
+        .await
+    }
+
+    /// Let go of it (`await using`): the output is discarded and, if it still runs, the tree is sent TERM, then
+    /// KILL, and its exit waited for up to 10 s.
+    pub async fn dispose(&self) {
+        const DISPOSE_WAIT: Duration = Duration::from_secs(10);
+        self.discard_output();
+        if self.exit_now().is_none() {
+            let _ = self.terminate().await;
+            let _ = tokio::time::timeout(DISPOSE_WAIT, self.wait(&Call::default())).await;
         }
     }
 

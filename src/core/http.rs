@@ -1,6 +1,6 @@
 //! HTTP/1.1 over a Unix socket (hyper 1's connection API), with bounded bodies and errors that keep their cause.
 //!
-//! Deadlines and cancellation are applied by the caller with [`bounded`]; this module only moves bytes.
+//! Deadlines and cancellation are applied by the caller ([`super::call`]); this module only moves bytes.
 //!
 //! Keep-alive connections are pooled here rather than by hyper-util's legacy client: when a call came in before
 //! that client had put the previous call's connection back, it opened a second connection and, once the first
@@ -9,17 +9,15 @@
 //! idle timeout. Here a call takes the idle connection, waits until it is ready, and only connects when there is
 //! none.
 
-use super::error::{chain_message, Error, Result};
+use super::error::chain_message;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 /// Idle connections kept per socket, and how long one may stay idle before it is not reused.
 const POOL_MAX_IDLE: usize = 2;
@@ -200,29 +198,6 @@ pub fn encode_segment(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, SET).to_string()
 }
 
-/// Run `fut` until it finishes, the deadline passes (`ERR_TIMEOUT`) or `cancel` fires (`ABORT_ERR`).
-pub async fn bounded<T>(
-    what: &str,
-    deadline: Option<Duration>,
-    cancel: &CancellationToken,
-    fut: impl Future<Output = Result<T>>,
-) -> Result<T> {
-    if cancel.is_cancelled() {
-        return Err(Error::aborted());
-    }
-    let sleep = async {
-        match deadline {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        r = fut => r,
-        _ = cancel.cancelled() => Err(Error::aborted()),
-        _ = sleep => Err(Error::timeout(what, deadline.unwrap_or_default())),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -294,25 +269,5 @@ mod tests {
         assert_eq!(encode_segment("a/b"), "a%2Fb");
         assert_eq!(encode_segment("%2e%2e"), "%252e%252e");
         assert_eq!(encode_segment("a b?"), "a%20b%3F");
-    }
-
-    #[tokio::test]
-    async fn bounded_times_out_and_aborts() {
-        let t = CancellationToken::new();
-        let e = bounded(
-            "x",
-            Some(Duration::from_millis(20)),
-            &t,
-            std::future::pending::<Result<()>>(),
-        )
-        .await
-        .unwrap_err();
-        assert_eq!(e.code.as_str(), "ERR_TIMEOUT");
-        assert_eq!(e.props["timeoutMs"], 20);
-        t.cancel();
-        let e = bounded("x", None, &t, std::future::pending::<Result<()>>())
-            .await
-            .unwrap_err();
-        assert_eq!(e.code.as_str(), "ABORT_ERR");
     }
 }

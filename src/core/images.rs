@@ -1,6 +1,7 @@
 //! Images on an engine, and the streaming copy from one engine to another
 //! (`GET /images/{name}/get` piped into `POST /images/load`, never buffered).
 
+use super::call::Call;
 use super::container::validate_image_ref;
 use super::engine::{Engine, Subject};
 use super::error::{Error, ErrorCode, Result};
@@ -44,12 +45,17 @@ pub struct CopyReport {
     pub duration_ms: u64,
 }
 
-pub async fn list(engine: &Engine) -> Result<Vec<ImageSummary>> {
-    let rows = engine
-        .docker()
-        .list_images(Some(ListImagesOptions::default()))
-        .await
-        .map_err(|e| engine.err(e, Subject::Engine))?;
+/// All images (no default deadline beyond bollard's request timeout).
+pub async fn list(engine: &Engine, call: &Call) -> Result<Vec<ImageSummary>> {
+    let rows = call
+        .run("images.list", None, async {
+            engine
+                .docker()
+                .list_images(Some(ListImagesOptions::default()))
+                .await
+                .map_err(|e| engine.err(e, Subject::Engine))
+        })
+        .await?;
     Ok(rows
         .into_iter()
         .map(|r| ImageSummary {
@@ -61,7 +67,13 @@ pub async fn list(engine: &Engine) -> Result<Vec<ImageSummary>> {
         .collect())
 }
 
-pub async fn inspect(engine: &Engine, reference: &str) -> Result<Option<ImageInfo>> {
+/// The image, or `None` (no default deadline beyond bollard's request timeout).
+pub async fn inspect(engine: &Engine, reference: &str, call: &Call) -> Result<Option<ImageInfo>> {
+    call.run("images.inspect", None, inspect_now(engine, reference))
+        .await
+}
+
+async fn inspect_now(engine: &Engine, reference: &str) -> Result<Option<ImageInfo>> {
     validate_image_ref(reference)?;
     match engine.docker().inspect_image(reference).await {
         Ok(i) => Ok(Some(ImageInfo {
@@ -91,7 +103,23 @@ const PROGRESS_EVERY: u64 = 64 * 1024;
 /// `progress` is called as chunks move (at most every 64 KiB), and once more when the copy has succeeded, with
 /// the final count as both values (so a bar ends at 100 %). It is not called for a skipped copy (nothing
 /// moves; the report says `skipped`), and a failed copy gets no final call.
+/// No default deadline: large images take minutes.
 pub async fn copy(
+    source: Arc<Engine>,
+    target: Arc<Engine>,
+    reference: &str,
+    progress: Option<Progress>,
+    call: &Call,
+) -> Result<CopyReport> {
+    call.run(
+        "image copy",
+        None,
+        copy_now(source, target, reference, progress, &call.cancel),
+    )
+    .await
+}
+
+async fn copy_now(
     source: Arc<Engine>,
     target: Arc<Engine>,
     reference: &str,
@@ -101,7 +129,10 @@ pub async fn copy(
     let began = Instant::now();
     // Both engines are asked at once: one round trip instead of two.
     // The source's answer is judged first, so a missing image is reported as such whatever the target says.
-    let (src, existing) = tokio::join!(inspect(&source, reference), inspect(&target, reference));
+    let (src, existing) = tokio::join!(
+        inspect_now(&source, reference),
+        inspect_now(&target, reference)
+    );
     let src = src?.ok_or_else(|| {
         Error::new(
             ErrorCode::ImageNotFound,
@@ -165,7 +196,7 @@ pub async fn copy(
         r = load => r?,
         _ = cancel.cancelled() => return Err(Error::aborted().with("bytesMoved", moved.load(Ordering::Relaxed))),
     }
-    let after = inspect(&target, reference).await?;
+    let after = inspect_now(&target, reference).await?;
     if after.as_ref().map(|i| &i.id) != Some(&src.id) {
         return Err(Error::new(
             ErrorCode::Engine,

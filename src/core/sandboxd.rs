@@ -3,8 +3,9 @@
 //! The API is undocumented; everything read is treated as optional, unknown fields are ignored,
 //! and anything that breaks the contract becomes `ERR_SANDBOXD_PROTOCOL` with the status and a body excerpt.
 
+use super::call::{bounded, Call};
 use super::error::{excerpt, Error, ErrorCode, Result};
-use super::http::{bounded, encode_segment, HttpResponse, TransportError, UnixHttp};
+use super::http::{encode_segment, HttpResponse, TransportError, UnixHttp};
 use super::validate;
 use super::vm::{Vm, VmInfo};
 use base64::Engine as _;
@@ -14,7 +15,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// Default deadline for list/get/remove/ping.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,13 +26,6 @@ const ENSURE_BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const ENSURE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Largest response body read from sandboxd.
 const BODY_LIMIT: usize = 32 * 1024 * 1024;
-
-/// Per-call options: a deadline override and a cancellation token (the JS AbortSignal).
-#[derive(Clone, Default)]
-pub struct CallOpts {
-    pub timeout: Option<Duration>,
-    pub cancel: CancellationToken,
-}
 
 /// The socket to use: the explicit option, then `SANDBOXD_SOCKET`, then `~/.docker/sandboxes/sandboxd.sock`.
 pub fn resolve_socket_path(explicit: Option<&str>) -> PathBuf {
@@ -126,8 +119,8 @@ impl SandboxdClient {
         &self.socket_path
     }
 
-    fn deadline(&self, opts: &CallOpts, default: Duration) -> Duration {
-        opts.timeout.or(self.timeout).unwrap_or(default)
+    fn deadline(&self, call: &Call, default: Duration) -> Duration {
+        call.timeout.or(self.timeout).unwrap_or(default)
     }
 
     fn unavailable(&self, detail: &str) -> Error {
@@ -143,16 +136,16 @@ impl SandboxdClient {
         .with("socketPath", self.socket_path.display().to_string())
     }
 
-    async fn call(
+    async fn exchange(
         &self,
         what: &str,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-        opts: &CallOpts,
+        call: &Call,
         default_timeout: Duration,
     ) -> Result<HttpResponse> {
-        let deadline = self.deadline(opts, default_timeout);
+        let deadline = self.deadline(call, default_timeout);
         let fut = async {
             // A path that exists but is not a socket gives ECONNREFUSED from connect(); say what it really is.
             match std::fs::metadata(&self.socket_path) {
@@ -195,7 +188,7 @@ impl SandboxdClient {
         bounded(
             &format!("sandboxd {what}"),
             Some(deadline),
-            &opts.cancel,
+            &call.cancel,
             fut,
         )
         .await
@@ -203,14 +196,14 @@ impl SandboxdClient {
     }
 
     /// Check that sandboxd answers the contract (`GET /vm` returns a JSON array).
-    pub async fn ping(&self, opts: &CallOpts) -> Result<()> {
-        self.list(opts).await.map(|_| ())
+    pub async fn ping(&self, call: &Call) -> Result<()> {
+        self.list(call).await.map(|_| ())
     }
 
     /// All VMs.
-    pub async fn list(&self, opts: &CallOpts) -> Result<Vec<VmInfo>> {
+    pub async fn list(&self, call: &Call) -> Result<Vec<VmInfo>> {
         let res = self
-            .call("list", Method::GET, "/vm", None, opts, DEFAULT_TIMEOUT)
+            .exchange("list", Method::GET, "/vm", None, call, DEFAULT_TIMEOUT)
             .await?;
         if res.status != 200 {
             return Err(unexpected_status("GET /vm", &res));
@@ -219,10 +212,10 @@ impl SandboxdClient {
     }
 
     /// The VM of that name, or `None`.
-    pub async fn get(&self, name: &str, opts: &CallOpts) -> Result<Option<Vm>> {
+    pub async fn get(&self, name: &str, call: &Call) -> Result<Option<Vm>> {
         validate::name("VM name", name)?;
         Ok(self
-            .list(opts)
+            .list(call)
             .await?
             .into_iter()
             .find(|v| v.name == name)
@@ -230,22 +223,17 @@ impl SandboxdClient {
     }
 
     /// Create a VM for `agent_name` with `workspace_dir` shared into it.
-    pub async fn create(
-        &self,
-        agent_name: &str,
-        workspace_dir: &str,
-        opts: &CallOpts,
-    ) -> Result<Vm> {
+    pub async fn create(&self, agent_name: &str, workspace_dir: &str, call: &Call) -> Result<Vm> {
         validate::name("agentName", agent_name)?;
         validate::workspace_dir(workspace_dir)?;
         let body = serde_json::json!({ "agent_name": agent_name, "workspace_dir": workspace_dir });
         let res = self
-            .call(
+            .exchange(
                 "create",
                 Method::POST,
                 "/vm",
                 Some(body.to_string().into_bytes()),
-                opts,
+                call,
                 DEFAULT_CREATE_TIMEOUT,
             )
             .await?;
@@ -276,21 +264,16 @@ impl SandboxdClient {
     /// for: looked up again with a short backoff until it is listed and ready, within the call's deadline and
     /// cancellation. Concurrent ensures of one agent on one socket in this process take turns, so only the
     /// first sends a create and the others find its VM.
-    pub async fn ensure(
-        &self,
-        agent_name: &str,
-        workspace_dir: &str,
-        opts: &CallOpts,
-    ) -> Result<Vm> {
+    pub async fn ensure(&self, agent_name: &str, workspace_dir: &str, call: &Call) -> Result<Vm> {
         validate::name("agentName", agent_name)?;
         validate::workspace_dir(workspace_dir)?;
-        let deadline = self.deadline(opts, DEFAULT_CREATE_TIMEOUT);
+        let deadline = self.deadline(call, DEFAULT_CREATE_TIMEOUT);
         let waiting_for = std::sync::Mutex::new(None::<&'static str>);
         let res = bounded(
             "sandboxd ensure",
             Some(deadline),
-            &opts.cancel,
-            self.ensure_inner(agent_name, workspace_dir, opts, &waiting_for),
+            &call.cancel,
+            self.ensure_inner(agent_name, workspace_dir, call, &waiting_for),
         )
         .await;
         res.map_err(|e| {
@@ -311,7 +294,7 @@ impl SandboxdClient {
         &self,
         agent_name: &str,
         workspace_dir: &str,
-        opts: &CallOpts,
+        call: &Call,
         waiting_for: &std::sync::Mutex<Option<&'static str>>,
     ) -> Result<Vm> {
         let name = format!("{agent_name}-vm");
@@ -342,7 +325,7 @@ impl SandboxdClient {
         let mut backoff = ENSURE_BACKOFF_FIRST;
         let mut just_conflicted = false;
         loop {
-            let why = match self.find_for(agent_name, &name, opts).await? {
+            let why = match self.find_for(agent_name, &name, call).await? {
                 Some(vm) if !same_dir(&vm.info.workspace_dir, workspace_dir) => {
                     return Err(conflict(&vm))
                 }
@@ -351,7 +334,7 @@ impl SandboxdClient {
                 None if just_conflicted => {
                     "sandboxd answered 409 (the VM exists) but does not list it yet"
                 }
-                None => match self.create(agent_name, workspace_dir, opts).await {
+                None => match self.create(agent_name, workspace_dir, call).await {
                     Ok(vm) if same_dir(&vm.info.workspace_dir, workspace_dir) => return Ok(vm),
                     Ok(vm) => return Err(conflict(&vm)),
                     // Another creator got there first: what is listed now decides, at once.
@@ -369,8 +352,8 @@ impl SandboxdClient {
         }
     }
 
-    async fn find_for(&self, agent_name: &str, name: &str, opts: &CallOpts) -> Result<Option<Vm>> {
-        let list = self.list(opts).await?;
+    async fn find_for(&self, agent_name: &str, name: &str, call: &Call) -> Result<Option<Vm>> {
+        let list = self.list(call).await?;
         let found = list
             .iter()
             .find(|v| v.name == name)
@@ -380,11 +363,11 @@ impl SandboxdClient {
     }
 
     /// Remove a VM. `force`: a VM that is already gone is success instead of `ERR_VM_NOT_FOUND`.
-    pub async fn remove(&self, name: &str, force: bool, opts: &CallOpts) -> Result<()> {
+    pub async fn remove(&self, name: &str, force: bool, call: &Call) -> Result<()> {
         validate::name("VM name", name)?;
         let path = format!("/vm/{}", encode_segment(name));
         let res = self
-            .call("remove", Method::DELETE, &path, None, opts, DEFAULT_TIMEOUT)
+            .exchange("remove", Method::DELETE, &path, None, call, DEFAULT_TIMEOUT)
             .await?;
         let not_found = res.status == 404
             || (res.status >= 500 && says_not_found(&res.body))

@@ -3,12 +3,16 @@
 
 use super::acp::{default_init_params, AcpConnection, AcpEvent, Feed, Subscription};
 use super::agent::AgentServer;
+use super::call::Call;
 use super::error::{Error, ErrorCode, Result};
 use agent_client_protocol_schema::v1::{ContentBlock, SessionNotification, SessionUpdate};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// Default deadline for creating a session (opening its connection, then `session/new`).
+pub const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One event of a turn, typed from ACP `session/update` (schema: agent-client-protocol-schema).
 #[derive(Debug, Clone, PartialEq)]
@@ -122,6 +126,36 @@ pub fn classify(sid: &str, ev: &AcpEvent) -> Option<TurnEvent> {
     }
 }
 
+/// A turn collected by [`AgentSession::send`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TurnSummary {
+    /// Every `Text` chunk, joined.
+    pub text: String,
+    /// The `Stop` event's reason (empty until it arrived).
+    pub stop_reason: String,
+    /// Every event of the turn, in order, `Stop` last.
+    pub events: Vec<TurnEvent>,
+}
+
+impl TurnSummary {
+    /// Add the turn's next event; true once it was the `Stop` that ends the turn.
+    pub fn add(&mut self, e: TurnEvent) -> bool {
+        let stop = match &e {
+            TurnEvent::Text { text, .. } => {
+                self.text.push_str(text);
+                false
+            }
+            TurnEvent::Stop { stop_reason, .. } => {
+                self.stop_reason = stop_reason.clone();
+                true
+            }
+            _ => false,
+        };
+        self.events.push(e);
+        stop
+    }
+}
+
 /// A session with an agent.
 #[derive(Clone)]
 pub struct AgentSession {
@@ -139,30 +173,28 @@ pub enum PermissionAnswer {
 }
 
 impl AgentSession {
-    /// Open a connection for `agent` and create a session in `cwd`.
+    /// Open a connection for `agent` and create a session in `cwd`. The call's deadline (default
+    /// [`CREATE_TIMEOUT`]) bounds opening the connection and creating the session, each.
     pub async fn create(
         server: Arc<AgentServer>,
         agent: &str,
         cwd: &str,
         mcp_servers: Value,
-        deadline: Option<Duration>,
-        cancel: &CancellationToken,
+        call: &Call,
     ) -> Result<AgentSession> {
+        let deadline = call.timeout_or(Some(CREATE_TIMEOUT));
+        let cancel = &call.cancel;
         if !cwd.starts_with('/') {
             return Err(
                 Error::invalid("cwd must be an absolute path inside the container")
                     .with("argument", "cwd"),
             );
         }
-        let (conn, init) = super::http::bounded(
-            "opening the agent connection",
-            deadline,
-            cancel,
-            AcpConnection::open(server, agent, default_init_params()),
-        )
-        .await?;
+        let opening = Call::new(deadline, cancel.clone());
+        let (conn, init) =
+            AcpConnection::open(server, agent, default_init_params(), &opening).await?;
         let created = conn
-            .request(
+            .request_within(
                 "session/new",
                 json!({"cwd": cwd, "mcpServers": mcp_servers}),
                 None,
@@ -235,6 +267,34 @@ impl AgentSession {
         })
     }
 
+    /// Send a prompt and collect its turn (no default deadline: a turn takes as long as it takes). Permission
+    /// requests in it are answered `cancelled`. When the call fails (its deadline and signal included) while
+    /// the connection is still open, the turn is cancelled.
+    pub async fn send(&self, blocks: Value, call: &Call) -> Result<TurnSummary> {
+        let mut turn = self.prompt(blocks)?;
+        let collect = async {
+            let mut summary = TurnSummary::default();
+            loop {
+                let Some(e) = turn.next().await? else {
+                    return Err(Error::closed("the session"));
+                };
+                if let TurnEvent::PermissionRequest { id, .. } = &e {
+                    let _ = self
+                        .respond_permission(id.clone(), PermissionAnswer::Cancel)
+                        .await;
+                }
+                if summary.add(e) {
+                    return Ok(summary);
+                }
+            }
+        };
+        let r = call.run("the prompt turn", None, collect).await;
+        if r.is_err() && self.conn.exit().is_none() && !self.conn.is_closed() {
+            let _ = self.cancel().await;
+        }
+        r
+    }
+
     /// Answer a permission request (`respond(optionId)` / `respond('cancel')`).
     pub async fn respond_permission(&self, id: Value, answer: PermissionAnswer) -> Result<()> {
         let outcome = match answer {
@@ -293,7 +353,7 @@ impl Turn {
             self.request = Some(tokio::spawn(async move {
                 let never = CancellationToken::new();
                 if let Err(e) = conn
-                    .request("session/prompt", params, Some(id), None, &never)
+                    .request_within("session/prompt", params, Some(id), None, &never)
                     .await
                 {
                     if let Ok(mut f) = failed.lock() {
@@ -410,5 +470,29 @@ mod tests {
         ));
         let response = json!({"id":3,"jsonrpc":"2.0","result":{"stopReason":"end_turn"}});
         assert_eq!(classify("s1", &ev(response)), None);
+    }
+
+    #[test]
+    fn a_summary_joins_the_text_and_ends_at_stop() {
+        let mut s = TurnSummary::default();
+        let text = |event_id, t: &str| TurnEvent::Text {
+            event_id,
+            text: t.into(),
+        };
+        assert!(!s.add(text(1, "Hel")));
+        assert!(!s.add(TurnEvent::Thought {
+            event_id: 2,
+            text: "not text".into()
+        }));
+        assert!(!s.add(TurnEvent::Gap { from: 3, to: 4 }));
+        assert!(!s.add(text(5, "lo")));
+        assert!(s.add(TurnEvent::Stop {
+            event_id: 6,
+            stop_reason: "end_turn".into()
+        }));
+        assert_eq!(s.text, "Hello");
+        assert_eq!(s.stop_reason, "end_turn");
+        assert_eq!(s.events.len(), 5);
+        assert!(matches!(s.events.last(), Some(TurnEvent::Stop { .. })));
     }
 }

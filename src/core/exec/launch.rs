@@ -86,7 +86,7 @@ pub async fn launch_for(
     if let Some(l) = cache().lock().ok().and_then(|c| c.get(&key).copied()) {
         return Ok(l);
     }
-    let found = super::super::http::bounded(
+    let found = super::super::call::bounded(
         "checking the container for /bin/sh",
         timeout,
         cancel,

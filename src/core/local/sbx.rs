@@ -11,6 +11,7 @@
 use super::engine::VmEngine;
 use super::{make_private_dir, message, reply, Claim, Inner, Resp, Work, MAX_SOCKET_PATH};
 use crate::core::attach;
+use crate::core::call::Call;
 use crate::core::container::{self, Container, RunSpec};
 use crate::core::engine::Engine;
 use crate::core::error::{Error, ErrorCode, Result};
@@ -72,7 +73,7 @@ impl SbxEntry {
 
     /// Remove the container, then the engine (which removes its own directory), then the state.
     pub(super) async fn teardown(&self) {
-        let _ = self.container.remove(true).await;
+        let _ = self.container.remove(true, &Call::default()).await;
         self.engine.stop().await;
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
@@ -389,20 +390,29 @@ impl Inner {
             }
         };
         let built = async {
-            let api = Engine::connect(&socket).await?;
-            if images::inspect(&api, template).await?.is_none() {
-                let source = Engine::connect(&self.template_source).await.map_err(|e| {
+            let api = Engine::connect(&socket, &Call::default()).await?;
+            if images::inspect(&api, template, &Call::default())
+                .await?
+                .is_none()
+            {
+                let source = Engine::connect(&self.template_source, &Call::default()).await.map_err(|e| {
                     Error::invalid(format!("template {template:?} is not in the sandbox engine and the template source is unreachable: {}", e.message))
                 })?;
-                images::copy(source, api.clone(), template, None, &self.shutdown)
-                    .await
-                    .map_err(|e| {
-                        if e.code == ErrorCode::ImageNotFound {
-                            Error::invalid(format!("unknown template {template:?}"))
-                        } else {
-                            e
-                        }
-                    })?;
+                images::copy(
+                    source,
+                    api.clone(),
+                    template,
+                    None,
+                    &Call::new(None, self.shutdown.clone()),
+                )
+                .await
+                .map_err(|e| {
+                    if e.code == ErrorCode::ImageNotFound {
+                        Error::invalid(format!("unknown template {template:?}"))
+                    } else {
+                        e
+                    }
+                })?;
             }
             let mut binds = vec![
                 format!("{ws}:{ws}"),
@@ -428,6 +438,7 @@ impl Inner {
                     init: Some(true),
                     ..Default::default()
                 },
+                &Call::default(),
             )
             .await
         };
@@ -439,9 +450,9 @@ impl Inner {
             Ok(c) => c,
             Err(e) => {
                 // A run cut off half way may have left its container (on a relay, in a shared engine).
-                if let Ok(api) = Engine::connect(&socket).await {
+                if let Ok(api) = Engine::connect(&socket, &Call::default()).await {
                     let label = [format!("{CREATE_LABEL}={create_id}")];
-                    for c in container::list(&api, true, &label, None)
+                    for c in container::list(&api, true, &label, None, &Call::default())
                         .await
                         .unwrap_or_default()
                     {
@@ -524,9 +535,9 @@ impl Inner {
             return not_found(name);
         };
         let r = if start {
-            e.container.start().await
+            e.container.start(&Call::default()).await
         } else {
-            e.container.stop(Some(2)).await
+            e.container.stop(Some(2), &Call::default()).await
         };
         match r {
             Ok(()) => {
@@ -697,7 +708,7 @@ impl Inner {
             Ok(e) => e,
             Err(r) => return *r,
         };
-        match e.container.get_archive(&path).await {
+        match e.container.get_archive(&path, &Call::default()).await {
             Ok(tar) => {
                 let mut r = Response::new(Full::new(Bytes::from(tar)));
                 r.headers_mut().insert(
@@ -736,7 +747,7 @@ impl Inner {
             Ok(b) => b.to_bytes(),
             Err(err) => return message(StatusCode::BAD_REQUEST, format!("unreadable body: {err}")),
         };
-        match e.container.put_archive(&path, body).await {
+        match e.container.put_archive(&path, body, &Call::default()).await {
             Ok(()) => reply(StatusCode::OK, json!({})),
             Err(err) => err_resp(err),
         }

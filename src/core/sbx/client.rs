@@ -2,9 +2,11 @@
 
 use super::discovery::{self, DiscoveryEnv, Endpoint, Os};
 use super::wire::{DaemonHealth, DaemonInfo, ExecState, PortBinding, PortSpec, WireSandbox};
-use crate::core::backend::{CallOpts, ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary};
+use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary};
+use crate::core::call::bounded;
 use crate::core::error::{chain_message, excerpt, Error, ErrorCode, Result};
-use crate::core::http::{bounded, encode_segment};
+use crate::core::http::encode_segment;
+use crate::core::Call;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
@@ -350,7 +352,7 @@ impl SbxClient {
     /// answer. Nothing answering is `ERR_SANDBOXD_UNAVAILABLE` with `triedPaths` (each with why it failed).
     pub async fn connect(
         options: &ConnectOptions,
-        opts: &CallOpts,
+        opts: &Call,
     ) -> Result<(SbxClient, DaemonHealth)> {
         let env = DiscoveryEnv::from_process();
         let list = discovery::candidates(
@@ -366,7 +368,7 @@ impl SbxClient {
     pub async fn connect_to(
         candidates: Vec<Endpoint>,
         options: &ConnectOptions,
-        opts: &CallOpts,
+        opts: &Call,
     ) -> Result<(SbxClient, DaemonHealth)> {
         let mut tried: Vec<String> = Vec::new();
         for ep in candidates {
@@ -509,7 +511,7 @@ impl SbxClient {
         method: Method,
         path: &str,
         body: Option<(&'static str, Bytes)>,
-        opts: &CallOpts,
+        opts: &Call,
         default: Duration,
         limit: usize,
     ) -> Result<Resp> {
@@ -532,7 +534,7 @@ impl SbxClient {
         path: &str,
         body: Option<serde_json::Value>,
         sandbox: Option<&str>,
-        opts: &CallOpts,
+        opts: &Call,
         default: Duration,
     ) -> Result<Resp> {
         let body = body.map(|b| ("application/json", Bytes::from(b.to_string())));
@@ -547,7 +549,7 @@ impl SbxClient {
     }
 
     /// `GET /daemon/health` (served without a login).
-    pub async fn health(&self, opts: &CallOpts) -> Result<DaemonHealth> {
+    pub async fn health(&self, opts: &Call) -> Result<DaemonHealth> {
         let res = self
             .json_call(
                 "GET /daemon/health",
@@ -563,7 +565,7 @@ impl SbxClient {
     }
 
     /// `GET /daemon/info`: the daemon's API socket and its Docker-compatible engine socket.
-    pub async fn info(&self, opts: &CallOpts) -> Result<DaemonInfo> {
+    pub async fn info(&self, opts: &Call) -> Result<DaemonInfo> {
         let res = self
             .json_call(
                 "GET /daemon/info",
@@ -579,7 +581,7 @@ impl SbxClient {
     }
 
     /// Every sandbox (`GET /sandbox`, a bare array).
-    pub async fn list(&self, opts: &CallOpts) -> Result<Vec<SandboxSummary>> {
+    pub async fn list(&self, opts: &Call) -> Result<Vec<SandboxSummary>> {
         let res = self
             .json_call(
                 "GET /sandbox",
@@ -596,7 +598,7 @@ impl SbxClient {
     }
 
     /// The sandbox of that name, or `None`.
-    pub async fn get(&self, name: &str, opts: &CallOpts) -> Result<Option<SandboxSummary>> {
+    pub async fn get(&self, name: &str, opts: &Call) -> Result<Option<SandboxSummary>> {
         validate_sandbox_name(name)?;
         let what = format!("GET /sandbox/{name}");
         match self
@@ -664,7 +666,7 @@ impl SbxClient {
 
     /// Create a sandbox (`POST /sandbox`). The first create pulls the template: the default deadline is long,
     /// and the call is cancellable. One of that name existing is `ERR_SANDBOX_CONFLICT`.
-    pub async fn create(&self, spec: &SandboxSpec, opts: &CallOpts) -> Result<SandboxSummary> {
+    pub async fn create(&self, spec: &SandboxSpec, opts: &Call) -> Result<SandboxSummary> {
         let body = Self::create_body(spec)?;
         let res = self
             .json_call(
@@ -693,7 +695,7 @@ impl SbxClient {
 
     /// Get-or-create the sandbox `spec.name` (required here): an existing one with another workspace, agent or
     /// (when both are known) template is `ERR_SANDBOX_CONFLICT` naming what differs; a stopped one is started.
-    pub async fn ensure(&self, spec: &SandboxSpec, opts: &CallOpts) -> Result<SandboxSummary> {
+    pub async fn ensure(&self, spec: &SandboxSpec, opts: &Call) -> Result<SandboxSummary> {
         let name = spec.name.clone().ok_or_else(|| {
             Error::invalid("ensure needs a sandbox name").with("argument", "name")
         })?;
@@ -747,7 +749,7 @@ impl SbxClient {
         Ok(s)
     }
 
-    async fn post_sandbox(&self, name: &str, verb: &str, opts: &CallOpts) -> Result<()> {
+    async fn post_sandbox(&self, name: &str, verb: &str, opts: &Call) -> Result<()> {
         validate_sandbox_name(name)?;
         let path = format!("/sandbox/{}/{verb}", seg(name));
         self.json_call(
@@ -764,17 +766,17 @@ impl SbxClient {
     }
 
     /// `POST /sandbox/{n}/start`.
-    pub async fn start(&self, name: &str, opts: &CallOpts) -> Result<()> {
+    pub async fn start(&self, name: &str, opts: &Call) -> Result<()> {
         self.post_sandbox(name, "start", opts).await
     }
 
     /// `POST /sandbox/{n}/stop`.
-    pub async fn stop(&self, name: &str, opts: &CallOpts) -> Result<()> {
+    pub async fn stop(&self, name: &str, opts: &Call) -> Result<()> {
         self.post_sandbox(name, "stop", opts).await
     }
 
     /// `DELETE /sandbox/{n}?force=…`; with `force`, a sandbox already gone is success.
-    pub async fn remove(&self, name: &str, force: bool, opts: &CallOpts) -> Result<()> {
+    pub async fn remove(&self, name: &str, force: bool, opts: &Call) -> Result<()> {
         validate_sandbox_name(name)?;
         let path = format!("/sandbox/{}?force={force}", seg(name));
         match self
@@ -796,12 +798,7 @@ impl SbxClient {
     }
 
     /// `GET /sandbox/{n}/exec/{id}`.
-    pub async fn exec_state(
-        &self,
-        name: &str,
-        exec_id: &str,
-        opts: &CallOpts,
-    ) -> Result<ExecState> {
+    pub async fn exec_state(&self, name: &str, exec_id: &str, opts: &Call) -> Result<ExecState> {
         let path = format!("/sandbox/{}/exec/{}", seg(name), seg(exec_id));
         let res = self
             .json_call(
@@ -824,7 +821,7 @@ impl SbxClient {
         exec_id: &str,
         cols: u16,
         rows: u16,
-        opts: &CallOpts,
+        opts: &Call,
     ) -> Result<()> {
         if cols == 0 || rows == 0 {
             return Err(
@@ -846,7 +843,7 @@ impl SbxClient {
     }
 
     /// A tar archive of `path` (file or directory) in the sandbox: `GET /sandbox/{n}/files?path=`.
-    pub async fn get_archive(&self, name: &str, path: &str, opts: &CallOpts) -> Result<Vec<u8>> {
+    pub async fn get_archive(&self, name: &str, path: &str, opts: &Call) -> Result<Vec<u8>> {
         validate_sandbox_name(name)?;
         crate::core::container::validate_container_path(path)?;
         let q = format!("/sandbox/{}/files?path={}", seg(name), seg(path));
@@ -877,7 +874,7 @@ impl SbxClient {
     }
 
     /// Read one regular file from the sandbox.
-    pub async fn read_file(&self, name: &str, path: &str, opts: &CallOpts) -> Result<Vec<u8>> {
+    pub async fn read_file(&self, name: &str, path: &str, opts: &Call) -> Result<Vec<u8>> {
         let archive = self.get_archive(name, path, opts).await?;
         let mut ar = tar::Archive::new(archive.as_slice());
         let bad = |e: std::io::Error| {
@@ -914,13 +911,7 @@ impl SbxClient {
     /// form is unconfirmed (sbx-api.md §9.6): when the daemon refuses it as unsupported (unmatched 404, 405,
     /// 501), the upload runs `tar -x -C dir` in the sandbox with the archive on stdin instead, and later uploads
     /// go that way at once.
-    pub async fn put_archive(
-        &self,
-        name: &str,
-        dir: &str,
-        tar: Bytes,
-        opts: &CallOpts,
-    ) -> Result<()> {
+    pub async fn put_archive(&self, name: &str, dir: &str, tar: Bytes, opts: &Call) -> Result<()> {
         validate_sandbox_name(name)?;
         crate::core::container::validate_container_path(dir)?;
         if self.put_files.load(Ordering::Relaxed) != PUT_REFUSED {
@@ -980,7 +971,7 @@ impl SbxClient {
     }
 
     /// `GET /sandbox/{n}/ports` (bare array).
-    pub async fn ports(&self, name: &str, opts: &CallOpts) -> Result<Vec<PortBinding>> {
+    pub async fn ports(&self, name: &str, opts: &Call) -> Result<Vec<PortBinding>> {
         validate_sandbox_name(name)?;
         let path = format!("/sandbox/{}/ports", seg(name));
         let res = self
@@ -1003,7 +994,7 @@ impl SbxClient {
         &self,
         name: &str,
         ports: &[PortSpec],
-        opts: &CallOpts,
+        opts: &Call,
     ) -> Result<Vec<PortBinding>> {
         validate_sandbox_name(name)?;
         let path = format!("/sandbox/{}/ports", seg(name));
@@ -1022,12 +1013,7 @@ impl SbxClient {
     }
 
     /// `POST /sandbox/{n}/ports/unpublish` with a bare array of keys; returns the daemon's message.
-    pub async fn unpublish(
-        &self,
-        name: &str,
-        ports: &[PortSpec],
-        opts: &CallOpts,
-    ) -> Result<String> {
+    pub async fn unpublish(&self, name: &str, ports: &[PortSpec], opts: &Call) -> Result<String> {
         validate_sandbox_name(name)?;
         let path = format!("/sandbox/{}/ports/unpublish", seg(name));
         let body = serde_json::to_value(ports).unwrap_or_default();
@@ -1047,7 +1033,7 @@ impl SbxClient {
 
     /// `POST /sandbox/{n}/save {tag}`: save the sandbox as a template image. The body's form is unconfirmed; an
     /// unsupported route is `ERR_SBX_UNSUPPORTED`.
-    pub async fn save(&self, name: &str, tag: &str, opts: &CallOpts) -> Result<String> {
+    pub async fn save(&self, name: &str, tag: &str, opts: &Call) -> Result<String> {
         validate_sandbox_name(name)?;
         crate::core::container::validate_image_ref(tag).map_err(|e| e.with("argument", "tag"))?;
         let path = format!("/sandbox/{}/save", seg(name));
@@ -1102,19 +1088,16 @@ impl ExecTarget for SbxSandbox {
             Ok(Box::new(p) as Box<dyn crate::core::backend::ProcessHandle>)
         })
     }
-    fn read_file<'a>(&'a self, path: &'a str) -> BoxFuture<'a, Result<Vec<u8>>> {
-        Box::pin(async move {
-            self.client
-                .read_file(&self.name, path, &CallOpts::default())
-                .await
-        })
+    fn read_file<'a>(&'a self, path: &'a str, call: &'a Call) -> BoxFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move { self.client.read_file(&self.name, path, call).await })
     }
-    fn write_files<'a>(&'a self, dir: &'a str, tar: Bytes) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
-            self.client
-                .put_archive(&self.name, dir, tar, &CallOpts::default())
-                .await
-        })
+    fn write_files<'a>(
+        &'a self,
+        dir: &'a str,
+        tar: Bytes,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move { self.client.put_archive(&self.name, dir, tar, call).await })
     }
 }
 
@@ -1122,41 +1105,41 @@ impl SandboxBackend for SbxClient {
     fn kind(&self) -> &'static str {
         "sbx"
     }
-    fn list<'a>(&'a self, opts: &'a CallOpts) -> BoxFuture<'a, Result<Vec<SandboxSummary>>> {
+    fn list<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<SandboxSummary>>> {
         Box::pin(SbxClient::list(self, opts))
     }
     fn get<'a>(
         &'a self,
         name: &'a str,
-        opts: &'a CallOpts,
+        opts: &'a Call,
     ) -> BoxFuture<'a, Result<Option<SandboxSummary>>> {
         Box::pin(SbxClient::get(self, name, opts))
     }
     fn create<'a>(
         &'a self,
         spec: &'a SandboxSpec,
-        opts: &'a CallOpts,
+        opts: &'a Call,
     ) -> BoxFuture<'a, Result<SandboxSummary>> {
         Box::pin(SbxClient::create(self, spec, opts))
     }
     fn ensure<'a>(
         &'a self,
         spec: &'a SandboxSpec,
-        opts: &'a CallOpts,
+        opts: &'a Call,
     ) -> BoxFuture<'a, Result<SandboxSummary>> {
         Box::pin(SbxClient::ensure(self, spec, opts))
     }
-    fn start<'a>(&'a self, name: &'a str, opts: &'a CallOpts) -> BoxFuture<'a, Result<()>> {
+    fn start<'a>(&'a self, name: &'a str, opts: &'a Call) -> BoxFuture<'a, Result<()>> {
         Box::pin(SbxClient::start(self, name, opts))
     }
-    fn stop<'a>(&'a self, name: &'a str, opts: &'a CallOpts) -> BoxFuture<'a, Result<()>> {
+    fn stop<'a>(&'a self, name: &'a str, opts: &'a Call) -> BoxFuture<'a, Result<()>> {
         Box::pin(SbxClient::stop(self, name, opts))
     }
     fn remove<'a>(
         &'a self,
         name: &'a str,
         force: bool,
-        opts: &'a CallOpts,
+        opts: &'a Call,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(SbxClient::remove(self, name, force, opts))
     }

@@ -12,10 +12,12 @@ use super::client::{
 };
 use super::discovery;
 use crate::core::attach::{self, Input, Output};
-use crate::core::backend::{CallOpts, ProcessHandle};
+use crate::core::backend::ProcessHandle;
+use crate::core::call::bounded;
 use crate::core::error::{chain_message, Error, ErrorCode, Result};
 use crate::core::exec::{validate_env, Chunk, ExecOutput, ExecSpec, ExitStatus, EXEC_MARKER};
-use crate::core::http::{bounded, encode_segment};
+use crate::core::http::encode_segment;
+use crate::core::Call;
 use bollard::container::LogOutput;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -215,7 +217,7 @@ impl SbxClient {
         let give_up = Instant::now() + EXIT_WAIT;
         let mut pause = Duration::from_millis(2);
         loop {
-            let st = self.exec_state(name, exec_id, &CallOpts::default()).await?;
+            let st = self.exec_state(name, exec_id, &Call::default()).await?;
             if !st.running {
                 return Ok(st.exit_code);
             }
@@ -540,7 +542,7 @@ impl SbxProcess {
     pub async fn resize(&self, cols: u16, rows: u16) -> Result<()> {
         let s = &self.shared;
         s.client
-            .resize(&s.name, &s.exec_id, cols, rows, &CallOpts::default())
+            .resize(&s.name, &s.exec_id, cols, rows, &Call::default())
             .await
     }
 
@@ -579,20 +581,22 @@ impl SbxProcess {
         s.client.kill_marked(&s.name, &s.marker, &sig).await
     }
 
-    /// Wait for the exit; output nobody reads is discarded.
-    pub async fn wait(&self, cancel: &CancellationToken) -> Result<ExitStatus> {
+    /// Wait for the exit (bounded by the call's deadline and cancellation); output nobody reads is discarded.
+    pub async fn wait(&self, call: &Call) -> Result<ExitStatus> {
         self.shared.discard.store(true, Ordering::Relaxed);
         if let Ok(mut rx) = self.shared.rx.try_lock() {
             while rx.try_recv().is_ok() {}
         }
         let mut rx = self.shared.exit.clone();
-        tokio::select! {
-            r = rx.wait_for(|v| v.is_some()) => match r {
-                Ok(v) => v.clone().unwrap_or_else(|| Err(Error::internal("exit status missing"))),
+        call.run("waiting for the exec to exit", None, async move {
+            match rx.wait_for(|v| v.is_some()).await {
+                Ok(v) => v
+                    .clone()
+                    .unwrap_or_else(|| Err(Error::internal("exit status missing"))),
                 Err(_) => Err(Error::internal("the exec reader ended without a status")),
-            },
-            _ = cancel.cancelled() => Err(Error::aborted()),
-        }
+            }
+        })
+        .await
     }
 }
 
@@ -609,7 +613,7 @@ impl ProcessHandle for SbxProcess {
     fn kill<'a>(&'a self, signal: &'a str) -> BoxFuture<'a, Result<()>> {
         Box::pin(SbxProcess::kill(self, signal))
     }
-    fn wait<'a>(&'a self, cancel: &'a CancellationToken) -> BoxFuture<'a, Result<ExitStatus>> {
-        Box::pin(SbxProcess::wait(self, cancel))
+    fn wait<'a>(&'a self, call: &'a Call) -> BoxFuture<'a, Result<ExitStatus>> {
+        Box::pin(SbxProcess::wait(self, call))
     }
 }

@@ -4,9 +4,10 @@
 
 use super::client::{check_version, validate_sandbox_name, VersionMode};
 use super::*;
-use crate::core::backend::{CallOpts, SandboxSpec};
+use crate::core::backend::SandboxSpec;
 use crate::core::error::ErrorCode;
 use crate::core::exec::ExecSpec;
+use crate::core::Call;
 use bytes::Bytes;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -189,8 +190,8 @@ fn health(api: &str) -> Resp {
     )
 }
 
-fn opts() -> CallOpts {
-    CallOpts::default()
+fn opts() -> Call {
+    Call::default()
 }
 
 fn code(r: crate::core::error::Result<impl std::fmt::Debug>) -> &'static str {

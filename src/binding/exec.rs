@@ -164,22 +164,17 @@ thread_local! {
 /// The shortest interval between two nudges, in bytes of chunk Buffers: about what RSS grows by between two
 /// collections of them.
 const NUDGE_MIN: usize = 4 << 20;
-/// Young backing-store bytes at which V8 (Node 20) starts a scavenge before allocating another ArrayBuffer: twice
-/// its largest semi-space. Also the size of the ArrayBuffer a nudge creates and drops: with it, the next Buffer
-/// crosses that mark, and it stays well under the external-memory soft limit (64 MiB over what was live at the
-/// last major GC), so it starts no major GC.
+/// Young backing-store bytes at which V8 (Node 20) starts a scavenge before allocating another ArrayBuffer (twice
+/// its largest semi-space); also the size of the ArrayBuffer a nudge drops, which stays under the external-memory
+/// soft limit, so it starts no major GC.
 const V8_SCAVENGE_AT: usize = 32 << 20;
 
-/// Streamed chunks are dropped by a typical consumer at once, but V8 frees their memory only at a GC. On its own
-/// it collects young Buffers (a scavenge, `external memory pressure` in `--trace-gc`) once [`V8_SCAVENGE_AT`]
-/// bytes of them have been created since the last one, so RSS would climb ~34 MiB above where it started. A
-/// nudge creates and drops one zero-filled ArrayBuffer of that size: the allocator maps it and nothing touches its
-/// pages (no RSS), but V8 counts it as young backing store, so the next Buffer starts that scavenge now. With a
-/// nudge every [`NUDGE_MIN`] bytes RSS growth stays near 8–14 MiB, and each scavenge takes ~0.1–0.3 ms in a
-/// small heap (the major GCs that memory pressure starts instead doubled the stream's CPU). A scavenge marks no
-/// old objects, but it still takes longer in a large heap (1–4 ms with 150–400 MiB live), so the interval grows
-/// with it ([`nudge_plan`]). `read(buffer)` allocates nothing and needs no nudge. On a V8 that schedules
-/// differently a nudge is only an early hint: its ArrayBuffer is freed with the chunks at the next GC.
+/// Streamed chunks are dropped at once by a typical consumer, but V8 frees them only at a GC, which on its own
+/// comes after [`V8_SCAVENGE_AT`] bytes of young Buffers. Every [`NUDGE_MIN`] bytes (more in a large heap:
+/// [`nudge_plan`]) this creates and drops one untouched ArrayBuffer of that size, which costs no RSS but makes the
+/// next Buffer start a cheap scavenge now, so RSS stays close to flat without major GCs (numbers in
+/// BENCHMARKS.md, T3). `read(buffer)` allocates nothing and needs no nudge; on a V8 that schedules differently a
+/// nudge is only an early hint.
 fn young_gc_nudge(env: &Env, created: usize) {
     let (since, every) = NUDGE.get();
     if since + created < every {

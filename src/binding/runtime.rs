@@ -2,8 +2,7 @@
 //!
 //! One worker thread unless `TOKIO_WORKER_THREADS` says otherwise. Everything the SDK does on it is
 //! socket I/O, framing and JSON; one worker keeps a call to one hop from the JS thread and one hop back,
-//! where napi-rs's default (a worker per core) also moved work between workers: measured on 2 cores,
-//! `engine.ping()` took 145 → 125 µs and 97 → 79 µs of CPU with one worker.
+//! where napi-rs's default (a worker per core) also moves work between workers (BENCHMARKS.md, T5).
 
 /// Install the runtime before napi-rs first needs one (module registration; once per process).
 #[napi_derive::module_init]

@@ -1,8 +1,8 @@
 //! Settling promises from the tokio runtime through one threadsafe function per JS thread.
 //!
 //! napi-rs's `AsyncBlock` creates a threadsafe function (an async handle, a cleanup hook, a finalizer) for
-//! every promise and tears it down when the promise settles: measured on `engine.ping()`, 111 → 97 µs of client
-//! CPU and 154 → 145 µs per call without it. Here each JS thread (the main thread, or a worker)
+//! every promise and tears it down when the promise settles, a cost on every call (BENCHMARKS.md, T5). Here
+//! each JS thread (the main thread, or a worker)
 //! keeps one threadsafe function for good; a finished future sends `(id, value)` through it and the JS
 //! thread settles the deferred registered under `id`.
 //!

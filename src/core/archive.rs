@@ -21,8 +21,8 @@ const QUEUED_CHUNKS: usize = 8;
 /// bound it instead.
 const BOLLARD_TIMEOUT: Duration = Duration::from_secs(6 * 3600);
 
-/// Pieces read ahead of the consumer. The engine hands hyper ~25 KiB at a time; one JS promise per piece cost
-/// 50% more wall time than the buffered `getArchive`, so the reader runs ahead and queued pieces go out as one.
+/// Pieces read ahead of the consumer: the engine hands hyper small pieces, and one JS promise per piece is slow,
+/// so the reader runs ahead and queued pieces go out as one.
 const READ_AHEAD: usize = 32;
 
 /// A tar archive being read out of a container.

@@ -4,9 +4,8 @@
 //! In a container with `/bin/sh`, every workload runs under [`launch::WRAPPER`] (`/bin/sh -c '…; echo $$ >&2;
 //! exec "$@"' sh CMD…`): the first stderr line is the process id, which runc made a session and group leader, so
 //! `kill -SIG -PGID` reaches every descendant. The exec also carries `SANDBOXD_EXEC_ID=<token>` in its environment
-//! so that processes which `setsid` away from the group are found by a `/proc/*/environ` sweep. (Recipe measured
-//! in engine-notes.md §8.) Without `/bin/sh` the argv runs as given and kills go through the host, where that is
-//! possible (see [`launch`]).
+//! so that processes which `setsid` away from the group are found by a `/proc/*/environ` sweep. Without `/bin/sh`
+//! the argv runs as given and kills go through the host, where that is possible (see [`launch`]).
 
 mod launch;
 
@@ -304,8 +303,8 @@ async fn start(
 }
 
 /// The engine accepted the start, but the process never ran: it was not killed by us (`ran` covers that too), no
-/// PID line came from the wrapper, and the exit code is the runtime's 126/127. Docker reports this in-band (engine-notes §3): the runtime's message arrives as
-/// output ("unable to find user …", "chdir to cwd … failed", "executable file not found"), which becomes
+/// PID line came from the wrapper, and the exit code is the runtime's 126/127. Docker reports this in-band: the
+/// runtime's message arrives as output ("unable to find user …", "chdir to cwd … failed", "executable file not found"), which becomes
 /// `engineMessage`.
 fn never_started(exit_code: Option<i64>, ran: bool, output: &[&[u8]]) -> Option<Error> {
     if ran || !matches!(exit_code, Some(126 | 127)) {

@@ -2,12 +2,9 @@
 //!
 //! Deadlines and cancellation are applied by the caller ([`super::call`]); this module only moves bytes.
 //!
-//! Keep-alive connections are pooled here rather than by hyper-util's legacy client: when a call came in before
-//! that client had put the previous call's connection back, it opened a second connection and, once the first
-//! came back, kept the new one idle without ever sending a request on it. A Node `http` server's `close()` waits
-//! for such a connection (it is not "idle" to Node), so a test server holding one hung until the client's 90 s
-//! idle timeout. Here a call takes the idle connection, waits until it is ready, and only connects when there is
-//! none.
+//! Keep-alive connections are pooled here rather than by hyper-util's legacy client, which can open a second
+//! connection and keep it idle with no request ever sent (a Node `http` server's `close()` then waits for it).
+//! Here a call takes the idle connection, waits until it is ready, and only connects when there is none.
 
 use super::error::chain_message;
 use bytes::Bytes;

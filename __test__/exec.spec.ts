@@ -1,13 +1,16 @@
-// exec without a shell in the image, "program not found" as one outcome with and without a shell, and the kernel's
-// argv/env size limits. Real parts: containers on the host's private dockerd, from the busybox image and the
-// shell-less image scripts/lib.sh builds (static busybox as /bin/busybox plus a few non-shell applets, no /bin/sh).
+// exec without a shell in the image, "program not found" as one outcome with and without a shell, the kernel's
+// argv/env size limits, and exec in a VM's engine (env, stdin, cwd/user, timeouts, aborts, concurrency).
+// Real parts: containers on the host's private dockerd, from the busybox image and the shell-less image
+// scripts/lib.sh builds (static busybox as /bin/busybox plus a few non-shell applets, no /bin/sh); LocalSandboxd
+// with a private dockerd per VM and the busybox image copied in.
 import { spawnSync } from 'node:child_process'
 import { randomInt } from 'node:crypto'
 import { readdirSync, readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DockerEngine, type Container } from 'sandboxd'
+import type { Container } from 'sandboxd'
 import { rejection } from './helpers/local.js'
+import { box, engine, host, strayProcesses, useVm } from './helpers/vm.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
 const NOSHELL = process.env.SANDBOXD_NOSHELL_IMAGE
@@ -15,7 +18,6 @@ if (!IMAGE || !NOSHELL) {
   throw new Error('SANDBOXD_TEST_IMAGE / SANDBOXD_NOSHELL_IMAGE are not set: run the suite with `npm test`, which builds them')
 }
 
-let engine: DockerEngine
 let shell: Container
 let bare: Container
 const tag = randomInt(1e6, 9e6)
@@ -35,10 +37,11 @@ function hostPids(args: string[]): number[] {
     .map(Number)
 }
 
+useVm('exec')
+
 beforeAll(async () => {
-  engine = await DockerEngine.local()
-  shell = await engine.containers.run({ image: IMAGE!, name: `sbx-exec-sh-${tag}`, cmd: ['sleep', '100000'] })
-  bare = await engine.containers.run({ image: NOSHELL!, name: `sbx-exec-bare-${tag}` })
+  shell = await host.containers.run({ image: IMAGE!, name: `sbx-exec-sh-${tag}`, cmd: ['sleep', '100000'] })
+  bare = await host.containers.run({ image: NOSHELL!, name: `sbx-exec-bare-${tag}` })
 })
 
 afterAll(async () => {
@@ -250,5 +253,139 @@ describe('argv and env sizes (Linux MAX_ARG_STRLEN and the execve total)', () =>
       expect(e.key).toMatch(/B\d+/)
       expect(e.message).not.toContain('zzzz')
     }
+  })
+})
+
+describe('exec', () => {
+  it('passes env values byte-exact: =, spaces, quotes, newlines, unicode, empty', async () => {
+    const env = {
+      EQ: 'a=b=c',
+      SPACES: '  two  spaces ',
+      QUOTES: `'single' "double" \`back\` $HOME \\`,
+      NL: 'line1\nline2\n',
+      UNI: 'héllo 🌍 日本',
+      EMPTY: '',
+    }
+    for (const [k, v] of Object.entries(env)) {
+      const r = await box.exec(['sh', '-c', `printf '%s' "$${k}"`], { env })
+      expect(r.exitCode).toBe(0)
+      expect(r.stdout.toString('utf8'), k).toBe(v)
+    }
+    const set = await box.exec(['sh', '-c', 'if [ -n "${EMPTY+set}" ]; then echo set; fi'], { env })
+    expect(set.text()).toBe('set\n')
+  })
+
+  it('rejects bad env keys and non-string values with ERR_INVALID_ARGUMENT, never echoing values', async () => {
+    const badKeys: Record<string, string>[] = [{ 'A=B': 'v' }, { '': 'v' }, { 'A\u0000': 'v' }]
+    for (const env of badKeys) {
+      const e = await rejection(box.exec(['true'], { env }))
+      expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+    }
+    for (const bad of [5, true, null, undefined, { x: 1 }]) {
+      const e = await rejection(box.exec(['true'], { env: { TOKEN: bad as any } }))
+      expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+      expect(e.message).toContain('TOKEN')
+    }
+    const e = await rejection(box.exec(['true'], { env: { SECRET: 'sk-do-not-print\u0000x' } }))
+    expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(e.message).not.toContain('sk-do-not-print')
+  })
+
+  it('cwd, user, exit codes 0/1, a missing program, stdin to cat with EOF, non-UTF-8 bytes preserved', async () => {
+    expect((await box.exec(['pwd'], { cwd: '/tmp' })).text()).toBe('/tmp\n')
+    expect((await box.exec(['id', '-u'], { user: '1234:5678' })).text()).toBe('1234\n')
+    expect((await box.exec(['id', '-g'], { user: '1234:5678' })).text()).toBe('5678\n')
+    expect((await box.exec(['true'])).exitCode).toBe(0)
+    expect((await box.exec(['false'])).exitCode).toBe(1)
+    // a program that is not there never ran: ERR_EXEC_FAILED (exec.spec.ts covers it with and without a shell)
+    const missing = await rejection(box.exec(['definitely-not-a-command']))
+    expect(missing).toMatchObject({ code: 'ERR_EXEC_FAILED', exitCode: 127 })
+
+    const cat = await box.exec(['cat'], { stdin: 'hello\nworld' })
+    expect(cat.exitCode).toBe(0)
+    expect(cat.text()).toBe('hello\nworld')
+
+    const bytes = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x0a, 0xc3, 0x28, 0x00])
+    const echoed = await box.exec(['cat'], { stdin: bytes })
+    expect(Buffer.compare(echoed.stdout, bytes)).toBe(0)
+    const big = Buffer.alloc(4 * 1024 * 1024, 0xab)
+    const bigEcho = await box.exec(['cat'], { stdin: big })
+    expect(bigEcho.stdout.length).toBe(big.length)
+    expect(bigEcho.stdout.equals(big)).toBe(true)
+
+    const split = await box.sh('echo to-out; echo to-err >&2; exit 4')
+    expect(split).toMatchObject({ exitCode: 4, timedOut: false, aborted: false, truncated: false })
+    expect(split.stdout.toString()).toBe('to-out\n')
+    expect(split.stderr.toString()).toBe('to-err\n')
+    expect(split.durationMs).toBeGreaterThan(0)
+
+    const capped = await box.sh('head -c 100000 /dev/zero', { maxOutputBytes: 1000 })
+    expect(capped.stdout.length).toBe(1000)
+    expect(capped.truncated).toBe(true)
+  })
+
+  it('an exec the engine could not start (unknown user, missing cwd) is ERR_EXEC_FAILED with the daemon message', async () => {
+    const user = await rejection(box.exec(['true'], { user: 'nosuchuser' }))
+    expect(user).toMatchObject({ code: 'ERR_EXEC_FAILED', exitCode: 126 })
+    expect(user.engineMessage).toContain('nosuchuser')
+    expect(user.message).toContain(user.engineMessage)
+    expect(user.result).toMatchObject({ exitCode: 126 })
+    const cwd = await rejection(box.exec(['true'], { cwd: '/no/such/dir' }))
+    expect(cwd.code).toBe('ERR_EXEC_FAILED')
+    expect(cwd.engineMessage).toContain('/no/such/dir')
+    const p = await box.spawn(['true'], { user: 'nosuchuser' })
+    const w = await rejection(p.wait({ timeoutMs: 10_000 }))
+    expect(w).toMatchObject({ code: 'ERR_EXEC_FAILED', exitCode: 126 })
+    // a process that did start and exits 126 or 127 is a result, not a failure to start
+    expect((await box.sh('exit 126')).exitCode).toBe(126)
+    expect((await box.sh('exit 127')).exitCode).toBe(127)
+    const spawned = await box.spawn(['sh', '-c', 'exit 126'])
+    expect((await spawned.wait({ timeoutMs: 10_000 })).exitCode).toBe(126)
+  })
+
+  it('a timeout kills the whole process tree and resolves with timedOut and the partial output', async () => {
+    const t0 = Date.now()
+    const r = await box.sh('echo started; sleep 1000 & sleep 1000', { timeoutMs: 500 })
+    expect(Date.now() - t0).toBeLessThan(8000)
+    expect(r.timedOut).toBe(true)
+    expect(r.text()).toBe('started\n')
+    expect(r.signal).toMatch(/^SIG(TERM|KILL)$/)
+    expect(await strayProcesses(box)).toEqual([])
+  })
+
+  it("an abort kills the tree and rejects with the signal's reason", async () => {
+    const ac = new AbortController()
+    setTimeout(() => ac.abort(), 400)
+    const e = await rejection(box.sh('echo partial; sleep 1000 & sleep 1000', { signal: ac.signal }))
+    expect(e).toBe(ac.signal.reason)
+    expect(e.name).toBe('AbortError')
+    expect(await strayProcesses(box)).toEqual([])
+    // a process that setsid's away from the group is found by the environment sweep
+    const ac2 = new AbortController()
+    setTimeout(() => ac2.abort(), 400)
+    await rejection(box.sh('setsid sleep 1000 </dev/null >/dev/null 2>&1 & sleep 1000', { signal: ac2.signal }))
+    expect(await strayProcesses(box)).toEqual([])
+  })
+
+  it('50 execs in flight all return their own output', async () => {
+    const results = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => box.exec(['sh', '-c', 'echo "$N"; exit $((N % 3))'], { env: { N: String(i) } })),
+    )
+    results.forEach((r, i) => {
+      expect(r.text()).toBe(`${i}\n`)
+      expect(r.exitCode).toBe(i % 3)
+    })
+  })
+
+  it('a container removed mid-exec ends with ERR_STREAM_INTERRUPTED promptly, with what was received', async () => {
+    const victim = await engine.containers.run({ image: IMAGE!, cmd: ['sleep', '100000'] })
+    const pending = rejection(victim.sh('echo before; sleep 1000'))
+    await new Promise((r) => setTimeout(r, 500))
+    const t0 = Date.now()
+    await victim.remove({ force: true })
+    const e = await pending
+    expect(Date.now() - t0).toBeLessThan(5000)
+    expect(e.code).toBe('ERR_STREAM_INTERRUPTED')
+    expect(e.result.text()).toBe('before\n')
   })
 })

@@ -1,28 +1,14 @@
-// Images: copyTo's progress from the host engine into a VM's engine.
+// Images: copyTo from the host engine into a VM's engine (progress, a skipped second copy, a missing image).
 // Real parts: LocalSandboxd with a private dockerd per VM, the busybox test image built on the host engine.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { DockerEngine, Sandboxd, type LocalSandboxd } from 'sandboxd'
-import { startLocal, workspace } from './helpers/local.js'
+import { describe, expect, it } from 'vitest'
+import { rejection } from './helpers/local.js'
+import { engine as target, host, useVm, vm } from './helpers/vm.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
 if (!IMAGE) throw new Error('SANDBOXD_TEST_IMAGE is not set: run the suite with `npm test`, which builds it')
 
-let sbx: LocalSandboxd
-let host: DockerEngine
-let target: DockerEngine
-const ws = workspace()
-
-beforeAll(async () => {
-  sbx = await startLocal()
-  const vm = await new Sandboxd({ socketPath: sbx.socketPath }).create({ agentName: 'images', workspaceDir: ws.dir })
-  host = await DockerEngine.local()
-  target = await vm.engine()
-})
-
-afterAll(async () => {
-  await sbx?.stop()
-  ws.cleanup()
-})
+// The VM starts without the test image: the first copy must not be skipped.
+useVm('images', { image: false })
 
 describe('images.copyTo onProgress', () => {
   it('reports (bytesMoved, totalBytes), ends with bytesMoved === totalBytes before the promise resolves; not for a skip', async () => {
@@ -57,3 +43,58 @@ describe('images.copyTo onProgress', () => {
     expect(skipped).toEqual([])
   })
 })
+
+describe('images', () => {
+  it('copies an image built on the host into the VM, runs it there, and skips a second copy', async () => {
+    const tag = 'sbx-test/copied:1'
+    // Build a new image on the host engine (a commit of a container with a marker file).
+    const builder = await host.containers.run({ image: IMAGE!, cmd: ['sh', '-c', 'echo built-on-host > /marker; sleep 100000'] })
+    await new Promise((r) => setTimeout(r, 300))
+    const commit = await fetchCommit(host.socketPath, builder.id, 'sbx-test/copied', '1')
+    expect(commit).toMatch(/^sha256:/)
+    await builder.remove({ force: true })
+
+    const target = await vm.engine()
+    expect(await target.images.exists(tag)).toBe(false)
+    const progress: number[] = []
+    const first = await host.images.copyTo(target, tag, { onProgress: (n) => progress.push(n) })
+    expect(first.skipped).toBe(false)
+    expect(first.bytes).toBeGreaterThan(1_000_000)
+    expect(first.imageId).toBe(commit)
+    expect((await target.images.inspect(tag))?.id).toBe(commit)
+    await new Promise((r) => setImmediate(r))
+    expect(progress.length).toBeGreaterThan(0)
+    expect(progress.every((n, i) => i === 0 || n >= progress[i - 1]!)).toBe(true)
+
+    const second = await host.images.copyTo(target, tag)
+    expect(second).toMatchObject({ skipped: true, bytes: 0, imageId: commit })
+
+    const c = await target.containers.run({ image: tag, cmd: ['sleep', '100000'] })
+    try {
+      expect((await c.exec(['cat', '/marker'])).text()).toBe('built-on-host\n')
+    } finally {
+      await c.remove({ force: true })
+    }
+    expect((await rejection(host.images.copyTo(target, 'sbx-test/nope:0'))).code).toBe('ERR_IMAGE_NOT_FOUND')
+    const missing = await rejection(target.containers.run({ image: 'sbx-test/nope:0' }))
+    expect(missing.code).toBe('ERR_IMAGE_NOT_FOUND')
+    expect(missing.message).toContain('copyTo')
+  })
+})
+
+/** POST /commit on an engine (test-only: the SDK has no commit API yet). */
+async function fetchCommit(socketPath: string, id: string, repo: string, tag: string): Promise<string> {
+  const { request } = await import('node:http')
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { socketPath, method: 'POST', path: `/commit?container=${id}&repo=${repo}&tag=${tag}`, headers: { Host: 'docker' } },
+      (res) => {
+        let body = ''
+        res.on('data', (d) => (body += d))
+        res.on('end', () => (res.statusCode === 201 ? resolve(JSON.parse(body).Id) : reject(new Error(body))))
+      },
+    )
+    req.on('error', reject)
+    req.end()
+  })
+}

@@ -83,10 +83,10 @@ export declare class ArchiveStream {
    * the deadline with `ERR_TIMEOUT`.
    */
   next(): Promise<IteratorResult<Buffer, undefined>>
-  /** Stop reading and close the engine's connection. */
-  return(): Promise<IteratorResult<Buffer, undefined>>
   /** `await using pieces = box.getArchiveStream(path)`: closes it at the end of the scope. */
   [globalThis.Symbol.asyncDispose](): Promise<void>
+  /** Stop reading and close the engine's connection. */
+  return(): Promise<IteratorResult<Buffer, undefined>>
   /** The stream is its own async iterator. */
   [globalThis.Symbol.asyncIterator](): AsyncIterator<Buffer, undefined>
 }
@@ -176,7 +176,7 @@ export declare class Containers {
   /** The container with that name or id, or `null`. */
   get(nameOrId: string, options?: CallOptions | undefined | null): Promise<Container | null>
   /** Containers on this engine (running only, unless `all`). */
-  list(options?: ListContainersOptions | undefined | null): Promise<ContainerSummary[]>
+  list(options?: ListContainersOptions | undefined | null): Promise<Array<ContainerSummary>>
 }
 
 /**
@@ -211,7 +211,7 @@ export declare class ExecLines {
   next(): Promise<IteratorResult<OutputLine, undefined>>
   /** Stop reading: further output is discarded. */
   return(): Promise<IteratorResult<OutputLine, undefined>>
-  /** The lines object is its own async iterator. */
+  /** The stream is its own async iterator. */
   [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputLine, undefined>
 }
 
@@ -231,10 +231,6 @@ export declare class ExecProcess {
    * allocation per chunk, so memory stays flat where `for await` leaves each chunk to the GC.
    */
   read(buffer: Uint8Array): Promise<ReadResult | null>
-  /** Stop reading (`break` in `for await`): further output is discarded; the process keeps running. */
-  return(): Promise<IteratorResult<OutputChunk, undefined>>
-  /** The process is its own async iterator. */
-  [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputChunk, undefined>
   /** Output as text lines, `{ stream, line }`, each stream split on `
   ` (a trailing `\r` is dropped). */
   lines(): ExecLines
@@ -253,12 +249,16 @@ export declare class ExecProcess {
   wait(options?: CallOptions | undefined | null): Promise<ExitStatus>
   /** `await using proc = await c.spawn(…)`: kills the process tree (TERM, then KILL) if it still runs. */
   [globalThis.Symbol.asyncDispose](): Promise<void>
+  /** Stop reading (`break` in `for await`): further output is discarded; the process keeps running. */
+  return(): Promise<IteratorResult<OutputChunk, undefined>>
+  /** The stream is its own async iterator. */
+  [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputChunk, undefined>
 }
 
 /** Images on one engine. */
 export declare class Images {
   /** All images. */
-  list(options?: CallOptions | undefined | null): Promise<ImageSummary[]>
+  list(options?: CallOptions | undefined | null): Promise<Array<ImageSummary>>
   /** Whether `ref` (name:tag or id) is on this engine. */
   exists(reference: string, options?: CallOptions | undefined | null): Promise<boolean>
   /** The image, or `null`. */
@@ -341,7 +341,7 @@ export declare class Sandboxd {
    */
   ping(options?: CallOptions | undefined | null): Promise<void>
   /** Every VM sandboxd knows. */
-  list(options?: CallOptions | undefined | null): Promise<VmInfo[]>
+  list(options?: CallOptions | undefined | null): Promise<Array<VmInfo>>
   /** The VM of that name, or `null`. */
   get(name: string, options?: CallOptions | undefined | null): Promise<Vm | null>
   /** Create a VM. A VM that already exists for the agent rejects with `ERR_VM_CONFLICT` (on LocalSandboxd). */
@@ -363,7 +363,7 @@ export declare class TurnStream {
   next(): Promise<IteratorResult<AgentEvent, undefined>>
   /** Stop iterating (`break`): the turn is cancelled. */
   return(): Promise<IteratorResult<AgentEvent, undefined>>
-  /** The turn is its own async iterator. */
+  /** The stream is its own async iterator. */
   [globalThis.Symbol.asyncIterator](): AsyncIterator<AgentEvent, undefined>
 }
 
@@ -457,24 +457,12 @@ export interface AgentEvent {
   stopReason?: string
 }
 
-/** An iterator step of an `ArchiveStream`. */
-export interface BytesStep {
-  done: boolean
-  value?: Buffer
-}
-
 /** Options accepted by every call that can wait. */
 export interface CallOptions {
   /** Aborting rejects the call with `ABORT_ERR` (and stops the work it started). */
   signal?: AbortSignal
   /** Deadline for this call in milliseconds; past it the call rejects with `ERR_TIMEOUT`. */
   timeoutMs?: number
-}
-
-/** An iterator step. */
-export interface ChunkStep {
-  done: boolean
-  value?: OutputChunk
 }
 
 /** Options for `connect()` (a raw ACP connection). */
@@ -701,12 +689,6 @@ export interface ImageSummary {
   size: number
   /** Unix seconds. */
   created: number
-}
-
-/** An iterator step. */
-export interface LineStep {
-  done: boolean
-  value?: OutputLine
 }
 
 /** Options for `containers.list()`. */

@@ -12,8 +12,13 @@
 //! once its engine answers, never while it is starting: a listed VM is always usable.
 
 pub mod ca;
+// The dockerd backend and the sweep of stale roots read /proc and unmount: Linux only. Elsewhere (macOS) a
+// stand-in refuses the dockerd backend and removes no root; the relay backend and the server run on any Unix.
+#[cfg_attr(not(target_os = "linux"), path = "dockerd_off_linux.rs")]
+pub mod dockerd;
 pub mod engine;
 pub mod sbx;
+#[cfg_attr(not(target_os = "linux"), path = "stale_off_linux.rs")]
 pub mod stale;
 
 use crate::core::error::{Error, ErrorCode, Result};
@@ -41,10 +46,10 @@ use tokio_util::task::TaskTracker;
 /// How long `stop()` lets requests being served finish before their connections are dropped.
 const STOP_DRAIN: Duration = Duration::from_secs(10);
 
-/// Longest socket path the kernel accepts (sun_path is 108 bytes including the NUL).
-const MAX_SOCKET_PATH: usize = 107;
+/// Longest socket path the kernel accepts: sun_path holds 108 bytes on Linux, 104 on macOS, the NUL included.
+const MAX_SOCKET_PATH: usize = if cfg!(target_os = "linux") { 107 } else { 103 };
 
-/// Which backend to use; `None` picks `dockerd` when running as root with dockerd on PATH, else `relay`.
+/// Which backend to use; `None` picks `dockerd` on Linux when running as root with dockerd on PATH, else `relay`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     Dockerd,
@@ -158,7 +163,12 @@ pub fn docker_host_path(host: &str) -> Result<PathBuf> {
 
 fn resolve_backend(opts: &LocalOptions) -> Result<Backend> {
     let is_root = unsafe { libc::geteuid() } == 0;
-    let dockerd = opts.dockerd_path.clone().or_else(|| which("dockerd"));
+    let linux = cfg!(target_os = "linux");
+    let dockerd = opts
+        .dockerd_path
+        .clone()
+        .or_else(|| which("dockerd"))
+        .filter(|_| linux);
     let relay_target = || -> Result<PathBuf> {
         match opts
             .docker_host
@@ -173,6 +183,10 @@ fn resolve_backend(opts: &LocalOptions) -> Result<Backend> {
         Some(BackendKind::Relay) => Ok(Backend::Relay {
             target: relay_target()?,
         }),
+        Some(BackendKind::Dockerd) if !linux => Err(emu(
+            "the dockerd backend runs on Linux only (it needs Linux mounts, cgroups and /proc); \
+             use backend 'relay' over an existing engine (Docker Desktop's or colima's)",
+        )),
         Some(BackendKind::Dockerd) => match dockerd {
             Some(d) if is_root => Ok(Backend::Dockerd { dockerd: d }),
             Some(_) => Err(emu(

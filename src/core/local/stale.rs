@@ -58,7 +58,7 @@ fn is_stale(root: &Path) -> bool {
     if std::os::unix::net::UnixStream::connect(root.join("sandboxd.sock")).is_ok() {
         return false;
     }
-    super::engine::mounts_under(root).is_empty() && !super::engine::any_process_mentions(root)
+    super::dockerd::mounts_under(root).is_empty() && !super::dockerd::any_process_mentions(root)
 }
 
 /// Remove the stale default roots directly under `base` (see the module docs); returns how many went.

@@ -72,7 +72,7 @@ async fn start_attached(
     exec_id: &str,
     tty: bool,
 ) -> Result<(Output, Input), BollardError> {
-    let stream = tokio::net::UnixStream::connect(engine.socket())
+    let stream = crate::core::socket::connect(engine.socket())
         .await
         .map_err(|err| BollardError::IOError { err })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

@@ -3,13 +3,13 @@
 
 use super::call::Call;
 use super::error::{io_cause, Error, ErrorCode, Result};
+use super::socket as transport;
 use bollard::{BollardRequest, Docker, API_DEFAULT_VERSION};
 use bytes::Bytes;
 use http_body_util::{Either, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyperlocal::UnixConnector;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -48,11 +48,11 @@ type TransportFuture = Pin<
 /// new connection (three per exec). This one sends bollard's requests through a pooled hyper client instead.
 /// Upgraded connections (exec start, attach) leave the pool, as they must.
 fn pooled_transport(socket: PathBuf) -> impl Fn(BollardRequest) -> TransportFuture + Send + Sync {
-    let client: Client<UnixConnector, BollardBody> = Client::builder(TokioExecutor::new())
+    let client: Client<transport::Connector, BollardBody> = Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(POOL_MAX_IDLE)
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
-        .build(UnixConnector);
+        .build(transport::Connector);
     move |req: BollardRequest| {
         let (mut parts, body) = req.into_parts();
         let pq = parts
@@ -61,7 +61,7 @@ fn pooled_transport(socket: PathBuf) -> impl Fn(BollardRequest) -> TransportFutu
             .map(|p| p.as_str())
             .unwrap_or("/")
             .to_string();
-        parts.uri = hyperlocal::Uri::new(&socket, &pq).into();
+        parts.uri = transport::uri(&socket, &pq);
         let fut = client.request(hyper::Request::from_parts(parts, body));
         Box::pin(async move { fut.await.map_err(bollard::errors::Error::from) })
     }
@@ -139,10 +139,9 @@ impl Engine {
     }
 
     async fn connect_now(socket: &Path) -> Result<Arc<Engine>> {
-        use std::os::unix::fs::FileTypeExt;
         match std::fs::metadata(socket) {
             Err(_) => return Err(unavailable(socket, "no such socket")),
-            Ok(m) if !m.file_type().is_socket() => {
+            Ok(m) if !transport::is_socket(&m) => {
                 return Err(unavailable(socket, "the path exists but is not a socket"))
             }
             Ok(_) => {}

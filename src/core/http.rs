@@ -84,12 +84,13 @@ impl UnixHttp {
     }
 
     async fn connect(&self) -> std::result::Result<Sender, TransportError> {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|e| TransportError::Connect {
-                kind: e.kind(),
-                detail: e.to_string(),
-            })?;
+        let stream =
+            super::socket::connect(&self.socket)
+                .await
+                .map_err(|e| TransportError::Connect {
+                    kind: e.kind(),
+                    detail: e.to_string(),
+                })?;
         let (sender, conn) =
             http1::handshake(TokioIo::new(stream))
                 .await

@@ -13,10 +13,13 @@ pub mod exec;
 pub mod http;
 pub mod images;
 pub mod lines;
+// LocalSandboxd serves a Unix socket; where there is none (Windows) a stand-in with the same API refuses to start.
+#[cfg_attr(not(unix), path = "local/unsupported.rs")]
 pub mod local;
 pub mod sandboxd;
 pub mod sbx;
 pub mod session;
+pub mod socket;
 pub mod sse;
 pub mod tunnel;
 pub mod validate;

@@ -151,8 +151,7 @@ impl SandboxdClient {
             match std::fs::metadata(&self.socket_path) {
                 Err(_) => return Err(self.unavailable("no such socket")),
                 Ok(m) => {
-                    use std::os::unix::fs::FileTypeExt;
-                    if !m.file_type().is_socket() {
+                    if !super::socket::is_socket(&m) {
                         return Err(self.unavailable("the path exists but is not a socket"));
                     }
                 }

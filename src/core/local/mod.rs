@@ -17,9 +17,12 @@ pub mod ca;
 #[cfg_attr(not(target_os = "linux"), path = "dockerd_off_linux.rs")]
 pub mod dockerd;
 pub mod engine;
+mod options;
 pub mod sbx;
 #[cfg_attr(not(target_os = "linux"), path = "stale_off_linux.rs")]
 pub mod stale;
+
+pub use options::{docker_host_path, BackendKind, LocalOptions};
 
 use crate::core::error::{Error, ErrorCode, Result};
 use crate::core::http::UnixHttp;
@@ -48,27 +51,6 @@ const STOP_DRAIN: Duration = Duration::from_secs(10);
 
 /// Longest socket path the kernel accepts: sun_path holds 108 bytes on Linux, 104 on macOS, the NUL included.
 const MAX_SOCKET_PATH: usize = if cfg!(target_os = "linux") { 107 } else { 103 };
-
-/// Which backend to use; `None` picks `dockerd` on Linux when running as root with dockerd on PATH, else `relay`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackendKind {
-    Dockerd,
-    Relay,
-}
-
-/// Options for [`LocalSandboxd::start`].
-#[derive(Debug, Clone, Default)]
-pub struct LocalOptions {
-    /// State root (gets `sandboxd.sock` and `vm/<name>/`). Default: a new private directory under /tmp,
-    /// removed on stop (or, if the process dies first, by the next start with a default root: [`stale`]).
-    pub root: Option<PathBuf>,
-    pub backend: Option<BackendKind>,
-    /// For `relay`: the engine to forward to (`unix://…` or a path). Default: `DOCKER_HOST`, then
-    /// `/var/run/docker.sock`.
-    pub docker_host: Option<String>,
-    /// For `dockerd`: the dockerd binary. Default: `dockerd` on PATH.
-    pub dockerd_path: Option<PathBuf>,
-}
 
 struct VmEntry {
     id: String,
@@ -144,21 +126,6 @@ fn which(bin: &str) -> Option<PathBuf> {
             .map(|d| d.join(bin))
             .find(|p| p.is_file())
     })
-}
-
-/// `unix:///x`, `unix:/x` or a plain path → the socket path.
-pub fn docker_host_path(host: &str) -> Result<PathBuf> {
-    if let Some(rest) = host.strip_prefix("unix://") {
-        return Ok(PathBuf::from(rest));
-    }
-    if host.starts_with('/') {
-        return Ok(PathBuf::from(host));
-    }
-    Err(Error::invalid(format!(
-        "only unix:// Docker hosts are supported, got {}",
-        validate::shown(host)
-    ))
-    .with("argument", "dockerHost"))
 }
 
 fn resolve_backend(opts: &LocalOptions) -> Result<Backend> {

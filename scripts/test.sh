@@ -5,8 +5,9 @@
 #   -> private dockerd (unless $DOCKER_HOST already answers) -> test images
 #   (busybox + sandbox-agent, see scripts/lib.sh)
 #   -> cargo test --no-default-features -> tsc -> vitest (.tmp/vitest.json)
+#   -> cross-compile targets (scripts/targets.sh: every platform in package.json, and Windows)
 #
-# Setup steps stop the run at the first failure; the three test steps always
+# Setup steps stop the run at the first failure; the test steps always
 # all run, and the script exits non-zero if any of them failed. A dockerd this
 # script started is stopped (by PID) on exit, whatever happened.
 set -euo pipefail
@@ -156,5 +157,6 @@ run_test_step "cargo test --no-default-features (engine tests included)" cargo t
 run_test_step "tsc --noEmit -p __test__" npx tsc --noEmit -p __test__
 run_test_step "tsc -p examples (example + ESM/CJS consumers)" npx tsc -p examples
 run_test_step "vitest" npx vitest run --reporter=default --reporter=json --outputFile=.tmp/vitest.json
+run_test_step "cross-compile targets" bash scripts/targets.sh
 
 # finish (EXIT trap) stops the engine, prints the summary and sets the exit code

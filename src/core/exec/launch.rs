@@ -6,7 +6,7 @@
 //! id the engine gives out is a host PID (`inspect_exec`'s `Pid`), so kills work only where that PID is visible
 //! from here, i.e. when the engine runs on this host in this PID namespace and this process may signal it.
 
-use super::super::engine::{Engine, Subject};
+use super::super::engine::Engine;
 use super::super::error::{Error, ErrorCode, Result};
 use bollard::query_parameters::ContainerArchiveInfoOptions;
 use std::collections::HashMap;
@@ -150,7 +150,9 @@ async fn has_shell(engine: &Engine, container: &str) -> Option<bool> {
     None
 }
 
-/// `TERM`, `9`… (as [`super::validate_signal`] returns them) → the signal number.
+/// `TERM`, `9`… (as [`super::validate_signal`] returns them) → the signal number. Linux only: the numbers are
+/// this host's, which are the container's only on Linux.
+#[cfg(target_os = "linux")]
 pub fn signal_number(sig: &str) -> Option<i32> {
     if let Ok(n) = sig.parse::<i32>() {
         return Some(n);
@@ -210,7 +212,8 @@ pub fn cannot_kill(container: &str, why: &str) -> Error {
 /// `setsid`s each exec, its group id. It is used only after `/proc/PID/environ` shows the exec's marker, which
 /// proves the PID names that very process here (a remote engine's PIDs name other processes, or none). Then the
 /// group is signalled and every process in the same PID namespace carrying the marker (a `setsid` escapee); with
-/// `escalate`, TERM → up to 2 s → KILL.
+/// `escalate`, TERM → up to 2 s → KILL. Linux only (it reads `/proc`); elsewhere the stand-in below refuses.
+#[cfg(target_os = "linux")]
 pub async fn host_kill(
     engine: &Engine,
     container: &str,
@@ -230,7 +233,7 @@ pub async fn host_kill(
             .docker()
             .inspect_exec(exec_id)
             .await
-            .map_err(|e| engine.err(e, Subject::Container(container)))?;
+            .map_err(|e| engine.err(e, super::super::engine::Subject::Container(container)))?;
         let pid = r.pid.unwrap_or(0);
         if pid > 0 || tokio::time::Instant::now() >= deadline {
             break pid;
@@ -290,7 +293,25 @@ pub async fn host_kill(
     Ok(())
 }
 
+/// Off Linux the engine's processes are never this host's (Docker Desktop and colima run the engine in a Linux
+/// VM) and there is no `/proc` to prove a PID: a shell-less exec cannot be killed from here.
+#[cfg(not(target_os = "linux"))]
+pub async fn host_kill(
+    _engine: &Engine,
+    container: &str,
+    _exec_id: &str,
+    _marker: &str,
+    _sig: &str,
+    _escalate: bool,
+) -> Result<()> {
+    Err(cannot_kill(
+        container,
+        "its engine's process ids are not visible from this host (killing from the host needs Linux)",
+    ))
+}
+
 /// Whether `/proc/PID/environ` holds `marker` as one whole entry.
+#[cfg(target_os = "linux")]
 fn proc_has_marker(pid: i32, marker: &str) -> bool {
     std::fs::read(format!("/proc/{pid}/environ"))
         .map(|env| env.split(|b| *b == 0).any(|e| e == marker.as_bytes()))
@@ -298,6 +319,7 @@ fn proc_has_marker(pid: i32, marker: &str) -> bool {
 }
 
 /// A process that exists and is not a zombie.
+#[cfg(target_os = "linux")]
 fn proc_alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -307,6 +329,7 @@ fn proc_alive(pid: i32) -> bool {
 
 /// Processes in `pid`'s PID namespace whose environment holds `marker` (only those namespaces' processes are
 /// read, so a busy host costs a `readlink` per process).
+#[cfg(target_os = "linux")]
 fn marked_processes(pid: i32, marker: &str) -> Vec<i32> {
     let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
     let Some(want) = ns(&pid.to_string()) else {

@@ -19,7 +19,7 @@
 #
 # Usage: scripts/targets.sh [--check-only] [TARGET...]   (default: all targets)
 # Installs what is missing, quietly: rustup targets, ziglang (PyPI), cargo-zigbuild (crates.io), llvm (apt).
-set -euo pipefail
+set -Eeuo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -45,6 +45,7 @@ if ((${#TARGETS[@]} == 0)); then
 fi
 
 log() { printf '%s\n' "$*" >&2; }
+trap 'log "targets.sh: line $LINENO: \"$BASH_COMMAND\" failed"' ERR
 
 if ((!CHECK_ONLY)) && [[ ! -x node_modules/.bin/napi ]]; then
   log "node_modules/.bin/napi is missing: run npm ci first"
@@ -129,9 +130,12 @@ build_target() { # TARGET LOG -> the .node path on stdout
   echo "$NODE_DIR/sandboxd.$suffix.node"
 }
 
-# The object format and architecture llvm-objdump reads, e.g. "mach-o arm64" or "elf64-x86-64".
+# The object format and architecture llvm-objdump reads, e.g. "mach-o arm64" or "elf64-x86-64". (llvm-objdump
+# 14 names x86-64 Mach-O files and then exits 1 on them: the name is all that is used.)
 file_format() {
-  llvm-objdump -f "$1" 2>/dev/null | sed -n 's/.*file format //p' | head -n1
+  local out
+  out=$(llvm-objdump -f "$1" 2>/dev/null) || true
+  awk '/file format/ { sub(/.*file format /, ""); print; exit }' <<<"$out"
 }
 
 symbol_ok() { # NODE_FILE LOG

@@ -1120,15 +1120,11 @@ impl Process {
         if !self.shared.consumed.load(Ordering::SeqCst) {
             self.discard_output();
         }
-        let mut rx = self.shared.exit.clone();
-        call.run("waiting for the process", None, async move {
-            match rx.wait_for(|v| v.is_some()).await {
-                Ok(v) => v
-                    .clone()
-                    .unwrap_or_else(|| Err(Error::internal("exit status missing"))),
-                Err(_) => Err(Error::internal("the exec reader ended without a status")),
-            }
-        })
+        call.run(
+            "waiting for the process",
+            None,
+            exit_status(self.shared.exit.clone()),
+        )
         .await
     }
 
@@ -1191,6 +1187,18 @@ pub fn validate_signal(signal: &str) -> Result<String> {
         Error::invalid(format!("unknown signal {}", super::validate::shown(signal)))
             .with("argument", "signal"),
     )
+}
+
+/// The exit status a process's reader publishes on `exit`, once it is there.
+pub(crate) async fn exit_status(
+    mut exit: watch::Receiver<Option<Result<ExitStatus>>>,
+) -> Result<ExitStatus> {
+    match exit.wait_for(|v| v.is_some()).await {
+        Ok(v) => v
+            .clone()
+            .unwrap_or_else(|| Err(Error::internal("exit status missing"))),
+        Err(_) => Err(Error::internal("the exec reader ended without a status")),
+    }
 }
 
 #[cfg(test)]

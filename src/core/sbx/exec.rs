@@ -587,15 +587,11 @@ impl SbxProcess {
         if let Ok(mut rx) = self.shared.rx.try_lock() {
             while rx.try_recv().is_ok() {}
         }
-        let mut rx = self.shared.exit.clone();
-        call.run("waiting for the exec to exit", None, async move {
-            match rx.wait_for(|v| v.is_some()).await {
-                Ok(v) => v
-                    .clone()
-                    .unwrap_or_else(|| Err(Error::internal("exit status missing"))),
-                Err(_) => Err(Error::internal("the exec reader ended without a status")),
-            }
-        })
+        call.run(
+            "waiting for the exec to exit",
+            None,
+            crate::core::exec::exit_status(self.shared.exit.clone()),
+        )
         .await
     }
 }

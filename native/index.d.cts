@@ -308,6 +308,38 @@ export declare class LogStream {
   [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputChunk, undefined>
 }
 
+/** One sandbox: exec, spawn and files work the same on every backend. */
+export declare class Sandbox {
+  /** The sandbox name. */
+  get name(): string
+  /** Which backend it lives on: `'sbx'` or `'desktop'`. */
+  get backend(): 'sbx' | 'desktop'
+  /** What the backend said when this handle was made (`refresh()` asks again). */
+  get info(): SandboxInfo
+  /** Whether `await using` removes it (true for handles from `create()`). */
+  get owned(): boolean
+  /** Ask the backend for its current state; a sandbox gone since rejects with `ERR_SANDBOX_NOT_FOUND`. */
+  refresh(options?: CallOptions | undefined | null): Promise<SandboxInfo>
+  /** Run `cmd` (argv, no shell) and collect its output. A non-zero exit is a result, never a rejection. */
+  exec(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecResult>
+  /** Run `script` with `sh -c` (the script is one argv element: nothing is interpolated by the SDK). */
+  sh(script: string, options?: ExecOptions | undefined | null): Promise<ExecResult>
+  /** Start `cmd` and stream it (output as an async iterator, stdin via `write`/`end`, `kill`, `wait`). */
+  spawn(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecProcess>
+  /** Read one regular file. A missing path is `ERR_PATH_NOT_FOUND`; a directory is `ERR_NOT_A_FILE`. */
+  readFile(path: string, options?: CallOptions | undefined | null): Promise<Buffer>
+  /** Write one file (its directory must exist): no exec, no shell. */
+  writeFile(path: string, data: string | Uint8Array, options?: WriteFileOptions | undefined | null): Promise<void>
+  /** Start it if it is stopped. */
+  start(options?: CallOptions | undefined | null): Promise<void>
+  /** Stop it (its files stay; `start()` resumes it). */
+  stop(options?: CallOptions | undefined | null): Promise<void>
+  /** Remove it (`force`: one already gone is success). */
+  remove(options?: RemoveSandboxOptions | undefined | null): Promise<void>
+  /** `await using`: removes the sandbox if this handle created it (`owned`), else does nothing. */
+  [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
 /** The sandbox-agent server inside a container, reached through `docker exec` tunnels (no port needed). */
 export declare class SandboxAgent {
   /** `container`: where `sandbox-agent` runs (it needs `nc`, `socat`, `node` or `python3` as a relay). */
@@ -355,6 +387,36 @@ export declare class Sandboxd {
   remove(name: string, options?: RemoveVmOptions | undefined | null): Promise<void>
   /** Resolves at once: a `Sandboxd` holds no connection between calls. */
   [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
+/** The front door: a client for whichever sandbox daemon answers. Holds no connection: nothing to close. */
+export declare class Sandboxes {
+  /**
+   * Find the daemon and connect: see `SandboxesOptions`. Nothing answering rejects with
+   * `ERR_SANDBOXD_UNAVAILABLE` listing every path tried (`triedPaths`); an sbx daemon outside the supported
+   * `api_version` range with `ERR_SBX_VERSION_UNSUPPORTED`.
+   */
+  static connect(options?: SandboxesOptions | undefined | null): Promise<Sandboxes>
+  /** Which backend answered: `'sbx'` or `'desktop'`. */
+  get backend(): 'sbx' | 'desktop'
+  /** The daemon's socket. */
+  get socketPath(): string
+  /** Every sandbox. */
+  list(options?: CallOptions | undefined | null): Promise<Array<SandboxInfo>>
+  /** The sandbox of that name, or `null`. */
+  get(name: string, options?: CallOptions | undefined | null): Promise<Sandbox | null>
+  /**
+   * Create a sandbox; one of that name existing already rejects with `ERR_SANDBOX_CONFLICT`. The handle
+   * owns it: `await using` removes it at the end of the scope.
+   */
+  create(options: CreateSandboxOptions): Promise<Sandbox>
+  /**
+   * Get-or-create: a sandbox of that name made differently (workspace, agent, template) rejects with
+   * `ERR_SANDBOX_CONFLICT`, never silently reused. The handle does not own it (`await using` leaves it).
+   */
+  ensure(options: CreateSandboxOptions): Promise<Sandbox>
+  /** Remove a sandbox by name. */
+  remove(name: string, options?: RemoveSandboxOptions | undefined | null): Promise<void>
 }
 
 /** The events of one turn: `for await (const ev of session.prompt('…'))`. */
@@ -420,6 +482,14 @@ export interface AcpStreamEvent {
   message?: unknown
   from?: number
   to?: number
+}
+
+/** An extra host directory mounted at the same path. */
+export interface AdditionalWorkspace {
+  /** Absolute path of an existing host directory. */
+  path: string
+  /** Mount it read-only. */
+  readOnly?: boolean
 }
 
 /** A turn event. `type` says which fields are present. */
@@ -541,6 +611,34 @@ export interface CopyReport {
   /** Bytes of image tar streamed. */
   bytes: number
   durationMs: number
+}
+
+/** What to create: `create({ agent, workspace, … })` / `ensure(…)`. */
+export interface CreateSandboxOptions {
+  /**
+   * The sandbox name (a hostname label: letters, digits, `-`, `.`; ≤ 63). Default: chosen by the backend
+   * (sbx) or the agent name (desktop).
+   */
+  name?: string
+  /** The agent the sandbox is for (`claude`, `codex`, `shell`, …). */
+  agent: string
+  /** Absolute path of an existing host directory, mounted at the same path. */
+  workspace: string
+  /** The template image. sbx: default the agent's own template; desktop: required. */
+  template?: string
+  /** CPUs (sbx only). */
+  cpus?: number
+  /** Memory such as `"4g"` (sbx only). */
+  memory?: string
+  /** Environment for every process in the sandbox. */
+  env?: Record<string, string>
+  /** More host directories, mounted at the same paths. */
+  additionalWorkspaces?: Array<AdditionalWorkspace>
+  labels?: Record<string, string>
+  /** Aborting rejects with `ABORT_ERR`. */
+  signal?: AbortSignal
+  /** Deadline in milliseconds (default 15 min: a first create pulls the template). */
+  timeoutMs?: number
 }
 
 /** Options for `createSession()`. */
@@ -770,6 +868,14 @@ export interface RemoveContainerOptions {
   timeoutMs?: number
 }
 
+/** Options for removing a sandbox. */
+export interface RemoveSandboxOptions {
+  /** Succeed when the sandbox is already gone instead of rejecting with `ERR_SANDBOX_NOT_FOUND`. */
+  force?: boolean
+  signal?: AbortSignal
+  timeoutMs?: number
+}
+
 /** Options for `remove()`. */
 export interface RemoveVmOptions {
   /** Succeed when the VM is already gone instead of rejecting with `ERR_VM_NOT_FOUND`. */
@@ -821,6 +927,54 @@ export interface SandboxdOptions {
   socketPath?: string
   /** Deadline for every call, in milliseconds. Default: 30 s for list/get/remove/ping, 5 min for create/ensure. */
   timeoutMs?: number
+}
+
+/** Options for `Sandboxes.connect()`. */
+export interface SandboxesOptions {
+  /**
+   * `'sbx'` (the standalone sbx daemon), `'desktop'` (the legacy `/vm` API), or `'auto'` (the default: sbx
+   * when its API answers, else the legacy API).
+   */
+  backend?: 'auto' | 'sbx' | 'desktop'
+  /**
+   * The daemon's socket: the only candidate when set. Default: `DOCKER_SANDBOXES_API`, then the sbx
+   * sockets of this OS, then the legacy `SANDBOXD_SOCKET` / `~/.docker/sandboxes/sandboxd.sock`.
+   */
+  socketPath?: string
+  /** The sbx app name (`sbx --app-name`): a separate daemon instance. */
+  appName?: string
+  /**
+   * How the sbx daemon's `api_version` is checked: `'lenient'` (default: any later 0.x), `'strict'` (only the
+   * tested range) or `'off'`.
+   */
+  versionCheck?: 'strict' | 'lenient' | 'off'
+  /**
+   * Desktop backend: the Docker engine a template image missing in a VM is copied from (`unix:///path` or a
+   * path). Default: `DOCKER_HOST`, then `/var/run/docker.sock`.
+   */
+  imageSource?: string
+  /** Aborting rejects the connect with `ABORT_ERR`. */
+  signal?: AbortSignal
+  /** Deadline for connecting in milliseconds (default 30 s). */
+  timeoutMs?: number
+}
+
+/** One sandbox as its backend lists it. */
+export interface SandboxInfo {
+  name: string
+  /** The backend's id for it. */
+  id: string
+  /**
+   * The backend's own status word, unchanged: sbx says `running`, `stopped`, …; desktop says `running`,
+   * `stopped`, `starting`, `no-container` or `unreachable`.
+   */
+  status: string
+  /** The agent the sandbox was made for. */
+  agent: string
+  /** The host directory mounted at the same absolute path. */
+  workspace: string
+  template?: string
+  labels: Record<string, string>
 }
 
 /** What `send()` resolves with. */

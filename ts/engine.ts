@@ -2,7 +2,8 @@
 import native = require('../native/index.cjs')
 import { call, callSync, type CallOptions } from './call'
 import * as check from './check'
-import { ExecProcess, EXEC_OPTIONS, type ExecOptions, type OutputChunk } from './exec'
+export type { WriteFileOptions } from './exec'
+import { ExecProcess, onTarget, type ExecOptions, type OutputChunk, type WriteFileOptions } from './exec'
 import { INTERNAL, bind, internalOnly, unwrap } from './internal'
 import { ExecResult } from './result'
 import { AsyncStream } from './stream'
@@ -95,12 +96,6 @@ export interface LogsOptions {
   follow?: boolean
   /** Only logs since this Unix time (seconds). */
   since?: number
-}
-
-/** Options for `container.writeFile()`. */
-export interface WriteFileOptions extends CallOptions {
-  /** File mode (default `0o644`). */
-  mode?: number
 }
 
 /** `container.logs()`: log chunks `{ stream, data }`; with `follow`, until the container stops or `break`. */
@@ -441,20 +436,12 @@ export class Container {
    * rejection. A binary that does not exist rejects with `ERR_EXEC_FAILED`.
    */
   exec(cmd: string[], options?: ExecOptions): Promise<ExecResult> {
-    return call(options?.signal, async () => {
-      check.arg('cmd', cmd, 'strings')
-      check.opts('options', options, EXEC_OPTIONS)
-      return new ExecResult(await this.#inner.exec(cmd, options))
-    })
+    return onTarget.exec(this.#inner, cmd, options)
   }
 
   /** Run `script` with `sh -c` (the script is one argv element: nothing is interpolated by the SDK). */
   sh(script: string, options?: ExecOptions): Promise<ExecResult> {
-    return call(options?.signal, async () => {
-      check.arg('script', script, 'string')
-      check.opts('options', options, EXEC_OPTIONS)
-      return new ExecResult(await this.#inner.sh(script, options))
-    })
+    return onTarget.sh(this.#inner, script, options)
   }
 
   /**
@@ -462,21 +449,12 @@ export class Container {
    * `timeoutMs` and `signal` apply to the process's whole life, not only to starting it.
    */
   spawn(cmd: string[], options?: ExecOptions): Promise<ExecProcess> {
-    return call(options?.signal, async () => {
-      check.arg('cmd', cmd, 'strings')
-      check.opts('options', options, EXEC_OPTIONS)
-      return ExecProcess.wrap(await this.#inner.spawn(cmd, options), options?.signal)
-    })
+    return onTarget.spawn(this.#inner, cmd, options)
   }
 
   /** Write one file (its directory must exist) through the archive API: no exec, no shell. */
   writeFile(path: string, data: string | Uint8Array, options?: WriteFileOptions): Promise<void> {
-    return call(options?.signal, async () => {
-      check.arg('path', path, 'string')
-      check.arg('data', data, 'data')
-      check.opts('options', options, { ...check.CALL, mode: 'number' })
-      return this.#inner.writeFile(path, data, options)
-    })
+    return onTarget.writeFile(this.#inner, path, data, options)
   }
 
   /**
@@ -497,11 +475,7 @@ export class Container {
    * not exist, `ERR_NOT_A_FILE` for a directory, device or FIFO).
    */
   readFile(path: string, options?: CallOptions): Promise<Buffer> {
-    return call(options?.signal, async () => {
-      check.arg('path', path, 'string')
-      check.opts('options', options, check.CALL)
-      return this.#inner.readFile(path, options)
-    })
+    return onTarget.readFile(this.#inner, path, options)
   }
 
   /** Extract a tar archive into directory `dir`. */

@@ -73,6 +73,8 @@ export const ErrorCodes = {
   SANDBOX_CONFLICT: 'ERR_SANDBOX_CONFLICT',
   /** The sandbox exists but is stopped (`sandbox`). */
   SANDBOX_STOPPED: 'ERR_SANDBOX_STOPPED',
+  /** The backend in use cannot do that (`backend`); another backend can. */
+  UNSUPPORTED: 'ERR_UNSUPPORTED',
 } as const
 
 /** The union of every error code. */

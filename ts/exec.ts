@@ -3,6 +3,7 @@ import native = require('../native/index.cjs')
 import { call, type CallOptions } from './call'
 import * as check from './check'
 import { INTERNAL, bind, internalOnly } from './internal'
+import { ExecResult } from './result'
 import { AsyncStream } from './stream'
 
 /** Options for `exec()`, `sh()` and `spawn()`. */
@@ -139,4 +140,59 @@ export class ExecProcess extends AsyncStream<OutputChunk> {
   [Symbol.asyncDispose](): Promise<void> {
     return call(null, () => this.#inner[Symbol.asyncDispose]())
   }
+}
+
+/** Options for `writeFile()`. */
+export interface WriteFileOptions extends CallOptions {
+  /** File mode (default `0o644`). */
+  mode?: number
+}
+
+/** The native methods every exec target has (a container, a sandbox): the wrappers share one implementation. */
+interface NativeTarget {
+  exec(cmd: string[], options?: ExecOptions): Promise<native.ExecResult>
+  sh(script: string, options?: ExecOptions): Promise<native.ExecResult>
+  spawn(cmd: string[], options?: ExecOptions): Promise<native.ExecProcess>
+  readFile(path: string, options?: CallOptions): Promise<Buffer>
+  writeFile(path: string, data: string | Uint8Array, options?: WriteFileOptions): Promise<void>
+}
+
+/** `exec`, `sh`, `spawn`, `readFile`, `writeFile` of the wrapper classes, over their native target. */
+export const onTarget = {
+  exec(t: NativeTarget, cmd: string[], options?: ExecOptions): Promise<ExecResult> {
+    return call(options?.signal, async () => {
+      check.arg('cmd', cmd, 'strings')
+      check.opts('options', options, EXEC_OPTIONS)
+      return new ExecResult(await t.exec(cmd, options))
+    })
+  },
+  sh(t: NativeTarget, script: string, options?: ExecOptions): Promise<ExecResult> {
+    return call(options?.signal, async () => {
+      check.arg('script', script, 'string')
+      check.opts('options', options, EXEC_OPTIONS)
+      return new ExecResult(await t.sh(script, options))
+    })
+  },
+  spawn(t: NativeTarget, cmd: string[], options?: ExecOptions): Promise<ExecProcess> {
+    return call(options?.signal, async () => {
+      check.arg('cmd', cmd, 'strings')
+      check.opts('options', options, EXEC_OPTIONS)
+      return ExecProcess.wrap(await t.spawn(cmd, options), options?.signal)
+    })
+  },
+  readFile(t: NativeTarget, path: string, options?: CallOptions): Promise<Buffer> {
+    return call(options?.signal, async () => {
+      check.arg('path', path, 'string')
+      check.opts('options', options, check.CALL)
+      return t.readFile(path, options)
+    })
+  },
+  writeFile(t: NativeTarget, path: string, data: string | Uint8Array, options?: WriteFileOptions): Promise<void> {
+    return call(options?.signal, async () => {
+      check.arg('path', path, 'string')
+      check.arg('data', data, 'data')
+      check.opts('options', options, { ...check.CALL, mode: 'number' })
+      return t.writeFile(path, data, options)
+    })
+  },
 }

@@ -15,7 +15,18 @@ export {
   type OutputLine,
   type ReadResult,
   type StreamName,
+  type WriteFileOptions,
 } from './exec'
+export {
+  Sandbox,
+  Sandboxes,
+  type AdditionalWorkspace,
+  type BackendKind,
+  type CreateSandboxOptions,
+  type RemoveSandboxOptions,
+  type SandboxInfo,
+  type SandboxesOptions,
+} from './sandboxes'
 export {
   ArchiveStream,
   ArchiveUpload,
@@ -37,7 +48,6 @@ export {
   type RemoveContainerOptions,
   type RunOptions,
   type StopContainerOptions,
-  type WriteFileOptions,
 } from './engine'
 export {
   LocalSandboxd,

@@ -5,6 +5,7 @@ use super::call::{
     has_call, read_call, run, settle, AbortSignal, CallOptions, Promise, SignalOnly,
 };
 use super::exec::{exec_result_ref, ExecProcess, LogStream};
+use crate::core::backend::ExecTarget;
 use crate::core::container::{self as core_container, Container as CoreContainer, RunSpec};
 use crate::core::engine::Engine;
 use crate::core::exec::ExecSpec;
@@ -490,18 +491,7 @@ impl Container {
         cmd: Vec<String>,
         options: Option<ExecOptions>,
     ) -> Result<Promise<ObjectRef<false>>> {
-        let started = exec_spec(cmd, options.as_ref())
-            .and_then(|spec| Ok((spec, read_call(&env, Some(&exec_signal(&options)))?)));
-        let c = self.inner.clone();
-        match started {
-            Ok((spec, (call, linked))) => settle(
-                &env,
-                linked,
-                async move { c.exec(spec, call.cancel).await },
-                exec_result_ref,
-            ),
-            Err(e) => settle(&env, None, async move { Err(e) }, exec_result_ref),
-        }
+        exec_on(env, Arc::new(self.inner.clone()), cmd, options)
     }
 
     /// Start `cmd` and stream it: output as an async iterator, stdin via `write`/`end`, `kill`, `wait`.
@@ -513,27 +503,7 @@ impl Container {
         cmd: Vec<String>,
         options: Option<ExecOptions>,
     ) -> Result<Promise<ExecProcess>> {
-        // The signal outlives this call: while the process runs, aborting kills its tree (like `timeoutMs`).
-        let started = exec_spec(cmd, options.as_ref())
-            .and_then(|spec| Ok((spec, read_call(&env, Some(&exec_signal(&options)))?)));
-        let (spec, call, linked) = match started {
-            Ok((spec, (call, linked))) => (Ok(spec), call, linked),
-            Err(e) => (Err(e), crate::core::Call::default(), None),
-        };
-        let c = self.inner.clone();
-        let link: super::exec::SignalLink = std::rc::Rc::new(std::cell::RefCell::new(linked));
-        settle(
-            &env,
-            None,
-            async move { Ok(c.spawn(spec?, call.cancel).await) },
-            move |env, started| match started {
-                Ok(proc) => Ok(ExecProcess { proc, link }),
-                Err(e) => {
-                    super::call::unlink_slot(&link, env);
-                    Err(super::call::js_error(env, e))
-                }
-            },
-        )
+        spawn_on(env, Arc::new(self.inner.clone()), cmd, options)
     }
 
     /// Write one file (its directory must exist) through the archive API: no exec, no shell.
@@ -549,7 +519,7 @@ impl Container {
         let mode = options.as_ref().and_then(|o| o.mode);
         let c = self.inner.clone();
         run(&env, options.as_ref(), move |call| async move {
-            c.write_file(&path, &bytes, mode, &call).await
+            ExecTarget::write_file(&c, &path, &bytes, mode, &call).await
         })
     }
 
@@ -653,4 +623,56 @@ impl Container {
             Ok(c.get_archive(&path, &call).await?.into())
         })
     }
+}
+
+/// `exec`/`sh` on any exec target (a container, an sbx sandbox): collect the output.
+pub(crate) fn exec_on(
+    env: Env,
+    target: Arc<dyn ExecTarget>,
+    cmd: Vec<String>,
+    options: Option<ExecOptions>,
+) -> Result<Promise<ObjectRef<false>>> {
+    let started = exec_spec(cmd, options.as_ref())
+        .and_then(|spec| Ok((spec, read_call(&env, Some(&exec_signal(&options)))?)));
+    match started {
+        Ok((spec, (call, linked))) => settle(
+            &env,
+            linked,
+            async move { target.exec(spec, call.cancel).await },
+            exec_result_ref,
+        ),
+        Err(e) => settle(&env, None, async move { Err(e) }, exec_result_ref),
+    }
+}
+
+/// `spawn` on any exec target. The signal outlives this call: while the process runs, aborting kills its tree
+/// (like `timeoutMs`).
+pub(crate) fn spawn_on(
+    env: Env,
+    target: Arc<dyn ExecTarget>,
+    cmd: Vec<String>,
+    options: Option<ExecOptions>,
+) -> Result<Promise<ExecProcess>> {
+    let started = exec_spec(cmd, options.as_ref())
+        .and_then(|spec| Ok((spec, read_call(&env, Some(&exec_signal(&options)))?)));
+    let (spec, call, linked) = match started {
+        Ok((spec, (call, linked))) => (Ok(spec), call, linked),
+        Err(e) => (Err(e), crate::core::Call::default(), None),
+    };
+    let link: super::exec::SignalLink = std::rc::Rc::new(std::cell::RefCell::new(linked));
+    settle(
+        &env,
+        None,
+        async move { Ok(target.spawn(spec?, call.cancel).await) },
+        move |env, started| match started {
+            Ok(proc) => Ok(ExecProcess {
+                proc: Arc::from(proc),
+                link,
+            }),
+            Err(e) => {
+                super::call::unlink_slot(&link, env);
+                Err(super::call::js_error(env, e))
+            }
+        },
+    )
 }

@@ -5,7 +5,8 @@ use super::call::{
     js_error, promise, read_call, settle, unlink_slot, CallOptions, Linked, Promise,
 };
 use super::iter::{async_iterator, step};
-use crate::core::exec::{Chunk, ExecOutput, ExitStatus as CoreExit, Process, Run, MAX_CHUNK};
+use crate::core::backend::ProcessHandle;
+use crate::core::exec::{Chunk, ExecOutput, ExitStatus as CoreExit, Run, MAX_CHUNK};
 use crate::core::lines::{Line, Lines};
 use crate::core::{Error as CoreError, ErrorCode};
 use futures::stream::BoxStream;
@@ -257,7 +258,7 @@ pub struct ReadResult {
 /// in order, with backpressure; `write`/`end` feed stdin; `kill` signals the whole process group.
 #[napi]
 pub struct ExecProcess {
-    pub(crate) proc: Process,
+    pub(crate) proc: Arc<dyn ProcessHandle>,
     /// The spawn's AbortSignal (it kills the process tree while the process runs), released once JS has seen
     /// the process end: its output's end or an error, `wait()` settling, or disposal.
     pub(crate) link: SignalLink,

@@ -10,4 +10,5 @@ mod iter;
 mod local;
 mod runtime;
 mod sandboxd;
+mod sandboxes;
 mod settle;

@@ -9,9 +9,9 @@
 //! The traits return boxed futures so both can be used as trait objects (`Arc<dyn ExecTarget>`): the binding
 //! holds one handle type whatever the backend.
 
-use super::container::Container;
-use super::error::Result;
-use super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Process};
+use super::container::{single_file_tar, validate_container_path, Container};
+use super::error::{Error, Result};
+use super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Process, Run};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
@@ -22,6 +22,34 @@ use tokio_util::sync::CancellationToken;
 pub trait ProcessHandle: Send + Sync {
     /// The next output chunk; `None` once both streams ended.
     fn next(&self) -> BoxFuture<'_, Option<Result<Chunk>>>;
+    /// The next run of one stream's output, at most `max` bytes, as the pieces it arrived in (see
+    /// [`Process::next_run`]; `coalesce` lets a bulk stream gather more before answering). Default: one chunk,
+    /// split at `max` with the rest put back.
+    fn next_run(&self, max: usize, coalesce: bool) -> BoxFuture<'_, Option<Result<Run>>> {
+        let _ = coalesce;
+        Box::pin(async move {
+            let c = match self.next().await? {
+                Ok(c) => c,
+                Err(e) => return Some(Err(e)),
+            };
+            let (stderr, mut data) = c.into_parts();
+            if data.len() > max.max(1) {
+                let rest = data.split_off(max.max(1));
+                self.unread(Ok(Chunk::new(stderr, rest)));
+            }
+            Some(Ok(Run::from(Chunk::new(stderr, data))))
+        })
+    }
+    /// Put output back in front of what is queued: it is what the next read returns.
+    fn unread(&self, chunk: Result<Chunk>);
+    /// The process id where it runs, once known (`None` where the backend does not say).
+    fn pid(&self) -> Option<i64> {
+        None
+    }
+    /// Drop all further output (and what is queued): for callers that only want the exit.
+    fn discard_output(&self);
+    /// Let go of it: output discarded and, if it still runs, its tree sent TERM, then KILL; bounded.
+    fn dispose(&self) -> BoxFuture<'_, ()>;
     /// Write to stdin (the process must have been spawned interactive).
     fn write<'a>(&'a self, data: &'a [u8]) -> BoxFuture<'a, Result<()>>;
     /// Close stdin: the process reads EOF.
@@ -53,6 +81,32 @@ pub trait ExecTarget: Send + Sync {
         tar: Bytes,
         call: &'a Call,
     ) -> BoxFuture<'a, Result<()>>;
+    /// Write one file (its directory must exist) with `mode` (default 0644), as a one-entry archive: no exec,
+    /// no shell.
+    fn write_file<'a>(
+        &'a self,
+        path: &'a str,
+        data: &'a [u8],
+        mode: Option<u32>,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            validate_container_path(path)?;
+            let (dir, name) = match path.rfind('/') {
+                Some(0) => ("/", &path[1..]),
+                Some(i) => (&path[..i], &path[i + 1..]),
+                None => unreachable!("validated absolute"),
+            };
+            if name.is_empty() {
+                return Err(
+                    Error::invalid("writeFile needs a file path, not a directory")
+                        .with("argument", "path"),
+                );
+            }
+            let tar = single_file_tar(name, data, mode.unwrap_or(0o644))?;
+            self.write_files(dir, Bytes::from(tar), call).await
+        })
+    }
 }
 
 /// What a backend reports about one sandbox; fields a backend does not know are empty.
@@ -124,13 +178,34 @@ pub trait SandboxBackend: Send + Sync {
         force: bool,
         opts: &'a Call,
     ) -> BoxFuture<'a, Result<()>>;
-    /// The sandbox as a place to run commands and move files.
-    fn target(&self, name: &str) -> Result<Arc<dyn ExecTarget>>;
+    /// The sandbox as a place to run commands and move files (a backend may have to look it up).
+    fn target<'a>(
+        &'a self,
+        name: &'a str,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Arc<dyn ExecTarget>>>;
+    /// Where the backend's daemon listens (shown in reports and errors).
+    fn socket(&self) -> String;
 }
 
 impl ProcessHandle for Process {
     fn next(&self) -> BoxFuture<'_, Option<Result<Chunk>>> {
         Box::pin(Process::next(self))
+    }
+    fn next_run(&self, max: usize, coalesce: bool) -> BoxFuture<'_, Option<Result<Run>>> {
+        Box::pin(Process::next_run(self, max, coalesce))
+    }
+    fn unread(&self, chunk: Result<Chunk>) {
+        Process::unread(self, chunk)
+    }
+    fn pid(&self) -> Option<i64> {
+        Process::pid(self)
+    }
+    fn discard_output(&self) {
+        Process::discard_output(self)
+    }
+    fn dispose(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Process::dispose(self))
     }
     fn write<'a>(&'a self, data: &'a [u8]) -> BoxFuture<'a, Result<()>> {
         Box::pin(Process::write(self, data))

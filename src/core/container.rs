@@ -332,7 +332,7 @@ fn bare_name(name: Option<String>) -> String {
 }
 
 /// Build a one-file tar archive.
-fn single_file_tar(name: &str, data: &[u8], mode: u32) -> Result<Vec<u8>> {
+pub(crate) fn single_file_tar(name: &str, data: &[u8], mode: u32) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::with_capacity(data.len() + 1024));
     let mut h = tar::Header::new_gnu();
     h.set_size(data.len() as u64);
@@ -584,36 +584,6 @@ impl Container {
         let archive = collect_archive(self.archive_stream(path), path, false);
         call.run("container.getArchive", Some(CALL_TIMEOUT), archive)
             .await
-    }
-
-    /// Write one file (parent directory must exist), with `mode` (default 0644; default deadline
-    /// [`CALL_TIMEOUT`]).
-    pub async fn write_file(
-        &self,
-        path: &str,
-        data: &[u8],
-        mode: Option<u32>,
-        call: &Call,
-    ) -> Result<()> {
-        validate_container_path(path)?;
-        let (dir, name) = match path.rfind('/') {
-            Some(0) => ("/", &path[1..]),
-            Some(i) => (&path[..i], &path[i + 1..]),
-            None => unreachable!("validated absolute"),
-        };
-        if name.is_empty() {
-            return Err(
-                Error::invalid("writeFile needs a file path, not a directory")
-                    .with("argument", "path"),
-            );
-        }
-        let tar = single_file_tar(name, data, mode.unwrap_or(0o644))?;
-        call.run(
-            "container.writeFile",
-            Some(CALL_TIMEOUT),
-            self.put_archive_now(dir, Bytes::from(tar)),
-        )
-        .await
     }
 
     /// Write a CA certificate (PEM) to `path`, creating its directories (through the archive API, no shell;

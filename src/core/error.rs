@@ -72,6 +72,8 @@ pub enum ErrorCode {
     SandboxConflict,
     /// The sandbox exists but is stopped (exec, files and ports need it running).
     SandboxStopped,
+    /// The backend in use cannot do that (`backend` attached); another backend can.
+    Unsupported,
 }
 
 impl ErrorCode {
@@ -110,6 +112,7 @@ impl ErrorCode {
             ErrorCode::SandboxNotFound => "ERR_SANDBOX_NOT_FOUND",
             ErrorCode::SandboxConflict => "ERR_SANDBOX_CONFLICT",
             ErrorCode::SandboxStopped => "ERR_SANDBOX_STOPPED",
+            ErrorCode::Unsupported => "ERR_UNSUPPORTED",
         }
     }
 }

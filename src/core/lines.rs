@@ -1,9 +1,11 @@
 //! A streamed process's output as text lines: each stream split on `\n` (a trailing `\r` dropped), what is
 //! left without a line ending handed out when the output ends.
 
-use super::exec::{Chunk, Process};
+use super::backend::ProcessHandle;
+use super::exec::Chunk;
 use super::Result;
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// One line of output, without its line ending.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,14 +62,14 @@ impl LineSplitter {
 
 /// A process's output read as lines (`proc.lines()`).
 pub struct Lines {
-    proc: Process,
+    proc: Arc<dyn ProcessHandle>,
     split: LineSplitter,
     ended: bool,
 }
 
 impl Lines {
     /// Read `proc`'s output as lines.
-    pub fn new(proc: Process) -> Lines {
+    pub fn new(proc: Arc<dyn ProcessHandle>) -> Lines {
         Lines {
             proc,
             split: LineSplitter::default(),

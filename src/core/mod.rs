@@ -7,6 +7,7 @@ pub mod attach;
 pub mod backend;
 pub mod call;
 pub mod container;
+pub mod desktop;
 pub mod engine;
 pub mod error;
 pub mod exec;
@@ -17,6 +18,7 @@ pub mod lines;
 #[cfg_attr(not(unix), path = "local/unsupported.rs")]
 pub mod local;
 pub mod sandboxd;
+pub mod sandboxes;
 pub mod sbx;
 pub mod session;
 pub mod socket;

@@ -1143,11 +1143,20 @@ impl SandboxBackend for SbxClient {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(SbxClient::remove(self, name, force, opts))
     }
-    fn target(&self, name: &str) -> Result<Arc<dyn ExecTarget>> {
-        validate_sandbox_name(name)?;
-        Ok(Arc::new(SbxSandbox {
-            client: self.clone(),
-            name: name.to_string(),
-        }))
+    fn target<'a>(
+        &'a self,
+        name: &'a str,
+        _opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Arc<dyn ExecTarget>>> {
+        Box::pin(async move {
+            validate_sandbox_name(name)?;
+            Ok(Arc::new(SbxSandbox {
+                client: self.clone(),
+                name: name.to_string(),
+            }) as Arc<dyn ExecTarget>)
+        })
+    }
+    fn socket(&self) -> String {
+        self.endpoint.to_string()
     }
 }

@@ -230,9 +230,15 @@ impl SbxClient {
     }
 
     /// Signal every process of the exec `marker` in the sandbox (a second exec; the daemon has no kill).
-    pub(crate) async fn kill_marked(&self, name: &str, marker: &str, signal: &str) -> Result<()> {
-        let script = "sig=$1; id=$2; for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = \"$$\" ] && continue; \
-                      if tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | grep -qx \"$id\"; then kill -\"$sig\" \"$p\" 2>/dev/null; fi; done; exit 0";
+    /// Returns how many processes were signalled.
+    pub(crate) async fn kill_marked(
+        &self,
+        name: &str,
+        marker: &str,
+        signal: &str,
+    ) -> Result<usize> {
+        let script = "sig=$1; id=$2; n=0; for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = \"$$\" ] && continue; \
+                      if tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | grep -qx \"$id\"; then kill -\"$sig\" \"$p\" 2>/dev/null && n=$((n+1)); fi; done; echo $n; exit 0";
         let spec = ExecSpec {
             cmd: vec![
                 "/bin/sh".into(),
@@ -253,12 +259,17 @@ impl SbxClient {
             .attach(name, &spec, &token, &CancellationToken::new())
             .await?;
         let _ = input.shutdown().await;
+        let mut said = Vec::new();
         let _ = tokio::time::timeout(DRAIN_AFTER_KILL, async {
-            while output.next().await.is_some() {}
+            while let Some(frame) = output.next().await {
+                if let Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) = frame {
+                    said.extend_from_slice(&message);
+                }
+            }
         })
         .await;
         let _ = self.exit_code(name, &exec_id).await;
-        Ok(())
+        Ok(String::from_utf8_lossy(&said).trim().parse().unwrap_or(0))
     }
 
     async fn kill_tree(&self, name: &str, marker: &str) {
@@ -351,6 +362,11 @@ impl SbxClient {
             None
         };
         out.exit_code = code;
+        if ended_by.is_none() {
+            if let Some(e) = runtime_refused(code, &out) {
+                return Err(e.with("sandbox", name));
+            }
+        }
         if ended_by.is_some() {
             out.signal = match code {
                 Some(143) => Some("SIGTERM".into()),
@@ -410,6 +426,31 @@ fn exec_refused(name: &str, status: u16, body: &[u8]) -> Error {
     e
 }
 
+/// How long `kill()` looks for a process the daemon has not started yet.
+const KILL_FIND: Duration = Duration::from_secs(3);
+
+/// The runtime refused to start the program (missing, not executable, unknown user, bad cwd): Docker reports that
+/// in-band, as output starting with `OCI runtime exec failed` and exit code 126/127. That is
+/// `ERR_EXEC_FAILED`, as on containers; a program that ran and exited 126/127 is a result.
+fn runtime_refused(code: Option<i64>, out: &ExecOutput) -> Option<Error> {
+    const PREFIX: &[u8] = b"OCI runtime exec failed";
+    if !matches!(code, Some(126 | 127)) {
+        return None;
+    }
+    let said = [&out.stdout, &out.stderr]
+        .into_iter()
+        .find(|b| b.starts_with(PREFIX))?;
+    let message = String::from_utf8_lossy(said).trim().to_string();
+    Some(
+        Error::new(
+            ErrorCode::ExecFailed,
+            format!("could not start the exec: {message}"),
+        )
+        .with("engineMessage", message)
+        .with("exitCode", code.unwrap_or_default()),
+    )
+}
+
 /// A streaming exec in an sbx sandbox.
 #[derive(Clone)]
 pub struct SbxProcess {
@@ -422,6 +463,8 @@ struct Shared {
     exec_id: String,
     marker: String,
     rx: Mutex<mpsc::Receiver<Result<Chunk>>>,
+    /// Output put back by [`SbxProcess::unread`], read before the queue.
+    held: std::sync::Mutex<std::collections::VecDeque<Result<Chunk>>>,
     input: Mutex<Option<Input>>,
     exit: watch::Receiver<Option<Result<ExitStatus>>>,
     discard: AtomicBool,
@@ -450,6 +493,7 @@ impl SbxProcess {
             exec_id: exec_id.clone(),
             marker: marker.clone(),
             rx: Mutex::new(rx),
+            held: Default::default(),
             input: Mutex::new(Some(input)),
             exit: exit_rx,
             discard: AtomicBool::new(false),
@@ -548,7 +592,51 @@ impl SbxProcess {
 
     /// The next output chunk; `None` at the end.
     pub async fn next(&self) -> Option<Result<Chunk>> {
-        self.shared.rx.lock().await.recv().await
+        let mut rx = self.shared.rx.lock().await;
+        if let Some(c) = self.pop_held() {
+            return Some(c);
+        }
+        rx.recv().await
+    }
+
+    fn pop_held(&self) -> Option<Result<Chunk>> {
+        self.shared.held.lock().ok()?.pop_front()
+    }
+
+    /// Put output back in front of what is queued.
+    pub fn unread(&self, c: Result<Chunk>) {
+        if let Ok(mut held) = self.shared.held.lock() {
+            held.push_front(c);
+        }
+    }
+
+    /// Drop all further output (and what is queued).
+    pub fn discard_output(&self) {
+        self.shared.discard.store(true, Ordering::Relaxed);
+        if let Ok(mut held) = self.shared.held.lock() {
+            held.clear();
+        }
+        if let Ok(mut rx) = self.shared.rx.try_lock() {
+            while rx.try_recv().is_ok() {}
+        }
+    }
+
+    /// Let go of it: output discarded and, if it still runs, TERM to its tree, KILL after 2 s, then its exit
+    /// waited for up to 10 s.
+    pub async fn dispose(&self) {
+        self.discard_output();
+        if self.shared.exit.borrow().is_some() {
+            return;
+        }
+        let exited = || crate::core::exec::exit_status(self.shared.exit.clone());
+        let _ = self.kill("TERM").await;
+        if tokio::time::timeout(Duration::from_secs(2), exited())
+            .await
+            .is_err()
+        {
+            let _ = self.kill("KILL").await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), exited()).await;
+        }
     }
 
     /// Write to stdin.
@@ -573,20 +661,27 @@ impl SbxProcess {
         Ok(())
     }
 
-    /// Signal the process tree.
+    /// Signal the process tree. A process the daemon has not started yet (an attach answers before the process
+    /// runs) is waited for, up to [`KILL_FIND`], so a kill right after spawn is not lost.
     pub async fn kill(&self, signal: &str) -> Result<()> {
         let sig = crate::core::exec::validate_signal(signal)?;
         self.shared.killed.store(true, Ordering::Relaxed);
         let s = &self.shared;
-        s.client.kill_marked(&s.name, &s.marker, &sig).await
+        let give_up = Instant::now() + KILL_FIND;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let hit = s.client.kill_marked(&s.name, &s.marker, &sig).await?;
+            if hit > 0 || s.exit.borrow().is_some() || Instant::now() >= give_up {
+                return Ok(());
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
     }
 
     /// Wait for the exit (bounded by the call's deadline and cancellation); output nobody reads is discarded.
     pub async fn wait(&self, call: &Call) -> Result<ExitStatus> {
-        self.shared.discard.store(true, Ordering::Relaxed);
-        if let Ok(mut rx) = self.shared.rx.try_lock() {
-            while rx.try_recv().is_ok() {}
-        }
+        self.discard_output();
         call.run(
             "waiting for the exec to exit",
             None,
@@ -600,6 +695,15 @@ impl ProcessHandle for SbxProcess {
     fn next(&self) -> BoxFuture<'_, Option<Result<Chunk>>> {
         Box::pin(SbxProcess::next(self))
     }
+    fn unread(&self, chunk: Result<Chunk>) {
+        SbxProcess::unread(self, chunk)
+    }
+    fn discard_output(&self) {
+        SbxProcess::discard_output(self)
+    }
+    fn dispose(&self) -> BoxFuture<'_, ()> {
+        Box::pin(SbxProcess::dispose(self))
+    }
     fn write<'a>(&'a self, data: &'a [u8]) -> BoxFuture<'a, Result<()>> {
         Box::pin(SbxProcess::write(self, data))
     }
@@ -611,5 +715,29 @@ impl ProcessHandle for SbxProcess {
     }
     fn wait<'a>(&'a self, call: &'a Call) -> BoxFuture<'a, Result<ExitStatus>> {
         Box::pin(SbxProcess::wait(self, call))
+    }
+}
+
+#[cfg(test)]
+mod runtime_tests {
+    use super::*;
+
+    fn out(stdout: &[u8]) -> ExecOutput {
+        ExecOutput {
+            stdout: stdout.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_runtimes_own_message_with_126_or_127_is_a_failed_start() {
+        let oci = b"OCI runtime exec failed: exec failed: unable to start container process: exec: \"nope\": executable file not found in $PATH: unknown\r\n";
+        let e = runtime_refused(Some(126), &out(oci)).unwrap();
+        assert_eq!(e.code, ErrorCode::ExecFailed);
+        assert!(e.props["engineMessage"].as_str().unwrap().contains("nope"));
+        assert!(runtime_refused(Some(127), &out(oci)).is_some());
+        assert!(runtime_refused(Some(1), &out(oci)).is_none());
+        assert!(runtime_refused(Some(127), &out(b"my program exits 127\n")).is_none());
+        assert!(runtime_refused(None, &out(oci)).is_none());
     }
 }

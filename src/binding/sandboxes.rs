@@ -1,0 +1,453 @@
+//! JS classes `Sandboxes` (the front door: one client whatever the backend) and `Sandbox` (one sandbox as an exec
+//! target) over [`crate::core::sandboxes`] and [`crate::core::backend`].
+
+use super::call::{has_call, run, AbortSignal, CallOptions, Promise};
+use super::container::{exec_on, spawn_on, ExecOptions, WriteFileOptions};
+use super::exec::ExecProcess;
+use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary};
+use crate::core::sandboxes::{self, Choice, ConnectOptions};
+use crate::core::sbx::VersionMode;
+use crate::core::{Call, Error as CoreError, Result as CoreResult};
+use napi::bindgen_prelude::*;
+use napi::Env;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Options for `Sandboxes.connect()`.
+#[napi(object, object_to_js = false)]
+pub struct SandboxesOptions<'a> {
+    /// `'sbx'` (the standalone sbx daemon), `'desktop'` (the legacy `/vm` API), or `'auto'` (the default: sbx
+    /// when its API answers, else the legacy API).
+    #[napi(ts_type = "'auto' | 'sbx' | 'desktop'")]
+    pub backend: Option<String>,
+    /// The daemon's socket: the only candidate when set. Default: `DOCKER_SANDBOXES_API`, then the sbx
+    /// sockets of this OS, then the legacy `SANDBOXD_SOCKET` / `~/.docker/sandboxes/sandboxd.sock`.
+    pub socket_path: Option<String>,
+    /// The sbx app name (`sbx --app-name`): a separate daemon instance.
+    pub app_name: Option<String>,
+    /// How the sbx daemon's `api_version` is checked: `'lenient'` (default: any later 0.x), `'strict'` (only the
+    /// tested range) or `'off'`.
+    #[napi(ts_type = "'strict' | 'lenient' | 'off'")]
+    pub version_check: Option<String>,
+    /// Desktop backend: the Docker engine a template image missing in a VM is copied from (`unix:///path` or a
+    /// path). Default: `DOCKER_HOST`, then `/var/run/docker.sock`.
+    pub image_source: Option<String>,
+    /// Aborting rejects the connect with `ABORT_ERR`.
+    pub signal: Option<AbortSignal<'a>>,
+    /// Deadline for connecting in milliseconds (default 30 s).
+    pub timeout_ms: Option<f64>,
+}
+
+/// One sandbox as its backend lists it.
+#[napi(object)]
+pub struct SandboxInfo {
+    pub name: String,
+    /// The backend's id for it.
+    pub id: String,
+    /// The backend's own status word, unchanged: sbx says `running`, `stopped`, …; desktop says `running`,
+    /// `stopped`, `starting`, `no-container` or `unreachable`.
+    pub status: String,
+    /// The agent the sandbox was made for.
+    pub agent: String,
+    /// The host directory mounted at the same absolute path.
+    pub workspace: String,
+    pub template: Option<String>,
+    pub labels: HashMap<String, String>,
+}
+
+impl From<SandboxSummary> for SandboxInfo {
+    fn from(s: SandboxSummary) -> Self {
+        SandboxInfo {
+            name: s.name,
+            id: s.id,
+            status: s.status,
+            agent: s.agent,
+            workspace: s.workspace,
+            template: s.template,
+            labels: s.labels.into_iter().collect(),
+        }
+    }
+}
+
+/// An extra host directory mounted at the same path.
+#[napi(object)]
+pub struct AdditionalWorkspace {
+    /// Absolute path of an existing host directory.
+    pub path: String,
+    /// Mount it read-only.
+    pub read_only: Option<bool>,
+}
+
+/// What to create: `create({ agent, workspace, … })` / `ensure(…)`.
+#[napi(object, object_to_js = false)]
+pub struct CreateSandboxOptions<'a> {
+    /// The sandbox name (a hostname label: letters, digits, `-`, `.`; ≤ 63). Default: chosen by the backend
+    /// (sbx) or the agent name (desktop).
+    pub name: Option<String>,
+    /// The agent the sandbox is for (`claude`, `codex`, `shell`, …).
+    pub agent: String,
+    /// Absolute path of an existing host directory, mounted at the same path.
+    pub workspace: String,
+    /// The template image. sbx: default the agent's own template; desktop: required.
+    pub template: Option<String>,
+    /// CPUs (sbx only).
+    pub cpus: Option<u32>,
+    /// Memory such as `"4g"` (sbx only).
+    pub memory: Option<String>,
+    /// Environment for every process in the sandbox.
+    pub env: Option<HashMap<String, String>>,
+    /// More host directories, mounted at the same paths.
+    pub additional_workspaces: Option<Vec<AdditionalWorkspace>>,
+    pub labels: Option<HashMap<String, String>>,
+    /// Aborting rejects with `ABORT_ERR`.
+    pub signal: Option<AbortSignal<'a>>,
+    /// Deadline in milliseconds (default 15 min: a first create pulls the template).
+    pub timeout_ms: Option<f64>,
+}
+
+/// Options for removing a sandbox.
+#[napi(object, object_to_js = false)]
+pub struct RemoveSandboxOptions<'a> {
+    /// Succeed when the sandbox is already gone instead of rejecting with `ERR_SANDBOX_NOT_FOUND`.
+    pub force: Option<bool>,
+    pub signal: Option<AbortSignal<'a>>,
+    pub timeout_ms: Option<f64>,
+}
+
+has_call!(SandboxesOptions, CreateSandboxOptions, RemoveSandboxOptions);
+
+fn connect_options(o: Option<&SandboxesOptions>) -> CoreResult<ConnectOptions> {
+    let Some(o) = o else {
+        return Ok(ConnectOptions::default());
+    };
+    let version_mode = match o.version_check.as_deref() {
+        None | Some("lenient") => VersionMode::Lenient,
+        Some("strict") => VersionMode::Strict,
+        Some("off") => VersionMode::Off,
+        Some(other) => {
+            return Err(CoreError::invalid(format!(
+                "versionCheck must be 'strict', 'lenient' or 'off', got {}",
+                crate::core::validate::shown(other)
+            ))
+            .with("argument", "versionCheck"))
+        }
+    };
+    let image_source = o
+        .image_source
+        .as_deref()
+        .map(crate::core::engine::socket_from_host)
+        .transpose()
+        .map_err(|e| e.with("argument", "imageSource"))?;
+    Ok(ConnectOptions {
+        backend: o
+            .backend
+            .as_deref()
+            .map_or(Ok(Choice::Auto), Choice::parse)?,
+        socket_path: o.socket_path.clone(),
+        app_name: o.app_name.clone(),
+        version_mode,
+        timeout: None,
+        image_source,
+    })
+}
+
+fn spec_of(o: &CreateSandboxOptions) -> SandboxSpec {
+    SandboxSpec {
+        name: o.name.clone(),
+        agent: o.agent.clone(),
+        workspace: o.workspace.clone(),
+        template: o.template.clone(),
+        cpus: o.cpus,
+        memory: o.memory.clone(),
+        environment: o.env.clone().unwrap_or_default().into_iter().collect(),
+        additional_workspaces: o
+            .additional_workspaces
+            .iter()
+            .flatten()
+            .map(|w| (w.path.clone(), w.read_only.unwrap_or(false)))
+            .collect(),
+        labels: o.labels.clone().unwrap_or_default().into_iter().collect(),
+    }
+}
+
+/// The front door: a client for whichever sandbox daemon answers. Holds no connection: nothing to close.
+#[napi]
+pub struct Sandboxes {
+    backend: Arc<dyn SandboxBackend>,
+}
+
+/// A sandbox handle for `summary` on `backend`; `owned` when this handle made it.
+async fn open(
+    backend: Arc<dyn SandboxBackend>,
+    summary: SandboxSummary,
+    owned: bool,
+    call: &Call,
+) -> CoreResult<Sandbox> {
+    let target = backend.target(&summary.name, call).await?;
+    Ok(Sandbox {
+        backend,
+        target,
+        info: summary,
+        owned,
+    })
+}
+
+#[napi]
+impl Sandboxes {
+    /// Find the daemon and connect: see `SandboxesOptions`. Nothing answering rejects with
+    /// `ERR_SANDBOXD_UNAVAILABLE` listing every path tried (`triedPaths`); an sbx daemon outside the supported
+    /// `api_version` range with `ERR_SBX_VERSION_UNSUPPORTED`.
+    #[napi(catch_unwind)]
+    pub fn connect(env: Env, options: Option<SandboxesOptions>) -> Result<Promise<Sandboxes>> {
+        let opts = connect_options(options.as_ref());
+        run(&env, options.as_ref(), move |call| async move {
+            let backend = sandboxes::connect(&opts?, &call).await?;
+            Ok(Sandboxes { backend })
+        })
+    }
+
+    /// Which backend answered: `'sbx'` or `'desktop'`.
+    #[napi(catch_unwind, getter, ts_return_type = "'sbx' | 'desktop'")]
+    pub fn backend(&self) -> String {
+        self.backend.kind().to_string()
+    }
+
+    /// The daemon's socket.
+    #[napi(catch_unwind, getter)]
+    pub fn socket_path(&self) -> String {
+        self.backend.socket()
+    }
+
+    /// Every sandbox.
+    #[napi(catch_unwind)]
+    pub fn list(
+        &self,
+        env: Env,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<Vec<SandboxInfo>>> {
+        let b = self.backend.clone();
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(b.list(&call).await?.into_iter().map(Into::into).collect())
+        })
+    }
+
+    /// The sandbox of that name, or `null`.
+    #[napi(catch_unwind, ts_return_type = "Promise<Sandbox | null>")]
+    pub fn get(
+        &self,
+        env: Env,
+        name: String,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<Option<Sandbox>>> {
+        let b = self.backend.clone();
+        run(&env, options.as_ref(), move |call| async move {
+            match b.get(&name, &call).await? {
+                Some(s) => Ok(Some(open(b, s, false, &call).await?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// Create a sandbox; one of that name existing already rejects with `ERR_SANDBOX_CONFLICT`. The handle
+    /// owns it: `await using` removes it at the end of the scope.
+    #[napi(catch_unwind)]
+    pub fn create(&self, env: Env, options: CreateSandboxOptions) -> Result<Promise<Sandbox>> {
+        let b = self.backend.clone();
+        let spec = spec_of(&options);
+        run(&env, Some(&options), move |call| async move {
+            let s = b.create(&spec, &call).await?;
+            open(b, s, true, &call).await
+        })
+    }
+
+    /// Get-or-create: a sandbox of that name made differently (workspace, agent, template) rejects with
+    /// `ERR_SANDBOX_CONFLICT`, never silently reused. The handle does not own it (`await using` leaves it).
+    #[napi(catch_unwind)]
+    pub fn ensure(&self, env: Env, options: CreateSandboxOptions) -> Result<Promise<Sandbox>> {
+        let b = self.backend.clone();
+        let spec = spec_of(&options);
+        run(&env, Some(&options), move |call| async move {
+            let s = b.ensure(&spec, &call).await?;
+            open(b, s, false, &call).await
+        })
+    }
+
+    /// Remove a sandbox by name.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn remove(
+        &self,
+        env: Env,
+        name: String,
+        options: Option<RemoveSandboxOptions>,
+    ) -> Result<Promise<()>> {
+        let b = self.backend.clone();
+        let force = options.as_ref().and_then(|o| o.force).unwrap_or(false);
+        run(&env, options.as_ref(), move |call| async move {
+            b.remove(&name, force, &call).await
+        })
+    }
+}
+
+/// One sandbox: exec, spawn and files work the same on every backend.
+#[napi]
+pub struct Sandbox {
+    backend: Arc<dyn SandboxBackend>,
+    pub(crate) target: Arc<dyn ExecTarget>,
+    info: SandboxSummary,
+    owned: bool,
+}
+
+#[napi]
+impl Sandbox {
+    /// The sandbox name.
+    #[napi(catch_unwind, getter)]
+    pub fn name(&self) -> String {
+        self.info.name.clone()
+    }
+
+    /// Which backend it lives on: `'sbx'` or `'desktop'`.
+    #[napi(catch_unwind, getter, ts_return_type = "'sbx' | 'desktop'")]
+    pub fn backend(&self) -> String {
+        self.backend.kind().to_string()
+    }
+
+    /// What the backend said when this handle was made (`refresh()` asks again).
+    #[napi(catch_unwind, getter)]
+    pub fn info(&self) -> SandboxInfo {
+        self.info.clone().into()
+    }
+
+    /// Whether `await using` removes it (true for handles from `create()`).
+    #[napi(catch_unwind, getter)]
+    pub fn owned(&self) -> bool {
+        self.owned
+    }
+
+    /// Ask the backend for its current state; a sandbox gone since rejects with `ERR_SANDBOX_NOT_FOUND`.
+    #[napi(catch_unwind)]
+    pub fn refresh(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<SandboxInfo>> {
+        let (b, name) = (self.backend.clone(), self.info.name.clone());
+        run(&env, options.as_ref(), move |call| async move {
+            b.get(&name, &call).await?.map(Into::into).ok_or_else(|| {
+                CoreError::new(
+                    crate::core::ErrorCode::SandboxNotFound,
+                    format!("sandbox {name:?} no longer exists"),
+                )
+                .with("sandbox", name)
+            })
+        })
+    }
+
+    /// Run `cmd` (argv, no shell) and collect its output. A non-zero exit is a result, never a rejection.
+    #[napi(catch_unwind, ts_return_type = "Promise<ExecResult>")]
+    pub fn exec(
+        &self,
+        env: Env,
+        cmd: Vec<String>,
+        options: Option<ExecOptions>,
+    ) -> Result<Promise<ObjectRef<false>>> {
+        exec_on(env, self.target.clone(), cmd, options)
+    }
+
+    /// Run `script` with `sh -c` (the script is one argv element: nothing is interpolated by the SDK).
+    #[napi(catch_unwind, ts_return_type = "Promise<ExecResult>")]
+    pub fn sh(
+        &self,
+        env: Env,
+        script: String,
+        options: Option<ExecOptions>,
+    ) -> Result<Promise<ObjectRef<false>>> {
+        exec_on(
+            env,
+            self.target.clone(),
+            vec!["sh".into(), "-c".into(), script],
+            options,
+        )
+    }
+
+    /// Start `cmd` and stream it (output as an async iterator, stdin via `write`/`end`, `kill`, `wait`).
+    #[napi(catch_unwind)]
+    pub fn spawn(
+        &self,
+        env: Env,
+        cmd: Vec<String>,
+        options: Option<ExecOptions>,
+    ) -> Result<Promise<ExecProcess>> {
+        spawn_on(env, self.target.clone(), cmd, options)
+    }
+
+    /// Read one regular file. A missing path is `ERR_PATH_NOT_FOUND`; a directory is `ERR_NOT_A_FILE`.
+    #[napi(catch_unwind)]
+    pub fn read_file(
+        &self,
+        env: Env,
+        path: String,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<Buffer>> {
+        let t = self.target.clone();
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(t.read_file(&path, &call).await?.into())
+        })
+    }
+
+    /// Write one file (its directory must exist): no exec, no shell.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn write_file(
+        &self,
+        env: Env,
+        path: String,
+        data: Either<String, Uint8Array>,
+        options: Option<WriteFileOptions>,
+    ) -> Result<Promise<()>> {
+        let bytes = super::call::bytes_of(&data);
+        let mode = options.as_ref().and_then(|o| o.mode);
+        let t = self.target.clone();
+        run(&env, options.as_ref(), move |call| async move {
+            t.write_file(&path, &bytes, mode, &call).await
+        })
+    }
+
+    /// Start it if it is stopped.
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn start(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<()>> {
+        let (b, name) = (self.backend.clone(), self.info.name.clone());
+        run(&env, options.as_ref(), move |call| async move {
+            b.start(&name, &call).await
+        })
+    }
+
+    /// Stop it (its files stay; `start()` resumes it).
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn stop(&self, env: Env, options: Option<CallOptions>) -> Result<Promise<()>> {
+        let (b, name) = (self.backend.clone(), self.info.name.clone());
+        run(&env, options.as_ref(), move |call| async move {
+            b.stop(&name, &call).await
+        })
+    }
+
+    /// Remove it (`force`: one already gone is success).
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn remove(&self, env: Env, options: Option<RemoveSandboxOptions>) -> Result<Promise<()>> {
+        let (b, name) = (self.backend.clone(), self.info.name.clone());
+        let force = options.as_ref().and_then(|o| o.force).unwrap_or(false);
+        run(&env, options.as_ref(), move |call| async move {
+            b.remove(&name, force, &call).await
+        })
+    }
+
+    /// `await using`: removes the sandbox if this handle created it (`owned`), else does nothing.
+    #[napi(
+        catch_unwind,
+        well_known_symbol = "asyncDispose",
+        ts_return_type = "Promise<void>"
+    )]
+    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
+        let (b, name, owned) = (self.backend.clone(), self.info.name.clone(), self.owned);
+        super::call::promise(&env, async move {
+            if owned {
+                b.remove(&name, true, &Call::default()).await?;
+            }
+            Ok(())
+        })
+    }
+}

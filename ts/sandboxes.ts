@@ -1,0 +1,281 @@
+/**
+ * The front door: `Sandboxes.connect()` finds whichever sandbox daemon answers (the sbx daemon first, else the
+ * legacy `/vm` API) and hands out `Sandbox` handles with one API whatever the backend.
+ */
+import native = require('../native/index.cjs')
+import { call, type CallOptions } from './call'
+import * as check from './check'
+import { onTarget, type ExecOptions, type ExecProcess, type WriteFileOptions } from './exec'
+import { INTERNAL, bind, internalOnly } from './internal'
+import type { ExecResult } from './result'
+
+/** The backends a `Sandboxes` client can speak. */
+export type BackendKind = 'sbx' | 'desktop'
+
+/** Options for `Sandboxes.connect()`. */
+export interface SandboxesOptions extends CallOptions {
+  /**
+   * `'sbx'` (the standalone sbx daemon), `'desktop'` (the legacy `/vm` API of Docker Desktop's removed plugin), or
+   * `'auto'` (the default: sbx when its API answers, else the legacy API).
+   */
+  backend?: 'auto' | BackendKind
+  /**
+   * The daemon's socket: the only candidate when set. Default: `DOCKER_SANDBOXES_API`, then this OS's sbx
+   * sockets, then the legacy `SANDBOXD_SOCKET` / `~/.docker/sandboxes/sandboxd.sock`.
+   */
+  socketPath?: string
+  /** The sbx app name (`sbx --app-name`): a separate daemon instance. */
+  appName?: string
+  /** How the sbx daemon's `api_version` is checked (default `'lenient'`: any later 0.x). */
+  versionCheck?: 'strict' | 'lenient' | 'off'
+  /**
+   * Desktop backend: the Docker engine a template image missing in a VM is copied from (`unix:///path` or a
+   * path). Default: `DOCKER_HOST`, then `/var/run/docker.sock`.
+   */
+  imageSource?: string
+}
+
+/** One sandbox as its backend lists it. */
+export type SandboxInfo = native.SandboxInfo
+
+/** An extra host directory mounted at the same path. */
+export type AdditionalWorkspace = native.AdditionalWorkspace
+
+/** What to create: `create({ agent, workspace, … })` / `ensure(…)`. */
+export interface CreateSandboxOptions extends CallOptions {
+  /** A hostname label (letters, digits, `-`, `.`; at most 63). Default: the backend's choice (sbx) or `agent`. */
+  name?: string
+  /** The agent the sandbox is for (`claude`, `codex`, `shell`, …). */
+  agent: string
+  /** Absolute path of an existing host directory, mounted at the same path. */
+  workspace: string
+  /** The template image. sbx: default the agent's own template; desktop: required. */
+  template?: string
+  /** CPUs (sbx only: the desktop backend rejects it with `ERR_UNSUPPORTED`). */
+  cpus?: number
+  /** Memory such as `"4g"` (sbx only). */
+  memory?: string
+  /** Environment for every process in the sandbox. */
+  env?: Record<string, string>
+  /** More host directories, mounted at the same paths. */
+  additionalWorkspaces?: AdditionalWorkspace[]
+  /** Labels to find it by. */
+  labels?: Record<string, string>
+}
+
+/** Options for removing a sandbox. */
+export interface RemoveSandboxOptions extends CallOptions {
+  /** Succeed when the sandbox is already gone instead of rejecting with `ERR_SANDBOX_NOT_FOUND`. */
+  force?: boolean
+}
+
+const CONNECT: check.Shape = {
+  ...check.CALL,
+  backend: 'string',
+  socketPath: 'string',
+  appName: 'string',
+  versionCheck: 'string',
+  imageSource: 'string',
+}
+const CREATE: check.Shape = {
+  ...check.CALL,
+  name: 'string',
+  agent: 'string',
+  workspace: 'string',
+  template: 'string',
+  cpus: 'number',
+  memory: 'string',
+  env: 'record',
+  additionalWorkspaces: 'object',
+  labels: 'record',
+}
+const REMOVE: check.Shape = { ...check.CALL, force: 'boolean' }
+
+/**
+ * A client for whichever sandbox daemon answers: `const sandboxes = await Sandboxes.connect()`. Code written
+ * against it moves between backends by changing `backend`. Holds no connection: nothing to close.
+ */
+export class Sandboxes {
+  readonly #inner: native.Sandboxes
+
+  private constructor(token: symbol, inner: native.Sandboxes) {
+    internalOnly(token, new.target.name)
+    this.#inner = bind(this, inner)
+  }
+
+  /**
+   * Find the daemon and connect. Nothing answering rejects with `ERR_SANDBOXD_UNAVAILABLE` whose `triedPaths`
+   * lists every path and backend tried, in order; an sbx daemon outside the supported `api_version` range with
+   * `ERR_SBX_VERSION_UNSUPPORTED`.
+   */
+  static connect(options?: SandboxesOptions): Promise<Sandboxes> {
+    return call(options?.signal, async () => {
+      check.opts('options', options, CONNECT)
+      return new Sandboxes(INTERNAL, await native.Sandboxes.connect(options))
+    })
+  }
+
+  /** Which backend answered. */
+  get backend(): BackendKind {
+    return this.#inner.backend as BackendKind
+  }
+
+  /** The daemon's socket. */
+  get socketPath(): string {
+    return this.#inner.socketPath
+  }
+
+  /** Every sandbox. */
+  list(options?: CallOptions): Promise<SandboxInfo[]> {
+    return call(options?.signal, async () => {
+      check.opts('options', options, check.CALL)
+      return this.#inner.list(options)
+    })
+  }
+
+  /** The sandbox of that name, or `null`. */
+  get(name: string, options?: CallOptions): Promise<Sandbox | null> {
+    return call(options?.signal, async () => {
+      check.arg('name', name, 'string')
+      check.opts('options', options, check.CALL)
+      const s = await this.#inner.get(name, options)
+      return s ? Sandbox.wrap(s) : null
+    })
+  }
+
+  /**
+   * Create a sandbox (a first create pulls the template: minutes; default deadline 15 min). One of that name
+   * existing already rejects with `ERR_SANDBOX_CONFLICT`. The handle owns it: `await using` removes it.
+   */
+  create(options: CreateSandboxOptions): Promise<Sandbox> {
+    return call(options?.signal, async () => {
+      check.opts('options', options, CREATE, ['agent', 'workspace'])
+      return Sandbox.wrap(await this.#inner.create(options))
+    })
+  }
+
+  /**
+   * Get-or-create. A sandbox of that name made differently (workspace, agent, template) rejects with
+   * `ERR_SANDBOX_CONFLICT`: it is never silently reused. The handle does not own it (`await using` leaves it).
+   */
+  ensure(options: CreateSandboxOptions): Promise<Sandbox> {
+    return call(options?.signal, async () => {
+      check.opts('options', options, CREATE, ['agent', 'workspace'])
+      return Sandbox.wrap(await this.#inner.ensure(options))
+    })
+  }
+
+  /** Remove a sandbox by name. */
+  remove(name: string, options?: RemoveSandboxOptions): Promise<void> {
+    return call(options?.signal, async () => {
+      check.arg('name', name, 'string')
+      check.opts('options', options, REMOVE)
+      return this.#inner.remove(name, options)
+    })
+  }
+
+  /** Resolves at once: the client holds no connection between calls. */
+  async [Symbol.asyncDispose](): Promise<void> {}
+}
+
+/** One sandbox: exec, spawn and files work the same on every backend. */
+export class Sandbox {
+  readonly #inner: native.Sandbox
+
+  private constructor(token: symbol, inner: native.Sandbox) {
+    internalOnly(token, new.target.name)
+    this.#inner = bind(this, inner)
+  }
+
+  /** @internal */
+  static wrap(inner: native.Sandbox): Sandbox {
+    return new Sandbox(INTERNAL, inner)
+  }
+
+  /** The sandbox name. */
+  get name(): string {
+    return this.#inner.name
+  }
+  /** Which backend it lives on. */
+  get backend(): BackendKind {
+    return this.#inner.backend as BackendKind
+  }
+  /** What the backend said when this handle was made (`refresh()` asks again). */
+  get info(): SandboxInfo {
+    return this.#inner.info
+  }
+  /** Whether `await using` removes it (true for handles from `create()`). */
+  get owned(): boolean {
+    return this.#inner.owned
+  }
+
+  /** Ask the backend for its current state; one gone since rejects with `ERR_SANDBOX_NOT_FOUND`. */
+  refresh(options?: CallOptions): Promise<SandboxInfo> {
+    return call(options?.signal, async () => {
+      check.opts('options', options, check.CALL)
+      return this.#inner.refresh(options)
+    })
+  }
+
+  /** Run `cmd` (argv, no shell) and collect its output. A non-zero exit is a result, never a rejection. */
+  exec(cmd: string[], options?: ExecOptions): Promise<ExecResult> {
+    return onTarget.exec(this.#inner, cmd, options)
+  }
+
+  /** Run `script` with `sh -c` (the script is one argv element: nothing is interpolated by the SDK). */
+  sh(script: string, options?: ExecOptions): Promise<ExecResult> {
+    return onTarget.sh(this.#inner, script, options)
+  }
+
+  /**
+   * Start `cmd` and stream it: output as an async iterator, stdin via `write`/`end`, `kill`, `wait`.
+   * `timeoutMs` and `signal` apply to the process's whole life.
+   */
+  spawn(cmd: string[], options?: ExecOptions): Promise<ExecProcess> {
+    return onTarget.spawn(this.#inner, cmd, options)
+  }
+
+  /** Read one regular file (`ERR_PATH_NOT_FOUND` when missing, `ERR_NOT_A_FILE` for a directory). */
+  readFile(path: string, options?: CallOptions): Promise<Buffer> {
+    return onTarget.readFile(this.#inner, path, options)
+  }
+
+  /** Write one file (its directory must exist): no exec, no shell. */
+  writeFile(path: string, data: string | Uint8Array, options?: WriteFileOptions): Promise<void> {
+    return onTarget.writeFile(this.#inner, path, data, options)
+  }
+
+  /** Start it if it is stopped. */
+  start(options?: CallOptions): Promise<void> {
+    return call(options?.signal, async () => {
+      check.opts('options', options, check.CALL)
+      return this.#inner.start(options)
+    })
+  }
+
+  /** Stop it (its files stay; `start()` resumes it). */
+  stop(options?: CallOptions): Promise<void> {
+    return call(options?.signal, async () => {
+      check.opts('options', options, check.CALL)
+      return this.#inner.stop(options)
+    })
+  }
+
+  /** Remove it (`force`: one already gone is success). */
+  remove(options?: RemoveSandboxOptions): Promise<void> {
+    return call(options?.signal, async () => {
+      check.opts('options', options, REMOVE)
+      return this.#inner.remove(options)
+    })
+  }
+
+  /** `await using`: removes the sandbox if this handle created it (`owned`), else does nothing. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return call(null, () => this.#inner[Symbol.asyncDispose]())
+  }
+
+  /** Plain data for logging and `JSON.stringify`. */
+  toJSON(): SandboxInfo & { backend: BackendKind } {
+    return { ...this.info, backend: this.backend }
+  }
+}

@@ -2,8 +2,10 @@
 // the sbx backend and one from the desktop (legacy /vm) backend, both served by one LocalSandboxd (a private dockerd
 // per sandbox, the busybox template copied in from the host's engine). The container path is covered by
 // exec/spawn/files.spec.ts; what differs per backend is asserted with the backend named.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { spawn } from 'node:child_process'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Sandboxes, type BackendKind, type LocalSandboxd, type Sandbox } from 'sandboxd'
 import { rejection, startLocal, workspace } from './helpers/local.js'
@@ -255,4 +257,65 @@ describe.each(BACKENDS)('a sandbox on the %s backend', (backend) => {
     }
     expect(await sandboxes.get(`tmp-${backend}`)).toBeNull()
   }, 120_000)
+})
+
+/** dockerd processes whose command line names `root` (LocalSandboxd's private engines live under it). */
+function enginesUnder(root: string): number {
+  let n = 0
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0')
+      if (argv[0]?.endsWith('dockerd') && argv.some((a) => a.includes(root))) n++
+    } catch {
+      // the process went away
+    }
+  }
+  return n
+}
+
+describe.each(BACKENDS)('concurrent ensure on the %s backend', (backend) => {
+  it('20 concurrent ensures of one sandbox make one, start one engine, and every handle works', async () => {
+    const sandboxes = await Sandboxes.connect({ socketPath: local.socketPath, backend })
+    const name = `many-${backend}`
+    const before = enginesUnder(local.root)
+    const spec = { name, agent: 'shell', workspace: ws.dir, template: IMAGE! }
+    const all = await Promise.all(Array.from({ length: 20 }, () => sandboxes.ensure(spec)))
+    try {
+      expect(new Set(all.map((s) => s.info.id)).size).toBe(1)
+      expect((await sandboxes.list()).filter((s) => s.name === name)).toHaveLength(1)
+      expect(enginesUnder(local.root) - before).toBe(1)
+      const outs = await Promise.all(all.map((s, i) => s.exec(['echo', `${i}`])))
+      expect(outs.map((o) => o.text())).toEqual(all.map((_, i) => `${i}\n`))
+    } finally {
+      await sandboxes.remove(name, { force: true })
+    }
+  }, 180_000)
+
+  it('two processes × 10 concurrent ensures make one sandbox and start one engine', async () => {
+    const child = fileURLToPath(new URL('./fixtures/sandboxes-ensure-child.mjs', import.meta.url))
+    const name = `procs-${backend}`
+    const before = enginesUnder(local.root)
+    const startAt = Date.now() + 1500
+    const run = () =>
+      new Promise<string>((resolve, reject) => {
+        const p = spawn(process.execPath, [child, local.socketPath, backend, name, ws.dir, IMAGE!, '10', `${startAt}`])
+        let out = ''
+        p.stdout.on('data', (d) => (out += d))
+        p.stderr.on('data', (d) => (out += d))
+        p.on('error', reject)
+        p.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`child exited ${code}: ${out}`))))
+      })
+    try {
+      const outs = await Promise.all([run(), run()])
+      const results = outs.flatMap((o) => JSON.parse(o.trim().split('\n').at(-1)!).results)
+      expect(results).toHaveLength(20)
+      expect(results.filter((r: { code?: string }) => r.code)).toEqual([])
+      expect(new Set(results.map((r: { id: string }) => r.id)).size).toBe(1)
+      expect(enginesUnder(local.root) - before).toBe(1)
+    } finally {
+      const sandboxes = await Sandboxes.connect({ socketPath: local.socketPath, backend })
+      await sandboxes.remove(name, { force: true })
+    }
+  }, 180_000)
 })

@@ -11,6 +11,7 @@ use super::engine::{self, Engine};
 use super::error::{Error, ErrorCode, Result};
 use super::images;
 use super::sandboxd::SandboxdClient;
+use super::turns;
 use super::validate;
 use super::vm::{self, Vm};
 use futures::future::BoxFuture;
@@ -196,11 +197,22 @@ impl DesktopBackend {
 
     async fn ensure_now(&self, spec: &SandboxSpec, call: &Call) -> Result<SandboxSummary> {
         let name = Self::check_spec(spec)?;
+        // Concurrent ensures in this process take turns (the VM client has its own turn for the VM); one in
+        // another process that runs the container first shows as a name conflict, and its container is used.
+        let _turn = turns::turn(&format!("desktop {}", self.socket()), &name)
+            .lock_owned()
+            .await;
         let vm = self.client.ensure(&name, &spec.workspace, call).await?;
-        let (_, c) = Self::container(&vm, call).await?;
-        let info = match c {
-            Some(c) => c.inspect(call).await?,
-            None => self.run_template(&vm, &name, spec, call).await?,
+        let mut backoff = turns::Backoff::default();
+        let info = loop {
+            match Self::container(&vm, call).await?.1 {
+                Some(c) => break c.inspect(call).await?,
+                None => match self.run_template(&vm, &name, spec, call).await {
+                    Ok(info) => break info,
+                    Err(e) if e.code == ErrorCode::ContainerConflict => backoff.wait().await,
+                    Err(e) => return Err(e),
+                },
+            }
         };
         let have = Self::summary(&vm, Some(&info));
         let drift = |what: &str, want: &str, got: &str| {

@@ -24,6 +24,7 @@ pub mod session;
 pub mod socket;
 pub mod sse;
 pub mod tunnel;
+pub mod turns;
 pub mod validate;
 pub mod vm;
 

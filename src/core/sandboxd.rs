@@ -6,24 +6,19 @@
 use super::call::{bounded, Call};
 use super::error::{excerpt, Error, ErrorCode, Result};
 use super::http::{encode_segment, HttpResponse, TransportError, UnixHttp};
+use super::turns;
 use super::validate;
 use super::vm::{Vm, VmInfo};
 use base64::Engine as _;
 use hyper::Method;
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
 /// Default deadline for list/get/remove/ping.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default deadline for create/ensure (a real VM boot can take a while).
 pub const DEFAULT_CREATE_TIMEOUT: Duration = Duration::from_secs(300);
-/// First and longest pause of `ensure` between looks at a VM that exists but is not ready yet. Short at first
-/// (a create that is about to finish), growing to a VM boot's pace.
-const ENSURE_BACKOFF_FIRST: Duration = Duration::from_millis(50);
-const ENSURE_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Largest response body read from sandboxd.
 const BODY_LIMIT: usize = 32 * 1024 * 1024;
 
@@ -317,11 +312,11 @@ impl SandboxdClient {
         set_why(Some(
             "another ensure of this agent in this process was still running",
         ));
-        let _turn = ensure_turn(&self.socket_path, agent_name)
+        let _turn = turns::turn(&self.socket_path.display().to_string(), agent_name)
             .lock_owned()
             .await;
         set_why(None);
-        let mut backoff = ENSURE_BACKOFF_FIRST;
+        let mut backoff = turns::Backoff::default();
         let mut just_conflicted = false;
         loop {
             let why = match self.find_for(agent_name, &name, call).await? {
@@ -346,8 +341,7 @@ impl SandboxdClient {
             };
             set_why(Some(why));
             just_conflicted = false;
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(ENSURE_BACKOFF_MAX);
+            backoff.wait().await;
         }
     }
 
@@ -494,23 +488,6 @@ fn unexpected_status(what: &str, res: &HttpResponse) -> Error {
 fn says_not_found(body: &[u8]) -> bool {
     let s = String::from_utf8_lossy(&body[..body.len().min(4096)]).to_ascii_lowercase();
     s.contains("not found") || s.contains("no such") || s.contains("does not exist")
-}
-
-/// The turn lock of `ensure` for one agent on one socket, shared by every client in this process: concurrent
-/// ensures wait for the one in progress instead of racing it with creates. Entries whose lock nobody holds or
-/// waits for are dropped as new ones are made.
-fn ensure_turn(socket: &Path, agent_name: &str) -> Arc<tokio::sync::Mutex<()>> {
-    type Turns = HashMap<(PathBuf, String), Weak<tokio::sync::Mutex<()>>>;
-    static TURNS: LazyLock<std::sync::Mutex<Turns>> = LazyLock::new(Default::default);
-    let mut turns = TURNS.lock().unwrap_or_else(|p| p.into_inner());
-    turns.retain(|_, w| w.strong_count() > 0);
-    let key = (socket.to_path_buf(), agent_name.to_string());
-    if let Some(t) = turns.get(&key).and_then(Weak::upgrade) {
-        return t;
-    }
-    let t = Arc::new(tokio::sync::Mutex::new(()));
-    turns.insert(key, Arc::downgrade(&t));
-    t
 }
 
 fn same_dir(a: &str, b: &str) -> bool {

@@ -681,6 +681,13 @@ impl SbxClient {
             .await?;
         let w: WireSandbox = json_of("POST /sandbox", &res)?;
         let mut s = summary(w, &res.body)?;
+        // The 201 carries only name, agent, status and workspace (sbx-api.md §4.4): the listing has the id,
+        // template and labels, so one handle looks the same however it was obtained.
+        if s.id.is_empty() {
+            if let Ok(Some(full)) = self.get(&s.name, opts).await {
+                s = full;
+            }
+        }
         if s.agent.is_empty() {
             s.agent = spec.agent.clone();
         }
@@ -727,26 +734,46 @@ impl SbxClient {
                 .with("drift", drift))
             }
         };
-        let existing = match self.get(&name, opts).await? {
-            Some(s) => s,
-            None => match self.create(spec, opts).await {
-                Ok(s) => return check(s),
-                // Lost a race with another creator: whatever exists now decides.
-                Err(e) if e.code == ErrorCode::SandboxConflict => {
-                    match self.get(&name, opts).await? {
-                        Some(s) => s,
-                        None => return Err(e),
+        let fut = async {
+            // Concurrent ensures in this process take turns; one in another process (or a create the daemon has
+            // not finished) shows as a 409 for a sandbox not listed yet, or one listed as still being made: both
+            // are waited for, within this call's deadline and cancellation.
+            let _turn = crate::core::turns::turn(&self.endpoint.to_string(), &name)
+                .lock_owned()
+                .await;
+            let mut backoff = crate::core::turns::Backoff::default();
+            let mut just_conflicted = false;
+            loop {
+                match self.get(&name, opts).await? {
+                    Some(s) if matches!(s.status.as_str(), "creating" | "starting" | "pending") => {
                     }
+                    Some(s) => {
+                        let s = check(s)?;
+                        if s.status == "stopped" || s.status == "exited" {
+                            self.start(&name, opts).await?;
+                            return Ok(self.get(&name, opts).await?.unwrap_or(s));
+                        }
+                        return Ok(s);
+                    }
+                    None if just_conflicted => {}
+                    None => match self.create(spec, opts).await {
+                        Ok(s) => return check(s),
+                        Err(e) if e.code == ErrorCode::SandboxConflict => {
+                            just_conflicted = true;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    },
                 }
-                Err(e) => return Err(e),
-            },
+                just_conflicted = false;
+                backoff.wait().await;
+            }
         };
-        let s = check(existing)?;
-        if s.status == "stopped" || s.status == "exited" {
-            self.start(&name, opts).await?;
-            return Ok(self.get(&name, opts).await?.unwrap_or(s));
-        }
-        Ok(s)
+        let deadline = opts
+            .timeout
+            .or(self.timeout)
+            .unwrap_or(DEFAULT_CREATE_TIMEOUT);
+        bounded("sbx ensure", Some(deadline), &opts.cancel, fut).await
     }
 
     async fn post_sandbox(&self, name: &str, verb: &str, opts: &Call) -> Result<()> {

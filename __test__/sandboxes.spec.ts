@@ -319,3 +319,84 @@ describe.each(BACKENDS)('concurrent ensure on the %s backend', (backend) => {
     }
   }, 180_000)
 })
+
+/** PIDs of the dockerd processes whose command line names `root`. */
+function enginePidsUnder(root: string): number[] {
+  const pids: number[] = []
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue
+    try {
+      const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0')
+      if (argv[0]?.endsWith('dockerd') && argv.some((a) => a.includes(root))) pids.push(Number(d))
+    } catch {
+      // the process went away
+    }
+  }
+  return pids
+}
+
+/** Read `proc` until it ends; resolves with the error that ended it (or null) and the time it took. */
+async function drain(proc: AsyncIterable<unknown>): Promise<{ error: (Error & Record<string, any>) | null }> {
+  try {
+    for await (const _ of proc) void _
+    return { error: null }
+  } catch (e) {
+    return { error: e as Error & Record<string, any> }
+  }
+}
+
+describe.each(BACKENDS)('faults on the %s backend', (backend) => {
+  it('the daemon stopped mid-exec and mid-create: typed errors in bounded time', async () => {
+    const own = await startLocal()
+    let stopped = false
+    try {
+      const sandboxes = await Sandboxes.connect({ socketPath: own.socketPath, backend })
+      const box = await sandboxes.create({ name: `fault-${backend}`, agent: 'shell', workspace: ws.dir, template: IMAGE! })
+      const proc = await box.spawn(['sh', '-c', 'while true; do echo tick; sleep 0.1; done'])
+      const buffered = rejection(box.exec(['sleep', '40']))
+      const first = await proc[Symbol.asyncIterator]().next()
+      expect(first.done).toBe(false)
+      const creating = rejection(sandboxes.create({ name: `fault2-${backend}`, agent: 'shell', workspace: ws.dir, template: IMAGE! }))
+      await new Promise((r) => setTimeout(r, 300))
+      const t0 = Date.now()
+      await own.stop()
+      stopped = true
+      const ended = await drain(proc)
+      const e = await buffered
+      const c = await creating
+      expect(Date.now() - t0).toBeLessThan(20_000)
+      for (const err of [ended.error, e, c]) {
+        expect(err, 'each ends with an error').toBeTruthy()
+        // a create cut off answers 503 (sbx maps that to ERR_SBX_DEGRADED, the /vm client to unavailable)
+        expect(['ERR_STREAM_INTERRUPTED', 'ERR_SANDBOXD_UNAVAILABLE', 'ERR_ENGINE_UNAVAILABLE', 'ERR_SBX_DEGRADED'], err!.message).toContain(err!.code)
+      }
+      const after = await rejection(sandboxes.list())
+      expect(after.code).toBe('ERR_SANDBOXD_UNAVAILABLE')
+    } finally {
+      if (!stopped) await own.stop()
+    }
+  }, 180_000)
+
+  it("a sandbox's engine killed mid-stream ends the stream with a typed error in bounded time", async () => {
+    const sandboxes = await Sandboxes.connect({ socketPath: local.socketPath, backend })
+    const name = `kill-${backend}`
+    const before = new Set(enginePidsUnder(local.root))
+    const box = await sandboxes.create({ name, agent: 'shell', workspace: ws.dir, template: IMAGE! })
+    try {
+      const mine = enginePidsUnder(local.root).filter((p) => !before.has(p))
+      expect(mine).toHaveLength(1)
+      const proc = await box.spawn(['sh', '-c', 'while true; do echo tick; sleep 0.1; done'])
+      expect((await proc[Symbol.asyncIterator]().next()).done).toBe(false)
+      const t0 = Date.now()
+      process.kill(mine[0]!, 'SIGKILL')
+      const ended = await drain(proc)
+      expect(Date.now() - t0).toBeLessThan(20_000)
+      // sbx: the daemon's stream ends and no exit code can be read; desktop: the engine itself is gone.
+      expect(['ERR_STREAM_INTERRUPTED', 'ERR_ENGINE_UNAVAILABLE']).toContain(ended.error?.code)
+      const next = await rejection(box.exec(['true'], { timeoutMs: 15_000 }))
+      expect(['ERR_SANDBOX_STOPPED', 'ERR_ENGINE_UNAVAILABLE', 'ERR_EXEC_FAILED', 'ERR_SANDBOXD_PROTOCOL', 'ERR_SBX_DEGRADED', 'ERR_CONTAINER_NOT_RUNNING']).toContain(next.code)
+    } finally {
+      await sandboxes.remove(name, { force: true }).catch(() => {})
+    }
+  }, 180_000)
+})

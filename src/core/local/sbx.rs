@@ -348,6 +348,11 @@ impl Inner {
                 StatusCode::CREATED,
                 json!({"name": e.name, "agent": e.agent, "status": "running", "workspace": e.workspace}),
             ),
+            // Whatever failed once a stop began (the engine going away under a copy, say) is the stop's doing.
+            Err(_) if self.shutdown.is_cancelled() => message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "LocalSandboxd stopped while the sandbox was starting",
+            ),
             Err(e) => err_resp(e),
         }
     }

@@ -536,7 +536,18 @@ impl SbxProcess {
                 }
             }
             let code = if cut.is_none() {
-                client.exit_code(&name, &exec_id).await.ok().flatten()
+                match client.exit_code(&name, &exec_id).await {
+                    Ok(Some(c)) => Some(c),
+                    // The output ended but no exit code can be had: the daemon or the sandbox's engine went away.
+                    Ok(None) => {
+                        cut = Some("the daemon reports no exit code".into());
+                        None
+                    }
+                    Err(e) => {
+                        cut = Some(format!("its exit code could not be read: {}", e.message));
+                        None
+                    }
+                }
             } else {
                 None
             };

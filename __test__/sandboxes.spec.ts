@@ -400,3 +400,63 @@ describe.each(BACKENDS)('faults on the %s backend', (backend) => {
     }
   }, 180_000)
 })
+
+describe.each(BACKENDS)('terminals on the %s backend', (backend) => {
+  let box: Sandbox
+
+  beforeAll(async () => {
+    const sandboxes = await Sandboxes.connect({ socketPath: local.socketPath, backend })
+    box = await sandboxes.create({ name: `tty-${backend}`, agent: 'shell', workspace: ws.dir, template: IMAGE! })
+  }, 180_000)
+
+  afterAll(async () => {
+    await box?.remove({ force: true })
+  }, 60_000)
+
+  /** Read `proc` until its output contains `want`; the text so far. */
+  async function until(it: AsyncIterator<{ data: Buffer }>, want: string, seen = { text: '' }): Promise<string> {
+    while (!seen.text.includes(want)) {
+      const n = await it.next()
+      if (n.done) throw new Error(`output ended before ${JSON.stringify(want)}; got ${JSON.stringify(seen.text)}`)
+      seen.text += n.value.data.toString()
+    }
+    return seen.text
+  }
+
+  it('spawn with { tty: { cols, rows } } has that size from the first byte', async () => {
+    for (const [cols, rows] of [[91, 37], [200, 10]]) {
+      const p = await box.spawn(['stty', 'size'], { tty: { cols, rows } })
+      let out = ''
+      for await (const { data } of p) out += data.toString()
+      expect(out.trim()).toBe(`${rows} ${cols}`)
+      expect((await p.wait()).exitCode).toBe(0)
+    }
+  })
+
+  it('an interactive sh: write/read, resize, exit', async () => {
+    const p = await box.spawn(['sh'], { tty: { cols: 80, rows: 24 } })
+    const it = p[Symbol.asyncIterator]()
+    const seen = { text: '' }
+    await p.write('stty size; echo mark-$((6*7))\n')
+    await until(it, 'mark-42', seen)
+    expect(seen.text).toContain('24 80')
+    await p.resize({ cols: 120, rows: 40 })
+    await p.write('stty size; echo mark-$((6*8))\n')
+    await until(it, 'mark-48', seen)
+    expect(seen.text).toContain('40 120')
+    await p.write('exit 3\n')
+    for (let n = await it.next(); !n.done; n = await it.next()) void n
+    expect((await p.wait()).exitCode).toBe(3)
+  })
+
+  it('bad sizes are ERR_INVALID_ARGUMENT', async () => {
+    for (const tty of [{ cols: 0, rows: 10 }, { cols: 70000, rows: 10 }, { cols: 'x', rows: 1 }] as never[]) {
+      expect((await rejection(box.spawn(['true'], { tty }))).code, JSON.stringify(tty)).toBe('ERR_INVALID_ARGUMENT')
+    }
+    const p = await box.spawn(['sleep', '5'], { tty: true })
+    expect((await rejection(p.resize({ cols: 0, rows: 1 }))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(p.resize(true as never))).code).toBe('ERR_INVALID_ARGUMENT')
+    await p.kill('SIGKILL')
+    await p.wait()
+  })
+})

@@ -238,6 +238,8 @@ export declare class ExecProcess {
   get pid(): number | null
   /** Write to stdin. Rejects with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone. */
   write(data: string | Uint8Array): Promise<void>
+  /** Resize the terminal of a process spawned with `tty` (the engine's or the daemon's resize route). */
+  resize(size: TtySize): Promise<void>
   /** Close stdin: the process reads EOF (a real half-close). Idempotent. */
   end(): Promise<void>
   /**
@@ -715,8 +717,8 @@ export interface ExecOptions {
   user?: string
   /** Bytes for stdin, closed after writing (`exec`/`sh` only; with `spawn` use `write`/`end`). */
   stdin?: string | Uint8Array
-  /** Allocate a TTY (stdout and stderr merge). */
-  tty?: boolean
+  /** Allocate a TTY (stdout and stderr merge); `{ cols, rows }` also sizes it from the start. */
+  tty?: boolean | TtySize
   /**
    * Kill the whole process tree after this many milliseconds; `exec` then resolves with `timedOut: true`.
    * If the engine has not even created the exec by then (it waits while the container is locked, e.g. by an
@@ -991,6 +993,12 @@ export interface StopOptions {
   timeoutSec?: number
   signal?: AbortSignal
   timeoutMs?: number
+}
+
+/** A terminal size. */
+export interface TtySize {
+  cols: number
+  rows: number
 }
 
 /** One VM as listed by sandboxd. */

@@ -17,6 +17,7 @@ export type Kind =
   | 'bytes' // Uint8Array
   | 'strings' // string[]
   | 'record' // Record<string, string>
+  | 'tty' // boolean | { cols: number, rows: number }
   | 'unknown'
 
 /** What an options object may hold: each key's kind. */
@@ -44,6 +45,7 @@ const EXPECTED: Record<Kind, string> = {
   bytes: 'a Uint8Array',
   strings: 'an array of strings',
   record: 'an object of string values',
+  tty: 'a boolean or { cols, rows } numbers',
   unknown: 'a value',
 }
 
@@ -59,6 +61,14 @@ function fits(kind: Kind, v: unknown, name: string): boolean {
       return typeof v === 'function'
     case 'object':
       return typeof v === 'object' && v !== null && !Array.isArray(v)
+    case 'tty':
+      return (
+        typeof v === 'boolean' ||
+        (typeof v === 'object' &&
+          v !== null &&
+          typeof (v as { cols?: unknown }).cols === 'number' &&
+          typeof (v as { rows?: unknown }).rows === 'number')
+      )
     case 'signal':
       return v instanceof AbortSignal
     case 'data':

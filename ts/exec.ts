@@ -16,8 +16,11 @@ export interface ExecOptions {
   user?: string
   /** Bytes for stdin, closed after writing (`exec`/`sh` only; with `spawn` use `write`/`end`). */
   stdin?: string | Uint8Array
-  /** Allocate a TTY (stdout and stderr merge). */
-  tty?: boolean
+  /**
+   * Allocate a TTY (stdout and stderr merge). `{ cols, rows }` also sizes it before the program starts (where
+   * the container has `/bin/sh` and `stty`; elsewhere the engine's resize follows the start at once).
+   */
+  tty?: boolean | TtySize
   /**
    * Kill the whole process tree after this many milliseconds; `exec` then resolves with `timedOut: true`.
    * If the engine has not even created the exec by then, the call rejects with `ERR_TIMEOUT`: nothing ran.
@@ -40,9 +43,12 @@ export const EXEC_OPTIONS: check.Shape = {
   cwd: 'string',
   user: 'string',
   stdin: 'data',
-  tty: 'boolean',
+  tty: 'tty',
   maxOutputBytes: 'number',
 }
+
+/** A terminal size. */
+export type TtySize = native.TtySize
 
 /** Which output stream a piece came from. */
 export type StreamName = 'stdout' | 'stderr'
@@ -109,6 +115,14 @@ export class ExecProcess extends AsyncStream<OutputChunk> {
     return call(null, async () => {
       check.arg('data', data, 'data')
       return this.#inner.write(data)
+    })
+  }
+
+  /** Resize the terminal of a process spawned with `tty` (the program sees SIGWINCH). */
+  resize(size: TtySize): Promise<void> {
+    return call(null, async () => {
+      check.arg('size', size, typeof size === 'boolean' ? 'object' : 'tty')
+      return this.#inner.resize(size)
     })
   }
 

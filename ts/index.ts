@@ -15,6 +15,7 @@ export {
   type OutputLine,
   type ReadResult,
   type StreamName,
+  type TtySize,
   type WriteFileOptions,
 } from './exec'
 export {

@@ -270,8 +270,9 @@ pub struct ExecOptions<'a> {
     /// Bytes for stdin, closed after writing (`exec`/`sh` only; with `spawn` use `write`/`end`).
     #[napi(ts_type = "string | Uint8Array")]
     pub stdin: Option<Either<String, Uint8Array>>,
-    /// Allocate a TTY (stdout and stderr merge).
-    pub tty: Option<bool>,
+    /// Allocate a TTY (stdout and stderr merge); `{ cols, rows }` also sizes it from the start.
+    #[napi(ts_type = "boolean | TtySize")]
+    pub tty: Option<Either<bool, super::exec::TtySize>>,
     /// Kill the whole process tree after this many milliseconds; `exec` then resolves with `timedOut: true`.
     /// If the engine has not even created the exec by then (it waits while the container is locked, e.g. by an
     /// unfinished `getArchiveStream`), the call rejects with `ERR_TIMEOUT` instead: nothing ran.
@@ -313,7 +314,11 @@ fn exec_spec(
         env: read_env(o.env.as_ref())?,
         cwd: o.cwd.clone(),
         user: o.user.clone(),
-        tty: o.tty.unwrap_or(false),
+        tty: !matches!(o.tty, None | Some(Either::A(false))),
+        tty_size: match &o.tty {
+            Some(Either::B(size)) => Some(size.to_core()?),
+            _ => None,
+        },
         stdin: o.stdin.as_ref().map(super::call::bytes_of),
         interactive: false,
         timeout,

@@ -244,6 +244,26 @@ unsafe fn copy_parts(run: &Run, dst: *mut u8, cap: usize) {
     }
 }
 
+/// A terminal size.
+#[napi(object)]
+pub struct TtySize {
+    pub cols: u32,
+    pub rows: u32,
+}
+
+impl TtySize {
+    /// `(cols, rows)`, each 1..=65535.
+    pub(crate) fn to_core(&self) -> std::result::Result<(u16, u16), CoreError> {
+        let one = |v: u32, what: &str| {
+            u16::try_from(v).ok().filter(|v| *v > 0).ok_or_else(|| {
+                CoreError::invalid(format!("tty {what} must be 1 to 65535, got {v}"))
+                    .with("argument", "tty")
+            })
+        };
+        Ok((one(self.cols, "cols")?, one(self.rows, "rows")?))
+    }
+}
+
 /// What `proc.read(buffer)` put in the buffer.
 #[napi(object)]
 pub struct ReadResult {
@@ -378,6 +398,17 @@ impl ExecProcess {
         let bytes = super::call::bytes_of(&data);
         let p = self.proc.clone();
         promise(&env, async move { p.write(&bytes).await })
+    }
+
+    /// Resize the terminal of a process spawned with `tty` (the engine's or the daemon's resize route).
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn resize(&self, env: Env, size: TtySize) -> Result<Promise<()>> {
+        let p = self.proc.clone();
+        let size = size.to_core();
+        promise(&env, async move {
+            let (cols, rows) = size?;
+            p.resize(cols, rows).await
+        })
     }
 
     /// Close stdin: the process reads EOF (a real half-close). Idempotent.

@@ -46,6 +46,8 @@ pub trait ProcessHandle: Send + Sync {
     fn pid(&self) -> Option<i64> {
         None
     }
+    /// Resize the process's terminal (spawned with `tty`).
+    fn resize(&self, cols: u16, rows: u16) -> BoxFuture<'_, Result<()>>;
     /// Drop all further output (and what is queued): for callers that only want the exit.
     fn discard_output(&self);
     /// Let go of it: output discarded and, if it still runs, its tree sent TERM, then KILL; bounded.
@@ -200,6 +202,9 @@ impl ProcessHandle for Process {
     }
     fn pid(&self) -> Option<i64> {
         Process::pid(self)
+    }
+    fn resize(&self, cols: u16, rows: u16) -> BoxFuture<'_, Result<()>> {
+        Box::pin(Process::resize(self, cols, rows))
     }
     fn discard_output(&self) {
         Process::discard_output(self)

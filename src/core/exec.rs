@@ -55,6 +55,8 @@ pub struct ExecSpec {
     pub cwd: Option<String>,
     pub user: Option<String>,
     pub tty: bool,
+    /// The terminal's size from the start, `(cols, rows)` (needs `tty`).
+    pub tty_size: Option<(u16, u16)>,
     /// Keep stdin open for writes (streaming) or feed these bytes then close it (buffered).
     pub stdin: Option<Bytes>,
     pub interactive: bool,
@@ -240,6 +242,16 @@ fn validate_spec(spec: &ExecSpec) -> Result<()> {
             return Err(Error::invalid("cwd must be an absolute path").with("argument", "cwd"));
         }
     }
+    if let Some((cols, rows)) = spec.tty_size {
+        if !spec.tty {
+            return Err(Error::invalid("a terminal size needs tty").with("argument", "tty"));
+        }
+        if cols == 0 || rows == 0 {
+            return Err(
+                Error::invalid("tty cols and rows must be at least 1").with("argument", "tty")
+            );
+        }
+    }
     validate_env(&spec.env)?;
     super::validate::args_total(&spec.cmd, &spec.env)
 }
@@ -267,6 +279,10 @@ async fn start(
     let token = uuid::Uuid::new_v4().simple().to_string();
     let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
     env.push(format!("{EXEC_MARKER}={token}"));
+    if let (Some((cols, rows)), Launch::Shell) = (spec.tty_size, launch) {
+        // The wrapper sets the size before the program runs (the engine's ConsoleSize needs API 1.42).
+        env.push(format!("{}=rows {rows} cols {cols}", launch::TTY_SIZE_VAR));
+    }
     let cmd = launch.argv(&spec.cmd);
     let attach_stdin = spec.stdin.is_some() || spec.interactive;
     let create = engine.docker().create_exec(
@@ -293,6 +309,10 @@ async fn start(
     let (output, input) = super::attach::start(engine, &created.id, spec.tty)
         .await
         .map_err(|e| exec_start_error(engine, e, container))?;
+    if let Some((cols, rows)) = spec.tty_size {
+        // Also through the engine: where there is no wrapper (or no `stty`) this is what sizes the terminal.
+        let _ = resize_exec(engine, &created.id, cols, rows).await;
+    }
     Ok(Started {
         exec_id: created.id,
         output,
@@ -300,6 +320,21 @@ async fn start(
         token,
         launch,
     })
+}
+
+/// Resize an exec's terminal through the engine.
+async fn resize_exec(engine: &Engine, exec_id: &str, cols: u16, rows: u16) -> Result<()> {
+    engine
+        .docker()
+        .resize_exec(
+            exec_id,
+            bollard::exec::ResizeExecOptions {
+                height: rows,
+                width: cols,
+            },
+        )
+        .await
+        .map_err(|e| engine.err(e, Subject::Container(exec_id)))
 }
 
 /// The engine accepted the start, but the process never ran: it was not killed by us (`ran` covers that too), no
@@ -1154,6 +1189,12 @@ impl Process {
     /// The exit status if the process has finished.
     pub fn exit_now(&self) -> Option<Result<ExitStatus>> {
         self.shared.exit.borrow().clone()
+    }
+
+    /// Resize the process's terminal (it must have been spawned with `tty`).
+    pub async fn resize(&self, cols: u16, rows: u16) -> Result<()> {
+        let t = &self.shared.target;
+        resize_exec(&t.engine, &t.exec_id, cols, rows).await
     }
 
     /// The process id inside the container, once known.

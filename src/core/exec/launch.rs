@@ -32,8 +32,13 @@ pub const WRAPPER: &str = r#"case $1 in
   done
   if [ -z "$__sbx_found" ]; then echo "exec: \"$1\": executable file not found in \$PATH" >&2; exit 127; fi ;;
 esac
+if [ -n "${__SBX_TTY_SIZE-}" ]; then stty $__SBX_TTY_SIZE 2>/dev/null; fi; unset __SBX_TTY_SIZE
 echo $$ >&2
 exec "$@""#;
+
+/// The variable that carries a terminal size (`rows R cols C`) to [`WRAPPER`], which applies it with `stty`
+/// before the program starts, and unsets it.
+pub const TTY_SIZE_VAR: &str = "__SBX_TTY_SIZE";
 
 /// How one exec runs its argv.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1111,7 +1111,27 @@ impl ExecTarget for SbxSandbox {
         abort: tokio_util::sync::CancellationToken,
     ) -> BoxFuture<'_, Result<Box<dyn crate::core::backend::ProcessHandle>>> {
         Box::pin(async move {
+            let mut spec = spec;
+            if let Some((cols, rows)) = spec.tty_size {
+                // The exec body has no size (sbx-api.md §4.5): `stty` sets it before the program runs (sandbox
+                // templates have a shell), and the resize route tells the daemon as well.
+                let mut argv: Vec<String> = [
+                    "/bin/sh",
+                    "-c",
+                    "stty rows \"$1\" cols \"$2\" 2>/dev/null; shift 2; exec \"$@\"",
+                    "sh",
+                ]
+                .map(String::from)
+                .to_vec();
+                argv.extend([rows.to_string(), cols.to_string()]);
+                argv.append(&mut spec.cmd);
+                spec.cmd = argv;
+            }
+            let size = spec.tty_size;
             let p = self.client.spawn(&self.name, spec, abort).await?;
+            if let Some((cols, rows)) = size {
+                let _ = p.resize(cols, rows).await;
+            }
             Ok(Box::new(p) as Box<dyn crate::core::backend::ProcessHandle>)
         })
     }

@@ -709,6 +709,9 @@ impl ProcessHandle for SbxProcess {
     fn unread(&self, chunk: Result<Chunk>) {
         SbxProcess::unread(self, chunk)
     }
+    fn resize(&self, cols: u16, rows: u16) -> BoxFuture<'_, Result<()>> {
+        Box::pin(SbxProcess::resize(self, cols, rows))
+    }
     fn discard_output(&self) {
         SbxProcess::discard_output(self)
     }

@@ -97,7 +97,11 @@ impl SandboxAgent {
             None => (None, None),
         };
         SandboxAgent {
-            server: Arc::new(AgentServer::new(container.inner.clone(), port, token)),
+            server: Arc::new(AgentServer::for_container(
+                container.inner.clone(),
+                port,
+                token,
+            )),
         }
     }
 

@@ -1,6 +1,8 @@
-//! The sandbox-agent server inside a container, reached over exec tunnels: HTTP requests (pooled keep-alive
-//! connections), SSE streams (one dedicated connection each), health, start-up, agent install.
+//! The sandbox-agent server inside any [`ExecTarget`] (a container, an sbx sandbox), reached over exec tunnels:
+//! HTTP requests (pooled keep-alive connections), SSE streams (one dedicated connection each), health, start-up,
+//! agent install.
 
+use super::backend::ExecTarget;
 use super::call::Call;
 use super::container::Container;
 use super::error::{excerpt, Error, ErrorCode, Result};
@@ -12,7 +14,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -34,7 +36,7 @@ const SERVER_REQUEST_TIMEOUT_MS: &str = "86400000";
 
 /// How to reach one sandbox-agent server.
 pub struct AgentServer {
-    container: Container,
+    target: Arc<dyn ExecTarget>,
     port: u16,
     token: Option<String>,
     relay: tokio::sync::OnceCell<Relay>,
@@ -98,9 +100,15 @@ fn unavailable(detail: &str) -> Error {
 }
 
 impl AgentServer {
-    pub fn new(container: Container, port: Option<u16>, token: Option<String>) -> AgentServer {
+    /// The server at `port` (default [`DEFAULT_PORT`]) inside `target`, with bearer `token` when it runs with
+    /// `--token`. Nothing is contacted until the first call.
+    pub fn new(
+        target: Arc<dyn ExecTarget>,
+        port: Option<u16>,
+        token: Option<String>,
+    ) -> AgentServer {
         AgentServer {
-            container,
+            target,
             port: port.unwrap_or(DEFAULT_PORT),
             token,
             relay: tokio::sync::OnceCell::new(),
@@ -108,18 +116,29 @@ impl AgentServer {
         }
     }
 
-    pub fn container(&self) -> &Container {
-        &self.container
+    /// [`AgentServer::new`] for a container.
+    pub fn for_container(
+        container: Container,
+        port: Option<u16>,
+        token: Option<String>,
+    ) -> AgentServer {
+        AgentServer::new(Arc::new(container), port, token)
     }
 
+    /// Where the server runs.
+    pub fn target(&self) -> &Arc<dyn ExecTarget> {
+        &self.target
+    }
+
+    /// The server's port inside the target.
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    /// The relay for this container, probed once.
+    /// The relay for this target, probed once.
     pub async fn relay(&self) -> Result<Relay> {
         self.relay
-            .get_or_try_init(|| probe_relay(&self.container))
+            .get_or_try_init(|| probe_relay(self.target.as_ref()))
             .await
             .copied()
     }
@@ -127,7 +146,7 @@ impl AgentServer {
     /// A fresh HTTP/1.1 connection over a new tunnel.
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>> {
         let relay = self.relay().await?;
-        let tunnel = Tunnel::open(&self.container, relay, self.port).await?;
+        let tunnel = Tunnel::open(self.target.as_ref(), relay, self.port).await?;
         let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tunnel))
             .await
             .map_err(|e| unavailable(&super::error::chain_message(&e)))?;
@@ -267,39 +286,18 @@ impl AgentServer {
             Some(t) => cmd.extend(["--token".to_string(), t.clone()]),
             None => cmd.push("--no-token".into()),
         }
-        let engine = &self.container.engine;
-        let exec_err = |e| engine.err(e, super::engine::Subject::Container(&self.container.id));
-        let created = engine
-            .docker()
-            .create_exec(
-                &self.container.id,
-                bollard::exec::CreateExecOptions::<String> {
-                    cmd: Some(cmd),
-                    env: Some(
-                        std::iter::once(format!(
-                            "SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS={SERVER_REQUEST_TIMEOUT_MS}"
-                        ))
-                        .chain(env.iter().map(|(k, v)| format!("{k}={v}")))
-                        .collect(),
-                    ),
-                    attach_stdout: Some(false),
-                    attach_stderr: Some(false),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(exec_err)?;
-        engine
-            .docker()
-            .start_exec(
-                &created.id,
-                Some(bollard::exec::StartExecOptions {
-                    detach: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(exec_err)?;
+        let spec = ExecSpec {
+            cmd,
+            env: std::iter::once((
+                "SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS".to_string(),
+                SERVER_REQUEST_TIMEOUT_MS.to_string(),
+            ))
+            .chain(env.iter().cloned())
+            .collect(),
+            ..Default::default()
+        };
+        let starting = Call::new(Some(deadline), cancel.clone());
+        self.target.start_detached(spec, &starting).await?;
         let mut last = None;
         while started.elapsed() < deadline {
             if cancel.is_cancelled() {
@@ -352,9 +350,9 @@ impl AgentServer {
         res.json()
     }
 
-    /// Run a command in the agent's container (used for diagnostics).
+    /// Run a command where the server runs (used for diagnostics).
     pub async fn exec(&self, cmd: Vec<String>) -> Result<super::exec::ExecOutput> {
-        self.container
+        self.target
             .exec(
                 ExecSpec {
                     cmd,

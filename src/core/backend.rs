@@ -10,7 +10,7 @@
 //! holds one handle type whatever the backend.
 
 use super::container::{single_file_tar, validate_container_path, Container};
-use super::error::{Error, Result};
+use super::error::{Error, ErrorCode, Result};
 use super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Process, Run};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -66,6 +66,11 @@ pub trait ProcessHandle: Send + Sync {
 pub trait ExecTarget: Send + Sync {
     /// A short human description for messages (`container abc123`, `sbx sandbox dev`).
     fn describe(&self) -> String;
+    /// The detail field that names this target in errors: `("container", id)`, `("sandbox", name)`. The default
+    /// is `("target", describe())`.
+    fn subject(&self) -> (&'static str, String) {
+        ("target", self.describe())
+    }
     /// Run to completion and collect the output (the [`ExecSpec`] timeout, cap and stdin apply).
     fn exec(&self, spec: ExecSpec, cancel: CancellationToken) -> BoxFuture<'_, Result<ExecOutput>>;
     /// Start a streaming process.
@@ -109,7 +114,69 @@ pub trait ExecTarget: Send + Sync {
             self.write_files(dir, Bytes::from(tar), call).await
         })
     }
+    /// Start `spec` detached (a server): it runs on after this returns, with its output discarded and nobody
+    /// waiting for it; `spec.env` is its environment, `spec.cwd`/`spec.user` apply. The call's deadline and signal
+    /// bound the start only. A program that is not there fails with `ERR_EXEC_FAILED`.
+    ///
+    /// The default runs a shell that checks the program exists and backgrounds it with stdin/stdout/stderr on
+    /// `/dev/null` (so the exec's stream ends when the shell exits): it needs `sh` in the target. Targets whose
+    /// engine has a native detached exec (containers) use that instead.
+    fn start_detached<'a>(&'a self, spec: ExecSpec, call: &'a Call) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let program = spec.cmd.first().cloned().unwrap_or_default();
+            if program.is_empty() {
+                return Err(
+                    Error::invalid("exec needs a non-empty command").with("argument", "cmd")
+                );
+            }
+            let mut cmd: Vec<String> =
+                vec!["sh".into(), "-c".into(), DETACH_SCRIPT.into(), "sh".into()];
+            cmd.extend(spec.cmd.iter().cloned());
+            let wrapped = ExecSpec {
+                cmd,
+                env: spec.env.clone(),
+                cwd: spec.cwd.clone(),
+                user: spec.user.clone(),
+                timeout: Some(call.timeout.unwrap_or(DETACH_TIMEOUT)),
+                ..Default::default()
+            };
+            let out = self.exec(wrapped, call.cancel.clone()).await?;
+            if out.timed_out {
+                return Err(Error::timeout(
+                    "starting a detached process",
+                    call.timeout.unwrap_or(DETACH_TIMEOUT),
+                ));
+            }
+            if out.exit_code == Some(0) {
+                return Ok(());
+            }
+            let (field, name) = self.subject();
+            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            Err(Error::new(
+                ErrorCode::ExecFailed,
+                format!(
+                    "{program:?} could not be started in {}: {}",
+                    self.describe(),
+                    if stderr.is_empty() {
+                        "the launcher shell failed"
+                    } else {
+                        &stderr
+                    }
+                ),
+            )
+            .with(field, name)
+            .with("exitCode", out.exit_code.unwrap_or(-1)))
+        })
+    }
 }
+
+/// The shell of [`ExecTarget::start_detached`]'s default: `$@` is the command. A missing program is reported
+/// (exit 127) instead of failing unseen in the background.
+const DETACH_SCRIPT: &str =
+    "command -v \"$1\" >/dev/null 2>&1 || { echo \"$1: not found\" >&2; exit 127; }; \
+\"$@\" </dev/null >/dev/null 2>&1 & exit 0";
+/// How long the launcher shell of [`ExecTarget::start_detached`] may take when the call sets no deadline.
+const DETACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What a backend reports about one sandbox; fields a backend does not know are empty.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -230,6 +297,9 @@ impl ExecTarget for Container {
     fn describe(&self) -> String {
         format!("container {}", self.name)
     }
+    fn subject(&self) -> (&'static str, String) {
+        ("container", self.id.clone())
+    }
     fn exec(&self, spec: ExecSpec, cancel: CancellationToken) -> BoxFuture<'_, Result<ExecOutput>> {
         Box::pin(Container::exec(self, spec, cancel))
     }
@@ -253,5 +323,60 @@ impl ExecTarget for Container {
         call: &'a Call,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(Container::put_archive(self, dir, tar, call))
+    }
+    /// The engine's own detached exec (no shell needed, no stream held open); engine errors are mapped for this
+    /// container (gone → `ERR_CONTAINER_NOT_FOUND`, stopped → `ERR_CONTAINER_NOT_RUNNING`, …), and the runtime's
+    /// refusal to start the program (not found, bad user or cwd) is `ERR_EXEC_FAILED`, as for an attached exec.
+    fn start_detached<'a>(&'a self, spec: ExecSpec, call: &'a Call) -> BoxFuture<'a, Result<()>> {
+        Box::pin(call.run("starting a detached exec", None, async move {
+            let program = spec.cmd.first().cloned().unwrap_or_default();
+            let engine = &self.engine;
+            let exec_err = |e| engine.err(e, super::engine::Subject::Container(&self.id));
+            let created = engine
+                .docker()
+                .create_exec(
+                    &self.id,
+                    bollard::exec::CreateExecOptions::<String> {
+                        cmd: Some(spec.cmd),
+                        env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+                        working_dir: spec.cwd,
+                        user: spec.user,
+                        attach_stdout: Some(false),
+                        attach_stderr: Some(false),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(exec_err)?;
+            engine
+                .docker()
+                .start_exec(
+                    &created.id,
+                    Some(bollard::exec::StartExecOptions {
+                        detach: true,
+                        ..Default::default()
+                    }),
+                )
+                .await
+                .map_err(|e| {
+                    let e = exec_err(e);
+                    let said = e.props.get("engineMessage").and_then(|m| m.as_str());
+                    match said {
+                        Some(m) if e.code == ErrorCode::Engine && m.contains("exec failed") => {
+                            Error::new(
+                                ErrorCode::ExecFailed,
+                                format!(
+                                    "{program:?} could not be started in container {}: {m}",
+                                    self.name
+                                ),
+                            )
+                            .with("container", self.id.clone())
+                            .with("engineMessage", m.to_string())
+                        }
+                        _ => e,
+                    }
+                })?;
+            Ok(())
+        }))
     }
 }

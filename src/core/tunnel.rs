@@ -1,13 +1,15 @@
-//! HTTP to a port inside a container with no port published: a byte relay (`nc 127.0.0.1 PORT`, socat, node or
-//! python3) run with `docker exec -i`, its stdin/stdout carrying a real HTTP/1.1 connection (hyper).
+//! HTTP to a port inside a sandbox with no port published: a byte relay (`nc 127.0.0.1 PORT`, socat, node or
+//! python3) run as an interactive exec in any [`ExecTarget`] (`docker exec -i` in a container, the sbx exec route
+//! in an sbx sandbox), its stdin/stdout carrying a real HTTP/1.1 connection (hyper).
 
-use super::container::Container;
+use super::backend::{ExecTarget, ProcessHandle};
 use super::error::{Error, ErrorCode, Result};
-use super::exec::{Chunk, ExecSpec, Process};
+use super::exec::{Chunk, ExecSpec};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::sync::CancellationToken;
@@ -84,9 +86,9 @@ pub fn choose_relay(probe_output: &str) -> Option<Relay> {
     .map(|(_, r)| r)
 }
 
-/// Probe the container once for a relay.
-pub async fn probe_relay(container: &Container) -> Result<Relay> {
-    let out = container
+/// Probe the target once for a relay.
+pub async fn probe_relay(target: &dyn ExecTarget) -> Result<Relay> {
+    let out = target
         .exec(
             ExecSpec {
                 cmd: vec!["sh".into(), "-c".into(), PROBE.into()],
@@ -97,18 +99,25 @@ pub async fn probe_relay(container: &Container) -> Result<Relay> {
         )
         .await?;
     choose_relay(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+        let (field, value) = target.subject();
         Error::new(
             ErrorCode::NoTunnelRelay,
-            "the container has no relay to reach the agent server: install one of nc (busybox), socat, node or \
-             python3 in the image",
+            format!(
+                "{} has no relay to reach the agent server: install one of nc (busybox), socat, node or \
+                 python3 in the image",
+                target.describe()
+            ),
         )
-        .with("container", container.id.clone())
+        .with(field, value)
     })
 }
 
-/// A relay exec as an `AsyncRead + AsyncWrite` byte stream. Dropping it kills the relay inside the container.
+/// A relay exec as an `AsyncRead + AsyncWrite` byte stream. Dropping it kills the relay inside the target.
+///
+/// The process is held as a shared trait object: each read, write and shutdown is a `'static` future that owns a
+/// clone of the handle (hyper polls them across calls), which is what `Process`'s own `Clone` gave before.
 pub struct Tunnel {
-    proc: Process,
+    proc: Arc<dyn ProcessHandle>,
     reading: Option<BoxFuture<'static, Option<Result<Chunk>>>>,
     writing: Option<(usize, BoxFuture<'static, Result<()>>)>,
     closing: Option<BoxFuture<'static, Result<()>>>,
@@ -117,19 +126,20 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    /// Start `relay` to `port` in `container`.
-    pub async fn open(container: &Container, relay: Relay, port: u16) -> Result<Tunnel> {
-        let proc = container
+    /// Start `relay` to `port` in `target`.
+    pub async fn open(target: &dyn ExecTarget, relay: Relay, port: u16) -> Result<Tunnel> {
+        let proc = target
             .spawn(
                 ExecSpec {
                     cmd: relay.argv(port),
+                    interactive: true,
                     ..Default::default()
                 },
                 CancellationToken::new(),
             )
             .await?;
         Ok(Tunnel {
-            proc,
+            proc: Arc::from(proc),
             reading: None,
             writing: None,
             closing: None,
@@ -219,14 +229,12 @@ impl AsyncWrite for Tunnel {
 
 impl Drop for Tunnel {
     fn drop(&mut self) {
+        // Output is dropped at once, so the relay cannot stall on it; ending a relay that still runs (TERM, then
+        // KILL) needs the runtime and is not waited for here.
         let p = self.proc.clone();
         p.discard_output();
-        if p.exit_now().is_none() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = p.terminate().await;
-                });
-            }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { p.dispose().await });
         }
     }
 }

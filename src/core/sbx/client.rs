@@ -1098,6 +1098,9 @@ impl ExecTarget for SbxSandbox {
     fn describe(&self) -> String {
         format!("sbx sandbox {}", self.name)
     }
+    fn subject(&self) -> (&'static str, String) {
+        ("sandbox", self.name.clone())
+    }
     fn exec(
         &self,
         spec: crate::core::exec::ExecSpec,

@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { Sandboxes, type BackendKind, type LocalSandboxd, type Sandbox } from 'sandboxd'
+import { SandboxAgent, Sandboxes, type AgentEvent, type BackendKind, type LocalSandboxd, type Sandbox } from 'sandboxd'
 import { rejection, startLocal, workspace } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
@@ -459,4 +459,41 @@ describe.each(BACKENDS)('terminals on the %s backend', (backend) => {
     await p.kill('SIGKILL')
     await p.wait()
   })
+})
+
+describe.each(BACKENDS)('an agent session in a sandbox on the %s backend', (backend) => {
+  const AGENT_IMAGE = process.env.SANDBOXD_AGENT_IMAGE
+  let box: Sandbox
+
+  beforeAll(async () => {
+    if (!AGENT_IMAGE) throw new Error('SANDBOXD_AGENT_IMAGE is not set: run the suite with `npm test`, which builds it')
+    const sandboxes = await Sandboxes.connect({ socketPath: local.socketPath, backend })
+    box = await sandboxes.create({ name: `agent-${backend}`, agent: 'pi', workspace: ws.dir, template: AGENT_IMAGE })
+  }, 300_000)
+
+  afterAll(async () => {
+    await box?.remove({ force: true })
+  }, 60_000)
+
+  it('sandbox-agent started through the exec route, a session, a streamed turn, cancel, close', async () => {
+    const agent = new SandboxAgent(box)
+    expect((await agent.ensureServer({ timeoutMs: 30_000 })).started).toBe(true)
+    expect((await agent.ensureServer()).started).toBe(false)
+    {
+      await using s = await agent.createSession({ agent: 'pi', cwd: ws.dir })
+      const events: AgentEvent[] = []
+      for await (const e of s.prompt('hello')) events.push(e)
+      expect(events.map((e) => e.type)).toEqual(['thought', 'text', 'text', 'tool_call', 'tool_call_update', 'plan', 'stop'])
+      expect(events.filter((e) => e.type === 'text').map((e) => (e.type === 'text' ? e.text : '')).join('')).toBe('Hello, world')
+      expect(events.at(-1)).toMatchObject({ type: 'stop', stopReason: 'end_turn' })
+      const seen: AgentEvent[] = []
+      for await (const e of s.prompt('slow')) {
+        seen.push(e)
+        if (seen.length === 2) await s.cancel()
+      }
+      expect(seen.at(-1)).toMatchObject({ type: 'stop', stopReason: 'cancelled' })
+    }
+    const relays = await box.sh('ps -o args | grep -cE "^(nc|socat|busybox nc) " || true')
+    expect(Number(relays.text().trim())).toBeLessThanOrEqual(4) // the pooled keep-alive tunnels, no more
+  }, 120_000)
 })

@@ -344,8 +344,11 @@ export declare class Sandbox {
 
 /** The sandbox-agent server inside a container, reached through `docker exec` tunnels (no port needed). */
 export declare class SandboxAgent {
-  /** `container`: where `sandbox-agent` runs (it needs `nc`, `socat`, `node` or `python3` as a relay). */
-  constructor(container: Container, options?: SandboxAgentOptions | undefined | null)
+  /**
+   * `target`: the container or sandbox where `sandbox-agent` runs (it needs `nc`, `socat`, `node` or
+   * `python3` as a relay; the sbx backend's exec route carries the tunnel like `docker exec` does).
+   */
+  constructor(target: Container | Sandbox, options?: SandboxAgentOptions | undefined | null)
   /**
    * Probe health; when the server is down, start `sandbox-agent server --no-telemetry` detached (with a long
    * `SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS`) and wait until it is healthy (default 15 s).

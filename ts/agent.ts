@@ -3,6 +3,7 @@ import native = require('../native/index.cjs')
 import { call, callSync, type CallOptions } from './call'
 import * as check from './check'
 import { Container } from './engine'
+import { Sandbox } from './sandboxes'
 import { INTERNAL, bind, internalOnly, unwrap } from './internal'
 import { AsyncStream } from './stream'
 
@@ -150,11 +151,17 @@ const PROMPT: check.Shape = check.CALL
 export class SandboxAgent {
   readonly #inner: native.SandboxAgent
 
-  /** `container`: where `sandbox-agent` runs (it needs `nc`, `socat`, `node` or `python3` as a relay). */
-  constructor(container: Container, options?: SandboxAgentOptions) {
-    const c = unwrap<native.Container>('container', container, Container)
+  /**
+   * `target`: the container or sandbox where `sandbox-agent` runs (it needs `nc`, `socat`, `node` or `python3` as
+   * a relay). On an sbx sandbox the tunnel runs over the daemon's exec route, on a container over `docker exec`.
+   */
+  constructor(target: Container | Sandbox, options?: SandboxAgentOptions) {
+    const t =
+      target instanceof Sandbox
+        ? unwrap<native.Sandbox>('target', target, Sandbox)
+        : unwrap<native.Container>('target', target, Container)
     check.opts('options', options, { port: 'number', token: 'string' })
-    this.#inner = bind(this, callSync(() => new native.SandboxAgent(c, options)))
+    this.#inner = bind(this, callSync(() => new native.SandboxAgent(t, options)))
   }
 
   /**

@@ -6,6 +6,7 @@ use super::call::{
 };
 use super::container::Container;
 use super::iter::{async_iterator, step};
+use super::sandboxes::Sandbox;
 use crate::core::acp::{default_init_params, AcpConnection, EventStream, StreamItem};
 use crate::core::agent::AgentServer;
 use crate::core::session::{
@@ -89,19 +90,20 @@ has_call!(
 
 #[napi]
 impl SandboxAgent {
-    /// `container`: where `sandbox-agent` runs (it needs `nc`, `socat`, `node` or `python3` as a relay).
+    /// `target`: the container or sandbox where `sandbox-agent` runs (it needs `nc`, `socat`, `node` or
+    /// `python3` as a relay; the sbx backend's exec route carries the tunnel like `docker exec` does).
     #[napi(catch_unwind, constructor)]
-    pub fn new(container: &Container, options: Option<SandboxAgentOptions>) -> Self {
+    pub fn new(target: Either<&Container, &Sandbox>, options: Option<SandboxAgentOptions>) -> Self {
         let (port, token) = match options {
             Some(o) => (o.port, o.token),
             None => (None, None),
         };
+        let server = match target {
+            Either::A(c) => AgentServer::for_container(c.inner.clone(), port, token),
+            Either::B(s) => AgentServer::new(s.target.clone(), port, token),
+        };
         SandboxAgent {
-            server: Arc::new(AgentServer::for_container(
-                container.inner.clone(),
-                port,
-                token,
-            )),
+            server: Arc::new(server),
         }
     }
 

@@ -32,16 +32,19 @@ function run(file: string, env: Record<string, string> = {}, limitMs = 90_000): 
   })
 }
 
+/** Point every daemon lookup at nothing, so the demo starts its own LocalSandboxd. */
+const NO_DAEMON = { SANDBOXD_SOCKET: '/nonexistent/sandboxd.sock', DOCKER_SANDBOXES_API: '/nonexistent/sbx.sock' }
+
 const sandboxdRoots = () => readdirSync('/tmp').filter((d) => d.startsWith('sandboxd-') || d.startsWith('sbxd-'))
 
 describe('the demo flow', () => {
-  it('streams an agent reply, proves proxy env + CA trust, exits 0 and leaves nothing behind', async () => {
+  it('on the sbx API: a sandbox from the template, the server, a session, a streamed reply, nothing left', async () => {
     const before = sandboxdRoots()
-    const r = await run(`${OUT}/docker-sandbox.js`, { TEMPLATE: IMAGE!, SANDBOXD_SOCKET: '/nonexistent/sandboxd.sock' })
+    const r = await run(`${OUT}/docker-sandbox.js`, { TEMPLATE: IMAGE!, ...NO_DAEMON })
     expect(r.code, r.out).toBe(0)
     expect(r.out).toContain('starting LocalSandboxd')
-    expect(r.out).toContain('HTTPS_PROXY=http://host.docker.internal:3128')
-    expect(r.out).toContain("proxy CA in the container matches the VM's: true")
+    expect(r.out).toContain('serving the sbx API')
+    expect(r.out).toContain('sandbox sandbox-agent-demo (sbx) is running')
     expect(r.out).toMatch(/agent> Hello, world/)
     expect(r.out).toContain('turn ended: end_turn')
     expect(r.out).toContain('done: nothing left running')
@@ -49,11 +52,22 @@ describe('the demo flow', () => {
     expect(sandboxdRoots().filter((d) => !before.includes(d))).toEqual([])
   })
 
+  it('on the legacy desktop API: the same flow, and the proxy env + CA trust are in the sandbox', async () => {
+    const before = sandboxdRoots()
+    const r = await run(`${OUT}/docker-sandbox.js`, { TEMPLATE: IMAGE!, DEMO_BACKEND: 'desktop', ...NO_DAEMON })
+    expect(r.code, r.out).toBe(0)
+    expect(r.out).toContain('serving the desktop API')
+    expect(r.out).toContain('HTTPS_PROXY=http://host.docker.internal:3128; proxy CA in the sandbox: true')
+    expect(r.out).toMatch(/agent> Hello, world/)
+    expect(r.out).toContain('done: nothing left running')
+    expect(sandboxdRoots().filter((d) => !before.includes(d))).toEqual([])
+  })
+
   it('a secret passed to the agent server reaches the agent and appears in no output', async () => {
     const secret = 'sk-demo-secret-do-not-print-4242'
     const r = await run(`${OUT}/docker-sandbox.js`, {
       TEMPLATE: IMAGE!,
-      SANDBOXD_SOCKET: '/nonexistent/sandboxd.sock',
+      ...NO_DAEMON,
       DEMO_AGENT: 'pi',
       DEMO_PROMPT: 'env ANTHROPIC_API_KEY',
       ANTHROPIC_API_KEY: secret,

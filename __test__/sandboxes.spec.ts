@@ -497,3 +497,64 @@ describe.each(BACKENDS)('an agent session in a sandbox on the %s backend', (back
     expect(Number(relays.text().trim())).toBeLessThanOrEqual(4) // the pooled keep-alive tunnels, no more
   }, 120_000)
 })
+
+describe.each(BACKENDS)('forwarded ports on the %s backend', (backend) => {
+  let box: Sandbox
+  const big = Buffer.alloc(1024 * 1024)
+  for (let i = 0; i < big.length; i++) big[i] = (i * 7919) & 0xff
+
+  beforeAll(async () => {
+    const sandboxes = await Sandboxes.connect({ socketPath: local.socketPath, backend })
+    box = await sandboxes.create({ name: `fwd-${backend}`, agent: 'shell', workspace: ws.dir, template: IMAGE! })
+    await box.exec(['mkdir', '-p', '/srv'])
+    await box.writeFile('/srv/big.bin', big)
+    await box.writeFile('/srv/hello.txt', 'hello through the tunnel\n')
+    await box.spawn(['busybox', 'httpd', '-f', '-p', '127.0.0.1:8080', '-h', '/srv'])
+    await box.sh('for i in $(seq 50); do nc -z 127.0.0.1 8080 && exit 0; sleep 0.1; done; exit 1')
+  }, 180_000)
+
+  afterAll(async () => {
+    await box?.remove({ force: true })
+  }, 60_000)
+
+  const relays = async () => Number((await box.sh('ps -o args | grep -c "^nc 127.0.0.1 8080" || true')).text().trim())
+
+  it('fetch gets a 1 MiB body intact; 50 concurrent requests succeed; close ends the tunnels', async () => {
+    const fwd = await box.forward(8080)
+    expect(fwd.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/)
+    expect(fwd.port).toBe(8080)
+    const res = await fetch(`${fwd.url}/big.bin`)
+    expect(res.status).toBe(200)
+    const body = Buffer.from(await res.arrayBuffer())
+    expect(body.length).toBe(big.length)
+    expect(body.equals(big)).toBe(true)
+    const many = await Promise.all(
+      Array.from({ length: 50 }, () => fetch(`${fwd.url}/hello.txt`).then(async (r) => `${r.status} ${await r.text()}`)),
+    )
+    expect(many).toEqual(Array(50).fill('200 hello through the tunnel\n'))
+    await fwd.close()
+    await expect(fetch(`${fwd.url}/hello.txt`)).rejects.toThrow()
+    let left = await relays()
+    for (let i = 0; i < 50 && left > 0; i++) {
+      await new Promise((r) => setTimeout(r, 100))
+      left = await relays()
+    }
+    expect(left).toBe(0)
+  }, 120_000)
+
+  it('await using closes it; a port nothing listens on closes the connection; bad ports are typed', async () => {
+    let url = ''
+    {
+      await using fwd = await box.forward(8080)
+      url = fwd.url
+      expect((await fetch(`${url}/hello.txt`)).status).toBe(200)
+    }
+    await expect(fetch(`${url}/hello.txt`)).rejects.toThrow()
+    {
+      await using dead = await box.forward(8099)
+      await expect(fetch(`${dead.url}/`)).rejects.toThrow()
+    }
+    for (const p of [0, 70000, -1]) expect((await rejection(box.forward(p))).code, `${p}`).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(box.forward('80' as never))).code).toBe('ERR_INVALID_ARGUMENT')
+  }, 60_000)
+})

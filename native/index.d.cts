@@ -134,6 +134,8 @@ export declare class Container {
   exec(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecResult>
   /** Run `script` with `sh -c` (the script is one argv element: nothing is interpolated by the SDK). */
   sh(script: string, options?: ExecOptions | undefined | null): Promise<ExecResult>
+  /** Reach `port` inside the container from the host through exec tunnels (see `Sandbox.forward`). */
+  forward(port: number, options?: ForwardOptions | undefined | null): Promise<Forward>
   /**
    * Start `cmd` and stream it: output as an async iterator, stdin via `write`/`end`, `kill`, `wait`.
    * `timeoutMs` and `signal` apply to the process's whole life, not only to starting it.
@@ -257,6 +259,20 @@ export declare class ExecProcess {
   [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputChunk, undefined>
 }
 
+/** A loopback listener whose connections reach a port inside the sandbox through exec tunnels. */
+export declare class Forward {
+  /** `http://127.0.0.1:<hostPort>`. */
+  get url(): string
+  /** The host port it listens on (127.0.0.1). */
+  get hostPort(): number
+  /** The port inside the sandbox. */
+  get port(): number
+  /** Stop listening and end every open connection (their tunnels inside the sandbox go too). Idempotent. */
+  close(): Promise<void>
+  /** `await using fwd = await box.forward(port)` closes it at the end of the scope. */
+  [globalThis.Symbol.asyncDispose](): Promise<void>
+}
+
 /** Images on one engine. */
 export declare class Images {
   /** All images. */
@@ -332,6 +348,11 @@ export declare class Sandbox {
   readFile(path: string, options?: CallOptions | undefined | null): Promise<Buffer>
   /** Write one file (its directory must exist): no exec, no shell. */
   writeFile(path: string, data: string | Uint8Array, options?: WriteFileOptions | undefined | null): Promise<void>
+  /**
+   * Reach `port` inside the sandbox from the host: a listener on 127.0.0.1 (`url`) whose every connection is
+   * carried by an exec tunnel (no published port needed). `await using` closes it.
+   */
+  forward(port: number, options?: ForwardOptions | undefined | null): Promise<Forward>
   /** Start it if it is stopped. */
   start(options?: CallOptions | undefined | null): Promise<void>
   /** Stop it (its files stay; `start()` resumes it). */
@@ -768,6 +789,16 @@ export interface ExitStatus {
   /** True when the spawn's `signal` aborted while the process ran and the process tree was killed. */
   aborted: boolean
   durationMs: number
+}
+
+/** Options for `forward(port)`. */
+export interface ForwardOptions {
+  /** The host port on 127.0.0.1 (default: any free one). */
+  hostPort?: number
+  /** Aborting rejects with `ABORT_ERR` while the forward is being set up. */
+  signal?: AbortSignal
+  /** Deadline for setting it up, in milliseconds (default 30 s). */
+  timeoutMs?: number
 }
 
 /** `images.inspect(ref)`. */

@@ -2,8 +2,8 @@
 # `npm run demo`: the main job end to end, from a fresh Debian machine as root.
 #   packages -> node_modules -> addon (debug build when missing or stale) -> a host Docker engine (the one at
 #   DOCKER_HOST / /var/run/docker.sock, else a private dockerd) -> the template image (sandbox-agent + a
-#   scripted ACP agent) -> examples/docker-sandbox.ts, which uses the real sandboxd when its socket answers
-#   and the embedded LocalSandboxd otherwise. Everything started here is stopped on exit.
+#   scripted ACP agent) -> examples/docker-sandbox.ts, which uses the real sbx daemon (or the Desktop plugin)
+#   when one answers and the embedded LocalSandboxd's sbx API otherwise. Everything started here is stopped on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh

@@ -3,7 +3,7 @@ import native = require('../native/index.cjs')
 import { call, callSync, type CallOptions } from './call'
 import * as check from './check'
 export type { WriteFileOptions } from './exec'
-import { ExecProcess, onTarget, type ExecOptions, type OutputChunk, type WriteFileOptions } from './exec'
+import { ExecProcess, onTarget, type Forward, type ForwardOptions, type ExecOptions, type OutputChunk, type WriteFileOptions } from './exec'
 import { INTERNAL, bind, internalOnly, unwrap } from './internal'
 import { ExecResult } from './result'
 import { AsyncStream } from './stream'
@@ -442,6 +442,14 @@ export class Container {
   /** Run `script` with `sh -c` (the script is one argv element: nothing is interpolated by the SDK). */
   sh(script: string, options?: ExecOptions): Promise<ExecResult> {
     return onTarget.sh(this.#inner, script, options)
+  }
+
+  /**
+   * Reach `port` inside from the host: a listener on 127.0.0.1 (`url`) whose every connection is carried by an
+   * exec tunnel, no published port needed. `await using` closes it.
+   */
+  forward(port: number, options?: ForwardOptions): Promise<Forward> {
+    return onTarget.forward(this.#inner, port, options)
   }
 
   /**

@@ -162,6 +162,53 @@ export interface WriteFileOptions extends CallOptions {
   mode?: number
 }
 
+/** Options for `forward(port)`. */
+export interface ForwardOptions extends CallOptions {
+  /** The host port on 127.0.0.1 (default: any free one). */
+  hostPort?: number
+}
+
+/**
+ * `forward(port)`: a loopback listener on the host whose every connection reaches `port` inside the sandbox
+ * through an exec tunnel (no published port). `await using` closes it and ends its connections.
+ */
+export class Forward {
+  readonly #inner: native.Forward
+
+  private constructor(token: symbol, inner: native.Forward) {
+    internalOnly(token, new.target.name)
+    this.#inner = bind(this, inner)
+  }
+
+  /** @internal */
+  static wrap(inner: native.Forward): Forward {
+    return new Forward(INTERNAL, inner)
+  }
+
+  /** `http://127.0.0.1:<hostPort>`: give it to `fetch` or any HTTP client. */
+  get url(): string {
+    return this.#inner.url
+  }
+  /** The host port it listens on (127.0.0.1). */
+  get hostPort(): number {
+    return this.#inner.hostPort
+  }
+  /** The port inside the sandbox. */
+  get port(): number {
+    return this.#inner.port
+  }
+
+  /** Stop listening and end every open connection (their tunnels inside the sandbox go too). Idempotent. */
+  close(): Promise<void> {
+    return call(null, () => this.#inner.close())
+  }
+
+  /** `await using fwd = await box.forward(port)` closes it at the end of the scope. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close()
+  }
+}
+
 /** The native methods every exec target has (a container, a sandbox): the wrappers share one implementation. */
 interface NativeTarget {
   exec(cmd: string[], options?: ExecOptions): Promise<native.ExecResult>
@@ -169,10 +216,18 @@ interface NativeTarget {
   spawn(cmd: string[], options?: ExecOptions): Promise<native.ExecProcess>
   readFile(path: string, options?: CallOptions): Promise<Buffer>
   writeFile(path: string, data: string | Uint8Array, options?: WriteFileOptions): Promise<void>
+  forward(port: number, options?: ForwardOptions): Promise<native.Forward>
 }
 
 /** `exec`, `sh`, `spawn`, `readFile`, `writeFile` of the wrapper classes, over their native target. */
 export const onTarget = {
+  forward(t: NativeTarget, port: number, options?: ForwardOptions): Promise<Forward> {
+    return call(options?.signal, async () => {
+      check.arg('port', port, 'number')
+      check.opts('options', options, { ...check.CALL, hostPort: 'number' })
+      return Forward.wrap(await t.forward(port, options))
+    })
+  },
   exec(t: NativeTarget, cmd: string[], options?: ExecOptions): Promise<ExecResult> {
     return call(options?.signal, async () => {
       check.arg('cmd', cmd, 'strings')

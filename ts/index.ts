@@ -8,6 +8,8 @@ export { ExecResult, type ExecResultInit, type ExecResultJson } from './result'
 export { AsyncStream } from './stream'
 export {
   ExecProcess,
+  Forward,
+  type ForwardOptions,
   type ExecOptions,
   type ExitStatus,
   type LineStream,

@@ -5,7 +5,7 @@
 import native = require('../native/index.cjs')
 import { call, type CallOptions } from './call'
 import * as check from './check'
-import { onTarget, type ExecOptions, type ExecProcess, type WriteFileOptions } from './exec'
+import { onTarget, type ExecOptions, type Forward, type ForwardOptions, type ExecProcess, type WriteFileOptions } from './exec'
 import { INTERNAL, bind, internalOnly } from './internal'
 import type { ExecResult } from './result'
 
@@ -243,6 +243,14 @@ export class Sandbox {
   /** Write one file (its directory must exist): no exec, no shell. */
   writeFile(path: string, data: string | Uint8Array, options?: WriteFileOptions): Promise<void> {
     return onTarget.writeFile(this.#inner, path, data, options)
+  }
+
+  /**
+   * Reach `port` inside from the host: a listener on 127.0.0.1 (`url`) whose every connection is carried by an
+   * exec tunnel, no published port needed. `await using` closes it.
+   */
+  forward(port: number, options?: ForwardOptions): Promise<Forward> {
+    return onTarget.forward(this.#inner, port, options)
   }
 
   /** Start it if it is stopped. */

@@ -5,6 +5,7 @@ use super::call::{
     has_call, read_call, run, settle, AbortSignal, CallOptions, Promise, SignalOnly,
 };
 use super::exec::{exec_result_ref, ExecProcess, LogStream};
+use super::forward::{forward_on, Forward, ForwardOptions};
 use crate::core::backend::ExecTarget;
 use crate::core::container::{self as core_container, Container as CoreContainer, RunSpec};
 use crate::core::engine::Engine;
@@ -497,6 +498,17 @@ impl Container {
         options: Option<ExecOptions>,
     ) -> Result<Promise<ObjectRef<false>>> {
         exec_on(env, Arc::new(self.inner.clone()), cmd, options)
+    }
+
+    /// Reach `port` inside the container from the host through exec tunnels (see `Sandbox.forward`).
+    #[napi(catch_unwind)]
+    pub fn forward(
+        &self,
+        env: Env,
+        port: u32,
+        options: Option<ForwardOptions>,
+    ) -> Result<Promise<Forward>> {
+        forward_on(env, Arc::new(self.inner.clone()), port, options)
     }
 
     /// Start `cmd` and stream it: output as an async iterator, stdin via `write`/`end`, `kill`, `wait`.

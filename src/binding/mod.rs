@@ -6,6 +6,7 @@ mod call;
 mod container;
 mod engine;
 mod exec;
+mod forward;
 mod iter;
 mod local;
 mod runtime;

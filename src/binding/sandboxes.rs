@@ -4,6 +4,7 @@
 use super::call::{has_call, run, AbortSignal, CallOptions, Promise};
 use super::container::{exec_on, spawn_on, ExecOptions, WriteFileOptions};
 use super::exec::ExecProcess;
+use super::forward::{forward_on, Forward, ForwardOptions};
 use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary};
 use crate::core::sandboxes::{self, Choice, ConnectOptions};
 use crate::core::sbx::VersionMode;
@@ -405,6 +406,18 @@ impl Sandbox {
         run(&env, options.as_ref(), move |call| async move {
             t.write_file(&path, &bytes, mode, &call).await
         })
+    }
+
+    /// Reach `port` inside the sandbox from the host: a listener on 127.0.0.1 (`url`) whose every connection is
+    /// carried by an exec tunnel (no published port needed). `await using` closes it.
+    #[napi(catch_unwind)]
+    pub fn forward(
+        &self,
+        env: Env,
+        port: u32,
+        options: Option<ForwardOptions>,
+    ) -> Result<Promise<Forward>> {
+        forward_on(env, self.target.clone(), port, options)
     }
 
     /// Start it if it is stopped.

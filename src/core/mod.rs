@@ -11,6 +11,7 @@ pub mod desktop;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod forward;
 pub mod http;
 pub mod images;
 pub mod lines;

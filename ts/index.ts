@@ -82,3 +82,16 @@ export {
   type ToolCallFields,
   type TurnStream,
 } from './agent'
+export {
+  doctor,
+  type DoctorCandidate,
+  type DoctorDaemon,
+  type DoctorGateVerdict,
+  type DoctorJsonAnswer,
+  type DoctorLegacyProbe,
+  type DoctorOptions,
+  type DoctorOutcome,
+  type DoctorReport,
+  type DoctorRoute,
+  type DoctorRouteVerdict,
+} from './doctor'

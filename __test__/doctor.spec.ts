@@ -108,9 +108,10 @@ describe('doctor against LocalSandboxd', () => {
     })
     for (const p of d.routes.filter((x) => x.verdict === 'served')) expect(p.missingMethods, p.route).toBeUndefined()
     expect(d.routes.find((p) => p.route === '/sandbox/{name}')!.path).toBe(`/sandbox/${d.placeholderSandbox}`)
-    // LocalSandboxd serves the legacy /vm API on the same socket.
-    expect(r.legacy[0]).toMatchObject({ endpoint: sbx.socketPath, role: 'sbx', answers: true, vmCount: 0 })
+    // LocalSandboxd serves the legacy /vm API on the same socket (which the desktop backend would use too).
+    expect(r.legacy).toEqual([{ endpoint: sbx.socketPath, role: 'desktop', answers: true, vmCount: 0 }])
     expect(r.sdkWouldUse).toMatchObject({ backend: 'sbx', socketPath: sbx.socketPath })
+    expect(r.sdkWouldUse.errorCode).toBeUndefined()
     expect(r.ok).toBe(true)
     expect(r.notes).toEqual([])
   })
@@ -122,11 +123,20 @@ describe('doctor against LocalSandboxd', () => {
     expect(r.daemon?.apiVersion).toBe('0.26.0')
     expect(r.sdkWouldUse).toMatchObject({ backend: 'sbx', socketPath: sbx.socketPath })
     expect(r.daemon?.routes.filter((p) => p.verdict === 'served')).toHaveLength(10)
-    expect(r.legacy.map((l) => [l.role, l.answers])).toEqual([
-      ['sbx', true],
-      ['legacy', false],
+    expect(r.legacy.map((l) => [l.endpoint, l.role, l.answers])).toEqual([[sbx.socketPath, 'desktop', true]])
+  })
+
+  it('found through DOCKER_SANDBOXES_API, the desktop backend would look at its own socket instead', async () => {
+    const c = await cli(['doctor', '--json'], { HOME: home, DOCKER_SANDBOXES_API: sbx.socketPath })
+    expect(c.code, c.stderr).toBe(0)
+    const r = JSON.parse(c.stdout) as DoctorReport
+    expect(r.discovery).toBe('DOCKER_SANDBOXES_API')
+    expect(r.candidates.map((x) => [x.endpoint, x.outcome, x.selected])).toEqual([[sbx.socketPath, 'answered', true]])
+    expect(r.legacy.map((l) => [l.endpoint, l.role, l.answers])).toEqual([
+      [sbx.socketPath, 'sbx', true],
+      [join(home, '.docker/sandboxes/sandboxd.sock'), 'desktop', false],
     ])
-    expect(r.legacy[1].endpoint).toBe(join(home, '.docker/sandboxes/sandboxd.sock'))
+    expect(r.sdkWouldUse).toMatchObject({ backend: 'sbx', socketPath: sbx.socketPath })
   })
 
   it('the CLI prints a short human report ending with what the SDK would use', async () => {
@@ -139,7 +149,7 @@ describe('doctor against LocalSandboxd', () => {
     expect(lines.some((l) => /^ {4}served +204 +GET,POST +\/sandbox$/.test(l))).toBe(true)
     expect(lines.some((l) => /^ {4}not served +404 +POST +\/sandbox\/\{name\}\/save$/.test(l))).toBe(true)
     expect(lines.some((l) => l.startsWith('  answers (0 VMs)') && l.includes(sbx.socketPath))).toBe(true)
-    expect(lines.at(-1)).toMatch(new RegExp(`^SDK would use: sbx at ${sbx.socketPath.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(`))
+    expect(lines.at(-1)).toBe(`SDK would use: sbx at ${sbx.socketPath}`)
   })
 })
 
@@ -154,11 +164,11 @@ describe('doctor with nothing answering', () => {
     const r1 = JSON.parse(one.stdout) as DoctorReport
     expect(r1.candidates).toEqual([{ endpoint: sock, transport: 'unix', outcome: 'missing', selected: false }])
     expect(r1.daemon).toBeNull()
-    expect(r1.sdkWouldUse).toMatchObject({ backend: 'none' })
-    expect(r1.sdkWouldUse.socketPath).toBeUndefined()
-    expect(r1.legacy.map((l) => [l.endpoint, l.answers, l.errorCode])).toEqual([
-      [sock, false, 'ERR_SANDBOXD_UNAVAILABLE'],
-      [join(home, '.docker/sandboxes/sandboxd.sock'), false, 'ERR_SANDBOXD_UNAVAILABLE'],
+    expect(r1.sdkWouldUse).toMatchObject({ backend: 'none', errorCode: 'ERR_SANDBOXD_UNAVAILABLE' })
+    expect(r1.sdkWouldUse.reason).toContain(sock)
+    // The desktop backend would use the same explicit socket.
+    expect(r1.legacy.map((l) => [l.endpoint, l.role, l.answers, l.errorCode])).toEqual([
+      [sock, 'desktop', false, 'ERR_SANDBOXD_UNAVAILABLE'],
     ])
 
     const all = await cli(['doctor', '--json'], { HOME: home, XDG_STATE_HOME: state })
@@ -172,12 +182,18 @@ describe('doctor with nothing answering', () => {
       join(home, '.sbx/run/sandboxd.sock'),
     ]
     expect(r.candidates.map((c) => [c.endpoint, c.outcome])).toEqual(tried.map((p) => [p, 'missing']))
+    const desktop = join(home, '.docker/sandboxes/sandboxd.sock')
+    expect(r.legacy.map((l) => [l.endpoint, l.role, l.answers])).toEqual([[desktop, 'desktop', false]])
+    // The SDK's own error lists every path of both backends.
+    for (const p of [...tried, desktop]) expect(r.sdkWouldUse.reason).toContain(p)
     expect(r.ok).toBe(false)
 
     const text = await cli(['doctor'], { HOME: home, XDG_STATE_HOME: state })
     expect(text.code).toBe(1)
     for (const p of tried) expect(text.stdout).toContain(`  missing  ${p}\n`)
-    expect(text.stdout.trimEnd().split('\n').at(-1)).toMatch(/^SDK would use: none \(/)
+    const tail = text.stdout.trimEnd().split('\n').slice(-2)
+    expect(tail[0]).toMatch(/^Sandboxes\.connect\(\) rejects: no sandbox daemon answers\. Tried, in order: /)
+    expect(tail[1]).toBe('SDK would use: none (ERR_SANDBOXD_UNAVAILABLE)')
   })
 })
 
@@ -209,9 +225,12 @@ describe('doctor against a socket that answers HTML', () => {
     expect(d.info.error).toMatch(/text\/html/)
     // OPTIONS answered 200 without Allow: the report says it cannot tell, not that the routes exist.
     expect(new Set(d.routes.map((p) => p.verdict))).toEqual(new Set(['noOptionsAnswer']))
-    expect(r.legacy[0]).toMatchObject({ endpoint: sock, answers: false, errorCode: 'ERR_SANDBOXD_PROTOCOL' })
-    expect(r.sdkWouldUse.backend).toBe('none')
-    expect(r.sdkWouldUse.reason).toContain('did not answer as the sbx daemon')
+    expect(r.legacy).toEqual([
+      expect.objectContaining({ endpoint: sock, role: 'desktop', answers: false, errorCode: 'ERR_SANDBOXD_PROTOCOL' }),
+    ])
+    // The SDK tries the sbx API there, then the /vm API, and finds neither.
+    expect(r.sdkWouldUse).toMatchObject({ backend: 'none', errorCode: 'ERR_SANDBOXD_UNAVAILABLE' })
+    expect(r.sdkWouldUse.reason).toMatch(/^Sandboxes\.connect\(\) rejects: /)
 
     const home = tempDir()
     const c = await cli(['doctor', '--socket', sock], { HOME: home })

@@ -27,8 +27,10 @@ API answers, and the backend the SDK would use. Attach its output (--json for ma
   --socket PATH     probe only this socket (as the SDK's socketPath option; default: discovery)
   --app-name NAME   the sbx app name (sbx --app-name; default: DOCKER_SANDBOXES_APP_NAME)
 
-Exit status: 0 when the SDK would find a backend it can use (an sbx daemon that passes the version gate, or
-the legacy /vm API), 1 otherwise, 2 for bad arguments.`
+The last line is what Sandboxes.connect() with default options returns here (it is run, not guessed).
+
+Exit status: 0 when that connect succeeds (an sbx daemon that passes the version gate, or the legacy /vm
+API), 1 otherwise, 2 for bad arguments.`
 
 /** Parse `--flag value` / `--flag=value` options; `booleans` take no value. */
 function parseFlags(rest, flags, booleans = {}) {
@@ -166,13 +168,14 @@ function human(r) {
     ...table(
       r.legacy.map((l) => [
         l.answers ? `answers (${l.vmCount} VM${l.vmCount === 1 ? '' : 's'})` : `no (${l.errorCode ?? 'error'})`,
-        `${l.endpoint}  (${l.role === 'sbx' ? 'the sbx socket' : 'legacy socket'})`,
+        `${l.endpoint}  (${l.role === 'sbx' ? 'the sbx socket' : "the desktop backend's socket"})`,
       ]),
     ),
   )
   if (r.notes.length) out.push('', 'notes:', ...r.notes.map((n) => `  ${n}`))
   const u = r.sdkWouldUse
-  out.push('', `SDK would use: ${u.backend}${u.socketPath ? ` at ${u.socketPath}` : ''} (${u.reason})`)
+  if (u.backend === 'none') out.push('', u.reason, `SDK would use: none (${u.errorCode ?? 'no backend'})`)
+  else out.push('', `SDK would use: ${u.backend} at ${u.socketPath}`)
   return out.join('\n')
 }
 

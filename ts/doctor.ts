@@ -101,14 +101,29 @@ export interface DoctorDaemon {
 /** The legacy `/vm` API at one socket. */
 export interface DoctorLegacyProbe {
   endpoint: string
-  /** `sbx`: the examined sbx endpoint; `legacy`: `SANDBOXD_SOCKET`, else `~/.docker/sandboxes/sandboxd.sock`. */
-  role: 'sbx' | 'legacy'
+  /**
+   * `desktop`: the socket the desktop backend uses (the explicit socket, else `SANDBOXD_SOCKET`, else
+   * `~/.docker/sandboxes/sandboxd.sock`); `sbx`: the examined sbx endpoint when that is another socket.
+   */
+  role: 'sbx' | 'desktop'
   /** Whether `GET /vm` answered as the contract says. */
   answers: boolean
   vmCount?: number
   /** The SDK's error code when it did not answer. */
   errorCode?: string
   detail?: string
+}
+
+/** The backend `Sandboxes.connect()` picks with default options and this run's `socketPath`/`appName`. */
+export interface DoctorChoice {
+  /** `none` when connect rejects. */
+  backend: 'sbx' | 'desktop' | 'none'
+  /** The socket it talks to (or the one its error names). */
+  socketPath?: string
+  /** The code connect rejects with, when it does. */
+  errorCode?: string
+  /** Why: connect's own error message when it rejects. */
+  reason: string
 }
 
 /** The report {@link doctor} resolves with (the CLI's `--json` output). */
@@ -125,8 +140,8 @@ export interface DoctorReport {
   /** The sbx endpoint discovery stops at, examined in detail (`null` when none answered). */
   daemon: DoctorDaemon | null
   legacy: DoctorLegacyProbe[]
-  /** What auto-detection would pick. */
-  sdkWouldUse: { backend: 'sbx' | 'desktop' | 'none'; socketPath?: string; reason: string }
+  /** What `Sandboxes.connect()` returns with default options (run for real, not inferred). */
+  sdkWouldUse: DoctorChoice
   /** Whether the SDK would find a backend it can use. */
   ok: boolean
   notes: string[]

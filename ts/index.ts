@@ -85,6 +85,7 @@ export {
 export {
   doctor,
   type DoctorCandidate,
+  type DoctorChoice,
   type DoctorDaemon,
   type DoctorGateVerdict,
   type DoctorJsonAnswer,

@@ -4,23 +4,28 @@
 //! connect to it reads `/daemon/health` and `/daemon/info`, applies the version gate in both modes, and probes
 //! every route the SDK uses with `OPTIONS` (the daemon's router, Echo, answers a matched route with an `Allow`
 //! header and an unmatched one with 404 without it: sbx-api.md §4.7). It also asks whether the legacy `/vm` API
-//! answers, and ends with what the SDK would use.
+//! answers, and ends with what the SDK would use: the backend the SDK's own `Sandboxes.connect()` auto-detection
+//! returns (run for real, so the report cannot disagree with it).
 //!
 //! It never fails: every problem is a fact in the report. Each probe has a short deadline of its own, and the
 //! whole run is bounded by the caller's [`Call`]; probes that no longer fit are reported as skipped.
 
+use crate::core::backend::SandboxBackend;
 use crate::core::call::Call;
 use crate::core::sandboxd::SandboxdClient;
+use crate::core::sandboxes;
 use crate::core::sbx::discovery::{self, DiscoveryEnv, Endpoint, Os};
 use crate::core::sbx::{
     check_version, parse_api_version, DaemonHealth, VersionMode, LENIENT_API, TESTED_API,
 };
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::Method;
 use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Default deadline of one probe: a local daemon answers in milliseconds; a hung one must not stall the report.
@@ -62,9 +67,9 @@ pub struct Report {
     pub candidates: Vec<Candidate>,
     /// The sbx endpoint the SDK's discovery stops at (the first that answered at all), examined in detail.
     pub daemon: Option<DaemonReport>,
-    /// The legacy `/vm` API: on the sbx endpoint and on the legacy socket.
+    /// The legacy `/vm` API: on the examined sbx endpoint and on the socket the desktop backend uses.
     pub legacy: Vec<LegacyProbe>,
-    /// What `Sandboxes`-style auto-detection would pick.
+    /// What `Sandboxes.connect()` returns with default options (run for real, not inferred).
     pub sdk_would_use: Choice,
     /// Whether the SDK would find a backend it can use.
     pub ok: bool,
@@ -221,8 +226,8 @@ pub struct DaemonReport {
 pub struct LegacyProbe {
     /// The socket path.
     pub endpoint: String,
-    /// `sbx` when it is the sbx endpoint the report examined, `legacy` for the legacy client's own socket
-    /// (`SANDBOXD_SOCKET`, else `~/.docker/sandboxes/sandboxd.sock`).
+    /// `desktop` for the socket the desktop backend uses (the explicit socket, else `SANDBOXD_SOCKET`, else
+    /// `~/.docker/sandboxes/sandboxd.sock`); `sbx` for the examined sbx endpoint when that is another socket.
     pub role: &'static str,
     /// Whether `GET /vm` answered as the contract says.
     pub answers: bool,
@@ -237,17 +242,34 @@ pub struct LegacyProbe {
     pub detail: Option<String>,
 }
 
-/// The backend auto-detection would pick.
+/// The backend `Sandboxes.connect()` picks with default options (and this run's socket and app name).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Choice {
-    /// `sbx`, `desktop` (the legacy `/vm` API) or `none`.
+    /// `sbx`, `desktop` (the legacy `/vm` API) or `none` (connect rejects).
     pub backend: &'static str,
-    /// The socket it would talk to.
+    /// The socket it talks to (or the one its error names).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_path: Option<String>,
-    /// Why, in one sentence.
+    /// The error code connect rejects with, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// Why: connect's own error message when it rejects.
     pub reason: String,
+}
+
+/// How the SDK connects: [`sandboxes::connect`] for real, a stand-in in tests.
+pub type ConnectFn = for<'a> fn(
+    &'a sandboxes::ConnectOptions,
+    &'a Call,
+) -> BoxFuture<'a, crate::core::Result<Arc<dyn SandboxBackend>>>;
+
+/// The SDK's own auto-detection.
+fn sdk_connect<'a>(
+    o: &'a sandboxes::ConnectOptions,
+    call: &'a Call,
+) -> BoxFuture<'a, crate::core::Result<Arc<dyn SandboxBackend>>> {
+    Box::pin(sandboxes::connect(o, call))
 }
 
 /// One route the SDK uses: its template, the methods sent to it, and the path probed.
@@ -618,21 +640,25 @@ async fn legacy_probe(budget: &Budget<'_>, path: &str, role: &'static str) -> Le
     p
 }
 
-/// The report for this machine: discovery from the process environment and this OS.
+/// The report for this machine: discovery from the process environment and this OS, and the SDK's own
+/// auto-detection for "what the SDK would use".
 pub async fn doctor(opts: &DoctorOptions, call: &Call) -> Report {
     let env = DiscoveryEnv::from_process();
-    let legacy = crate::core::sandboxd::resolve_socket_path(None)
+    let explicit = opts.socket_path.as_deref().filter(|s| !s.is_empty());
+    // The socket the desktop backend uses: the explicit one, else SANDBOXD_SOCKET, else the legacy default.
+    let desktop = crate::core::sandboxd::resolve_socket_path(explicit)
         .display()
         .to_string();
-    doctor_with(opts, &env, Os::current(), &legacy, call).await
+    doctor_with(opts, &env, Os::current(), &desktop, sdk_connect, call).await
 }
 
-/// [`doctor`] with the environment, OS and legacy socket given (tests pass their own).
+/// [`doctor`] with the environment, OS, desktop socket and connect function given (tests pass their own).
 pub async fn doctor_with(
     opts: &DoctorOptions,
     env: &DiscoveryEnv,
     os: Os,
-    legacy_socket: &str,
+    desktop_socket: &str,
+    connect: ConnectFn,
     call: &Call,
 ) -> Report {
     let started = Instant::now();
@@ -700,8 +726,6 @@ pub async fn doctor_with(
 
     let mut notes = Vec::new();
     let mut daemon = None;
-    let mut sbx_usable: Option<(String, String)> = None;
-    let mut sbx_problem: Option<String> = None;
     if let Some((ep, health)) = health_of_selected {
         let health = json_answer("GET /daemon/health", health);
         let parsed: Option<DaemonHealth> = health
@@ -733,23 +757,6 @@ pub async fn doctor_with(
                 ));
             }
         }
-        let mode = VersionMode::default();
-        let default_gate = if mode == VersionMode::Strict {
-            &strict
-        } else {
-            &lenient
-        };
-        if default_gate.ok {
-            sbx_usable = Some((ep.to_string(), field("api_version").unwrap_or_default()));
-        } else {
-            sbx_problem = Some(match &health.error {
-                Some(e) => format!("the sbx endpoint {ep} did not answer as the sbx daemon: {e}"),
-                None => format!(
-                    "the sbx daemon at {ep} fails the version gate: {}",
-                    default_gate.message.clone().unwrap_or_default()
-                ),
-            });
-        }
         daemon = Some(DaemonReport {
             endpoint: ep.to_string(),
             version: field("version"),
@@ -763,23 +770,19 @@ pub async fn doctor_with(
         });
     }
 
-    // The legacy /vm API: on the examined sbx endpoint (LocalSandboxd serves both there), else on an explicit
-    // socket, and on the legacy client's own socket.
+    // The legacy /vm API: on the examined sbx endpoint (LocalSandboxd serves both there) and on the socket the
+    // desktop backend uses. The legacy client speaks over Unix sockets only.
     let mut legacy = Vec::new();
-    let same = daemon
-        .as_ref()
-        .map(|d| d.endpoint.clone())
-        .or_else(|| explicit.map(str::to_string));
-    // The legacy client speaks over Unix sockets only.
     let is_pipe = |s: &str| s.starts_with(r"\\.\pipe\") || s.starts_with("//./pipe/");
-    if let Some(s) = same.filter(|s| !is_pipe(s)) {
-        legacy.push(legacy_probe(&budget, &s, "sbx").await);
+    if let Some(d) = daemon
+        .as_ref()
+        .filter(|d| d.endpoint != desktop_socket && !is_pipe(&d.endpoint))
+    {
+        legacy.push(legacy_probe(&budget, &d.endpoint, "sbx").await);
     }
-    if !legacy.iter().any(|l| l.endpoint == legacy_socket) {
-        legacy.push(legacy_probe(&budget, legacy_socket, "legacy").await);
-    }
+    legacy.push(legacy_probe(&budget, desktop_socket, "desktop").await);
 
-    let sdk_would_use = choose(sbx_usable, sbx_problem, &legacy);
+    let sdk_would_use = sdk_choice(&budget, opts, connect).await;
     if call.cancel.is_cancelled() {
         notes.push("aborted: probes after the abort are marked skipped".into());
     } else if Instant::now() >= budget.end {
@@ -815,36 +818,55 @@ fn precheck(ep: &Endpoint) -> Option<Outcome> {
     }
 }
 
-/// The backend auto-detection picks: a usable sbx daemon first, then a legacy `/vm` socket that answers.
-fn choose(
-    sbx: Option<(String, String)>,
-    sbx_problem: Option<String>,
-    legacy: &[LegacyProbe],
-) -> Choice {
-    if let Some((socket, api)) = sbx {
-        return Choice {
-            backend: "sbx",
-            socket_path: Some(socket),
-            reason: format!(
-                "an sbx daemon answers with api_version {api}, inside the supported range"
-            ),
-        };
-    }
-    if let Some(l) = legacy.iter().find(|l| l.answers) {
-        let why = sbx_problem.unwrap_or_else(|| "no sbx daemon answers".into());
-        return Choice {
-            backend: "desktop",
-            socket_path: Some(l.endpoint.clone()),
-            reason: format!("{why}; the legacy /vm API answers there"),
-        };
-    }
-    Choice {
+/// What `Sandboxes.connect()` does with default options: the backend it returns, or the error it rejects with.
+async fn sdk_choice(budget: &Budget<'_>, opts: &DoctorOptions, connect: ConnectFn) -> Choice {
+    let none = |reason: String, code: Option<String>, socket: Option<String>| Choice {
         backend: "none",
-        socket_path: None,
-        reason: match sbx_problem {
-            Some(p) => format!("{p}; no legacy /vm API answers either"),
-            None => "no sbx daemon answers at any candidate and no legacy /vm API answers".into(),
+        socket_path: socket,
+        error_code: code,
+        reason,
+    };
+    let Some(limit) = budget.next() else {
+        return none(Fail::Skipped.detail(), None, None);
+    };
+    let o = sandboxes::ConnectOptions {
+        socket_path: opts.socket_path.clone().filter(|s| !s.is_empty()),
+        app_name: opts.app_name.clone(),
+        timeout: Some(budget.probe),
+        ..Default::default()
+    };
+    let call = Call::new(Some(limit), budget.call.cancel.child_token());
+    // connect may try both backends: it gets the rest of the run, each of its requests one probe's deadline.
+    match tokio::time::timeout(limit, connect(&o, &call)).await {
+        Err(_) => none(
+            format!(
+                "Sandboxes.connect() did not finish within {} ms",
+                limit.as_millis()
+            ),
+            Some("ERR_TIMEOUT".into()),
+            None,
+        ),
+        Ok(Ok(b)) => Choice {
+            backend: b.kind(),
+            socket_path: Some(b.socket()),
+            error_code: None,
+            reason: format!(
+                "Sandboxes.connect() with default options returns the {} backend",
+                b.kind()
+            ),
         },
+        Ok(Err(e)) => {
+            let socket = e
+                .props
+                .get("socketPath")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            none(
+                format!("Sandboxes.connect() rejects: {}", e.message),
+                Some(e.code.as_str().to_string()),
+                socket,
+            )
+        }
     }
 }
 
@@ -945,33 +967,18 @@ mod tests {
         assert!(a.error.unwrap().contains("HTTP 401"));
     }
 
-    #[test]
-    fn choice_prefers_sbx_then_legacy() {
-        let legacy = |answers| LegacyProbe {
-            endpoint: "/l.sock".into(),
-            role: "legacy",
-            answers,
-            vm_count: None,
-            error_code: None,
-            detail: None,
-        };
-        let c = choose(
-            Some(("/s.sock".into(), "0.26.0".into())),
-            None,
-            &[legacy(true)],
-        );
-        assert_eq!(
-            (c.backend, c.socket_path.as_deref()),
-            ("sbx", Some("/s.sock"))
-        );
-        let c = choose(None, Some("too new".into()), &[legacy(true)]);
-        assert_eq!(
-            (c.backend, c.socket_path.as_deref()),
-            ("desktop", Some("/l.sock"))
-        );
-        assert!(c.reason.starts_with("too new"));
-        let c = choose(None, None, &[legacy(false)]);
-        assert_eq!((c.backend, c.socket_path), ("none", None));
+    /// A stand-in for the SDK's connect that finds nothing.
+    fn finds_nothing<'a>(
+        _: &'a sandboxes::ConnectOptions,
+        _: &'a Call,
+    ) -> BoxFuture<'a, crate::core::Result<Arc<dyn SandboxBackend>>> {
+        Box::pin(async {
+            Err(crate::core::Error::new(
+                crate::core::ErrorCode::SandboxdUnavailable,
+                "no sandbox daemon answers",
+            )
+            .with("socketPath", "/nowhere.sock"))
+        })
     }
 
     /// A fake daemon on a Unix socket: answers every request with `reply(method, path)` as raw HTTP bytes, or
@@ -1049,6 +1056,7 @@ mod tests {
             &env(home.path()),
             Os::Linux,
             legacy.to_str().unwrap(),
+            finds_nothing,
             &Call::default(),
         )
         .await;
@@ -1081,11 +1089,20 @@ mod tests {
         assert_eq!(r.discovery, "defaults");
         assert!(r.daemon.is_none());
         assert_eq!(r.legacy.len(), 1);
+        assert_eq!(r.legacy[0].role, "desktop");
         assert_eq!(
             r.legacy[0].error_code.as_deref(),
             Some("ERR_SANDBOXD_UNAVAILABLE")
         );
         assert_eq!(r.sdk_would_use.backend, "none");
+        assert_eq!(
+            r.sdk_would_use.error_code.as_deref(),
+            Some("ERR_SANDBOXD_UNAVAILABLE")
+        );
+        assert_eq!(
+            r.sdk_would_use.socket_path.as_deref(),
+            Some("/nowhere.sock")
+        );
         assert!(!r.ok);
         let json = serde_json::to_value(&r).unwrap();
         assert_eq!(json["candidates"][2]["outcome"], "refused");
@@ -1121,12 +1138,13 @@ mod tests {
         });
         let mut o = quick();
         o.socket_path = Some(sock.display().to_string());
-        let legacy = dir.path().join("none.sock");
+        // As in doctor(): with an explicit socket, the desktop backend uses that socket too.
         let r = doctor_with(
             &o,
             &env(dir.path()),
             Os::Linux,
-            legacy.to_str().unwrap(),
+            sock.to_str().unwrap(),
+            sdk_connect,
             &Call::default(),
         )
         .await;
@@ -1150,9 +1168,8 @@ mod tests {
             assert_eq!(route.verdict, want, "{}", route.route);
         }
         // The /vm probe on the same socket says it is not served there; the legacy socket is missing.
-        assert_eq!(r.legacy.len(), 2);
-        assert_eq!((r.legacy[0].role, r.legacy[0].answers), ("sbx", false));
-        assert_eq!(r.legacy[1].role, "legacy");
+        assert_eq!(r.legacy.len(), 1);
+        assert_eq!((r.legacy[0].role, r.legacy[0].answers), ("desktop", false));
         assert_eq!(r.sdk_would_use.backend, "sbx");
         assert_eq!(
             r.sdk_would_use.socket_path.as_deref(),
@@ -1177,7 +1194,8 @@ mod tests {
             &o,
             &env(dir.path()),
             Os::Linux,
-            "/nonexistent/legacy.sock",
+            sock.to_str().unwrap(),
+            sdk_connect,
             &Call::default(),
         )
         .await;
@@ -1189,10 +1207,20 @@ mod tests {
             .iter()
             .all(|r| r.verdict == RouteVerdict::NoOptionsAnswer));
         assert_eq!(r.sdk_would_use.backend, "none");
+        // The SDK tries the sbx API, then the /vm API on the same socket, and finds neither.
+        assert_eq!(
+            r.sdk_would_use.error_code.as_deref(),
+            Some("ERR_SANDBOXD_UNAVAILABLE")
+        );
         assert!(r
             .sdk_would_use
             .reason
-            .contains("did not answer as the sbx daemon"));
+            .starts_with("Sandboxes.connect() rejects"));
+        assert_eq!(r.legacy.len(), 1);
+        assert_eq!(
+            r.legacy[0].error_code.as_deref(),
+            Some("ERR_SANDBOXD_PROTOCOL")
+        );
 
         let dir2 = tempfile::tempdir().unwrap();
         let mute = fake(dir2.path(), |_, _| None);
@@ -1205,6 +1233,7 @@ mod tests {
             &env(dir2.path()),
             Os::Linux,
             "/nonexistent/legacy.sock",
+            sdk_connect,
             &call,
         )
         .await;

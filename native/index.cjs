@@ -855,3 +855,4 @@ module.exports.Sandboxd = nativeBinding.Sandboxd
 module.exports.Sandboxes = nativeBinding.Sandboxes
 module.exports.TurnStream = nativeBinding.TurnStream
 module.exports.Vm = nativeBinding.Vm
+module.exports.doctor = nativeBinding.doctor

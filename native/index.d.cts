@@ -692,6 +692,25 @@ export interface CreateVmOptions {
   timeoutMs?: number
 }
 
+/**
+ * What the SDK finds on this machine: every sbx candidate socket, the daemon's version and routes, the legacy
+ * `/vm` API, and the backend the SDK would use. Never rejects for what it finds (only for bad options or an
+ * abort).
+ */
+export declare function doctor(options?: DoctorOptions | undefined | null): Promise<Record<string, unknown>>
+
+/** Options for `doctor()`. */
+export interface DoctorOptions {
+  /** A socket path (or `\\.\pipe\…`): the only sbx candidate, also probed for the legacy `/vm` API. */
+  socketPath?: string
+  /** The sbx app name (`sbx --app-name`). Default: `DOCKER_SANDBOXES_APP_NAME`. */
+  appName?: string
+  /** Aborting rejects with `ABORT_ERR`. */
+  signal?: AbortSignal
+  /** Deadline for the whole run in milliseconds (default 30 s); probes past it are reported as skipped. */
+  timeoutMs?: number
+}
+
 /** `engine.version()`. */
 export interface EngineVersion {
   /** Engine version, e.g. `20.10.24`. */

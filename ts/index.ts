@@ -84,3 +84,17 @@ export {
   type ToolCallFields,
   type TurnStream,
 } from './agent'
+export {
+  doctor,
+  type DoctorCandidate,
+  type DoctorChoice,
+  type DoctorDaemon,
+  type DoctorGateVerdict,
+  type DoctorJsonAnswer,
+  type DoctorLegacyProbe,
+  type DoctorOptions,
+  type DoctorOutcome,
+  type DoctorReport,
+  type DoctorRoute,
+  type DoctorRouteVerdict,
+} from './doctor'

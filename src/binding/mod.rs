@@ -4,6 +4,7 @@ mod agent;
 mod archive;
 mod call;
 mod container;
+mod doctor;
 mod engine;
 mod exec;
 mod forward;

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod call;
 pub mod container;
 pub mod desktop;
+pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod exec;

@@ -6,7 +6,8 @@
 //! Chosen answers where the real daemon's are unknown: bad input 400, unknown sandbox 404 `sandbox <n> not
 //! found`, an existing name 409, a stopped sandbox 409 `sandbox <n> is not running`, a stopping daemon 503, ports
 //! and save 501 (no port publishing or image commit exists in this design: a sandbox container has no host
-//! network path, and templates come from the host engine).
+//! network path, and templates come from the host engine). `OPTIONS`: 204 with an `Allow` header on every route
+//! it implements, 404 `Not Found` (no `Allow`) elsewhere, as the real daemon's router does for unknown routes.
 
 use super::engine::VmEngine;
 use super::{make_private_dir, message, reply, Claim, Inner, Resp, Work, MAX_SOCKET_PATH};
@@ -149,6 +150,35 @@ fn env_list(v: &Value) -> std::result::Result<Vec<String>, String> {
     }
 }
 
+/// The `Allow` header of an sbx route LocalSandboxd implements, `None` for any other path. The real daemon's
+/// router (Echo) answers `OPTIONS` on a route it knows with an `Allow` header and on an unknown one with 404
+/// without it (sbx-api.md §4.7); the 204 and the `OPTIONS, …` order follow Echo's built-in handler. The ports and
+/// save routes are left out: LocalSandboxd answers them only with 501, so a probe must not report them served.
+fn sbx_allow(segs: &[&str]) -> Option<&'static str> {
+    Some(match segs {
+        ["daemon", "health" | "info"] => "OPTIONS, GET",
+        ["sandbox"] => "OPTIONS, GET, POST",
+        ["sandbox", _] => "OPTIONS, DELETE, GET",
+        ["sandbox", _, "start" | "stop"] => "OPTIONS, POST",
+        ["sandbox", _, "exec", "attach"] => "OPTIONS, POST",
+        ["sandbox", _, "exec", _] => "OPTIONS, GET",
+        ["sandbox", _, "exec", _, "resize"] => "OPTIONS, POST",
+        ["sandbox", _, "files"] => "OPTIONS, GET, PUT",
+        _ => return None,
+    })
+}
+
+/// `204 No Content` with an `Allow` header: the answer to `OPTIONS` on a known route.
+fn no_content_allow(allow: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    r.headers_mut().insert(
+        hyper::header::ALLOW,
+        hyper::header::HeaderValue::from_static(allow),
+    );
+    r
+}
+
 impl Inner {
     /// Route a request of the sbx API; `None` when the path is not one of its routes.
     pub(super) async fn route_sbx(
@@ -167,6 +197,15 @@ impl Inner {
             .collect();
         let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
         let m = req.method().clone();
+        if m == Method::OPTIONS {
+            return match (sbx_allow(&segs), segs.as_slice()) {
+                (Some(allow), _) => Ok(no_content_allow(allow)),
+                (None, ["daemon", ..] | ["sandbox", ..]) => {
+                    Ok(message(StatusCode::NOT_FOUND, "Not Found"))
+                }
+                (None, _) => Err(req),
+            };
+        }
         Ok(match (&m, segs.as_slice()) {
             (&Method::GET, ["daemon", "health"]) => reply(
                 StatusCode::OK,
@@ -839,4 +878,28 @@ fn humantime_now() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_lists_the_methods_of_implemented_routes_only() {
+        assert_eq!(sbx_allow(&["sandbox"]), Some("OPTIONS, GET, POST"));
+        assert_eq!(
+            sbx_allow(&["sandbox", "x", "exec", "id"]),
+            Some("OPTIONS, GET")
+        );
+        assert_eq!(
+            sbx_allow(&["sandbox", "x", "files"]),
+            Some("OPTIONS, GET, PUT")
+        );
+        assert_eq!(sbx_allow(&["sandbox", "x", "ports"]), None);
+        assert_eq!(sbx_allow(&["sandbox", "x", "save"]), None);
+        assert_eq!(sbx_allow(&["vm"]), None);
+        let r = no_content_allow("OPTIONS, GET");
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        assert_eq!(r.headers()[hyper::header::ALLOW], "OPTIONS, GET");
+    }
 }

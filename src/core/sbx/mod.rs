@@ -10,8 +10,8 @@ mod exec;
 pub mod wire;
 
 pub use client::{
-    check_version, validate_sandbox_name, ApiRange, ConnectOptions, SbxClient, SbxSandbox,
-    VersionMode, LENIENT_API, TESTED_API,
+    check_version, parse_api_version, validate_sandbox_name, ApiRange, ConnectOptions, SbxClient,
+    SbxSandbox, VersionMode, LENIENT_API, TESTED_API,
 };
 pub use discovery::{candidates, DiscoveryEnv, Endpoint, Os};
 pub use exec::SbxProcess;

@@ -129,6 +129,7 @@ impl SandboxdClient {
             ),
         )
         .with("socketPath", self.socket_path.display().to_string())
+        .with("cause", detail)
     }
 
     async fn exchange(

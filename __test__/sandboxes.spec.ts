@@ -2,7 +2,8 @@
 // the sbx backend and one from the desktop (legacy /vm) backend, both served by one LocalSandboxd (a private dockerd
 // per sandbox, the busybox template copied in from the host's engine). The container path is covered by
 // exec/spawn/files.spec.ts; what differs per backend is asserted with the backend named.
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs'
+import { createHash } from 'node:crypto'
+import { mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -557,4 +558,50 @@ describe.each(BACKENDS)('forwarded ports on the %s backend', (backend) => {
     for (const p of [0, 70000, -1]) expect((await rejection(box.forward(p))).code, `${p}`).toBe('ERR_INVALID_ARGUMENT')
     expect((await rejection(box.forward('80' as never))).code).toBe('ERR_INVALID_ARGUMENT')
   }, 60_000)
+})
+
+describe.each(BACKENDS)('an agent from an image without sandbox-agent on the %s backend', (backend) => {
+  let box: Sandbox
+  const SCRIPT = readFileSync(fileURLToPath(new URL('./fixtures/agent-image/scripted-acp-agent.sh', import.meta.url)))
+  const BINARY = fileURLToPath(new URL('../node_modules/@sandbox-agent/cli-linux-x64/bin/sandbox-agent', import.meta.url))
+
+  beforeAll(async () => {
+    const sandboxes = await Sandboxes.connect({ socketPath: local.socketPath, backend })
+    box = await sandboxes.create({ name: `bare-agent-${backend}`, agent: 'pi', workspace: ws.dir, template: IMAGE! })
+  }, 180_000)
+
+  afterAll(async () => {
+    await box?.remove({ force: true })
+  }, 60_000)
+
+  it('installs the binary from the npm package (once), starts the server, runs a turn with the scripted agent', async () => {
+    expect((await box.exec(['sh', '-c', 'command -v sandbox-agent || echo none'])).text()).toBe('none\n')
+    // the scripted ACP agent in the launcher slot of `pi`, through the files route (the test's own agent)
+    const slots = '/root/.local/share/sandbox-agent/bin/agent_processes'
+    await box.exec(['mkdir', '-p', slots, '/usr/bin'])
+    await box.writeFile(`${slots}/pi-acp`, SCRIPT, { mode: 0o755 })
+    await box.exec(['sh', '-c', '[ -e /usr/bin/env ] || ln -s /bin/busybox /usr/bin/env'])
+
+    const agent = new SandboxAgent(box)
+    const t0 = Date.now()
+    expect((await agent.ensureServer({ timeoutMs: 60_000, env: { HOME: '/root' } })).started).toBe(true)
+    const firstMs = Date.now() - t0
+    const again = await agent.installServer()
+    const size = statSync(BINARY).size
+    expect(again).toMatchObject({ path: '/usr/local/bin/sandbox-agent', copied: false, bytes: size })
+    expect(again.sha256).toBe(createHash('sha256').update(readFileSync(BINARY)).digest('hex'))
+    expect((await box.exec(['sha256sum', '/usr/local/bin/sandbox-agent'])).text().split(' ')[0]).toBe(again.sha256)
+    await using s = await agent.createSession({ agent: 'pi', cwd: ws.dir })
+    const text: string[] = []
+    for await (const e of s.prompt('hello')) if (e.type === 'text') text.push(e.text)
+    expect(text.join('')).toBe('Hello, world')
+    console.log(`[${backend}] install + start: ${firstMs} ms for ${(size / 1e6).toFixed(1)} MB`)
+  }, 180_000)
+
+  it('a user-given binary that cannot be read is ERR_INVALID_ARGUMENT naming agentBinary', async () => {
+    const missing = new SandboxAgent(box, { agentBinary: '/nonexistent/sandbox-agent' })
+    const e = await rejection(missing.installServer())
+    expect(e).toMatchObject({ code: 'ERR_INVALID_ARGUMENT', argument: 'agentBinary' })
+    expect(e.message).toContain('/nonexistent/sandbox-agent')
+  })
 })

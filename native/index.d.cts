@@ -371,6 +371,11 @@ export declare class SandboxAgent {
    */
   constructor(target: Container | Sandbox, options?: SandboxAgentOptions | undefined | null)
   /**
+   * Put the `sandbox-agent` binary for the target's architecture into it (from `agentBinary` or the
+   * `@sandbox-agent/cli-linux-<cpu>` package), verified by SHA-256; an identical one already there is kept.
+   */
+  installServer(options?: CallOptions | undefined | null): Promise<InstallResult>
+  /**
    * Probe health; when the server is down, start `sandbox-agent server --no-telemetry` detached (with a long
    * `SANDBOX_AGENT_ACP_REQUEST_TIMEOUT_MS`) and wait until it is healthy (default 15 s).
    */
@@ -844,6 +849,17 @@ export interface ImageSummary {
   created: number
 }
 
+/** What `installServer()` did. */
+export interface InstallResult {
+  /** The binary's path in the sandbox. */
+  path: string
+  /** False when an identical binary was already there. */
+  copied: boolean
+  bytes: number
+  /** Hex SHA-256 of the binary (checked after the copy). */
+  sha256: string
+}
+
 /** Options for `containers.list()`. */
 export interface ListContainersOptions {
   /** Include stopped containers. */
@@ -974,6 +990,11 @@ export interface SandboxAgentOptions {
   port?: number
   /** Bearer token, when the server runs with `--token`. */
   token?: string
+  /**
+   * `sandbox-agent` binaries on the host by npm cpu name (`x64`, `arm64`; `*` for any): what `installServer()`
+   * and `ensureServer()` copy into a target that has none. The TypeScript layer fills it in.
+   */
+  agentBinaries?: Record<string, string>
 }
 
 /** Options for `new Sandboxd()`. */

@@ -13,6 +13,31 @@ export interface SandboxAgentOptions {
   port?: number
   /** Bearer token, when the server runs with `--token`. */
   token?: string
+  /**
+   * The `sandbox-agent` binary to copy into a target that has none (a host path, for the target's architecture).
+   * Default: `@sandbox-agent/cli-linux-x64` / `-arm64` from your dependencies, chosen by the target's `uname -m`.
+   */
+  agentBinary?: string
+}
+
+/** What `installServer()` did. */
+export type InstallResult = native.InstallResult
+
+/** The `sandbox-agent` binaries Node can resolve from the npm packages, by npm cpu name. */
+function packagedBinaries(): Record<string, string> {
+  const found: Record<string, string> = {}
+  for (const cpu of ['x64', 'arm64']) {
+    const id = `@sandbox-agent/cli-linux-${cpu}/bin/sandbox-agent`
+    for (const paths of [undefined, [process.cwd()]]) {
+      try {
+        found[cpu] = require.resolve(id, paths ? { paths } : undefined)
+        break
+      } catch {
+        // not installed where this looked
+      }
+    }
+  }
+  return found
 }
 
 /** Options for `ensureServer()`. */
@@ -160,8 +185,22 @@ export class SandboxAgent {
       target instanceof Sandbox
         ? unwrap<native.Sandbox>('target', target, Sandbox)
         : unwrap<native.Container>('target', target, Container)
-    check.opts('options', options, { port: 'number', token: 'string' })
-    this.#inner = bind(this, callSync(() => new native.SandboxAgent(t, options)))
+    check.opts('options', options, { port: 'number', token: 'string', agentBinary: 'string' })
+    const agentBinaries = options?.agentBinary ? { '*': options.agentBinary } : packagedBinaries()
+    const nativeOptions = { port: options?.port, token: options?.token, agentBinaries }
+    this.#inner = bind(this, callSync(() => new native.SandboxAgent(t, nativeOptions)))
+  }
+
+  /**
+   * Put the `sandbox-agent` binary for the target's architecture into it (`agentBinary`, or the
+   * `@sandbox-agent/cli-linux-<cpu>` package), verified by size and SHA-256; an identical one already there is not
+   * copied again. `ensureServer()` does this by itself when the target has no `sandbox-agent`.
+   */
+  installServer(options?: CallOptions): Promise<InstallResult> {
+    return call(options?.signal, async () => {
+      check.opts('options', options, check.CALL)
+      return this.#inner.installServer(options)
+    })
   }
 
   /**

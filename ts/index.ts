@@ -76,6 +76,8 @@ export {
   type CreateSessionOptions,
   type EnsureServerOptions,
   type EnsureServerResult,
+  type InstallResult,
+  type SandboxAgentOptions,
   type EventsOptions,
   type PermissionOption,
   type PromptOptions,

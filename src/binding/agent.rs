@@ -9,6 +9,7 @@ use super::iter::{async_iterator, step};
 use super::sandboxes::Sandbox;
 use crate::core::acp::{default_init_params, AcpConnection, EventStream, StreamItem};
 use crate::core::agent::AgentServer;
+use crate::core::agent_install::BinarySources;
 use crate::core::session::{
     AgentSession as CoreSession, PermissionAnswer, Turn, TurnEvent, TurnSummary,
 };
@@ -29,6 +30,21 @@ pub struct SandboxAgentOptions {
     pub port: Option<u16>,
     /// Bearer token, when the server runs with `--token`.
     pub token: Option<String>,
+    /// `sandbox-agent` binaries on the host by npm cpu name (`x64`, `arm64`; `*` for any): what `installServer()`
+    /// and `ensureServer()` copy into a target that has none. The TypeScript layer fills it in.
+    pub agent_binaries: Option<std::collections::HashMap<String, String>>,
+}
+
+/// What `installServer()` did.
+#[napi(object)]
+pub struct InstallResult {
+    /// The binary's path in the sandbox.
+    pub path: String,
+    /// False when an identical binary was already there.
+    pub copied: bool,
+    pub bytes: f64,
+    /// Hex SHA-256 of the binary (checked after the copy).
+    pub sha256: String,
 }
 
 /// The sandbox-agent server inside a container, reached through `docker exec` tunnels (no port needed).
@@ -94,17 +110,40 @@ impl SandboxAgent {
     /// `python3` as a relay; the sbx backend's exec route carries the tunnel like `docker exec` does).
     #[napi(catch_unwind, constructor)]
     pub fn new(target: Either<&Container, &Sandbox>, options: Option<SandboxAgentOptions>) -> Self {
-        let (port, token) = match options {
-            Some(o) => (o.port, o.token),
-            None => (None, None),
+        let (port, token, bins) = match options {
+            Some(o) => (o.port, o.token, o.agent_binaries.unwrap_or_default()),
+            None => (None, None, Default::default()),
         };
         let server = match target {
             Either::A(c) => AgentServer::for_container(c.inner.clone(), port, token),
             Either::B(s) => AgentServer::new(s.target.clone(), port, token),
         };
+        let mut bins: Vec<(String, std::path::PathBuf)> =
+            bins.into_iter().map(|(k, v)| (k, v.into())).collect();
+        bins.sort();
         SandboxAgent {
-            server: Arc::new(server),
+            server: Arc::new(server.with_binaries(BinarySources(bins))),
         }
+    }
+
+    /// Put the `sandbox-agent` binary for the target's architecture into it (from `agentBinary` or the
+    /// `@sandbox-agent/cli-linux-<cpu>` package), verified by SHA-256; an identical one already there is kept.
+    #[napi(catch_unwind)]
+    pub fn install_server(
+        &self,
+        env: Env,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<InstallResult>> {
+        let server = self.server.clone();
+        run(&env, options.as_ref(), move |call| async move {
+            let done = server.install(&call).await?;
+            Ok(InstallResult {
+                path: done.path,
+                copied: done.copied,
+                bytes: done.bytes as f64,
+                sha256: done.sha256,
+            })
+        })
     }
 
     /// Probe health; when the server is down, start `sandbox-agent server --no-telemetry` detached (with a long

@@ -2,6 +2,7 @@
 //! HTTP requests (pooled keep-alive connections), SSE streams (one dedicated connection each), health, start-up,
 //! agent install.
 
+use super::agent_install::{self, BinarySources, Installed};
 use super::backend::ExecTarget;
 use super::call::Call;
 use super::container::Container;
@@ -41,6 +42,10 @@ pub struct AgentServer {
     token: Option<String>,
     relay: tokio::sync::OnceCell<Relay>,
     idle: Mutex<Vec<SendRequest<Full<Bytes>>>>,
+    /// Binaries `ensure_server` installs from when the target has none.
+    install_from: BinarySources,
+    /// The binary's path once this server installed it.
+    installed: Mutex<Option<String>>,
 }
 
 /// A complete HTTP response from the agent server.
@@ -113,7 +118,24 @@ impl AgentServer {
             token,
             relay: tokio::sync::OnceCell::new(),
             idle: Mutex::new(Vec::new()),
+            install_from: BinarySources::default(),
+            installed: Mutex::new(None),
         }
+    }
+
+    /// Install from `sources` when the target has no `sandbox-agent` (see [`super::agent_install`]).
+    pub fn with_binaries(mut self, sources: BinarySources) -> AgentServer {
+        self.install_from = sources;
+        self
+    }
+
+    /// Put the `sandbox-agent` binary into the target (skipped when an identical one is there).
+    pub async fn install(&self, call: &Call) -> Result<Installed> {
+        let done = agent_install::install(self.target.as_ref(), &self.install_from, call).await?;
+        if let Ok(mut i) = self.installed.lock() {
+            *i = Some(done.path.clone());
+        }
+        Ok(done)
     }
 
     /// [`AgentServer::new`] for a container.
@@ -273,8 +295,14 @@ impl AgentServer {
             return Ok(false);
         }
         let started = Instant::now();
+        let program = self
+            .installed
+            .lock()
+            .ok()
+            .and_then(|i| i.clone())
+            .unwrap_or_else(|| "sandbox-agent".into());
         let mut cmd = vec![
-            "sandbox-agent".to_string(),
+            program,
             "server".into(),
             "--no-telemetry".into(),
             "--host".into(),
@@ -297,7 +325,16 @@ impl AgentServer {
             ..Default::default()
         };
         let starting = Call::new(Some(deadline), cancel.clone());
-        self.target.start_detached(spec, &starting).await?;
+        match self.target.start_detached(spec.clone(), &starting).await {
+            // Not there: install it (when a binary is known) and start that.
+            Err(e) if e.code == ErrorCode::ExecFailed && !self.install_from.is_empty() => {
+                let done = self.install(&starting).await?;
+                let mut spec = spec;
+                spec.cmd[0] = done.path;
+                self.target.start_detached(spec, &starting).await?;
+            }
+            r => r?,
+        }
         let mut last = None;
         while started.elapsed() < deadline {
             if cancel.is_cancelled() {

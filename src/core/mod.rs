@@ -2,6 +2,7 @@
 
 pub mod acp;
 pub mod agent;
+pub mod agent_install;
 pub mod archive;
 pub mod attach;
 pub mod backend;

@@ -5,7 +5,8 @@
 //   node bench/peer.mjs once  <op>   <argsJSON>     fresh process for one RSS/CPU measurement, result over IPC
 //   node bench/peer.mjs conns <argsJSON>            run under strace by run.mjs: engine connections per call
 //
-// kind: 'sdk' (this package), 'dockerode', 'cli' (docker CLI / curl through child_process, i.e. "glue").
+// kind: 'sdk' (this package), 'dockerode', 'cli' (docker CLI / curl through child_process, i.e. "glue"),
+// 'sbx' (this package, a sandbox through the sbx API: T8).
 import { execSync, spawnSync } from 'node:child_process'
 import { connect } from 'node:net'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
@@ -53,6 +54,23 @@ async function makeClient(kind, cfg) {
       },
       ping: () => engine.ping(),
       sandboxdPing: () => sbx.ping(),
+    }
+  }
+  if (kind === 'sbx') {
+    // T8: a sandbox reached through the sbx API (LocalSandboxd), with the same calls as a container
+    const sdk = require(REPO)
+    const sandboxes = await sdk.Sandboxes.connect({ socketPath: cfg.sbxApiSock, backend: 'sbx' })
+    const box = await sandboxes.get(cfg.sandbox)
+    if (!box) throw new Error(`sandbox ${cfg.sandbox} not found`)
+    return {
+      sdk,
+      container: box,
+      async exec() {
+        const r = await box.sh(EXEC_SCRIPT, { env: EXEC_ENV })
+        return r.exitCode === 0 && r.text() === EXEC_EXPECT
+      },
+      ping: null,
+      sandboxdPing: null,
     }
   }
   if (kind === 'dockerode') {
@@ -235,9 +253,13 @@ async function withRssWatch(fn) {
   }
 }
 
-/** Stream `bytes` of zeros (`streamCmd`) into JS; MiB/s and RSS growth. */
+/**
+ * Stream `bytes` of zeros (`streamCmd`) into JS; MiB/s and RSS growth. kind: 'sdk' / 'sbx' (`for await`),
+ * 'sdk-read' / 'sbx-read' (`read(buf)`), 'dockerode'.
+ */
 async function onceStream({ kind, cfg, bytes }) {
-  const client = await makeClient(kind === 'sdk-read' ? 'sdk' : kind, cfg)
+  const base = kind.replace(/-read$/, '')
+  const client = await makeClient(base, cfg)
   await client.exec() // connected and warm, as a real client would be
   const cmd = streamCmd(bytes)
   const run = async () => {
@@ -246,14 +268,14 @@ async function onceStream({ kind, cfg, bytes }) {
     let got = 0
     let chunks = 0
     let exitCode
-    if (kind === 'sdk') {
+    if (kind === 'sdk' || kind === 'sbx') {
       const p = await client.container.spawn(cmd)
       for await (const { stream, data } of p) {
         chunks++
         if (stream === 'stdout') got += data.length
       }
       exitCode = (await p.wait()).exitCode
-    } else if (kind === 'sdk-read') {
+    } else if (kind === 'sdk-read' || kind === 'sbx-read') {
       // bring your own buffer: one 256 KiB Buffer reused for the whole stream
       const p = await client.container.spawn(cmd)
       const buf = Buffer.allocUnsafe(256 * 1024)
@@ -279,7 +301,7 @@ async function onceStream({ kind, cfg, bytes }) {
       })
       exitCode = (await exec.inspect()).ExitCode
     } else {
-      throw new Error('stream: sdk or dockerode')
+      throw new Error('stream: sdk, sbx or dockerode')
     }
     const secs = (performance.now() - t0) / 1000
     const cpu = process.cpuUsage(cpu0)

@@ -1,4 +1,4 @@
-// `npm run bench` (via bench/run.sh): the performance targets T1–T6, measured side by side with the peers
+// `npm run bench` (via bench/run.sh): the performance targets T1–T6 and T8, measured side by side with the peers
 // (dockerode, the docker CLI, curl glue) in one interleaved run, written to BENCHMARKS.md.
 //
 //   node bench/run.mjs [--quick] [--out FILE] [--only T1,T3] [--keep-images] [--strict]
@@ -10,7 +10,7 @@ import { fork, spawn, execFileSync } from 'node:child_process'
 import { copyFileSync, existsSync, mkdtempSync, rmSync, statSync, writeFileSync, mkdirSync, readdirSync, readFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { MiB, REPO, dockerCli, engineRequest, max, median, min, p90, quantile, require, streamCmd } from './lib.mjs'
+import { EXEC_ENV, EXEC_EXPECT, EXEC_SCRIPT, MiB, REPO, dockerCli, engineRequest, max, median, min, p90, quantile, require, streamCmd } from './lib.mjs'
 
 // ---------------------------------------------------------------------------
 // options
@@ -39,7 +39,7 @@ for (let i = 0; i < argv.length; i++) {
 const QUICK = flag('--quick')
 const STRICT = flag('--strict')
 const KEEP_IMAGES = flag('--keep-images')
-const ONLY = new Set((opt('--only') ?? 'T1,T2,T3,T4,T5,T6').toUpperCase().split(',').filter(Boolean))
+const ONLY = new Set((opt('--only') ?? 'T1,T2,T3,T4,T5,T6,T8').toUpperCase().split(',').filter(Boolean))
 const OUT = path.resolve(REPO, opt('--out') ?? (QUICK ? '.tmp/BENCHMARKS.quick.md' : 'BENCHMARKS.md'))
 
 const CFG = QUICK
@@ -51,6 +51,7 @@ const CFG = QUICK
       t4Rounds: 1, bigMiB: 16,
       t5Rounds: 2, t5FastN: 100, t5CurlN: 10,
       t6Rounds: 3,
+      t8Rounds: 3, t8PerRound: 5, t8StreamRounds: 1, t8Bytes: 64 * MiB,
     }
   : {
       t1Rounds: 12, t1PerRound: 10,
@@ -60,6 +61,7 @@ const CFG = QUICK
       t4Rounds: 8, bigMiB: 100,
       t5Rounds: 8, t5FastN: 250, t5CurlN: 25,
       t6Rounds: 10,
+      t8Rounds: 12, t8PerRound: 10, t8StreamRounds: 7, t8Bytes: 256 * MiB,
     }
 
 const PEER = path.join(REPO, 'bench/peer.mjs')
@@ -205,7 +207,7 @@ const ADDON_SNAPSHOT = (() => {
 })()
 if (ADDON_SNAPSHOT) process.env.NAPI_RS_NATIVE_LIBRARY_PATH = ADDON_SNAPSHOT
 const sdk = require(REPO)
-const state = { container: null, lsbx: null, vm: null, workspace: null, bigRef: null, bigCreated: false, agents: [] }
+const state = { container: null, lsbx: null, vm: null, workspace: null, bigRef: null, bigCreated: false, agents: [], sandbox: null }
 
 async function cleanup() {
   if (cleanup.done) return
@@ -221,6 +223,7 @@ async function cleanup() {
   for (const c of children) await step('child', () => c.kill('SIGKILL'))
   if (state.container) await step('container', () => state.container.remove({ force: true }))
   if (state.vm) await step('vm', () => state.vm.remove({ force: true }))
+  if (state.sandbox) await step('sandbox', () => state.sandbox.remove({ force: true }))
   if (state.lsbx) await step('LocalSandboxd', () => state.lsbx.stop())
   if (state.workspace) await step('workspace', () => rmSync(state.workspace, { recursive: true, force: true }))
   if (ADDON_SNAPSHOT) await step('addon copy', () => rmSync(path.dirname(ADDON_SNAPSHOT), { recursive: true, force: true }))
@@ -411,6 +414,86 @@ async function runT3() {
     log(`T3 paused consumer ${k}: RSS +${(paused[k].growth / MiB).toFixed(1)} MiB over ${CFG.pauseMs} ms`)
   }
   R.T3 = { runs, paused, bytes }
+}
+
+/** bench/floor/sbx_floor.rs, built by bench/run.sh (profile bench-helper). */
+const SBX_FLOOR_BIN = path.join(REPO, 'target/bench-helper/examples/sbx-floor')
+
+/**
+ * T8's sandbox: an sbx sandbox on this run's LocalSandboxd, and the same sandbox's container reached directly.
+ * LocalSandboxd runs an sbx sandbox as the template's container in the sandbox's own private dockerd, whose
+ * socket is `<root>/sbx/<name>/docker.sock` (src/core/local/sbx.rs). Both routes therefore exec in one container
+ * on one engine, and the only difference measured is the route: the sbx API's attach relay in LocalSandboxd and
+ * the SDK's sbx client, against the SDK's engine client on the engine's socket.
+ */
+async function setupT8() {
+  const t0 = Date.now()
+  const sandboxes = await sdk.Sandboxes.connect({ socketPath: state.lsbx.socketPath, backend: 'sbx' })
+  const name = `bench${process.pid}`
+  state.sandbox = await sandboxes.create({ name, agent: 'shell', workspace: state.workspace, template: IMAGE })
+  const engineSock = path.join(state.lsbx.root, 'sbx', name, 'docker.sock')
+  if (!existsSync(engineSock)) throw new Error(`T8: the sandbox engine's socket is not at ${engineSock} (has LocalSandboxd's layout changed?)`)
+  const engine = await sdk.DockerEngine.connect({ socketPath: engineSock })
+  const [c] = await engine.containers.list({ labels: [`dev.sandboxd.local-sbx=${name}`] })
+  if (!c) throw new Error(`T8: no container labelled dev.sandboxd.local-sbx=${name} in the sandbox engine`)
+  log(`T8: sbx sandbox ${name} (container ${c.id.slice(0, 12)} in its engine ${engineSock}) (${Date.now() - t0} ms)`)
+  return {
+    sbxCfg: { sbxApiSock: state.lsbx.socketPath, sandbox: name },
+    ctrCfg: { hostSock: engineSock, container: c.id, sbxSock: null },
+  }
+}
+
+async function runT8({ sbxCfg, ctrCfg }) {
+  for (const bin of [FLOOR_BIN, SBX_FLOOR_BIN]) {
+    if (!existsSync(bin)) throw new Error(`${bin} is missing: bench/run.sh builds it (cargo build --profile bench-helper --example stream-floor --example sbx-floor --no-default-features)`)
+  }
+  // exec latency: one warm agent per route ('sbx': Sandbox.sh, 'ctr': Container.sh), the floor in rounds
+  const agents = { sbx: await Agent.start('sbx', sbxCfg), ctr: await Agent.start('sdk', ctrCfg) }
+  state.agents.push(agents.sbx, agents.ctr)
+  const kinds = ['sbx', 'ctr', 'floor']
+  const lat = Object.fromEntries(kinds.map((k) => [k, { lat: [], failures: 0, errors: [] }]))
+  const n = CFG.t8PerRound
+  for (let r = 0; r < CFG.t8Rounds; r++) {
+    for (const k of rotate(kinds, r)) {
+      if (k === 'floor') {
+        const args = ['exec', sbxCfg.sbxApiSock, sbxCfg.sandbox, String(n), JSON.stringify(['sh', '-c', EXEC_SCRIPT]), JSON.stringify(EXEC_ENV), EXEC_EXPECT]
+        const res = await timeCmd(SBX_FLOOR_BIN, args, { capture: true })
+        if (res.code !== 0) throw new Error(`sbx-floor exec exited ${res.code}: ${res.stderr}`)
+        const out = JSON.parse(res.stdout.trim().split('\n').at(-1))
+        lat.floor.lat.push(...out.lat)
+        lat.floor.failures += out.failures
+      } else {
+        const res = await agents[k].call('execLatency', { n })
+        lat[k].lat.push(...res.lat)
+        lat[k].failures += res.failures
+        lat[k].errors.push(...res.errors)
+      }
+    }
+    log(`T8 round ${r + 1}/${CFG.t8Rounds}: exec p50 so far ` + kinds.map((k) => `${k} ${median(lat[k].lat).toFixed(1)}ms`).join(', '))
+  }
+  for (const a of [agents.sbx, agents.ctr]) await a.stop()
+  // streaming: each SDK stream in a fresh, warm process (bench/peer.mjs once stream), the floors as processes
+  const skinds = ['sbx', 'sbx-read', 'ctr', 'ctr-read', 'floor-sbx', 'floor-ctr']
+  const runs = Object.fromEntries(skinds.map((k) => [k, []]))
+  const bytes = CFG.t8Bytes
+  const cmd = JSON.stringify(streamCmd(bytes))
+  for (let r = 0; r < CFG.t8StreamRounds; r++) {
+    for (const k of rotate(skinds, r)) {
+      if (k.startsWith('floor-')) {
+        const res = k === 'floor-sbx'
+          ? await timeCmd(SBX_FLOOR_BIN, ['stream', sbxCfg.sbxApiSock, sbxCfg.sandbox, cmd], { capture: true })
+          : await timeCmd(FLOOR_BIN, [ctrCfg.hostSock, ctrCfg.container, cmd], { capture: true })
+        const out = JSON.parse(res.stdout.trim().split('\n').at(-1) || '{}')
+        runs[k].push({ mibps: out.mibps, secs: out.secs, cpuSecs: out.cpuSecs, ok: res.code === 0 && out.bytes === bytes && out.exitCode === 0, stderr: res.stderr })
+      } else if (k.startsWith('sbx')) {
+        runs[k].push(await once('stream', { kind: k, cfg: sbxCfg, bytes }))
+      } else {
+        runs[k].push(await once('stream', { kind: k === 'ctr' ? 'sdk' : 'sdk-read', cfg: ctrCfg, bytes }))
+      }
+    }
+    log(`T8 stream round ${r + 1}/${CFG.t8StreamRounds}: ` + skinds.map((k) => `${k} ${runs[k].at(-1).mibps.toFixed(0)} MiB/s`).join(', '))
+  }
+  R.T8 = { lat, runs, bytes }
 }
 
 async function runT4(vmSock) {
@@ -810,6 +893,81 @@ function reportT6() {
   ].join('\n')
 }
 
+function reportT8() {
+  const { lat, runs, bytes } = R.T8
+  const L = Object.fromEntries(Object.entries(lat).map(([k, a]) => [k, { p50: median(a.lat), p90: p90(a.lat), n: a.lat.length, failures: a.failures }]))
+  const name = {
+    sbx: 'sbx route: `sandbox.sh()` (`Sandboxes.connect({ backend: \'sbx\' })`)',
+    ctr: 'container route: `container.sh()` on the sandbox\'s own engine',
+    floor: 'raw Rust floor, sbx route (attach, drain, exit code; `bench/floor/sbx_floor.rs`)',
+  }
+  const execRows = ['sbx', 'ctr', 'floor'].map((k) => [name[k], L[k].n, f1(L[k].p50), f1(L[k].p90), L[k].failures])
+  const execRatio = L.sbx.p50 / L.ctr.p50
+  const S = {}
+  const skinds = ['sbx', 'sbx-read', 'ctr', 'ctr-read', 'floor-sbx', 'floor-ctr']
+  const inJs = (k) => !k.startsWith('floor')
+  for (const k of skinds) {
+    const rs = runs[k]
+    S[k] = {
+      p50: median(rs.map((r) => r.mibps)),
+      lo: min(rs.map((r) => r.mibps)),
+      hi: max(rs.map((r) => r.mibps)),
+      growthP50: inJs(k) ? median(rs.map((r) => r.peakGrowth)) : NaN,
+      growth: inJs(k) ? max(rs.map((r) => r.peakGrowth)) : NaN,
+      chunks: inJs(k) ? median(rs.map((r) => r.chunks)) : NaN,
+      cpu: median(rs.map((r) => r.cpuSecs)),
+      ok: rs.every((r) => r.ok),
+    }
+  }
+  const sname = {
+    sbx: 'sbx route, `spawn` + `for await`',
+    'sbx-read': 'sbx route, `spawn` + `read(buf)` (one 256 KiB Buffer)',
+    ctr: 'container route, `spawn` + `for await`',
+    'ctr-read': 'container route, `spawn` + `read(buf)` (one 256 KiB Buffer)',
+    'floor-sbx': 'raw Rust floor, sbx route (`bench/floor/sbx_floor.rs`)',
+    'floor-ctr': 'raw Rust floor, container route (`bench/floor/stream_floor.rs`)',
+  }
+  const streamRows = skinds.map((k) => [
+    sname[k],
+    runs[k].length,
+    f0(S[k].p50),
+    `${f0(S[k].lo)}–${f0(S[k].hi)}`,
+    inJs(k) ? `${mib(S[k].growthP50)} / ${mib(S[k].growth)}` : '(not in JS)',
+    f2(S[k].cpu),
+    inJs(k) ? f0(S[k].chunks) : '–',
+    S[k].ok ? 'yes' : '**no**',
+  ])
+  const ratio = (a, b) => S[a].p50 / S[b].p50
+  const perRound = (a, b) => runs[a].map((r, i) => x(r.mibps / runs[b][i].mibps)).join(', ')
+  const forAwait = ratio('sbx', 'ctr')
+  const readBuf = ratio('sbx-read', 'ctr-read')
+  check('T8', 'exec p50 sbx route / container route', execRatio, '<=', 1.1)
+  check('T8', 'exec failures, sbx route', L.sbx.failures, '<=', 0, String(L.sbx.failures), '')
+  check('T8', 'streaming MiB/s sbx / container route, `for await`', forAwait, '>=', 0.9)
+  check('T8', 'streaming MiB/s sbx / container route, `read(buf)`', readBuf, '>=', 0.9)
+  check('T8', 'streaming: all bytes + exit 0, sbx route', ['sbx', 'sbx-read'].every((k) => S[k].ok) ? 1 : 0, '>=', 1, ['sbx', 'sbx-read'].every((k) => S[k].ok) ? 'yes' : 'no', '')
+  return [
+    `### T8 — the sbx exec route (LocalSandboxd) beside the container route`,
+    '',
+    `One sbx sandbox on a LocalSandboxd started by the run (dockerd backend): the busybox template runs as a container in the sandbox's own private dockerd. The **sbx route** reaches it through the sbx API (\`Sandboxes.connect({ socketPath, backend: 'sbx' })\` → \`sandboxes.get(name)\` → \`Sandbox\`: \`POST /sandbox/{name}/exec/attach\` upgraded to a raw stream, which LocalSandboxd relays to an exec it starts in the sandbox's engine). The **container route** is the same container on the same engine reached directly (\`DockerEngine.connect\` on that engine's socket, \`<root>/sbx/<name>/docker.sock\` → \`Container\`). Same container, same dockerd, same command: the difference is only the route (LocalSandboxd's relay and the SDK's sbx client against the SDK's engine client), not the engine or the storage.`,
+    '',
+    `Exec: ${CFG.t8Rounds} rounds × ${CFG.t8PerRound} sequential \`sh -c '${EXEC_SCRIPT}'\` + 1 env var per route, order rotated each round, one warm process per route (bench/peer.mjs \`execLatency\`); the floor is a fresh process per round, its first exec a warm-up not counted. Streaming: \`${streamCmd(bytes).join(' ')}\`, ${CFG.t8StreamRounds} round(s), order rotated, each SDK stream in a fresh warm process (as T3); MiB/s from the spawn call to the end of the output.`,
+    '',
+    table(['route', 'n', 'p50 ms', 'p90 ms', 'failures'], execRows),
+    '',
+    table(['route', 'rounds', 'MiB/s p50', 'min–max', 'RSS growth p50 / max (MiB)', 'client CPU p50 (s, all threads)', 'runs into JS p50', 'all bytes + exit 0'], streamRows),
+    '',
+    table(['target', 'measured', 'required', 'result'], [
+      ['exec p50 sbx route / container route', `${x(execRatio)} (${f1(L.sbx.p50)} vs ${f1(L.ctr.p50)} ms)`, '≤ 1.10×', verdict(execRatio <= 1.1)],
+      ['MiB/s sbx / container route, `for await`', `${x(forAwait)} (per round: ${perRound('sbx', 'ctr')})`, '≥ 0.9×', verdict(forAwait >= 0.9)],
+      ['MiB/s sbx / container route, `read(buf)`', `${x(readBuf)} (per round: ${perRound('sbx-read', 'ctr-read')})`, '≥ 0.9×', verdict(readBuf >= 0.9)],
+    ]),
+    '',
+    `Floors (no target): the sbx route's raw floor execs at p50 ${f1(L.floor.p50)} ms (the SDK's sbx route is ${x(L.sbx.p50 / L.floor.p50)} of it) and streams ${f0(S['floor-sbx'].p50)} MiB/s, against ${f0(S['floor-ctr'].p50)} MiB/s for the container route's floor (${x(ratio('floor-sbx', 'floor-ctr'))}: what LocalSandboxd's relay costs any client). The SDK reaches ${x(ratio('sbx', 'floor-sbx'))} (\`for await\`) and ${x(ratio('sbx-read', 'floor-sbx'))} (\`read(buf)\`) of the sbx floor; on the container route ${x(ratio('ctr', 'floor-ctr'))} and ${x(ratio('ctr-read', 'floor-ctr'))} of its floor.`,
+    ...(lat.sbx.errors.length ? ['', 'Errors seen: ' + lat.sbx.errors.slice(0, 3).map((e) => `\`${e.replace(/\n/g, ' ')}\``).join('; ')] : []),
+  ].join('\n')
+}
+
 function limitsNotes(F) {
   const notes = []
   if (F.addon.debugInfo) {
@@ -859,6 +1017,14 @@ function limitsNotes(F) {
       `**The SDK opens a new engine connection for every request** (${f2(R.conns.sdk.ping)} per ping, ${f2(R.conns.sdk.exec)} per exec, vs dockerode ${f2(R.conns.dockerode.ping)} / ${f2(R.conns.dockerode.exec)}; see Diagnostics). That is what bollard's \`Docker::connect_with_unix\` does (it builds its hyper client with \`pool_max_idle_per_host(0)\`); every call pays connect + accept + a fresh dockerd connection goroutine. That is a large share of the gap to dockerode in T5 (the rest: the hop from the JS thread to a tokio thread and back, and the unoptimized build) and part of the client CPU per exec in T1.`,
     )
   }
+  if (R.T8) {
+    const L = (k) => median(R.T8.lat[k].lat)
+    const M = (k) => median(R.T8.runs[k].map((r) => r.mibps))
+    const C = (k) => median(R.T8.runs[k].map((r) => r.chunks))
+    notes.push(
+      `**The sbx route adds one hop**: LocalSandboxd (here inside the bench's own process, on the addon's tokio runtime) creates the exec in the sandbox's engine, starts it attached and relays the raw stream to the client's upgraded connection as the engine sent it (one large read and one write per run of output). An exec costs the same daemon work on both routes (p50 ${f1(L('sbx'))} ms sbx vs ${f1(L('ctr'))} ms container); a stream costs one more copy through a process on the same ${F.cores} cores (the floors: ${f0(M('floor-sbx'))} vs ${f0(M('floor-ctr'))} MiB/s). The SDK reads both routes with the same demuxer and the same coalescing into JS (${f0(C('sbx'))} vs ${f0(C('ctr'))} runs for ${R.T8.bytes / MiB} MiB with \`for await\`).`,
+    )
+  }
   if (R.T5) {
     notes.push(
       `**Small calls** are dominated by per-request client overhead (the engine answers \`/_ping\` in well under a millisecond): curl glue pays a process spawn per call (${us(median(R.T5.engine.cli.lat))} µs), dockerode a Node \`http\` round trip on a kept-alive socket (${us(median(R.T5.engine.dockerode.lat))} µs), the SDK a napi promise + a hyper request on the tokio runtime (${us(median(R.T5.engine.sdk.lat))} µs).`,
@@ -896,7 +1062,7 @@ function renderMarkdown(F, runtimeS) {
     [
       '- One run, all peers interleaved: each target runs in rounds and the peer order is rotated every round, so drift (page cache, daemon state, thermal) hits every peer alike. Medians are reported (p90 where useful); ratios are of medians.',
       '- Each peer lives in its own process (`bench/peer.mjs agent <peer>`, one warm client per peer, driven over IPC by `bench/run.mjs`), so one client\'s GC, threads and event-loop stalls never show up in another\'s numbers. RSS (T3, T4) and CPU (T1) are measured in fresh processes doing only that measurement; T6 in fresh `node` processes.',
-      `- All execs go to one \`sleep\` container on the host engine; the VM engine is a LocalSandboxd VM (dockerd backend) started by the run. Everything the run creates is removed at the end.`,
+      `- All execs go to one \`sleep\` container on the host engine (T8: to one sbx sandbox of a LocalSandboxd started by the run, by both routes); the VM engine is a LocalSandboxd VM (dockerd backend) started by the run. Everything the run creates is removed at the end.`,
       '- PASS/FAIL is computed from the numbers below, nothing is hidden; a FAIL is a FAIL.',
     ].join('\n'),
   )
@@ -909,7 +1075,7 @@ function renderMarkdown(F, runtimeS) {
   parts.push('')
   parts.push('## Results')
   parts.push('')
-  for (const [t, fn] of [['T1', reportT1Text], ['T2', reportT2Text], ['T3', reportT3Text], ['T4', reportT4Text], ['T5', reportT5Text], ['T6', reportT6Text]]) {
+  for (const [t, fn] of [['T1', reportT1Text], ['T2', reportT2Text], ['T3', reportT3Text], ['T4', reportT4Text], ['T5', reportT5Text], ['T6', reportT6Text], ['T8', reportT8Text]]) {
     if (fn.text) {
       parts.push(fn.text)
       parts.push('')
@@ -936,6 +1102,7 @@ const reportT3Text = {}
 const reportT4Text = {}
 const reportT5Text = {}
 const reportT6Text = {}
+const reportT8Text = {}
 
 // ---------------------------------------------------------------------------
 // main
@@ -957,16 +1124,21 @@ try {
 
   let vmEngine = null
   let sbxSock = null
-  if (ONLY.has('T4') || ONLY.has('T5')) {
+  if (ONLY.has('T4') || ONLY.has('T5') || ONLY.has('T8')) {
     const t0 = Date.now()
     state.lsbx = await sdk.LocalSandboxd.start({ backend: 'dockerd' })
     sbxSock = state.lsbx.socketPath
     state.workspace = mkdtempSync(path.join(os.tmpdir(), 'sbx-bench-ws-'))
+    log(`LocalSandboxd ${state.lsbx.backend} at ${sbxSock} (${Date.now() - t0} ms)`)
+  }
+  if (ONLY.has('T4') || ONLY.has('T5')) {
+    const t0 = Date.now()
     const client = new sdk.Sandboxd({ socketPath: sbxSock })
     state.vm = await client.create({ agentName: `bench${process.pid}`, workspaceDir: state.workspace })
     vmEngine = await state.vm.engine()
-    log(`LocalSandboxd ${state.lsbx.backend} at ${sbxSock}, VM ${state.vm.name} engine ${state.vm.socketPath} (${Date.now() - t0} ms)`)
+    log(`VM ${state.vm.name} engine ${state.vm.socketPath} (${Date.now() - t0} ms)`)
   }
+  const t8 = ONLY.has('T8') ? await setupT8() : null
   if (ONLY.has('T4')) await ensureBigImage(hostEngine, CFG.bigMiB)
 
   const F = await facts(hostEngine, vmEngine)
@@ -985,6 +1157,7 @@ try {
   if (ONLY.has('T2')) await runT2(agents)
   if (ONLY.has('T3')) await runT3()
   if (ONLY.has('T4')) await runT4(state.vm.socketPath)
+  if (t8) await runT8(t8)
   if (!flag('--no-diagnostics')) await runConns()
   F.loadEnd = os.loadavg()
   const addonEnd = addonFacts()
@@ -997,6 +1170,7 @@ try {
   if (R.T4) reportT4Text.text = reportT4()
   if (R.T5) reportT5Text.text = reportT5()
   if (R.T6) reportT6Text.text = reportT6()
+  if (R.T8) reportT8Text.text = reportT8()
 
   await cleanup()
   const runtimeS = (Date.now() - T_START) / 1000

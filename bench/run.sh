@@ -3,11 +3,11 @@
 # and curl glue, written to BENCHMARKS.md (bench/run.mjs does the measuring).
 #
 #   packages (docker.io, busybox, curl) -> node_modules -> the built addon (never built here)
-#   -> the raw Rust floor for T3 (bench/floor/stream_floor.rs, built here)
+#   -> the raw Rust floors for T3 and T8 (bench/floor/stream_floor.rs, sbx_floor.rs, built here)
 #   -> Docker engine: $DOCKER_HOST if it answers, else a private dockerd (scripts/lib.sh), stopped on exit
 #   -> test image (build_test_images) -> node bench/run.mjs "$@"
 #
-# The VM engine (T4) and sandboxd (T5) come from LocalSandboxd, which run.mjs starts and stops itself.
+# The VM engine (T4), sandboxd (T5) and the sbx sandbox (T8) come from LocalSandboxd, which run.mjs starts and stops itself.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -45,8 +45,8 @@ if ! compgen -G 'native/sandboxd.*.node' >/dev/null || [[ ! -f dist/index.js ]];
   exit 1
 fi
 
-sbx_log "==> the raw Rust floor for T3 (bench/floor, cargo profile bench-helper)"
-cargo build --quiet --profile bench-helper --example stream-floor --no-default-features
+sbx_log "==> the raw Rust floors for T3 and T8 (bench/floor, cargo profile bench-helper)"
+cargo build --quiet --profile bench-helper --example stream-floor --example sbx-floor --no-default-features
 
 sbx_log "==> docker engine"
 if [[ -n "${DOCKER_HOST:-}" ]] && timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then
@@ -74,7 +74,12 @@ if [[ " $* " == *" --out "* ]]; then
   sbx_log "T7: --out given; printing only"
   report=""
 fi
-if [[ -n "${SANDBOXD_AGENT_IMAGE:-}" ]]; then
+only=""
+prev=""
+for a in "$@"; do [[ $prev == --only ]] && only=${a^^}; prev=$a; done
+if [[ -n "$only" && ",$only," != *",T7,"* ]]; then
+  sbx_log "T7: not in --only $only; skipped"
+elif [[ -n "${SANDBOXD_AGENT_IMAGE:-}" ]]; then
   sbx_log "==> node bench/t7.mjs"
   node bench/t7.mjs "$report" "$@"
 else

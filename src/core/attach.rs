@@ -61,17 +61,31 @@ pub async fn start(
     exec_id: &str,
     tty: bool,
 ) -> Result<(Output, Input), BollardError> {
+    let (read, write) = start_raw(engine, exec_id, tty).await?;
+    Ok((frames(read, tty), write))
+}
+
+/// The raw byte stream of a started exec, for a relay that passes it on as it is (Docker's multiplexed frames,
+/// or the terminal's bytes with `tty`): what [`start`] demuxes, without taking it apart. Errors as for [`start`].
+pub async fn start_raw(
+    engine: &Engine,
+    exec_id: &str,
+    tty: bool,
+) -> Result<(RawOutput, Input), BollardError> {
     let deadline = Duration::from_secs(REQUEST_TIMEOUT_SECS);
     tokio::time::timeout(deadline, start_attached(engine, exec_id, tty))
         .await
         .map_err(|_| BollardError::RequestTimeoutError)?
 }
 
+/// The read half of an exec's upgraded connection: its output as the engine sends it.
+pub type RawOutput = tokio::io::ReadHalf<TokioIo<hyper::upgrade::Upgraded>>;
+
 async fn start_attached(
     engine: &Engine,
     exec_id: &str,
     tty: bool,
-) -> Result<(Output, Input), BollardError> {
+) -> Result<(RawOutput, Input), BollardError> {
     let stream = crate::core::socket::connect(engine.socket())
         .await
         .map_err(|err| BollardError::IOError { err })?;
@@ -91,7 +105,7 @@ async fn start_attached(
     }
     let upgraded = TokioIo::new(hyper::upgrade::on(res).await?);
     let (read, write) = tokio::io::split(upgraded);
-    Ok((frames(read, tty), Box::pin(write)))
+    Ok((read, Box::pin(write)))
 }
 
 /// The engine's `{"message": …}` for a refused start, as bollard reports it.

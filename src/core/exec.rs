@@ -38,7 +38,7 @@ const DRAIN_AFTER_KILL: Duration = Duration::from_secs(5);
 const CHANNEL_CHUNKS: usize = 64;
 /// Largest chunk `next()` hands out (and the binding hands to JS): queued output of one stream is merged up to this.
 pub const MAX_CHUNK: usize = 256 * 1024;
-/// A run at least this big marks a stream as pouring out bulk output (see [`Process::next_run`]).
+/// A run at least this big marks a stream as pouring out bulk output (see [`next_run`]).
 const BULK_RUN: usize = 16 * 1024;
 /// A coalescing read of a bulk stream with less than this queued sleeps once, for this long, before returning.
 const COALESCE_TARGET: usize = 128 * 1024;
@@ -813,6 +813,81 @@ impl ProcShared {
     }
 }
 
+/// The next run of output from one stream, read from a process's output queue `rx` (its reader task's frames)
+/// and `held` (output put back: the rest of a split frame, a chunk of the other stream): what is already queued
+/// for that stream, at most `max` bytes (`max` ≥ 1), as the frames it arrived in (no copy, so the binding copies
+/// once, straight into a JS buffer). A frame that does not fit is split and its rest is read next. `None` at the
+/// end. Every backend's process reads its output through this, so each gets the same coalescing.
+///
+/// With `coalesce`, a stream that is pouring out bulk output (the previous run, `last_run`, was at least
+/// [`BULK_RUN`]) and has less than [`COALESCE_TARGET`] queued sleeps [`COALESCE_WAIT`] once and then takes
+/// what arrived: each run costs the JS consumer a promise round trip, so 10× fewer, larger runs leave the
+/// CPU to the engine.
+/// Sparse output (prompts, events, lines) is never delayed.
+pub(crate) async fn next_run(
+    rx: &mut mpsc::Receiver<Result<Chunk>>,
+    held: &Mutex<VecDeque<Result<Chunk>>>,
+    last_run: &std::sync::atomic::AtomicUsize,
+    max: usize,
+    coalesce: bool,
+) -> Option<Result<Run>> {
+    let max = max.max(1);
+    let pop_held = || held.lock().ok()?.pop_front();
+    let unread = |c: Result<Chunk>| {
+        if let Ok(mut h) = held.lock() {
+            h.push_front(c);
+        }
+    };
+    let first = match pop_held() {
+        Some(c) => c,
+        None => rx.recv().await?,
+    };
+    let first = match first {
+        Ok(c) => c,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut run = Run {
+        stderr: first.is_stderr(),
+        parts: Vec::new(),
+        len: 0,
+    };
+    let bulk = coalesce && last_run.load(Ordering::Relaxed) >= BULK_RUN;
+    let target = if bulk { max.min(COALESCE_TARGET) } else { 0 };
+    let deadline = tokio::time::Instant::now() + COALESCE_WAIT;
+    let mut waited = false;
+    let mut next = Some(first);
+    while let Some(c) = next.take() {
+        if let Some(rest) = run.take(c, max) {
+            unread(Ok(rest));
+            break;
+        }
+        if run.len >= max {
+            break;
+        }
+        let queued = match pop_held().or_else(|| rx.try_recv().ok()) {
+            Some(c) => Some(c),
+            // One sleep, then take what arrived meanwhile: waiting in `recv` would wake this task once
+            // per frame, and each wake can cost a thread hand-off.
+            None if run.len < target && !waited => {
+                waited = true;
+                tokio::time::sleep_until(deadline).await;
+                pop_held().or_else(|| rx.try_recv().ok())
+            }
+            None => None,
+        };
+        next = match queued {
+            Some(Ok(c)) if c.is_stderr() == run.stderr => Some(c),
+            Some(other) => {
+                unread(other);
+                None
+            }
+            None => None,
+        };
+    }
+    last_run.store(run.len, Ordering::Relaxed);
+    Some(Ok(run))
+}
+
 /// A streaming exec: output chunks in order, stdin writes with a real half-close, kill, wait.
 #[derive(Clone)]
 pub struct Process {
@@ -990,71 +1065,18 @@ impl Process {
         Some(self.next_run(MAX_CHUNK, false).await?.map(Run::into_chunk))
     }
 
-    /// The next run of output from one stream: what is already queued for that stream, at most `max` bytes
-    /// (`max` ≥ 1), as the frames it arrived in (no copy, so the binding copies once, straight into a JS
-    /// buffer). A frame that does not fit is split and its rest is read next. `None` at the end.
-    ///
-    /// With `coalesce`, a stream that is pouring out bulk output (the previous run was at least
-    /// [`BULK_RUN`]) and has less than [`COALESCE_TARGET`] queued sleeps [`COALESCE_WAIT`] once and then takes
-    /// what arrived: each run costs the JS consumer a promise round trip, so 10× fewer, larger runs leave the
-    /// CPU to the engine.
-    /// Sparse output (prompts, events, lines) is never delayed.
+    /// The next run of output from one stream (see [`next_run`]). `None` at the end.
     pub async fn next_run(&self, max: usize, coalesce: bool) -> Option<Result<Run>> {
-        let max = max.max(1);
         self.shared.consumed.store(true, Ordering::SeqCst);
         let mut rx = self.shared.rx.lock().await;
-        let first = match self.pop_held() {
-            Some(c) => c,
-            None => rx.recv().await?,
-        };
-        let first = match first {
-            Ok(c) => c,
-            Err(e) => return Some(Err(e)),
-        };
-        let mut run = Run {
-            stderr: first.is_stderr(),
-            parts: Vec::new(),
-            len: 0,
-        };
-        let bulk = coalesce && self.shared.last_run.load(Ordering::Relaxed) >= BULK_RUN;
-        let target = if bulk { max.min(COALESCE_TARGET) } else { 0 };
-        let deadline = tokio::time::Instant::now() + COALESCE_WAIT;
-        let mut waited = false;
-        let mut next = Some(first);
-        while let Some(c) = next.take() {
-            if let Some(rest) = run.take(c, max) {
-                self.unread(Ok(rest));
-                break;
-            }
-            if run.len >= max {
-                break;
-            }
-            let queued = match self.pop_held().or_else(|| rx.try_recv().ok()) {
-                Some(c) => Some(c),
-                // One sleep, then take what arrived meanwhile: waiting in `recv` would wake this task once
-                // per frame, and each wake can cost a thread hand-off.
-                None if run.len < target && !waited => {
-                    waited = true;
-                    tokio::time::sleep_until(deadline).await;
-                    self.pop_held().or_else(|| rx.try_recv().ok())
-                }
-                None => None,
-            };
-            next = match queued {
-                Some(Ok(c)) if c.is_stderr() == run.stderr => Some(c),
-                Some(other) => {
-                    self.unread(other);
-                    None
-                }
-                None => None,
-            };
-        }
-        self.shared.last_run.store(run.len, Ordering::Relaxed);
-        Some(Ok(run))
-    }
-
-    fn pop_held(&self) -> Option<Result<Chunk>> {
-        self.shared.held.lock().ok()?.pop_front()
+        next_run(
+            &mut rx,
+            &self.shared.held,
+            &self.shared.last_run,
+            max,
+            coalesce,
+        )
+        .await
     }
 
     /// Put output back in front of what is queued (the rest of a split frame, or bytes a JS `read()` could

@@ -19,10 +19,8 @@ use crate::core::error::{Error, ErrorCode, Result};
 use crate::core::images;
 use crate::core::sbx::validate_sandbox_name;
 use crate::core::validate;
-use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions};
 use bytes::Bytes;
-use futures::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -36,6 +34,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The `api_version` LocalSandboxd reports: the sbx version whose routes it serves (sbx 0.38).
 pub const API_VERSION: &str = "0.26.0";
+/// The relay's read size for exec output: more than a Unix socket holds (~200 KiB), so one read takes all
+/// that is waiting.
+const RELAY_READ: usize = 256 * 1024;
 /// Label on every sandbox container (for sweeping the shared engine of the relay backend).
 const LABEL: &str = "dev.sandboxd.local-sbx";
 /// Label with a value unique to one create: what a cut-off create sweeps (never another instance's sandbox).
@@ -658,7 +659,7 @@ impl Inner {
                 ))
             }
         };
-        let (output, input) = match attach::start(&engine, &exec_id, tty).await {
+        let (output, input) = match attach::start_raw(&engine, &exec_id, tty).await {
             Ok(x) => x,
             Err(err) => {
                 return err_resp(engine.err(
@@ -672,7 +673,7 @@ impl Inner {
         // sees its stream end instead of hanging.
         self.tasks.spawn(async move {
             tokio::select! {
-                _ = relay(upgrade, output, input, tty) => {}
+                _ = relay(upgrade, output, input) => {}
                 _ = stop.cancelled() => {}
             }
         });
@@ -798,12 +799,15 @@ impl Inner {
     }
 }
 
-/// Relay one upgraded exec connection: client bytes → the exec's stdin (EOF closes it), output → the client.
+/// Relay one upgraded exec connection: client bytes → the exec's stdin (EOF closes it), the exec's output → the
+/// client as the engine sent it, then close. The sbx API's stream has the engine's format (Docker's multiplexed
+/// frames, or a terminal's raw bytes with `tty`), so output is passed on without being taken apart: one large read
+/// and one write per run of output, where demuxing and re-framing it wrote each ≤ 64 KiB piece and each 8-byte
+/// header separately, which made this relay the slowest part of the route.
 async fn relay(
     upgrade: hyper::upgrade::OnUpgrade,
-    mut output: attach::Output,
+    mut output: attach::RawOutput,
     mut input: attach::Input,
-    tty: bool,
 ) {
     let Ok(up) = upgrade.await else { return };
     let (mut rd, mut wr) = tokio::io::split(TokioIo::new(up));
@@ -822,23 +826,15 @@ async fn relay(
         }
         let _ = input.shutdown().await;
     }));
-    while let Some(item) = output.next().await {
-        let (kind, data) = match item {
-            Ok(LogOutput::StdOut { message }) => (1u8, message),
-            Ok(LogOutput::StdErr { message }) => (2, message),
-            Ok(LogOutput::Console { message }) => (0, message),
-            Ok(LogOutput::StdIn { .. }) => continue,
-            Err(_) => break,
-        };
-        let ok = if tty {
-            wr.write_all(&data).await.is_ok()
-        } else {
-            let mut h = [kind, 0, 0, 0, 0, 0, 0, 0];
-            h[4..].copy_from_slice(&(data.len() as u32).to_be_bytes());
-            wr.write_all(&h).await.is_ok() && wr.write_all(&data).await.is_ok()
-        };
-        if !ok {
-            break;
+    let mut buf = vec![0u8; RELAY_READ];
+    loop {
+        match output.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if wr.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
         }
     }
     let _ = wr.shutdown().await;

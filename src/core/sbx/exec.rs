@@ -15,7 +15,9 @@ use crate::core::attach::{self, Input, Output};
 use crate::core::backend::ProcessHandle;
 use crate::core::call::bounded;
 use crate::core::error::{chain_message, Error, ErrorCode, Result};
-use crate::core::exec::{validate_env, Chunk, ExecOutput, ExecSpec, ExitStatus, EXEC_MARKER};
+use crate::core::exec::{
+    validate_env, Chunk, ExecOutput, ExecSpec, ExitStatus, Run, EXEC_MARKER, MAX_CHUNK,
+};
 use crate::core::http::encode_segment;
 use crate::core::Call;
 use bollard::container::LogOutput;
@@ -24,7 +26,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -465,6 +467,8 @@ struct Shared {
     rx: Mutex<mpsc::Receiver<Result<Chunk>>>,
     /// Output put back by [`SbxProcess::unread`], read before the queue.
     held: std::sync::Mutex<std::collections::VecDeque<Result<Chunk>>>,
+    /// The size of the last run handed out (coalescing, see [`crate::core::exec::next_run`]).
+    last_run: AtomicUsize,
     input: Mutex<Option<Input>>,
     exit: watch::Receiver<Option<Result<ExitStatus>>>,
     discard: AtomicBool,
@@ -494,6 +498,7 @@ impl SbxProcess {
             marker: marker.clone(),
             rx: Mutex::new(rx),
             held: Default::default(),
+            last_run: AtomicUsize::new(0),
             input: Mutex::new(Some(input)),
             exit: exit_rx,
             discard: AtomicBool::new(false),
@@ -601,17 +606,18 @@ impl SbxProcess {
             .await
     }
 
-    /// The next output chunk; `None` at the end.
+    /// The next output chunk (queued output of one stream merged up to [`MAX_CHUNK`]); `None` at the end.
     pub async fn next(&self) -> Option<Result<Chunk>> {
-        let mut rx = self.shared.rx.lock().await;
-        if let Some(c) = self.pop_held() {
-            return Some(c);
-        }
-        rx.recv().await
+        Some(self.next_run(MAX_CHUNK, false).await?.map(Run::into_chunk))
     }
 
-    fn pop_held(&self) -> Option<Result<Chunk>> {
-        self.shared.held.lock().ok()?.pop_front()
+    /// The next run of one stream's output, at most `max` bytes, read the way a container process reads it
+    /// ([`crate::core::exec::next_run`]: no copy, and with `coalesce` bulk output gathered into fewer, larger
+    /// runs, each of which costs a JS consumer one promise round trip). `None` at the end.
+    pub async fn next_run(&self, max: usize, coalesce: bool) -> Option<Result<Run>> {
+        let mut rx = self.shared.rx.lock().await;
+        let s = &self.shared;
+        crate::core::exec::next_run(&mut rx, &s.held, &s.last_run, max, coalesce).await
     }
 
     /// Put output back in front of what is queued.
@@ -705,6 +711,9 @@ impl SbxProcess {
 impl ProcessHandle for SbxProcess {
     fn next(&self) -> BoxFuture<'_, Option<Result<Chunk>>> {
         Box::pin(SbxProcess::next(self))
+    }
+    fn next_run(&self, max: usize, coalesce: bool) -> BoxFuture<'_, Option<Result<Run>>> {
+        Box::pin(SbxProcess::next_run(self, max, coalesce))
     }
     fn unread(&self, chunk: Result<Chunk>) {
         SbxProcess::unread(self, chunk)

@@ -801,3 +801,65 @@ async fn a_broken_stream_is_interrupted_with_partial_output() {
     assert_eq!(e.props["receivedStdoutBytes"], 7);
     assert_eq!(e.result.unwrap().stdout, b"partial");
 }
+
+#[tokio::test]
+async fn spawned_output_is_read_in_runs_like_a_container_process() {
+    let f = fake(|r| match (r.method.as_str(), r.path.as_str()) {
+        ("POST", "/sandbox/dev/exec/attach") => {
+            let mut frames = Vec::new();
+            for _ in 0..40 {
+                frames.extend(frame(1, &[b'a'; 8192]));
+            }
+            frames.extend(frame(2, b"err"));
+            frames.extend(frame(1, b"tail"));
+            Resp::Upgrade {
+                exec_id: Some("r1".into()),
+                echo_stdin: false,
+                frames,
+            }
+        }
+        ("GET", "/sandbox/dev/exec/r1") => {
+            json(200, serde_json::json!({"running":false,"exit_code":0}))
+        }
+        _ => json(404, serde_json::json!({"message":"Not Found"})),
+    });
+    let spec = || ExecSpec {
+        cmd: vec!["x".into()],
+        ..Default::default()
+    };
+    let c = f.client();
+    // Everything queued (the fake writes it at once, locally): a run takes all of one stream that is waiting,
+    // as the frames it came in, so a JS reader pays one round trip for it instead of one per frame.
+    let p = c
+        .spawn("dev", spec(), CancellationToken::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let h: &dyn crate::core::backend::ProcessHandle = &p;
+    let run = h.next_run(1 << 20, false).await.unwrap().unwrap();
+    assert_eq!((run.stderr, run.len), (false, 40 * 8192));
+    assert!(run.parts.len() >= 2, "{} parts", run.parts.len());
+    let run = h.next_run(1 << 20, true).await.unwrap().unwrap();
+    assert_eq!((run.stderr, run.len), (true, 3));
+    let run = h.next_run(2, false).await.unwrap().unwrap();
+    assert_eq!((run.stderr, run.len), (false, 2));
+    let run = h.next_run(1 << 20, false).await.unwrap().unwrap();
+    assert_eq!(
+        run.into_chunk().into_parts(),
+        (false, Bytes::from_static(b"il"))
+    );
+    assert!(h.next_run(1 << 20, false).await.is_none());
+    // next() merges what is queued of one stream up to MAX_CHUNK.
+    let p = c
+        .spawn("dev", spec(), CancellationToken::new())
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let first = p.next().await.unwrap().unwrap();
+    assert_eq!(first.into_parts().1.len(), crate::core::exec::MAX_CHUNK);
+    let second = p.next().await.unwrap().unwrap();
+    assert_eq!(
+        second.into_parts().1.len(),
+        40 * 8192 - crate::core::exec::MAX_CHUNK
+    );
+}

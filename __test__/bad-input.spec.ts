@@ -233,8 +233,10 @@ describe('argument types', () => {
     expect(err.argument).toBe('path')
   })
 
-  it('new SandboxAgent(not a Container) throws ERR_INVALID_ARGUMENT', () => {
-    expect(() => new SandboxAgentFor({ id: 'x' } as any)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT', argument: 'container' }))
+  it('new SandboxAgent(neither a Container nor a Sandbox) throws ERR_INVALID_ARGUMENT', () => {
+    expect(() => new SandboxAgentFor({ id: 'x' } as any)).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT', argument: 'target', message: 'target: expected a Container or a Sandbox' }),
+    )
   })
 })
 
@@ -305,7 +307,8 @@ describe('secrets', () => {
       () => stopped.spawn(['true'], { env }),
       () => engine.containers.run({ image: 'sbx-test/missing:0', env }),
       () => engine.containers.run({ image: IMAGE!, name: 'bad/name', env }),
-      () => new SandboxAgentFor(box).ensureServer({ env, timeoutMs: 1500 }),
+      // (no binary to install: a box without sandbox-agent would otherwise get one from the npm package)
+      () => new SandboxAgentFor(box, { agentBinary: '/nonexistent/sandbox-agent' }).ensureServer({ env, timeoutMs: 1500 }),
       () => box.exec(['true'], { env, timeoutMs: -5 }),
     ]
     for (const f of failures) {

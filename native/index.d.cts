@@ -353,6 +353,14 @@ export declare class Sandbox {
    * carried by an exec tunnel (no published port needed). `await using` closes it.
    */
   forward(port: number, options?: ForwardOptions | undefined | null): Promise<Forward>
+  /** Its published ports (sbx; other backends reject with `ERR_UNSUPPORTED`). */
+  ports(options?: CallOptions | undefined | null): Promise<Array<PublishedPort>>
+  /** Publish ports on the host (sbx: the daemon's route); resolves with every published port afterwards. */
+  publish(ports: Array<PortRequest>, options?: CallOptions | undefined | null): Promise<Array<PublishedPort>>
+  /** Unpublish every published port matching one of `ports`; resolves with the daemon's message. */
+  unpublish(ports: Array<PortRequest>, options?: CallOptions | undefined | null): Promise<string>
+  /** Save the sandbox as a template image `tag` (sbx; LocalSandboxd answers 501: `ERR_SBX_UNSUPPORTED`). */
+  saveTemplate(tag: string, options?: SaveOptions | undefined | null): Promise<string>
   /** Start it if it is stopped. */
   start(options?: CallOptions | undefined | null): Promise<void>
   /** Stop it (its files stay; `start()` resumes it). */
@@ -915,12 +923,35 @@ export interface OutputLine {
   line: string
 }
 
+/** A port to publish, or the key of published ports to remove (unset fields match any). */
+export interface PortRequest {
+  /** The port inside the sandbox. */
+  sandboxPort: number
+  /** The host port (default: the daemon picks one). */
+  hostPort?: number
+  /** The host address (default: loopback). */
+  hostIp?: string
+  /** `tcp` (default) or `udp`. */
+  protocol?: string
+}
+
 /** Options for `prompt()` / `send()`. */
 export interface PromptOptions {
   /** Aborting cancels the turn (`session/cancel`) and rejects the iterator with `ABORT_ERR`. */
   signal?: AbortSignal
   /** `send()` only: deadline for the whole turn; past it the turn is cancelled and `send` rejects `ERR_TIMEOUT`. */
   timeoutMs?: number
+}
+
+/** A published port. */
+export interface PublishedPort {
+  /** The host address it listens on (`127.0.0.1`, `::1`, …). */
+  hostIp: string
+  hostPort: number
+  /** `tcp` or `udp`. */
+  protocol: string
+  /** The port inside the sandbox. */
+  sandboxPort: number
 }
 
 /** What `proc.read(buffer)` put in the buffer. */
@@ -1051,6 +1082,13 @@ export interface SandboxInfo {
   workspace: string
   template?: string
   labels: Record<string, string>
+}
+
+/** Options for `saveTemplate()`. */
+export interface SaveOptions {
+  signal?: AbortSignal
+  /** Deadline in milliseconds (default 15 min). */
+  timeoutMs?: number
 }
 
 /** What `send()` resolves with. */

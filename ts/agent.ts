@@ -2,6 +2,7 @@
 import native = require('../native/index.cjs')
 import { call, callSync, type CallOptions } from './call'
 import * as check from './check'
+import { invalidArgument } from './errors'
 import { Container } from './engine'
 import { Sandbox } from './sandboxes'
 import { INTERNAL, bind, internalOnly, unwrap } from './internal'
@@ -181,6 +182,9 @@ export class SandboxAgent {
    * a relay). On an sbx sandbox the tunnel runs over the daemon's exec route, on a container over `docker exec`.
    */
   constructor(target: Container | Sandbox, options?: SandboxAgentOptions) {
+    if (!(target instanceof Sandbox) && !(target instanceof Container)) {
+      throw invalidArgument('target', 'target: expected a Container or a Sandbox')
+    }
     const t =
       target instanceof Sandbox
         ? unwrap<native.Sandbox>('target', target, Sandbox)

@@ -26,6 +26,8 @@ export {
   type AdditionalWorkspace,
   type BackendKind,
   type CreateSandboxOptions,
+  type PortRequest,
+  type PublishedPort,
   type RemoveSandboxOptions,
   type SandboxInfo,
   type SandboxesOptions,

@@ -63,6 +63,12 @@ export interface CreateSandboxOptions extends CallOptions {
   labels?: Record<string, string>
 }
 
+/** A published port. */
+export type PublishedPort = native.PublishedPort
+
+/** A port to publish, or the key of published ports to remove (unset fields match any). */
+export type PortRequest = native.PortRequest
+
 /** Options for removing a sandbox. */
 export interface RemoveSandboxOptions extends CallOptions {
   /** Succeed when the sandbox is already gone instead of rejecting with `ERR_SANDBOX_NOT_FOUND`. */
@@ -90,6 +96,14 @@ const CREATE: check.Shape = {
   labels: 'record',
 }
 const REMOVE: check.Shape = { ...check.CALL, force: 'boolean' }
+const PORT: check.Shape = { sandboxPort: 'number', hostPort: 'number', hostIp: 'string', protocol: 'string' }
+
+/** `publish(p)` / `publish([p, q])`: one request or several, each checked. */
+function portList(ports: PortRequest | PortRequest[]): PortRequest[] {
+  const list = Array.isArray(ports) ? ports : [ports]
+  list.forEach((p, i) => check.opts(`ports[${i}]`, p, PORT, ['sandboxPort']))
+  return list
+}
 
 /**
  * A client for whichever sandbox daemon answers: `const sandboxes = await Sandboxes.connect()`. Code written
@@ -251,6 +265,45 @@ export class Sandbox {
    */
   forward(port: number, options?: ForwardOptions): Promise<Forward> {
     return onTarget.forward(this.#inner, port, options)
+  }
+
+  /** Its published ports (sbx; other backends reject with `ERR_UNSUPPORTED`). */
+  ports(options?: CallOptions): Promise<PublishedPort[]> {
+    return call(options?.signal, async () => {
+      check.opts('options', options, check.CALL)
+      return this.#inner.ports(options)
+    })
+  }
+
+  /**
+   * Publish ports on the host through the daemon (sbx; LocalSandboxd serves them on 127.0.0.1 over exec tunnels).
+   * Resolves with every published port afterwards. For a port only this process needs, `forward()` works on every
+   * backend.
+   */
+  publish(ports: PortRequest | PortRequest[], options?: CallOptions): Promise<PublishedPort[]> {
+    return call(options?.signal, async () => {
+      const list = portList(ports)
+      check.opts('options', options, check.CALL)
+      return this.#inner.publish(list, options)
+    })
+  }
+
+  /** Unpublish every published port matching one of `ports`; resolves with the daemon's message. */
+  unpublish(ports: PortRequest | PortRequest[], options?: CallOptions): Promise<string> {
+    return call(options?.signal, async () => {
+      const list = portList(ports)
+      check.opts('options', options, check.CALL)
+      return this.#inner.unpublish(list, options)
+    })
+  }
+
+  /** Save the sandbox as a template image `tag` (`sbx template save`); resolves with the daemon's message. */
+  saveTemplate(tag: string, options?: CallOptions): Promise<string> {
+    return call(options?.signal, async () => {
+      check.arg('tag', tag, 'string')
+      check.opts('options', options, check.CALL)
+      return this.#inner.saveTemplate(tag, options)
+    })
   }
 
   /** Start it if it is stopped. */

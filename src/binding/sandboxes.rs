@@ -115,7 +115,74 @@ pub struct RemoveSandboxOptions<'a> {
     pub timeout_ms: Option<f64>,
 }
 
-has_call!(SandboxesOptions, CreateSandboxOptions, RemoveSandboxOptions);
+/// A published port.
+#[napi(object)]
+pub struct PublishedPort {
+    /// The host address it listens on (`127.0.0.1`, `::1`, …).
+    pub host_ip: String,
+    pub host_port: u32,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// The port inside the sandbox.
+    pub sandbox_port: u32,
+}
+
+impl From<crate::core::sbx::PortBinding> for PublishedPort {
+    fn from(b: crate::core::sbx::PortBinding) -> Self {
+        PublishedPort {
+            host_ip: b.host_ip,
+            host_port: b.host_port.into(),
+            protocol: b.protocol,
+            sandbox_port: b.sandbox_port.into(),
+        }
+    }
+}
+
+/// A port to publish, or the key of published ports to remove (unset fields match any).
+#[napi(object)]
+pub struct PortRequest {
+    /// The port inside the sandbox.
+    pub sandbox_port: u32,
+    /// The host port (default: the daemon picks one).
+    pub host_port: Option<u32>,
+    /// The host address (default: loopback).
+    pub host_ip: Option<String>,
+    /// `tcp` (default) or `udp`.
+    pub protocol: Option<String>,
+}
+
+fn port_specs(reqs: Vec<PortRequest>) -> CoreResult<Vec<crate::core::sbx::PortSpec>> {
+    let port = |v: u32, what: &str| {
+        u16::try_from(v).ok().filter(|p| *p > 0).ok_or_else(|| {
+            CoreError::invalid(format!("{what} must be 1 to 65535, got {v}")).with("argument", what)
+        })
+    };
+    reqs.into_iter()
+        .map(|r| {
+            Ok(crate::core::sbx::PortSpec {
+                sandbox_port: port(r.sandbox_port, "sandboxPort")?,
+                host_port: r.host_port.map(|p| port(p, "hostPort")).transpose()?,
+                host_ip: r.host_ip,
+                protocol: r.protocol,
+            })
+        })
+        .collect()
+}
+
+/// Options for `saveTemplate()`.
+#[napi(object, object_to_js = false)]
+pub struct SaveOptions<'a> {
+    pub signal: Option<AbortSignal<'a>>,
+    /// Deadline in milliseconds (default 15 min).
+    pub timeout_ms: Option<f64>,
+}
+
+has_call!(
+    SandboxesOptions,
+    CreateSandboxOptions,
+    RemoveSandboxOptions,
+    SaveOptions
+);
 
 fn connect_options(o: Option<&SandboxesOptions>) -> CoreResult<ConnectOptions> {
     let Some(o) = o else {
@@ -418,6 +485,73 @@ impl Sandbox {
         options: Option<ForwardOptions>,
     ) -> Result<Promise<Forward>> {
         forward_on(env, self.target.clone(), port, options)
+    }
+
+    /// Its published ports (sbx; other backends reject with `ERR_UNSUPPORTED`).
+    #[napi(catch_unwind)]
+    pub fn ports(
+        &self,
+        env: Env,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<Vec<PublishedPort>>> {
+        let (b, name) = (self.backend.clone(), self.info.name.clone());
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(b.ports(&name, &call)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+    }
+
+    /// Publish ports on the host (sbx: the daemon's route); resolves with every published port afterwards.
+    #[napi(catch_unwind)]
+    pub fn publish(
+        &self,
+        env: Env,
+        ports: Vec<PortRequest>,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<Vec<PublishedPort>>> {
+        let (b, name) = (self.backend.clone(), self.info.name.clone());
+        let specs = port_specs(ports);
+        run(&env, options.as_ref(), move |call| async move {
+            let specs = specs?;
+            Ok(b.publish(&name, &specs, &call)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+    }
+
+    /// Unpublish every published port matching one of `ports`; resolves with the daemon's message.
+    #[napi(catch_unwind)]
+    pub fn unpublish(
+        &self,
+        env: Env,
+        ports: Vec<PortRequest>,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<String>> {
+        let (b, name) = (self.backend.clone(), self.info.name.clone());
+        let specs = port_specs(ports);
+        run(&env, options.as_ref(), move |call| async move {
+            let specs = specs?;
+            b.unpublish(&name, &specs, &call).await
+        })
+    }
+
+    /// Save the sandbox as a template image `tag` (sbx; LocalSandboxd answers 501: `ERR_SBX_UNSUPPORTED`).
+    #[napi(catch_unwind)]
+    pub fn save_template(
+        &self,
+        env: Env,
+        tag: String,
+        options: Option<SaveOptions>,
+    ) -> Result<Promise<String>> {
+        let (b, name) = (self.backend.clone(), self.info.name.clone());
+        run(&env, options.as_ref(), move |call| async move {
+            b.save(&name, &tag, &call).await
+        })
     }
 
     /// Start it if it is stopped.

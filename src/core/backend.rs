@@ -12,6 +12,7 @@
 use super::container::{single_file_tar, validate_container_path, Container};
 use super::error::{Error, ErrorCode, Result};
 use super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Process, Run};
+use super::sbx::{PortBinding, PortSpec};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use std::collections::BTreeMap;
@@ -255,6 +256,54 @@ pub trait SandboxBackend: Send + Sync {
     ) -> BoxFuture<'a, Result<Arc<dyn ExecTarget>>>;
     /// Where the backend's daemon listens (shown in reports and errors).
     fn socket(&self) -> String;
+    /// The sandbox's published ports. Default: `ERR_UNSUPPORTED` (the backend has no port route).
+    fn ports<'a>(
+        &'a self,
+        name: &'a str,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PortBinding>>> {
+        let _ = (name, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "published ports")) })
+    }
+    /// Publish ports of the sandbox on the host; returns every published port afterwards.
+    fn publish<'a>(
+        &'a self,
+        name: &'a str,
+        ports: &'a [PortSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PortBinding>>> {
+        let _ = (name, ports, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "published ports")) })
+    }
+    /// Unpublish every key matching one of `ports`; the daemon's message.
+    fn unpublish<'a>(
+        &'a self,
+        name: &'a str,
+        ports: &'a [PortSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<String>> {
+        let _ = (name, ports, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "published ports")) })
+    }
+    /// Save the sandbox as a template image tagged `tag`; the daemon's message.
+    fn save<'a>(
+        &'a self,
+        name: &'a str,
+        tag: &'a str,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<String>> {
+        let _ = (name, tag, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "saving a sandbox as a template")) })
+    }
+}
+
+/// `ERR_UNSUPPORTED` for a feature `backend` lacks.
+fn unsupported(backend: &str, what: &str) -> Error {
+    Error::new(
+        ErrorCode::Unsupported,
+        format!("the {backend} backend has no {what}"),
+    )
+    .with("backend", backend)
 }
 
 impl ProcessHandle for Process {

@@ -12,12 +12,15 @@
 use super::engine::VmEngine;
 use super::{make_private_dir, message, reply, Claim, Inner, Resp, Work, MAX_SOCKET_PATH};
 use crate::core::attach;
+use crate::core::backend::ExecTarget;
 use crate::core::call::Call;
 use crate::core::container::{self, Container, RunSpec};
 use crate::core::engine::Engine;
 use crate::core::error::{Error, ErrorCode, Result};
+use crate::core::forward::Forward;
 use crate::core::images;
 use crate::core::sbx::validate_sandbox_name;
+use crate::core::sbx::{PortBinding, PortSpec};
 use crate::core::validate;
 use bollard::exec::{CreateExecOptions, ResizeExecOptions};
 use bytes::Bytes;
@@ -55,6 +58,9 @@ pub(super) struct SbxEntry {
     engine: VmEngine,
     container: Container,
     running: AtomicBool,
+    /// Published ports: each key served by a loopback [`Forward`] whose connections ride exec tunnels into the
+    /// container (the sandbox has no network of its own here).
+    ports: std::sync::Mutex<Vec<(PortBinding, Arc<Forward>)>>,
 }
 
 impl SbxEntry {
@@ -68,13 +74,27 @@ impl SbxEntry {
             "template": self.template,
             "created_at": self.created_at,
             "labels": self.labels,
-            "ports": [],
+            "ports": self.port_list(),
             "additional_workspaces": [],
         })
     }
 
+    fn port_list(&self) -> Vec<PortBinding> {
+        self.ports
+            .lock()
+            .map(|p| p.iter().map(|(b, _)| b.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Remove the container, then the engine (which removes its own directory), then the state.
     pub(super) async fn teardown(&self) {
+        let forwards: Vec<Arc<Forward>> = match self.ports.lock() {
+            Ok(mut p) => p.drain(..).map(|(_, f)| f).collect(),
+            Err(_) => Vec::new(),
+        };
+        for f in forwards {
+            f.close().await;
+        }
         let _ = self.container.remove(true, &Call::default()).await;
         self.engine.stop().await;
         let _ = std::fs::remove_dir_all(&self.state_dir);
@@ -253,11 +273,32 @@ impl Inner {
                 let n = n.to_string();
                 self.sbx_files_put(&n, req).await
             }
-            (_, ["sandbox", n, "ports" | "save"]) | (_, ["sandbox", n, "ports", "unpublish"]) => {
+            (&Method::GET, ["sandbox", n, "ports"]) => match self.sbx_get(n) {
+                Some(e) => reply(StatusCode::OK, json!(e.port_list())),
+                None => not_found(n),
+            },
+            (&Method::POST, ["sandbox", n, "ports"]) => {
+                let n = n.to_string();
+                match body_json(req).await {
+                    Ok(b) => self.sbx_publish(&n, b).await,
+                    Err(r) => r,
+                }
+            }
+            (&Method::POST, ["sandbox", n, "ports", "unpublish"]) => {
+                let n = n.to_string();
+                match body_json(req).await {
+                    Ok(b) => self.sbx_unpublish(&n, b).await,
+                    Err(r) => r,
+                }
+            }
+            (_, ["sandbox", n, "save"]) => {
                 if self.sbx_get(n).is_none() {
                     not_found(n)
                 } else {
-                    message(StatusCode::NOT_IMPLEMENTED, "LocalSandboxd does not publish ports or save templates: a sandbox container has no host network path")
+                    message(
+                        StatusCode::NOT_IMPLEMENTED,
+                        "LocalSandboxd does not save templates",
+                    )
                 }
             }
             (_, ["daemon", ..]) | (_, ["sandbox", ..]) => {
@@ -265,6 +306,111 @@ impl Inner {
             }
             _ => return Err(req),
         })
+    }
+
+    /// `POST /sandbox/{n}/ports`: a bare array of port specs; each is served on `127.0.0.1` through a [`Forward`]
+    /// into the container. One key per publish: sbx adds a second for `::1`, which clients must tolerate either way.
+    async fn sbx_publish(&self, name: &str, b: Value) -> Resp {
+        let Some(e) = self.sbx_get(name) else {
+            return not_found(name);
+        };
+        let specs: Vec<PortSpec> = match serde_json::from_value(b) {
+            Ok(v) => v,
+            Err(err) => {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    format!("ports must be an array of {{sandbox_port, host_port?, host_ip?, protocol?}}: {err}"),
+                )
+            }
+        };
+        if !e.running.load(Ordering::SeqCst) {
+            return message(
+                StatusCode::CONFLICT,
+                format!("sandbox {name} is not running"),
+            );
+        }
+        let target: Arc<dyn ExecTarget> = Arc::new(e.container.clone());
+        let mut made = Vec::new();
+        for spec in specs {
+            let proto = spec.protocol.clone().unwrap_or_else(|| "tcp".into());
+            if proto != "tcp" || spec.sandbox_port == 0 {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    "only tcp ports 1-65535 can be published here",
+                );
+            }
+            if let Some(ip) = spec.host_ip.as_deref().filter(|ip| *ip != "127.0.0.1") {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    format!("LocalSandboxd publishes on loopback only, not {ip}"),
+                );
+            }
+            let fwd = match Forward::start(
+                target.clone(),
+                spec.sandbox_port,
+                spec.host_port,
+                &Call::default(),
+            )
+            .await
+            {
+                Ok(f) => Arc::new(f),
+                Err(err) if err.code == ErrorCode::InvalidArgument => {
+                    return message(StatusCode::CONFLICT, err.message)
+                }
+                Err(err) => return err_resp(err),
+            };
+            let binding = PortBinding {
+                host_ip: "127.0.0.1".into(),
+                host_port: fwd.addr().port(),
+                protocol: proto,
+                sandbox_port: spec.sandbox_port,
+            };
+            made.push(binding.clone());
+            if let Ok(mut p) = e.ports.lock() {
+                p.push((binding, fwd));
+            }
+        }
+        reply(StatusCode::OK, json!(made))
+    }
+
+    /// `POST /sandbox/{n}/ports/unpublish`: a bare array of port keys; every published key matching one goes.
+    async fn sbx_unpublish(&self, name: &str, b: Value) -> Resp {
+        let Some(e) = self.sbx_get(name) else {
+            return not_found(name);
+        };
+        let keys: Vec<PortSpec> = match serde_json::from_value(b) {
+            Ok(v) => v,
+            Err(err) => {
+                return message(
+                    StatusCode::BAD_REQUEST,
+                    format!("expected a bare array of port keys: {err}"),
+                )
+            }
+        };
+        let matches = |b: &PortBinding, k: &PortSpec| {
+            b.sandbox_port == k.sandbox_port
+                && k.host_port.is_none_or(|p| p == b.host_port)
+                && k.host_ip.as_deref().is_none_or(|ip| ip == b.host_ip)
+                && k.protocol.as_deref().is_none_or(|p| p == b.protocol)
+        };
+        let gone: Vec<Arc<Forward>> = match e.ports.lock() {
+            Ok(mut p) => {
+                let (out, keep): (Vec<_>, Vec<_>) = p
+                    .drain(..)
+                    .partition(|(b, _)| keys.iter().any(|k| matches(b, k)));
+                *p = keep;
+                out.into_iter().map(|(_, f)| f).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        let n = gone.len();
+        for f in gone {
+            f.close().await;
+        }
+        reply(
+            StatusCode::OK,
+            json!({"message": format!("unpublished {n} port key(s)")}),
+        )
     }
 
     fn sbx_all(&self) -> Vec<Arc<SbxEntry>> {
@@ -529,6 +675,7 @@ impl Inner {
             engine,
             container,
             running: AtomicBool::new(true),
+            ports: Default::default(),
         });
         if self.shutdown.is_cancelled() {
             entry.teardown().await;

@@ -1209,4 +1209,35 @@ impl SandboxBackend for SbxClient {
     fn socket(&self) -> String {
         self.endpoint.to_string()
     }
+    fn ports<'a>(
+        &'a self,
+        name: &'a str,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PortBinding>>> {
+        Box::pin(SbxClient::ports(self, name, opts))
+    }
+    fn publish<'a>(
+        &'a self,
+        name: &'a str,
+        ports: &'a [PortSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PortBinding>>> {
+        Box::pin(SbxClient::publish(self, name, ports, opts))
+    }
+    fn unpublish<'a>(
+        &'a self,
+        name: &'a str,
+        ports: &'a [PortSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<String>> {
+        Box::pin(SbxClient::unpublish(self, name, ports, opts))
+    }
+    fn save<'a>(
+        &'a self,
+        name: &'a str,
+        tag: &'a str,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<String>> {
+        Box::pin(SbxClient::save(self, name, tag, opts))
+    }
 }

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { SandboxAgent, Sandboxes, type AgentEvent, type BackendKind, type LocalSandboxd, type Sandbox } from 'sandboxd'
+import { LegacySandboxd, SandboxAgent, Sandboxd, Sandboxes, type AgentEvent, type BackendKind, type LocalSandboxd, type Sandbox } from 'sandboxd'
 import { rejection, startLocal, workspace } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
@@ -34,6 +34,11 @@ describe('Sandboxes.connect', () => {
     const d = await Sandboxes.connect({ socketPath: local.socketPath, backend: 'desktop' })
     expect(d.backend).toBe('desktop')
     expect(d.socketPath).toBe(local.socketPath)
+  })
+
+  it('the legacy /vm client is also exported under a name that says so', () => {
+    expect(LegacySandboxd).toBe(Sandboxd)
+    expect(new LegacySandboxd({ socketPath: local.socketPath }).socketPath).toBe(local.socketPath)
   })
 
   it('nothing answering lists every path and backend tried, in order', async () => {

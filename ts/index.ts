@@ -55,6 +55,7 @@ export {
   type StopContainerOptions,
 } from './engine'
 export {
+  LegacySandboxd,
   LocalSandboxd,
   Sandboxd,
   Vm,

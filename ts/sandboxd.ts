@@ -138,6 +138,14 @@ export class Sandboxd {
   async [Symbol.asyncDispose](): Promise<void> {}
 }
 
+/**
+ * The legacy `/vm` client under a name that says so: the same class as {@link Sandboxd}. New code uses
+ * `Sandboxes.connect()`, whose `desktop` backend speaks this API too.
+ */
+export const LegacySandboxd = Sandboxd
+/** The legacy `/vm` client (see {@link LegacySandboxd}). */
+export type LegacySandboxd = Sandboxd
+
 /** A sandboxd microVM: its Docker engine socket, state dir and proxy CA. */
 export class Vm {
   readonly #inner: native.Vm

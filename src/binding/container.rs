@@ -532,12 +532,7 @@ impl Container {
         data: Either<String, Uint8Array>,
         options: Option<WriteFileOptions>,
     ) -> Result<Promise<()>> {
-        let bytes = super::call::bytes_of(&data);
-        let mode = options.as_ref().and_then(|o| o.mode);
-        let c = self.inner.clone();
-        run(&env, options.as_ref(), move |call| async move {
-            ExecTarget::write_file(&c, &path, &bytes, mode, &call).await
-        })
+        write_file_on(env, Arc::new(self.inner.clone()), path, data, options)
     }
 
     /// Write the VM's proxy CA (`vm.caCertPem`) into the container, at `path` (default
@@ -566,10 +561,7 @@ impl Container {
         path: String,
         options: Option<CallOptions>,
     ) -> Result<Promise<Buffer>> {
-        let c = self.inner.clone();
-        run(&env, options.as_ref(), move |call| async move {
-            Ok(c.read_file(&path, &call).await?.into())
-        })
+        read_file_on(env, Arc::new(self.inner.clone()), path, options)
     }
 
     /// Extract a tar archive into directory `dir`.
@@ -692,4 +684,31 @@ pub(crate) fn spawn_on(
             }
         },
     )
+}
+
+/// `readFile` on any exec target.
+pub(crate) fn read_file_on(
+    env: Env,
+    target: Arc<dyn ExecTarget>,
+    path: String,
+    options: Option<CallOptions>,
+) -> Result<Promise<Buffer>> {
+    run(&env, options.as_ref(), move |call| async move {
+        Ok(target.read_file(&path, &call).await?.into())
+    })
+}
+
+/// `writeFile` on any exec target.
+pub(crate) fn write_file_on(
+    env: Env,
+    target: Arc<dyn ExecTarget>,
+    path: String,
+    data: Either<String, Uint8Array>,
+    options: Option<WriteFileOptions>,
+) -> Result<Promise<()>> {
+    let bytes = super::call::bytes_of(&data);
+    let mode = options.as_ref().and_then(|o| o.mode);
+    run(&env, options.as_ref(), move |call| async move {
+        target.write_file(&path, &bytes, mode, &call).await
+    })
 }

@@ -2,7 +2,9 @@
 //! target) over [`crate::core::sandboxes`] and [`crate::core::backend`].
 
 use super::call::{has_call, run, AbortSignal, CallOptions, Promise};
-use super::container::{exec_on, spawn_on, ExecOptions, WriteFileOptions};
+use super::container::{
+    exec_on, read_file_on, spawn_on, write_file_on, ExecOptions, WriteFileOptions,
+};
 use super::exec::ExecProcess;
 use super::forward::{forward_on, Forward, ForwardOptions};
 use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary};
@@ -452,10 +454,7 @@ impl Sandbox {
         path: String,
         options: Option<CallOptions>,
     ) -> Result<Promise<Buffer>> {
-        let t = self.target.clone();
-        run(&env, options.as_ref(), move |call| async move {
-            Ok(t.read_file(&path, &call).await?.into())
-        })
+        read_file_on(env, self.target.clone(), path, options)
     }
 
     /// Write one file (its directory must exist): no exec, no shell.
@@ -467,12 +466,7 @@ impl Sandbox {
         data: Either<String, Uint8Array>,
         options: Option<WriteFileOptions>,
     ) -> Result<Promise<()>> {
-        let bytes = super::call::bytes_of(&data);
-        let mode = options.as_ref().and_then(|o| o.mode);
-        let t = self.target.clone();
-        run(&env, options.as_ref(), move |call| async move {
-            t.write_file(&path, &bytes, mode, &call).await
-        })
+        write_file_on(env, self.target.clone(), path, data, options)
     }
 
     /// Reach `port` inside the sandbox from the host: a listener on 127.0.0.1 (`url`) whose every connection is

@@ -4,6 +4,8 @@
 // out, missing parents, a directory read as a file, a file listed as a directory) each asserts a result or a
 // typed error; then list/stat/exists/mkdir/remove/rename, many files in one write, and 0-byte and 64 MiB files.
 import { createHash, randomBytes } from 'node:crypto'
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Sandboxes, type BackendKind, type Files, type LocalSandboxd, type Sandbox } from 'sandboxd'
 import { rejection, startLocal, workspace } from './helpers/local.js'
@@ -13,6 +15,7 @@ if (!IMAGE) throw new Error('SANDBOXD_TEST_IMAGE is not set: run the suite with 
 
 let local: LocalSandboxd
 const ws = workspace('files-api-')
+const host = workspace('files-host-')
 
 beforeAll(async () => {
   local = await startLocal()
@@ -21,6 +24,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await local?.stop()
   ws.cleanup()
+  host.cleanup()
 }, 60_000)
 
 const B = '/tmp/ft'
@@ -217,5 +221,54 @@ describe.each<BackendKind>(['sbx', 'desktop'])('files on the %s backend', (backe
     expect((await rejection(files.mkdir(B, { recursive: 'yes' as never }))).argument).toBe('recursive')
     expect((await rejection(files.read(`${B}/-rf`, { encoding: 'latin1' as never }))).argument).toBe('encoding')
     expect(await files.exists(B, { timeoutMs: 30_000 })).toBe(true)
+  })
+
+  it('uploadDir and downloadDir stream a tree both ways, byte-exact, links kept as links', async () => {
+    const src = join(host.dir, `src-${backend}`)
+    mkdirSync(join(src, 'sub dir/ü'), { recursive: true })
+    const big = randomBytes(8 * 1024 * 1024)
+    writeFileSync(join(src, 'big.bin'), big)
+    writeFileSync(join(src, 'sub dir/ü/-rf'), 'leaf')
+    writeFileSync(join(src, 'empty'), '')
+    symlinkSync('sub dir/ü/-rf', join(src, 'link'))
+    const up = await files.uploadDir(src, `${B}/up/tree`)
+    expect(up).toEqual({ entries: 6, bytes: big.length + 4 })
+    expect((await files.list(`${B}/up/tree`)).map((e) => [e.name, e.type])).toEqual([
+      ['big.bin', 'file'],
+      ['empty', 'file'],
+      ['link', 'symlink'],
+      ['sub dir', 'directory'],
+    ])
+    expect(await files.read(`${B}/up/tree/link`, { encoding: 'utf8' })).toBe('leaf')
+    const sum = (await box.exec(['sha256sum', `${B}/up/tree/big.bin`])).text().split(' ')[0]
+    expect(sum).toBe(createHash('sha256').update(big).digest('hex'))
+
+    const back = join(host.dir, `back-${backend}`)
+    const down = await files.downloadDir(`${B}/up/tree`, back)
+    expect(down).toEqual({ entries: 6, bytes: big.length + 4 })
+    expect(readFileSync(join(back, 'big.bin')).equals(big)).toBe(true)
+    expect(readFileSync(join(back, 'sub dir/ü/-rf'), 'utf8')).toBe('leaf')
+    expect(readFileSync(join(back, 'empty')).length).toBe(0)
+    expect(lstatSync(join(back, 'link')).isSymbolicLink()).toBe(true)
+    expect(readlinkSync(join(back, 'link'))).toBe('sub dir/ü/-rf')
+  }, 120_000)
+
+  it('a link leading out of the copied tree is ERR_PATH_ESCAPES both ways; bad directories are typed', async () => {
+    const src = join(host.dir, `escape-${backend}`)
+    mkdirSync(src, { recursive: true })
+    writeFileSync(join(src, 'f'), 'x')
+    symlinkSync('/etc/passwd', join(src, 'abs'))
+    const up = await rejection(files.uploadDir(src, `${B}/esc-up`))
+    expect(up).toMatchObject({ code: 'ERR_PATH_ESCAPES', path: 'abs', linkTarget: '/etc/passwd', root: src })
+    expect(await files.exists(`${B}/esc-up`)).toBe(false) // refused before anything was sent
+    await box.exec(['mkdir', '-p', `${B}/esc-down/in`])
+    await box.exec(['ln', '-s', '../../..', `${B}/esc-down/in/up`])
+    const down = await rejection(files.downloadDir(`${B}/esc-down`, join(host.dir, `esc-${backend}`)))
+    expect(down).toMatchObject({ code: 'ERR_PATH_ESCAPES', linkTarget: '../../..', root: `${B}/esc-down` })
+    expect(existsSync(join(host.dir, `esc-${backend}`, 'in/up'))).toBe(false)
+    expect((await rejection(files.downloadDir(`${B}/nope`, join(host.dir, 'x')))).code).toBe('ERR_PATH_NOT_FOUND')
+    expect((await rejection(files.downloadDir(`${B}/-rf`, join(host.dir, 'x')))).code).toBe('ERR_NOT_A_DIRECTORY')
+    expect((await rejection(files.uploadDir(join(host.dir, 'nope'), `${B}/x`))).code).toBe('ERR_PATH_NOT_FOUND')
+    expect((await rejection(files.uploadDir('relative', `${B}/x`))).argument).toBe('hostDir')
   })
 })

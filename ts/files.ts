@@ -30,6 +30,14 @@ export interface FileEntry {
   linkTarget?: string
 }
 
+/** What {@link Files.uploadDir} / {@link Files.downloadDir} moved. */
+export interface DirTransfer {
+  /** Entries written (files, directories, links). */
+  entries: number
+  /** Bytes of file contents. */
+  bytes: number
+}
+
 /** Options for {@link Files.mkdir}. */
 export interface MkdirOptions extends CallOptions {
   /** Make missing parents; an existing directory is fine (as `mkdir -p`). */
@@ -208,6 +216,35 @@ export class Files {
       check.arg('path', path, 'string')
       check.opts('options', options, READ)
       return this.#inner.read(path, options)
+    })
+  }
+
+  /**
+   * Copy the tree under host directory `hostDir` into sandbox directory `dir` (made if missing), streamed: packed
+   * on the host as the sandbox's `tar -x` reads it (default deadline 10 min). Links are copied as links; one that
+   * leads outside `hostDir` (an absolute target, or `..` above it) is `ERR_PATH_ESCAPES`, found before anything is
+   * sent. Devices and FIFOs are skipped.
+   */
+  uploadDir(hostDir: string, dir: string, options?: CallOptions): Promise<DirTransfer> {
+    return call(options?.signal, async () => {
+      check.arg('hostDir', hostDir, 'string')
+      check.arg('dir', dir, 'string')
+      check.opts('options', options, check.CALL)
+      return this.#inner.uploadDir(hostDir, dir, options)
+    })
+  }
+
+  /**
+   * Copy the tree under sandbox directory `dir` into host directory `hostDir` (made if missing), streamed: the
+   * sandbox's `tar -c` is unpacked as it arrives (default deadline 10 min). A link in the tree that leads outside
+   * `dir` is `ERR_PATH_ESCAPES` and stops the copy (entries before it stay). Devices and FIFOs are skipped.
+   */
+  downloadDir(dir: string, hostDir: string, options?: CallOptions): Promise<DirTransfer> {
+    return call(options?.signal, async () => {
+      check.arg('dir', dir, 'string')
+      check.arg('hostDir', hostDir, 'string')
+      check.opts('options', options, check.CALL)
+      return this.#inner.downloadDir(dir, hostDir, options)
     })
   }
 }

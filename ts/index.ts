@@ -22,6 +22,7 @@ export {
 } from './exec'
 export {
   Files,
+  type DirTransfer,
   type FileEntry,
   type FileToWrite,
   type FilesReadOptions,

@@ -2,7 +2,7 @@
 
 use super::call::{bytes_of, has_call, run, AbortSignal, CallOptions, Promise};
 use crate::core::backend::ExecTarget;
-use crate::core::files::{FileEntry as CoreEntry, Files as CoreFiles, WriteEntry};
+use crate::core::files::{DirReport, FileEntry as CoreEntry, Files as CoreFiles, WriteEntry};
 use crate::core::Error as CoreError;
 use napi::bindgen_prelude::*;
 use napi::Env;
@@ -41,6 +41,24 @@ impl From<CoreEntry> for FileEntry {
             mode: e.mode,
             mtime_ms: e.mtime_ms,
             link_target: e.link_target,
+        }
+    }
+}
+
+/// What `uploadDir` / `downloadDir` moved.
+#[napi(object)]
+pub struct DirTransfer {
+    /// Entries written (files, directories, links).
+    pub entries: f64,
+    /// Bytes of file contents.
+    pub bytes: f64,
+}
+
+impl From<DirReport> for DirTransfer {
+    fn from(r: DirReport) -> Self {
+        DirTransfer {
+            entries: r.entries as f64,
+            bytes: r.bytes as f64,
         }
     }
 }
@@ -319,6 +337,38 @@ impl Files {
             } else {
                 Either::A(bytes.into())
             })
+        })
+    }
+
+    /// Copy host directory `hostDir` into sandbox directory `dir` (made if missing), streamed. A link in the
+    /// host tree that leads outside it is `ERR_PATH_ESCAPES`.
+    #[napi(catch_unwind)]
+    pub fn upload_dir(
+        &self,
+        env: Env,
+        host_dir: String,
+        dir: String,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<DirTransfer>> {
+        let f = self.inner.clone();
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(f.upload_dir(&host_dir, &dir, &call).await?.into())
+        })
+    }
+
+    /// Copy sandbox directory `dir` into host directory `hostDir` (made if missing), streamed. A link in the
+    /// sandbox tree that leads outside it is `ERR_PATH_ESCAPES`.
+    #[napi(catch_unwind)]
+    pub fn download_dir(
+        &self,
+        env: Env,
+        dir: String,
+        host_dir: String,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<DirTransfer>> {
+        let f = self.inner.clone();
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(f.download_dir(&dir, &host_dir, &call).await?.into())
         })
     }
 }

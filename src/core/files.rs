@@ -644,6 +644,410 @@ impl Files {
     }
 }
 
+/// Default deadline of a whole directory transfer.
+pub const DIR_TIMEOUT: Duration = Duration::from_secs(600);
+/// Chunks of a directory transfer in flight between the sandbox and the host (backpressure beyond it).
+const DIR_CHANNEL: usize = 16;
+/// Most stderr kept from the sandbox's `tar`.
+const TAR_STDERR: usize = 64 * 1024;
+
+/// What a directory transfer moved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DirReport {
+    /// Entries (files, directories, links) written.
+    pub entries: u64,
+    /// Bytes of file contents.
+    pub bytes: u64,
+}
+
+/// Whether a symbolic link at `rel` (a path relative to a copied tree's root) pointing at `target` leads
+/// outside the tree: an absolute target always does (it means something else on the other side); a relative one
+/// when its `..` climb above the root.
+pub fn link_escapes(rel: &str, target: &str) -> bool {
+    if target.starts_with('/') {
+        return true;
+    }
+    let mut depth: Vec<&str> = rel
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    depth.pop();
+    for seg in target.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if depth.pop().is_none() {
+                    return true;
+                }
+            }
+            s => depth.push(s),
+        }
+    }
+    false
+}
+
+fn escape_error(root: &str, rel: &str, target: &str) -> Error {
+    Error::new(
+        ErrorCode::PathEscapes,
+        format!("the symbolic link {rel} in {root} points outside it (to {target})"),
+    )
+    .with("path", rel)
+    .with("linkTarget", target)
+    .with("root", root)
+}
+
+fn host_path(path: &str, argument: &str) -> Result<std::path::PathBuf> {
+    if !path.starts_with('/') || path.contains('\0') {
+        return Err(Error::invalid(format!(
+            "{argument} must be an absolute host path without NUL: {}",
+            super::validate::shown(path)
+        ))
+        .with("argument", argument));
+    }
+    Ok(std::path::PathBuf::from(path))
+}
+
+fn host_io(what: &str, path: &std::path::Path, e: std::io::Error) -> Error {
+    let code = match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorCode::PathNotFound,
+        std::io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
+        std::io::ErrorKind::AlreadyExists => ErrorCode::PathExists,
+        _ => ErrorCode::Internal,
+    };
+    Error::new(code, format!("{what} {}: {e}", path.display()))
+        .with("path", path.display().to_string())
+}
+
+/// A blocking `Read` over chunks sent from async code (the download's tar stream).
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+    cur: Bytes,
+}
+
+impl std::io::Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        bytes::Buf::advance(&mut self.cur, n);
+        Ok(n)
+    }
+}
+
+/// A blocking `Write` that sends chunks to async code (the upload's tar stream).
+struct ChannelWriter {
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+}
+
+impl ChannelWriter {
+    const CHUNK: usize = 256 * 1024;
+    fn flush_buf(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let b = Bytes::from(std::mem::take(&mut self.buf));
+        self.tx
+            .blocking_send(b)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+}
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= Self::CHUNK {
+            self.flush_buf()?;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.flush_buf()
+    }
+}
+
+/// Unpack a tar stream into `dest`, refusing links that lead outside it (`root` names the sandbox directory
+/// in errors). Devices and FIFOs are skipped.
+fn unpack_tree(
+    reader: impl std::io::Read,
+    dest: &std::path::Path,
+    root: &str,
+) -> Result<DirReport> {
+    let mut ar = tar::Archive::new(reader);
+    ar.set_preserve_permissions(true);
+    ar.set_overwrite(true);
+    let bad =
+        |e: std::io::Error| Error::internal(format!("reading the sandbox's tar of {root}: {e}"));
+    let mut report = DirReport::default();
+    for entry in ar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let kind = entry.header().entry_type();
+        let rel = entry.path().map_err(bad)?.to_string_lossy().into_owned();
+        if kind.is_symlink() || kind.is_hard_link() {
+            let target = entry.link_name().map_err(bad)?.unwrap_or_default();
+            let target = target.to_string_lossy().into_owned();
+            // A hard link's name is relative to the archive root, not to the link.
+            let escapes = if kind.is_hard_link() {
+                link_escapes("x", &target)
+            } else {
+                link_escapes(&rel, &target)
+            };
+            if escapes {
+                return Err(escape_error(root, &rel, &target));
+            }
+        } else if !(kind.is_file() || kind.is_dir() || kind == tar::EntryType::Continuous) {
+            continue;
+        }
+        let size = entry.size();
+        let done = entry
+            .unpack_in(dest)
+            .map_err(|e| host_io("writing into", dest, e))?;
+        let r = rel.trim_start_matches("./");
+        if done && !r.is_empty() && r != "." {
+            report.entries += 1;
+            if kind.is_file() {
+                report.bytes += size;
+            }
+        }
+    }
+    // Read the padding after the end-of-archive marker too, so the sender sees the whole stream taken and the
+    // sandbox's `tar` exits on its own (its exit status is then checked).
+    std::io::copy(&mut ar.into_inner(), &mut std::io::sink()).map_err(bad)?;
+    Ok(report)
+}
+
+/// Walk `root` on the host (links not followed) and refuse a link that leads outside it.
+fn check_host_tree(root: &std::path::Path) -> Result<()> {
+    let mut stack = vec![std::path::PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        let rd = std::fs::read_dir(&dir).map_err(|e| host_io("reading", &dir, e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| host_io("reading", &dir, e))?;
+            let rel = rel.join(ent.file_name());
+            let ft = ent.file_type().map_err(|e| host_io("reading", &dir, e))?;
+            if ft.is_symlink() {
+                let target = std::fs::read_link(ent.path())
+                    .map_err(|e| host_io("reading", &ent.path(), e))?;
+                let (r, t) = (rel.to_string_lossy(), target.to_string_lossy());
+                if link_escapes(&r, &t) {
+                    return Err(escape_error(&root.display().to_string(), &r, &t));
+                }
+            } else if ft.is_dir() {
+                stack.push(rel);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write the tree under `root` as a tar into `out` (links kept as links, devices and FIFOs skipped).
+fn pack_tree(root: &std::path::Path, out: ChannelWriter) -> Result<DirReport> {
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    let mut report = DirReport::default();
+    let mut stack = vec![std::path::PathBuf::new()];
+    let io = |p: &std::path::Path, e: std::io::Error| host_io("reading", p, e);
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(&rel);
+        let mut ents: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| io(&dir, e))?
+            .collect::<std::io::Result<_>>()
+            .map_err(|e| io(&dir, e))?;
+        ents.sort_by_key(|e| e.file_name());
+        for ent in ents {
+            let rel = rel.join(ent.file_name());
+            let path = ent.path();
+            let ft = ent.file_type().map_err(|e| io(&path, e))?;
+            if !(ft.is_file() || ft.is_dir() || ft.is_symlink()) {
+                continue;
+            }
+            b.append_path_with_name(&path, &rel)
+                .map_err(|e| io(&path, e))?;
+            report.entries += 1;
+            if ft.is_file() {
+                report.bytes += ent.metadata().map_err(|e| io(&path, e))?.len();
+            }
+            if ft.is_dir() {
+                stack.push(rel);
+            }
+        }
+    }
+    let mut w = b.into_inner().map_err(|e| io(root, e))?;
+    std::io::Write::flush(&mut w).map_err(|e| io(root, e))?;
+    Ok(report)
+}
+
+impl Files {
+    /// Copy the tree under sandbox directory `dir` into host directory `host_dir` (made if missing), streamed:
+    /// the sandbox's `tar -c` is unpacked as it arrives, with backpressure. A symbolic link in the tree that
+    /// leads outside it (an absolute target, or `..` above `dir`) is `ERR_PATH_ESCAPES` and stops the copy;
+    /// devices and FIFOs are skipped.
+    pub async fn download_dir(&self, dir: &str, host_dir: &str, call: &Call) -> Result<DirReport> {
+        let dir = normalize(dir, "dir")?;
+        let dest = host_path(host_dir, "hostDir")?;
+        call.run("files.downloadDir", Some(DIR_TIMEOUT), async {
+            self.need_dir(&dir, call).await?;
+            std::fs::create_dir_all(&dest).map_err(|e| host_io("creating", &dest, e))?;
+            let spec = ExecSpec {
+                cmd: vec![
+                    "tar".into(),
+                    "-c".into(),
+                    "-f".into(),
+                    "-".into(),
+                    "-C".into(),
+                    dir.clone(),
+                    ".".into(),
+                ],
+                env: vec![("LC_ALL".into(), "C".into())],
+                ..Default::default()
+            };
+            let proc = self.target.spawn(spec, call.cancel.clone()).await?;
+            let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(DIR_CHANNEL);
+            let (d, root) = (dest.clone(), dir.clone());
+            let unpack = tokio::task::spawn_blocking(move || {
+                unpack_tree(
+                    ChannelReader {
+                        rx,
+                        cur: Bytes::new(),
+                    },
+                    &d,
+                    &root,
+                )
+            });
+            let mut stderr = Vec::new();
+            let mut stopped = false;
+            while let Some(c) = proc.next().await {
+                let (is_err, data) = match c {
+                    Ok(c) => c.into_parts(),
+                    Err(e) => {
+                        proc.dispose().await;
+                        return Err(e);
+                    }
+                };
+                if is_err {
+                    let room = TAR_STDERR.saturating_sub(stderr.len());
+                    stderr.extend_from_slice(&data[..data.len().min(room)]);
+                } else if tx.send(data).await.is_err() {
+                    stopped = true;
+                    break;
+                }
+            }
+            drop(tx);
+            let unpacked = unpack
+                .await
+                .map_err(|e| Error::internal(format!("unpacking {dir}: {e}")));
+            if stopped {
+                proc.dispose().await;
+                return unpacked?;
+            }
+            let status = proc.wait(call).await?;
+            let report = unpacked??;
+            if status.exit_code != Some(0) {
+                let out = ExecOutput {
+                    exit_code: status.exit_code,
+                    stderr,
+                    ..Default::default()
+                };
+                return Err(tool_error("downloadDir", &dir, &out));
+            }
+            Ok(report)
+        })
+        .await
+    }
+
+    /// Copy the tree under host directory `host_dir` into sandbox directory `dir` (made if missing), streamed:
+    /// packed on the host as the sandbox's `tar -x` reads it. A symbolic link in the host tree that leads outside
+    /// it is `ERR_PATH_ESCAPES`, found before anything is sent; devices and FIFOs are skipped.
+    pub async fn upload_dir(&self, host_dir: &str, dir: &str, call: &Call) -> Result<DirReport> {
+        let src = host_path(host_dir, "hostDir")?;
+        let dir = normalize(dir, "dir")?;
+        call.run("files.uploadDir", Some(DIR_TIMEOUT), async {
+            let meta = std::fs::metadata(&src).map_err(|e| host_io("reading", &src, e))?;
+            if !meta.is_dir() {
+                return Err(Error::new(
+                    ErrorCode::NotADirectory,
+                    format!("{} is not a directory", src.display()),
+                )
+                .with("path", src.display().to_string()));
+            }
+            let s = src.clone();
+            tokio::task::spawn_blocking(move || check_host_tree(&s))
+                .await
+                .map_err(|e| Error::internal(format!("walking {}: {e}", src.display())))??;
+            self.mkdir(&dir, true, call).await?;
+            let spec = ExecSpec {
+                cmd: vec![
+                    "tar".into(),
+                    "-x".into(),
+                    "-f".into(),
+                    "-".into(),
+                    "-C".into(),
+                    dir.clone(),
+                ],
+                env: vec![("LC_ALL".into(), "C".into())],
+                interactive: true,
+                ..Default::default()
+            };
+            let proc = self.target.spawn(spec, call.cancel.clone()).await?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(DIR_CHANNEL);
+            let s = src.clone();
+            let pack = tokio::task::spawn_blocking(move || {
+                pack_tree(
+                    &s,
+                    ChannelWriter {
+                        tx,
+                        buf: Vec::with_capacity(ChannelWriter::CHUNK),
+                    },
+                )
+            });
+            while let Some(b) = rx.recv().await {
+                if let Err(e) = proc.write(&b).await {
+                    drop(rx);
+                    proc.dispose().await;
+                    let _ = pack.await;
+                    return Err(e);
+                }
+            }
+            let packed = pack
+                .await
+                .map_err(|e| Error::internal(format!("packing {}: {e}", src.display())));
+            let report = match packed {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) | Err(e) => {
+                    proc.dispose().await;
+                    return Err(e);
+                }
+            };
+            proc.end().await?;
+            let mut stderr = Vec::new();
+            while let Some(c) = proc.next().await {
+                let (is_err, data) = c?.into_parts();
+                if is_err {
+                    let room = TAR_STDERR.saturating_sub(stderr.len());
+                    stderr.extend_from_slice(&data[..data.len().min(room)]);
+                }
+            }
+            let status = proc.wait(call).await?;
+            if status.exit_code != Some(0) {
+                let out = ExecOutput {
+                    exit_code: status.exit_code,
+                    stderr,
+                    ..Default::default()
+                };
+                return Err(tool_error("uploadDir", &dir, &out));
+            }
+            Ok(report)
+        })
+        .await
+    }
+}
+
 /// A tar of regular files `(relative name, bytes, mode)`, mtime now.
 fn many_file_tar<'a>(files: impl Iterator<Item = (&'a str, &'a [u8], u32)>) -> Result<Vec<u8>> {
     let mut out = Vec::new();
@@ -803,5 +1207,58 @@ mod tests {
                 ("n".repeat(150), 4, 0o755),
             ]
         );
+    }
+
+    #[test]
+    fn links_escape_by_absolute_targets_or_climbing_above_the_root() {
+        for (rel, target, out) in [
+            ("a", "b", false),
+            ("./a", "b", false),
+            ("d/a", "../b", false),
+            ("d/a", "../../b", true),
+            ("a", "../b", true),
+            ("./d/e/a", "../../x/./y", false),
+            ("a", "/etc", true),
+            ("d/a", "x/../../y", false),
+            ("d/a", "x/../../../y", true),
+        ] {
+            assert_eq!(link_escapes(rel, target), out, "{rel} -> {target}");
+        }
+    }
+
+    #[test]
+    fn unpacking_refuses_an_escaping_link_and_keeps_others() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "./in", "sub/f").unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "./sub/f", &b"hi"[..]).unwrap();
+        let ok = b.into_inner().unwrap();
+        let dir = std::env::temp_dir().join(format!("files-unpack-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = unpack_tree(ok.as_slice(), &dir, "/src").unwrap();
+        assert_eq!(
+            r,
+            DirReport {
+                entries: 2,
+                bytes: 2
+            }
+        );
+        assert_eq!(std::fs::read(dir.join("in")).unwrap(), b"hi");
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "./out", "../../etc/passwd").unwrap();
+        let bad = b.into_inner().unwrap();
+        let e = unpack_tree(bad.as_slice(), &dir, "/src").unwrap_err();
+        assert_eq!(e.code, ErrorCode::PathEscapes);
+        assert_eq!(e.props["linkTarget"], "../../etc/passwd");
+        assert!(!dir.join("out").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

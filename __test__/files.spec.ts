@@ -88,6 +88,20 @@ describe('files', () => {
     expect((await rejection(box.readFile('/no/such/file'))).code).toBe('ERR_PATH_NOT_FOUND')
     expect((await rejection(box.writeFile('relative.txt', 'x'))).code).toBe('ERR_INVALID_ARGUMENT')
   })
+
+  it('container.files is the same files API as sandbox.files (files-api.spec.ts covers it in depth)', async () => {
+    expect(box.files).toBe(box.files)
+    await box.files.write([{ path: '/tmp/cf/a b/-x', data: 'one' }, { path: '/tmp/cf/ü', data: 'two', mode: 0o600 }], { parents: true })
+    expect((await box.files.list('/tmp/cf')).map((e) => [e.name, e.type])).toEqual([
+      ['a b', 'directory'],
+      ['ü', 'file'],
+    ])
+    expect(await box.files.read('/tmp/cf/a b/../a b/-x', { encoding: 'utf8' })).toBe('one')
+    expect((await box.files.stat('/tmp/cf/ü')).mode).toBe(0o600)
+    expect((await rejection(box.files.list('/tmp/cf/ü'))).code).toBe('ERR_NOT_A_DIRECTORY')
+    await box.files.remove('/tmp/cf', { recursive: true })
+    expect(await box.files.exists('/tmp/cf')).toBe(false)
+  })
 })
 
 describe('streamed archives', () => {

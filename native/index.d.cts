@@ -148,6 +148,8 @@ export declare class Container {
    * `/usr/local/share/ca-certificates/sandboxd-proxy.crt`, where `vm.proxyEnv()` points the trust variables).
    */
   trustCa(pem: string, path?: string | undefined | null, options?: CallOptions | undefined | null): Promise<void>
+  /** Files in the container: list, stat, exists, mkdir, remove, rename, write, read. */
+  get files(): Files
   /**
    * Read one regular file through the archive API, following symbolic links. A missing path is
    * `ERR_PATH_NOT_FOUND`; a directory, device or FIFO is `ERR_NOT_A_FILE`.
@@ -259,6 +261,43 @@ export declare class ExecProcess {
   [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputChunk, undefined>
 }
 
+/**
+ * Files in one sandbox or container. Paths are absolute and normalised lexically (`..` removes the segment
+ * before it, as `path.posix.resolve` does); no path goes through a shell.
+ */
+export declare class Files {
+  /** The entries of directory `dir`, sorted by name, links described as links. */
+  list(dir: string, options?: CallOptions | undefined | null): Promise<Array<FileEntry>>
+  /** What is at `path`, following a final symbolic link (as `fs.stat`). */
+  stat(path: string, options?: CallOptions | undefined | null): Promise<FileEntry>
+  /** What is at `path`, a final symbolic link itself (as `fs.lstat`), with `linkTarget`. */
+  lstat(path: string, options?: CallOptions | undefined | null): Promise<FileEntry>
+  /** Whether something is at `path` (links followed: a dangling link is `false`). */
+  exists(path: string, options?: CallOptions | undefined | null): Promise<boolean>
+  /** Make a directory (`recursive`: parents too, an existing directory is fine). */
+  mkdir(path: string, options?: MkdirOptions | undefined | null): Promise<void>
+  /** Remove a file, link or (with `recursive`) directory; `force`: a missing path is success. */
+  remove(path: string, options?: RemoveFileOptions | undefined | null): Promise<void>
+  /** Rename `from` to `to`; something at `to` is `ERR_PATH_EXISTS` unless `overwrite` (not a directory). */
+  rename(from: string, to: string, options?: RenameOptions | undefined | null): Promise<void>
+  /** Write one file (`parents`: make missing directories). */
+  write(path: string, data: string | Uint8Array, options?: FilesWriteOptions | undefined | null): Promise<void>
+  /** Write many files in one archive (`parents`: make missing directories). */
+  writeMany(files: Array<FileToWrite>, options?: FilesWriteOptions | undefined | null): Promise<void>
+  /** The bytes of a regular file (links followed); with `encoding: 'utf8'` a string. */
+  read(path: string, options?: FilesReadOptions | undefined | null): Promise<Buffer | string>
+  /**
+   * Copy host directory `hostDir` into sandbox directory `dir` (made if missing), streamed. A link in the
+   * host tree that leads outside it is `ERR_PATH_ESCAPES`.
+   */
+  uploadDir(hostDir: string, dir: string, options?: CallOptions | undefined | null): Promise<DirTransfer>
+  /**
+   * Copy sandbox directory `dir` into host directory `hostDir` (made if missing), streamed. A link in the
+   * sandbox tree that leads outside it is `ERR_PATH_ESCAPES`.
+   */
+  downloadDir(dir: string, hostDir: string, options?: CallOptions | undefined | null): Promise<DirTransfer>
+}
+
 /** A loopback listener whose connections reach a port inside the sandbox through exec tunnels. */
 export declare class Forward {
   /** `http://127.0.0.1:<hostPort>`. */
@@ -344,6 +383,8 @@ export declare class Sandbox {
   sh(script: string, options?: ExecOptions | undefined | null): Promise<ExecResult>
   /** Start `cmd` and stream it (output as an async iterator, stdin via `write`/`end`, `kill`, `wait`). */
   spawn(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecProcess>
+  /** Files in the sandbox: list, stat, exists, mkdir, remove, rename, write, read. */
+  get files(): Files
   /** Read one regular file. A missing path is `ERR_PATH_NOT_FOUND`; a directory is `ERR_NOT_A_FILE`. */
   readFile(path: string, options?: CallOptions | undefined | null): Promise<Buffer>
   /** Write one file (its directory must exist): no exec, no shell. */
@@ -705,6 +746,14 @@ export interface CreateVmOptions {
   timeoutMs?: number
 }
 
+/** What `uploadDir` / `downloadDir` moved. */
+export interface DirTransfer {
+  /** Entries written (files, directories, links). */
+  entries: number
+  /** Bytes of file contents. */
+  bytes: number
+}
+
 /**
  * What the SDK finds on this machine: every sbx candidate socket, the daemon's version and routes, the legacy
  * `/vm` API, and the backend the SDK would use. Never rejects for what it finds (only for bad options or an
@@ -823,6 +872,50 @@ export interface ExitStatus {
   durationMs: number
 }
 
+/** One directory entry or `stat` result. */
+export interface FileEntry {
+  /** The last path segment (`/` for the root). */
+  name: string
+  /** The normalised absolute path. */
+  path: string
+  /** What it is (`other`: a device, FIFO or socket). */
+  type: 'file' | 'directory' | 'symlink' | 'other'
+  /** Size in bytes (a symbolic link: the length of its target). */
+  size: number
+  /** Permission bits (`0o7777` part of the mode). */
+  mode: number
+  /** Last modification in milliseconds since the epoch (whole seconds: what `stat` reports). */
+  mtimeMs: number
+  /** Where a symbolic link points, as stored in the link. */
+  linkTarget?: string
+}
+
+/** Options for `files.read()`. */
+export interface FilesReadOptions {
+  /** `'utf8'`: resolve with a string (invalid sequences become U+FFFD); default a Buffer. */
+  encoding?: 'utf8' | 'utf-8'
+  signal?: AbortSignal
+  timeoutMs?: number
+}
+
+/** Options for `files.write()`. */
+export interface FilesWriteOptions {
+  /** Permission bits of the file (default `0o644`; one file only: many files carry their own). */
+  mode?: number
+  /** Make missing parent directories (mode 0755). */
+  parents?: boolean
+  signal?: AbortSignal
+  timeoutMs?: number
+}
+
+/** One file of a many-file `files.write()`. */
+export interface FileToWrite {
+  path: string
+  data: string | Uint8Array
+  /** Permission bits (default `0o644`). */
+  mode?: number
+}
+
 /** Options for `forward(port)`. */
 export interface ForwardOptions {
   /** The host port on 127.0.0.1 (default: any free one). */
@@ -911,6 +1004,14 @@ export interface LogsOptions {
   since?: number
 }
 
+/** Options for `files.mkdir()`. */
+export interface MkdirOptions {
+  /** Make missing parents; an existing directory is fine (as `mkdir -p`). */
+  recursive?: boolean
+  signal?: AbortSignal
+  timeoutMs?: number
+}
+
 /** A piece of output: `{ stream: 'stdout' | 'stderr', data: Buffer }`. */
 export interface OutputChunk {
   stream: 'stdout' | 'stderr'
@@ -970,6 +1071,16 @@ export interface RemoveContainerOptions {
   timeoutMs?: number
 }
 
+/** Options for `files.remove()`. */
+export interface RemoveFileOptions {
+  /** Remove a directory and everything in it. */
+  recursive?: boolean
+  /** A missing path is success. */
+  force?: boolean
+  signal?: AbortSignal
+  timeoutMs?: number
+}
+
 /** Options for removing a sandbox. */
 export interface RemoveSandboxOptions {
   /** Succeed when the sandbox is already gone instead of rejecting with `ERR_SANDBOX_NOT_FOUND`. */
@@ -985,6 +1096,14 @@ export interface RemoveVmOptions {
   /** Aborting rejects with `ABORT_ERR`. */
   signal?: AbortSignal
   /** Deadline in milliseconds (default 30 s). */
+  timeoutMs?: number
+}
+
+/** Options for `files.rename()`. */
+export interface RenameOptions {
+  /** Replace a file or link at the destination (a directory there is still `ERR_PATH_EXISTS`). */
+  overwrite?: boolean
+  signal?: AbortSignal
   timeoutMs?: number
 }
 

@@ -1,5 +1,6 @@
 /** A Docker Engine and what lives on it: images, containers, archives. */
 import native = require('../native/index.cjs')
+import { Files } from './files'
 import { call, callSync, type CallOptions } from './call'
 import * as check from './check'
 export type { WriteFileOptions } from './exec'
@@ -356,6 +357,7 @@ export class ArchiveUpload {
 /** A container on an engine. */
 export class Container {
   readonly #inner: native.Container
+  #files?: Files
 
   private constructor(token: symbol, inner: native.Container) {
     internalOnly(token, new.target.name)
@@ -476,6 +478,11 @@ export class Container {
       check.opts('options', options, check.CALL)
       return this.#inner.trustCa(pem, path, options)
     })
+  }
+
+  /** Files in it: list, stat, exists, mkdir, remove, rename, write, read (see {@link Files}). */
+  get files(): Files {
+    return (this.#files ??= Files.wrap(this.#inner.files))
   }
 
   /**

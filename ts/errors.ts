@@ -45,6 +45,14 @@ export const ErrorCodes = {
   PATH_NOT_FOUND: 'ERR_PATH_NOT_FOUND',
   /** A file was expected at `path`, and something else (a directory) is there. */
   NOT_A_FILE: 'ERR_NOT_A_FILE',
+  /** A directory was expected at `path` (or a parent of it), and something else is there. */
+  NOT_A_DIRECTORY: 'ERR_NOT_A_DIRECTORY',
+  /** Something already exists at `path` (`mkdir` without `recursive`, `rename` onto an existing path). */
+  PATH_EXISTS: 'ERR_PATH_EXISTS',
+  /** A symbolic link leads outside the directory an operation is confined to (`path`, `linkTarget`, `root`). */
+  PATH_ESCAPES: 'ERR_PATH_ESCAPES',
+  /** The sandbox refused access to `path` (permissions, a read-only file system). */
+  PERMISSION_DENIED: 'ERR_PERMISSION_DENIED',
   /** The exec could not be started (unknown user, missing `cwd`, no such binary). */
   EXEC_FAILED: 'ERR_EXEC_FAILED',
   /** The container or engine went away mid-stream (`result` holds what was received). */

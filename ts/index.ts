@@ -21,6 +21,17 @@ export {
   type WriteFileOptions,
 } from './exec'
 export {
+  Files,
+  type DirTransfer,
+  type FileEntry,
+  type FileToWrite,
+  type FilesReadOptions,
+  type FilesWriteOptions,
+  type MkdirOptions,
+  type RemoveFileOptions,
+  type RenameOptions,
+} from './files'
+export {
   Sandbox,
   Sandboxes,
   type AdditionalWorkspace,

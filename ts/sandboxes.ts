@@ -3,6 +3,7 @@
  * legacy `/vm` API) and hands out `Sandbox` handles with one API whatever the backend.
  */
 import native = require('../native/index.cjs')
+import { Files } from './files'
 import { call, type CallOptions } from './call'
 import * as check from './check'
 import { onTarget, type ExecOptions, type Forward, type ForwardOptions, type ExecProcess, type WriteFileOptions } from './exec'
@@ -195,6 +196,7 @@ export class Sandboxes {
 /** One sandbox: exec, spawn and files work the same on every backend. */
 export class Sandbox {
   readonly #inner: native.Sandbox
+  #files?: Files
 
   private constructor(token: symbol, inner: native.Sandbox) {
     internalOnly(token, new.target.name)
@@ -247,6 +249,11 @@ export class Sandbox {
    */
   spawn(cmd: string[], options?: ExecOptions): Promise<ExecProcess> {
     return onTarget.spawn(this.#inner, cmd, options)
+  }
+
+  /** Files in it: list, stat, exists, mkdir, remove, rename, write, read (see {@link Files}). */
+  get files(): Files {
+    return (this.#files ??= Files.wrap(this.#inner.files))
   }
 
   /** Read one regular file (`ERR_PATH_NOT_FOUND` when missing, `ERR_NOT_A_FILE` for a directory). */

@@ -552,6 +552,12 @@ impl Container {
         })
     }
 
+    /// Files in the container: list, stat, exists, mkdir, remove, rename, write, read.
+    #[napi(catch_unwind, getter)]
+    pub fn files(&self) -> crate::binding::files::Files {
+        crate::binding::files::Files::of(std::sync::Arc::new(self.inner.clone()))
+    }
+
     /// Read one regular file through the archive API, following symbolic links. A missing path is
     /// `ERR_PATH_NOT_FOUND`; a directory, device or FIFO is `ERR_NOT_A_FILE`.
     #[napi(catch_unwind)]

@@ -7,6 +7,7 @@ mod container;
 mod doctor;
 mod engine;
 mod exec;
+mod files;
 mod forward;
 mod iter;
 mod local;

@@ -446,6 +446,12 @@ impl Sandbox {
         spawn_on(env, self.target.clone(), cmd, options)
     }
 
+    /// Files in the sandbox: list, stat, exists, mkdir, remove, rename, write, read.
+    #[napi(catch_unwind, getter)]
+    pub fn files(&self) -> crate::binding::files::Files {
+        crate::binding::files::Files::of(self.target.clone())
+    }
+
     /// Read one regular file. A missing path is `ERR_PATH_NOT_FOUND`; a directory is `ERR_NOT_A_FILE`.
     #[napi(catch_unwind)]
     pub fn read_file(

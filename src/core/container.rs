@@ -28,7 +28,7 @@ pub const SPAWN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest file `readFile` / archive `getArchive` returns in one buffer.
 pub const MAX_READ_BYTES: usize = 512 * 1024 * 1024;
 /// Symbolic links `readFile` follows before giving up (Linux's own limit, `MAXSYMLINKS`).
-const MAX_SYMLINKS: usize = 40;
+pub(crate) const MAX_SYMLINKS: usize = 40;
 
 /// What `containers.run()` creates and starts. `Debug` prints env keys only.
 #[derive(Clone, Default)]
@@ -739,7 +739,7 @@ enum Entry {
 
 /// Where the link at `link` points: an absolute target as it is, a relative one from the link's directory,
 /// with `.` and `..` resolved (the engine resolves paths inside the container's root either way).
-fn link_target(link: &str, target: &str) -> String {
+pub(crate) fn link_target(link: &str, target: &str) -> String {
     let base = if target.starts_with('/') {
         ""
     } else {

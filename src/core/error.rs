@@ -41,6 +41,14 @@ pub enum ErrorCode {
     PathNotFound,
     /// The path exists but is not a regular file, where one file was asked for (`path`, `fileType`).
     NotAFile,
+    /// The path (or one of its parents) exists but is not a directory, where one was needed (`path`, `fileType`).
+    NotADirectory,
+    /// Something already exists at the path (`mkdir` without `recursive`, `rename` onto an existing path).
+    PathExists,
+    /// A symbolic link leads outside the directory an operation is confined to (`path`, `linkTarget`, `root`).
+    PathEscapes,
+    /// The sandbox refused access to the path (`path`): permissions, a read-only file system.
+    PermissionDenied,
     /// The container exists but is not running.
     ContainerNotRunning,
     /// An exec could not be started (the daemon's message is included).
@@ -97,6 +105,10 @@ impl ErrorCode {
             ErrorCode::ContainerConflict => "ERR_CONTAINER_CONFLICT",
             ErrorCode::PathNotFound => "ERR_PATH_NOT_FOUND",
             ErrorCode::NotAFile => "ERR_NOT_A_FILE",
+            ErrorCode::NotADirectory => "ERR_NOT_A_DIRECTORY",
+            ErrorCode::PathExists => "ERR_PATH_EXISTS",
+            ErrorCode::PathEscapes => "ERR_PATH_ESCAPES",
+            ErrorCode::PermissionDenied => "ERR_PERMISSION_DENIED",
             ErrorCode::ContainerNotRunning => "ERR_CONTAINER_NOT_RUNNING",
             ErrorCode::ExecFailed => "ERR_EXEC_FAILED",
             ErrorCode::StreamInterrupted => "ERR_STREAM_INTERRUPTED",

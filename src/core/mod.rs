@@ -13,6 +13,7 @@ pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod exec;
+pub mod files;
 pub mod forward;
 pub mod http;
 pub mod images;

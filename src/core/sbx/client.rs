@@ -900,8 +900,42 @@ impl SbxClient {
         Ok(res.body.to_vec())
     }
 
-    /// Read one regular file from the sandbox.
+    /// Read one regular file from the sandbox, following symbolic links (absolute and relative) as
+    /// `fs.readFile` does and as the container backend does.
     pub async fn read_file(&self, name: &str, path: &str, opts: &Call) -> Result<Vec<u8>> {
+        let mut at = path.to_string();
+        for _ in 0..crate::core::container::MAX_SYMLINKS {
+            let r = self.read_entry(name, &at, opts).await;
+            match r {
+                Ok(Ok(bytes)) => return Ok(bytes),
+                Ok(Err(target)) => at = crate::core::container::link_target(&at, &target),
+                Err(mut e) if at != path => {
+                    e.message =
+                        format!("{} (reached from {path} through symbolic links)", e.message);
+                    e.props.insert("path".into(), path.into());
+                    return Err(e.with("resolvedPath", at));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::new(
+            ErrorCode::NotAFile,
+            format!(
+                "{path}: more than {} levels of symbolic links",
+                crate::core::container::MAX_SYMLINKS
+            ),
+        )
+        .with("path", path)
+        .with("fileType", "symlink"))
+    }
+
+    /// The one entry at `path`: a file's bytes (`Ok`) or a link's target (`Err`).
+    async fn read_entry(
+        &self,
+        name: &str,
+        path: &str,
+        opts: &Call,
+    ) -> Result<std::result::Result<Vec<u8>, String>> {
         let archive = self.get_archive(name, path, opts).await?;
         let mut ar = tar::Archive::new(archive.as_slice());
         let bad = |e: std::io::Error| {
@@ -919,12 +953,17 @@ impl SbxClient {
                     ErrorCode::NotAFile,
                     format!("{path} in sandbox {name:?} is a directory, not a file"),
                 )
-                .with("path", path));
+                .with("path", path)
+                .with("fileType", "directory"));
+            }
+            if kind.is_symlink() {
+                let target = entry.link_name().map_err(bad)?.unwrap_or_default();
+                return Ok(Err(target.to_string_lossy().into_owned()));
             }
             if kind.is_file() {
                 let mut out = Vec::new();
                 std::io::Read::read_to_end(&mut entry, &mut out).map_err(bad)?;
-                return Ok(out);
+                return Ok(Ok(out));
             }
         }
         Err(Error::protocol(

@@ -322,8 +322,14 @@ async fn client_end_to_end_on_a_real_engine() {
             .as_str(),
         "ERR_NOT_A_FILE"
     );
+    // Ports are served (over exec tunnels); save is not: the daemon's 501 is a typed error.
+    assert_eq!(c.ports("it-sbx", &o).await.unwrap(), vec![]);
     assert_eq!(
-        c.ports("it-sbx", &o).await.unwrap_err().code.as_str(),
+        c.save("it-sbx", "sandboxd-test/saved:1", &o)
+            .await
+            .unwrap_err()
+            .code
+            .as_str(),
         "ERR_SBX_UNSUPPORTED"
     );
 

@@ -265,19 +265,24 @@ describe.each(BACKENDS)('a sandbox on the %s backend', (backend) => {
   }, 120_000)
 })
 
-/** dockerd processes whose command line names `root` (LocalSandboxd's private engines live under it). */
-function enginesUnder(root: string): number {
-  let n = 0
+/** PIDs of the dockerd processes whose command line names `root`. */
+function enginePidsUnder(root: string): number[] {
+  const pids: number[] = []
   for (const d of readdirSync('/proc')) {
     if (!/^\d+$/.test(d)) continue
     try {
       const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0')
-      if (argv[0]?.endsWith('dockerd') && argv.some((a) => a.includes(root))) n++
+      if (argv[0]?.endsWith('dockerd') && argv.some((a) => a.includes(root))) pids.push(Number(d))
     } catch {
       // the process went away
     }
   }
-  return n
+  return pids
+}
+
+/** How many dockerd processes name `root` on their command line (LocalSandboxd's private engines live under it). */
+function enginesUnder(root: string): number {
+  return enginePidsUnder(root).length
 }
 
 describe.each(BACKENDS)('concurrent ensure on the %s backend', (backend) => {
@@ -325,21 +330,6 @@ describe.each(BACKENDS)('concurrent ensure on the %s backend', (backend) => {
     }
   }, 180_000)
 })
-
-/** PIDs of the dockerd processes whose command line names `root`. */
-function enginePidsUnder(root: string): number[] {
-  const pids: number[] = []
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue
-    try {
-      const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0')
-      if (argv[0]?.endsWith('dockerd') && argv.some((a) => a.includes(root))) pids.push(Number(d))
-    } catch {
-      // the process went away
-    }
-  }
-  return pids
-}
 
 /** Read `proc` until it ends; resolves with the error that ended it (or null) and the time it took. */
 async function drain(proc: AsyncIterable<unknown>): Promise<{ error: (Error & Record<string, any>) | null }> {

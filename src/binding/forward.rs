@@ -28,7 +28,8 @@ pub struct Forward {
     port: u16,
 }
 
-fn port_arg(v: u32, what: &str, zero_ok: bool) -> crate::core::Result<u16> {
+/// A port number given as `what`: 1..=65535 (0 too with `zero_ok`: any free port), else `ERR_INVALID_ARGUMENT`.
+pub(crate) fn port_arg(v: u32, what: &str, zero_ok: bool) -> crate::core::Result<u16> {
     u16::try_from(v)
         .ok()
         .filter(|p| zero_ok || *p > 0)

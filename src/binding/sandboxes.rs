@@ -6,7 +6,7 @@ use super::container::{
     exec_on, read_file_on, spawn_on, write_file_on, ExecOptions, WriteFileOptions,
 };
 use super::exec::ExecProcess;
-use super::forward::{forward_on, Forward, ForwardOptions};
+use super::forward::{forward_on, port_arg, Forward, ForwardOptions};
 use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary};
 use crate::core::sandboxes::{self, Choice, ConnectOptions};
 use crate::core::sbx::VersionMode;
@@ -154,16 +154,14 @@ pub struct PortRequest {
 }
 
 fn port_specs(reqs: Vec<PortRequest>) -> CoreResult<Vec<crate::core::sbx::PortSpec>> {
-    let port = |v: u32, what: &str| {
-        u16::try_from(v).ok().filter(|p| *p > 0).ok_or_else(|| {
-            CoreError::invalid(format!("{what} must be 1 to 65535, got {v}")).with("argument", what)
-        })
-    };
     reqs.into_iter()
         .map(|r| {
             Ok(crate::core::sbx::PortSpec {
-                sandbox_port: port(r.sandbox_port, "sandboxPort")?,
-                host_port: r.host_port.map(|p| port(p, "hostPort")).transpose()?,
+                sandbox_port: port_arg(r.sandbox_port, "sandboxPort", false)?,
+                host_port: r
+                    .host_port
+                    .map(|p| port_arg(p, "hostPort", false))
+                    .transpose()?,
                 host_ip: r.host_ip,
                 protocol: r.protocol,
             })

@@ -64,6 +64,14 @@ describe('server', () => {
     const installed = await agent.installAgent('mock')
     expect(installed).toHaveProperty('already_installed', true)
   })
+
+  it('startSession on a container: cwd is required (a container has no workspace); with it, a ready session', async () => {
+    const e = await rejection(agent.startSession({ agent: 'pi' }))
+    expect(e).toMatchObject({ code: 'ERR_INVALID_ARGUMENT', argument: 'cwd' })
+    await using s = await agent.startSession({ agent: 'pi', cwd: ws.dir })
+    expect(s.start).toEqual({ serverStarted: false, agentInstalled: false })
+    expect((await s.send('hello')).text).toBe('Hello, world')
+  })
 })
 
 describe('transport conformance with the echo mock agent', () => {

@@ -495,6 +495,99 @@ describe.each(BACKENDS)('an agent session in a sandbox on the %s backend', (back
     const relays = await box.sh('ps -o args | grep -cE "^(nc|socat|busybox nc) " || true')
     expect(Number(relays.text().trim())).toBeLessThanOrEqual(4) // the pooled keep-alive tunnels, no more
   }, 120_000)
+
+  it("sandbox-agent's own TypeScript SDK drives a session through forward()", async () => {
+    await new SandboxAgent(box).ensureServer({ timeoutMs: 30_000 })
+    const { SandboxAgent: Upstream } = await import('sandbox-agent')
+    await using fwd = await box.forward(2468)
+    const sdk = await Upstream.connect({ baseUrl: fwd.url })
+    try {
+      expect(await sdk.getHealth()).toMatchObject({ status: 'ok' })
+      const session = await sdk.createSession({ agent: 'pi', cwd: ws.dir })
+      const reply = await session.prompt([{ type: 'text', text: 'hello' }])
+      expect(reply.stopReason).toBe('end_turn')
+      // the SDK persists the turn's envelopes (both directions) asynchronously: read its log until the turn is in
+      type Update = { sessionUpdate: string; content?: { text?: string } }
+      const updates = async () =>
+        (await sdk.getEvents({ sessionId: session.id, limit: 500 })).items
+          .filter((e) => e.sender === 'agent')
+          .map((e) => (e.payload as { params?: { update?: Update } }).params?.update)
+          .filter((u): u is Update => !!u?.sessionUpdate)
+      let seen = await updates()
+      for (let i = 0; i < 50 && seen.length < 6; i++) {
+        await new Promise((r) => setTimeout(r, 100))
+        seen = await updates()
+      }
+      expect(seen.map((u) => u.sessionUpdate)).toEqual([
+        'agent_thought_chunk', 'agent_message_chunk', 'agent_message_chunk', 'tool_call', 'tool_call_update', 'plan',
+      ])
+      expect(seen.filter((u) => u.sessionUpdate === 'agent_message_chunk').map((u) => u.content?.text).join('')).toBe('Hello, world')
+      await sdk.destroySession(session.id)
+    } finally {
+      await sdk.dispose()
+    }
+  }, 120_000)
+})
+
+describe.each(BACKENDS)('one call from a plain image to a streamed reply on the %s backend', (backend) => {
+  let box: Sandbox
+  const SCRIPT = readFileSync(fileURLToPath(new URL('./fixtures/agent-image/scripted-acp-agent.sh', import.meta.url)))
+
+  beforeAll(async () => {
+    const sandboxes = await Sandboxes.connect({ socketPath: local.socketPath, backend })
+    box = await sandboxes.create({ name: `one-call-${backend}`, agent: 'pi', workspace: ws.dir, template: IMAGE! })
+    // the scripted ACP agent in the launcher slot of `pi` (the test's own agent: nothing is downloaded)
+    const slots = '/root/.local/share/sandbox-agent/bin/agent_processes'
+    await box.exec(['mkdir', '-p', slots, '/usr/bin'])
+    await box.writeFile(`${slots}/pi-acp`, SCRIPT, { mode: 0o755 })
+    await box.exec(['sh', '-c', '[ -e /usr/bin/env ] || ln -s /bin/busybox /usr/bin/env'])
+  }, 180_000)
+
+  afterAll(async () => {
+    await box?.remove({ force: true })
+  }, 60_000)
+
+  it('startSession: binary copied in, server started, session in the workspace, a streamed turn', async () => {
+    expect((await box.exec(['sh', '-c', 'command -v sandbox-agent || echo none'])).text()).toBe('none\n')
+    const agent = new SandboxAgent(box)
+    // a deadline far too short for the sequence is ERR_TIMEOUT, in bounded time
+    const t0 = Date.now()
+    expect((await rejection(agent.startSession({ agent: 'pi', timeoutMs: 50 }))).code).toBe('ERR_TIMEOUT')
+    expect(Date.now() - t0).toBeLessThan(5_000)
+
+    await using session = await agent.startSession({ agent: 'pi', env: { HOME: '/root' }, timeoutMs: 120_000 })
+    expect(session.start).toEqual({ serverStarted: true, agentInstalled: false })
+    const text: string[] = []
+    for await (const ev of session.prompt('hello')) if (ev.type === 'text') text.push(ev.text)
+    expect(text.join('')).toBe('Hello, world')
+    await using again = await agent.startSession({ agent: 'pi' })
+    expect(again.start).toEqual({ serverStarted: false, agentInstalled: false })
+  }, 180_000)
+
+  it('startSession installs an agent the server lists as not installed', async () => {
+    const agent = new SandboxAgent(box)
+    const mock = async () => (await agent.listAgents()).agents.find((a) => a.id === 'mock')
+    expect(await mock()).toMatchObject({ installed: false })
+    // `mock` is sandbox-agent's echo agent: it installs offline, but echoes `session/new` without a sessionId
+    const e = await rejection(agent.startSession({ agent: 'mock' }))
+    expect(e.code).toBe('ERR_AGENT_PROTOCOL')
+    expect(await mock()).toMatchObject({ installed: true })
+  }, 120_000)
+
+  it('bad options are ERR_INVALID_ARGUMENT naming the option', async () => {
+    const agent = new SandboxAgent(box)
+    for (const [bad, key] of [
+      [{}, 'agent'],
+      [{ agent: 1 }, 'agent'],
+      [{ agent: 'pi', cwd: 3 }, 'cwd'],
+      [{ agent: 'pi', env: ['A=1'] }, 'env'],
+    ] as const) {
+      const e = await rejection(agent.startSession(bad as never))
+      expect(e, JSON.stringify(bad)).toMatchObject({ code: 'ERR_INVALID_ARGUMENT' })
+      expect(JSON.stringify(e), JSON.stringify(bad)).toContain(key)
+    }
+    expect((await rejection(agent.startSession({ agent: 'pi', cwd: 'relative' }))).code).toBe('ERR_INVALID_ARGUMENT')
+  })
 })
 
 describe.each(BACKENDS)('forwarded ports on the %s backend', (backend) => {

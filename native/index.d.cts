@@ -52,6 +52,8 @@ export declare class AgentSession {
   get id(): string
   /** The agent id. */
   get agent(): string
+  /** What `startSession()` did on the way (`null` for a session from `createSession()`). */
+  get start(): SessionStart | null
   /** The agent's `initialize` result (agentInfo, capabilities). */
   get agentInfo(): Record<string, unknown>
   /** Send a prompt (text or ACP content blocks); iterate its events until `stop`. `break` cancels the turn. */
@@ -437,6 +439,11 @@ export declare class SandboxAgent {
   installAgent(name: string, options?: CallOptions | undefined | null): Promise<Record<string, unknown>>
   /** Create an ACP session (its own connection and agent process) in `cwd`. */
   createSession(options: CreateSessionOptions): Promise<AgentSession>
+  /**
+   * From a running sandbox to a ready session: `ensureServer()`, the agent installed when the server lists it
+   * as not installed, then `createSession()` (in the sandbox's workspace by default), under one deadline.
+   */
+  startSession(options: StartSessionOptions): Promise<AgentSession>
   /** A raw ACP connection (JSON-RPC over the server's HTTP transport), for protocol-level work. */
   connect(options: ConnectAgentOptions): Promise<AcpClient>
 }
@@ -1216,6 +1223,29 @@ export interface SendResult {
   text: string
   stopReason: string
   events: AgentEvent[]
+}
+
+/** What `startSession()` did on the way to the session. */
+export interface SessionStart {
+  /** The server was not answering and this call started it (copying the binary in when missing). */
+  serverStarted: boolean
+  /** The server listed the agent as not installed and this call installed it. */
+  agentInstalled: boolean
+}
+
+/** Options for `startSession()`. */
+export interface StartSessionOptions {
+  /** Agent id known to sandbox-agent (`claude`, `codex`, `mock`, …). */
+  agent: string
+  /** Absolute working directory inside the sandbox (default: the sandbox's workspace). */
+  cwd?: string
+  /** ACP `mcpServers` (default `[]`). */
+  mcpServers?: unknown[]
+  /** Environment for the server when this call starts it (API keys); never logged. */
+  env?: Record<string, string>
+  signal?: AbortSignal
+  /** Deadline for the whole sequence (default 11 min 15 s: server start, agent install, session). */
+  timeoutMs?: number
 }
 
 /** Options for `container.stop()`. */

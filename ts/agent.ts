@@ -70,6 +70,24 @@ export interface CreateSessionOptions extends CallOptions {
   mcpServers?: unknown[]
 }
 
+/** Options for `startSession()`. */
+export interface StartSessionOptions extends CallOptions {
+  /** Agent id known to sandbox-agent (`claude`, `codex`, `mock`, …). */
+  agent: string
+  /** Absolute working directory inside the sandbox. Default: a `Sandbox`'s workspace (required for a `Container`). */
+  cwd?: string
+  /** ACP `mcpServers` (default `[]`). */
+  mcpServers?: unknown[]
+  /**
+   * Environment for the server when this call starts it; agents inherit it (API keys go here: into the sandbox
+   * through this call only, never logged).
+   */
+  env?: Record<string, string>
+}
+
+/** What `startSession()` did on the way to the session. */
+export type SessionStart = native.SessionStart
+
 /** Options for `connect()` (a raw ACP connection). */
 export interface ConnectAgentOptions extends CallOptions {
   agent: string
@@ -251,6 +269,24 @@ export class SandboxAgent {
     })
   }
 
+  /**
+   * From a running sandbox to a ready session in one call: `ensureServer()` (copying the binary in when the sandbox
+   * has none), the agent installed when the server lists it as not installed, then `createSession()` — in the
+   * sandbox's workspace unless `cwd` says otherwise. One deadline bounds it all (default 11 min 15 s, most of it for
+   * an agent install); `session.start` tells what had to be done.
+   */
+  startSession(options: StartSessionOptions): Promise<AgentSession> {
+    return call(options?.signal, async () => {
+      check.opts(
+        'options',
+        options,
+        { ...check.CALL, agent: 'string', cwd: 'string', mcpServers: 'unknown', env: 'record' },
+        ['agent'],
+      )
+      return AgentSession.wrap(await this.#inner.startSession(options as check.Unsafe))
+    })
+  }
+
   /** A raw ACP connection (JSON-RPC over the server's HTTP transport), for protocol-level work. */
   connect(options: ConnectAgentOptions): Promise<AcpClient> {
     return call(options?.signal, async () => {
@@ -285,6 +321,10 @@ export class AgentSession {
   /** The agent id. */
   get agent(): string {
     return this.#inner.agent
+  }
+  /** What `startSession()` did on the way (server started, agent installed); `null` after `createSession()`. */
+  get start(): SessionStart | null {
+    return this.#inner.start ?? null
   }
   /** The agent's `initialize` result (agentInfo, capabilities). */
   get initResult(): Record<string, unknown> {

@@ -96,6 +96,8 @@ export {
   type PermissionOption,
   type PromptOptions,
   type SendResult,
+  type SessionStart,
+  type StartSessionOptions,
   type StopReason,
   type ToolCallFields,
   type TurnStream,

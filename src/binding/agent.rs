@@ -11,7 +11,8 @@ use crate::core::acp::{default_init_params, AcpConnection, EventStream, StreamIt
 use crate::core::agent::AgentServer;
 use crate::core::agent_install::BinarySources;
 use crate::core::session::{
-    AgentSession as CoreSession, PermissionAnswer, Turn, TurnEvent, TurnSummary,
+    AgentSession as CoreSession, PermissionAnswer, StartReport, StartSession, Turn, TurnEvent,
+    TurnSummary,
 };
 use crate::core::Error as CoreError;
 use napi::bindgen_prelude::*;
@@ -87,6 +88,43 @@ pub struct CreateSessionOptions<'a> {
     pub timeout_ms: Option<f64>,
 }
 
+/// Options for `startSession()`.
+#[napi(object, object_to_js = false)]
+pub struct StartSessionOptions<'a> {
+    /// Agent id known to sandbox-agent (`claude`, `codex`, `mock`, …).
+    pub agent: String,
+    /// Absolute working directory inside the sandbox (default: the sandbox's workspace).
+    pub cwd: Option<String>,
+    /// ACP `mcpServers` (default `[]`).
+    #[napi(ts_type = "unknown[]")]
+    pub mcp_servers: Option<Value>,
+    /// Environment for the server when this call starts it (API keys); never logged.
+    #[napi(ts_type = "Record<string, string>")]
+    pub env: Option<Object<'a>>,
+    pub signal: Option<AbortSignal<'a>>,
+    /// Deadline for the whole sequence (default 11 min 15 s: server start, agent install, session).
+    pub timeout_ms: Option<f64>,
+}
+
+/// What `startSession()` did on the way to the session.
+#[napi(object)]
+#[derive(Clone, Copy)]
+pub struct SessionStart {
+    /// The server was not answering and this call started it (copying the binary in when missing).
+    pub server_started: bool,
+    /// The server listed the agent as not installed and this call installed it.
+    pub agent_installed: bool,
+}
+
+impl From<StartReport> for SessionStart {
+    fn from(r: StartReport) -> Self {
+        SessionStart {
+            server_started: r.server_started,
+            agent_installed: r.agent_installed,
+        }
+    }
+}
+
 /// Options for `connect()` (a raw ACP connection).
 #[napi(object, object_to_js = false)]
 pub struct ConnectAgentOptions<'a> {
@@ -101,6 +139,7 @@ pub struct ConnectAgentOptions<'a> {
 has_call!(
     EnsureServerOptions,
     CreateSessionOptions,
+    StartSessionOptions,
     ConnectAgentOptions
 );
 
@@ -116,7 +155,9 @@ impl SandboxAgent {
         };
         let server = match target {
             Either::A(c) => AgentServer::for_container(c.inner.clone(), port, token),
-            Either::B(s) => AgentServer::new(s.target.clone(), port, token),
+            Either::B(s) => {
+                AgentServer::new(s.target.clone(), port, token).with_workdir(Some(s.workspace()))
+            }
         };
         let mut bins: Vec<(String, std::path::PathBuf)> =
             bins.into_iter().map(|(k, v)| (k, v.into())).collect();
@@ -210,7 +251,33 @@ impl SandboxAgent {
         let mcp = options.mcp_servers.clone().unwrap_or_else(|| json!([]));
         run(&env, Some(&options), move |call| async move {
             let inner = CoreSession::create(s, &agent, &cwd, mcp, &call).await?;
-            Ok(AgentSession { inner })
+            Ok(AgentSession { inner, start: None })
+        })
+    }
+
+    /// From a running sandbox to a ready session: `ensureServer()`, the agent installed when the server lists it
+    /// as not installed, then `createSession()` (in the sandbox's workspace by default), under one deadline.
+    #[napi(catch_unwind)]
+    pub fn start_session(
+        &self,
+        env: Env,
+        options: StartSessionOptions,
+    ) -> Result<Promise<AgentSession>> {
+        let s = self.server.clone();
+        let vars = super::container::read_env(options.env.as_ref());
+        let opts = StartSession {
+            agent: options.agent.clone(),
+            cwd: options.cwd.clone(),
+            mcp_servers: options.mcp_servers.clone(),
+            env: Vec::new(),
+        };
+        run(&env, Some(&options), move |call| async move {
+            let opts = StartSession { env: vars?, ..opts };
+            let (inner, report) = CoreSession::start(s, opts, &call).await?;
+            Ok(AgentSession {
+                inner,
+                start: Some(report.into()),
+            })
         })
     }
 
@@ -234,6 +301,7 @@ impl SandboxAgent {
 #[napi]
 pub struct AgentSession {
     inner: CoreSession,
+    start: Option<SessionStart>,
 }
 
 /// Options for `prompt()` / `send()`.
@@ -421,6 +489,12 @@ impl AgentSession {
     #[napi(catch_unwind, getter)]
     pub fn agent(&self) -> String {
         self.inner.agent().to_string()
+    }
+
+    /// What `startSession()` did on the way (`null` for a session from `createSession()`).
+    #[napi(catch_unwind, getter)]
+    pub fn start(&self) -> Option<SessionStart> {
+        self.start
     }
 
     /// The agent's `initialize` result (agentInfo, capabilities).

@@ -365,6 +365,13 @@ pub struct Sandbox {
     owned: bool,
 }
 
+impl Sandbox {
+    /// The host directory mounted at the same path (where agent sessions start by default).
+    pub(crate) fn workspace(&self) -> String {
+        self.info.workspace.clone()
+    }
+}
+
 #[napi]
 impl Sandbox {
     /// The sandbox name.

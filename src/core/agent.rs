@@ -46,6 +46,8 @@ pub struct AgentServer {
     install_from: BinarySources,
     /// The binary's path once this server installed it.
     installed: Mutex<Option<String>>,
+    /// Where sessions start when the caller names no `cwd` (a sandbox's workspace).
+    workdir: Option<String>,
 }
 
 /// A complete HTTP response from the agent server.
@@ -120,7 +122,19 @@ impl AgentServer {
             idle: Mutex::new(Vec::new()),
             install_from: BinarySources::default(),
             installed: Mutex::new(None),
+            workdir: None,
         }
+    }
+
+    /// Sessions start in `dir` when the caller names no `cwd` (a sandbox's workspace).
+    pub fn with_workdir(mut self, dir: Option<String>) -> AgentServer {
+        self.workdir = dir.filter(|d| !d.is_empty());
+        self
+    }
+
+    /// Where sessions start by default, when known.
+    pub fn workdir(&self) -> Option<&str> {
+        self.workdir.as_deref()
     }
 
     /// Install from `sources` when the target has no `sandbox-agent` (see [`super::agent_install`]).

@@ -14,6 +14,35 @@ use tokio_util::sync::CancellationToken;
 /// Default deadline for creating a session (opening its connection, then `session/new`).
 pub const CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Default deadline for [`AgentSession::start`]: starting the server, installing the agent, creating the session.
+pub const START_SESSION_TIMEOUT: Duration = Duration::from_secs(
+    super::agent::START_TIMEOUT.as_secs()
+        + super::agent::INSTALL_TIMEOUT.as_secs()
+        + CREATE_TIMEOUT.as_secs(),
+);
+
+/// What [`AgentSession::start`] needs: the agent, and optionally where and with what.
+#[derive(Debug, Clone, Default)]
+pub struct StartSession {
+    /// Agent id known to sandbox-agent (`claude`, `codex`, …).
+    pub agent: String,
+    /// Absolute working directory; default: the server's [`AgentServer::workdir`] (a sandbox's workspace).
+    pub cwd: Option<String>,
+    /// ACP `mcpServers` (default `[]`).
+    pub mcp_servers: Option<Value>,
+    /// Environment for the server when this call starts it (API keys); agents inherit it.
+    pub env: Vec<(String, String)>,
+}
+
+/// What [`AgentSession::start`] had to do on the way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartReport {
+    /// The server was not answering and this call started it (installing the binary first when missing).
+    pub server_started: bool,
+    /// The server listed the agent as not installed and this call installed it.
+    pub agent_installed: bool,
+}
+
 /// One event of a turn, typed from ACP `session/update` (schema: agent-client-protocol-schema).
 #[derive(Debug, Clone, PartialEq)]
 pub enum TurnEvent {
@@ -223,6 +252,54 @@ impl AgentSession {
             agent: agent.to_string(),
             init,
         })
+    }
+
+    /// From a running sandbox to a ready session in one call: start the server when it does not answer (copying
+    /// the binary in when the target has none), install the agent when the server lists it as not installed, then
+    /// create the session. The call's deadline (default [`START_SESSION_TIMEOUT`]) bounds the whole sequence.
+    pub async fn start(
+        server: Arc<AgentServer>,
+        opts: StartSession,
+        call: &Call,
+    ) -> Result<(AgentSession, StartReport)> {
+        let cwd = match opts.cwd.or_else(|| server.workdir().map(str::to_string)) {
+            Some(c) => c,
+            None => {
+                return Err(Error::invalid(
+                    "cwd is required: this target has no workspace to default to",
+                )
+                .with("argument", "cwd"))
+            }
+        };
+        super::validate::name("agent", &opts.agent)?;
+        // Each step keeps its own default; the whole sequence is bounded by the caller's deadline.
+        let step = Call::new(call.timeout, call.cancel.clone());
+        let steps = async {
+            let server_started = server.ensure_server(&opts.env, &step).await?;
+            let listed = server.list_agents(&step).await?;
+            let known = listed["agents"]
+                .as_array()
+                .and_then(|all| all.iter().find(|a| a["id"] == opts.agent.as_str()));
+            let agent_installed = match known {
+                Some(a) if a["installed"] == false => {
+                    server.install_agent(&opts.agent, &step).await?;
+                    true
+                }
+                _ => false,
+            };
+            let mcp = opts.mcp_servers.unwrap_or_else(|| json!([]));
+            let session =
+                AgentSession::create(server.clone(), &opts.agent, &cwd, mcp, &step).await?;
+            Ok((
+                session,
+                StartReport {
+                    server_started,
+                    agent_installed,
+                },
+            ))
+        };
+        call.run("startSession", Some(START_SESSION_TIMEOUT), steps)
+            .await
     }
 
     pub fn connection(&self) -> &AcpConnection {

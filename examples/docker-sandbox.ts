@@ -60,23 +60,17 @@ async function main(): Promise<void> {
     step(`HTTPS_PROXY=${proxy}; proxy CA in the sandbox: ${ca === 'ca-trusted'}`)
   }
 
-  // 3. The sandbox-agent server (started if it is not running), then a session.
-  const agent = new SandboxAgent(box)
-  // API keys reach the sandbox only through the call that starts the server (agents inherit its env).
+  // 3. One call to a ready session: the sandbox-agent server started (its binary copied in when the template has
+  //    none), the agent installed when the server lists it as missing, a session in the workspace.
+  // API keys reach the sandbox only through this call (the server and its agents inherit them).
   const keys: Record<string, string> = {}
   for (const k of ['ANTHROPIC_API_KEY', 'OPENAI_API_KEY']) if (process.env[k]) keys[k] = process.env[k]!
-  const { started } = await agent.ensureServer({ timeoutMs: 20_000, env: keys })
-  step(started ? 'sandbox-agent server started and healthy' : 'sandbox-agent server already healthy')
   // A real model agent when a key is set (its image must have it installed), else the scripted agent `pi`.
   const agentId = process.env.DEMO_AGENT ?? (keys.ANTHROPIC_API_KEY ? 'claude' : keys.OPENAI_API_KEY ? 'codex' : 'pi')
-  const known = (await agent.listAgents()).agents.find((a) => a.id === agentId)
-  if (known && !known.installed) {
-    step(`installing agent ${agentId} (downloads through the sandbox's proxy)`)
-    await agent.installAgent(agentId)
-  }
-  const session: AgentSession = await agent.createSession({ agent: agentId, cwd: workspace })
+  const session: AgentSession = await new SandboxAgent(box).startSession({ agent: agentId, env: keys, timeoutMs: 600_000 })
   cleanups.push(() => session.close())
-  step(`session ${session.agentSessionId} with agent ${agentId}`)
+  const { serverStarted, agentInstalled } = session.start!
+  step(`session ${session.agentSessionId} with agent ${agentId} (server ${serverStarted ? 'started' : 'already running'}${agentInstalled ? ', agent installed' : ''})`)
 
   // 4. A prompt whose reply streams to the terminal as it arrives.
   process.stdout.write('    agent> ')

@@ -29,6 +29,7 @@ pub mod socket;
 pub mod sse;
 pub mod tunnel;
 pub mod turns;
+pub mod v1;
 pub mod validate;
 pub mod vm;
 

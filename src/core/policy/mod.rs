@@ -231,8 +231,11 @@ impl Decision {
 /// One rule as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleEntry {
+    /// Global or one sandbox's.
     pub scope: Scope,
+    /// Allow, deny or bypass.
     pub action: Action,
+    /// The parsed destination (`to_string()` is the canonical rule text).
     pub destination: Destination,
 }
 

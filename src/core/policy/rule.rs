@@ -34,7 +34,9 @@ pub enum Pattern {
 /// A parsed destination: pattern plus optional port. `Display` gives the canonical text.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Destination {
+    /// What it matches.
     pub pattern: Pattern,
+    /// The one port it matches; `None`: every port.
     pub port: Option<u16>,
 }
 

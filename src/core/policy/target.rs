@@ -32,7 +32,9 @@ impl fmt::Display for Host {
 /// A normalised destination: host and TCP port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
+    /// The normalised host.
     pub host: Host,
+    /// The TCP port.
     pub port: u16,
 }
 

@@ -103,9 +103,11 @@ pub struct LogEntry {
     pub seq: u64,
     /// The sandbox (listener-bound, or the `Proxy-Authorization` user name), if any.
     pub sandbox: Option<String>,
+    /// Forward, CONNECT, or none (no request was read).
     pub proxy_type: ProxyType,
     /// The normalised host (or the raw text when it did not parse; empty when no request was read).
     pub host: String,
+    /// The port asked for.
     pub port: Option<u16>,
     /// The request method (`CONNECT` for tunnels).
     pub method: Option<String>,
@@ -113,6 +115,7 @@ pub struct LogEntry {
     pub allowed: bool,
     /// The rule or default-blocked range that decided.
     pub rule: Option<String>,
+    /// Why it ended as it did.
     pub reason: LogReason,
     /// The scope of the deciding rule (`global`, `sandbox:<id>`, `default`), when the policy decided.
     pub scope: Option<String>,

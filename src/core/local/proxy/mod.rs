@@ -102,10 +102,13 @@ impl Resolver {
 /// The proxy's settings.
 #[derive(Debug, Clone)]
 pub struct ProxyOptions {
+    /// How names are resolved (fixed answers first).
     pub resolver: Resolver,
     /// Decision log entries kept.
     pub log_capacity: usize,
+    /// How long a client has to send a request head ([`HEADER_TIMEOUT`]).
     pub header_timeout: Duration,
+    /// How long connecting to one upstream address may take ([`CONNECT_TIMEOUT`]).
     pub connect_timeout: Duration,
 }
 

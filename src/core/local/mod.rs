@@ -18,6 +18,7 @@ pub mod ca;
 pub mod dockerd;
 pub mod engine;
 mod options;
+pub mod proxy;
 pub mod sbx;
 #[cfg_attr(not(target_os = "linux"), path = "stale_off_linux.rs")]
 pub mod stale;

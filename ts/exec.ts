@@ -122,7 +122,10 @@ export class ExecProcess extends AsyncStream<OutputChunk> {
     })
   }
 
-  /** Output as text lines, `{ stream, line }`, each stream split on `\n` (a trailing `\r` is dropped). */
+  /**
+   * Output as text lines, `{ stream, line }`, each stream split on `\n` (a trailing `\r` is dropped). `break`
+   * stops reading as on the process itself: the rest of the output is discarded, the process keeps running.
+   */
   lines(): LineStream {
     return AsyncStream.from(this.#inner.lines() as check.Unsafe)
   }

@@ -38,7 +38,8 @@ export interface ExecOptions {
   maxOutputBytes?: number
   /**
    * `exec`/`sh` only: called with each piece of stdout as it arrives, in order, before `exec` resolves (which
-   * happens after the last call). The result still holds the whole output, as in E2B's `commands.run`;
+   * happens after the last call). Pieces are Buffers cut anywhere, also inside a UTF-8 character (E2B passes
+   * strings: use a `StringDecoder` for text). The result still holds the whole output, as in E2B's `commands.run`;
    * `maxOutputBytes` caps only what the result keeps, never what the callback sees (`maxOutputBytes: 0` to keep
    * nothing twice). A returned promise is awaited before the next piece (of either stream) and the process's
    * output waits meanwhile: a slow callback slows the process, never grows memory. A callback that throws (or

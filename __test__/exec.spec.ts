@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Container } from 'sandboxd'
 import { rejection } from './helpers/local.js'
+import { callbackBackpressureAndErrors, callbacksArriveLive, callbacksMatchPlainExec } from './helpers/output.js'
 import { box, engine, host, strayProcesses, useVm } from './helpers/vm.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
@@ -375,6 +376,18 @@ describe('exec', () => {
       expect(r.text()).toBe(`${i}\n`)
       expect(r.exitCode).toBe(i % 3)
     })
+  })
+
+  it('onStdout/onStderr fire as output arrives, in order, before exec resolves; the result holds it all', async () => {
+    await callbacksArriveLive(box)
+  })
+
+  it('exec with callbacks gives the result plain exec gives (exit code, bytes, cap, timeout)', async () => {
+    await callbacksMatchPlainExec(box)
+  })
+
+  it('async callbacks are awaited one at a time; a throwing callback kills the tree and is the rejection', async () => {
+    await callbackBackpressureAndErrors(box)
   })
 
   it('a container removed mid-exec ends with ERR_STREAM_INTERRUPTED promptly, with what was received', async () => {

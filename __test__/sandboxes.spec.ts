@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { LegacySandboxd, SandboxAgent, Sandboxd, Sandboxes, type AgentEvent, type BackendKind, type LocalSandboxd, type Sandbox } from 'sandboxd'
 import { rejection, startLocal, workspace } from './helpers/local.js'
+import * as output from './helpers/output.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
 if (!IMAGE) throw new Error('SANDBOXD_TEST_IMAGE is not set: run the suite with `npm test`, which builds it')
@@ -187,6 +188,22 @@ describe.each(BACKENDS)('a sandbox on the %s backend', (backend) => {
     const left = await box.sh('ps -o args | grep -cE "^sleep 3[234]" || true')
     expect(left.text().trim()).toBe('0')
   })
+
+  it('exec onStdout/onStderr: live, in order, the same result as plain exec; backpressure; a throw kills the tree', async () => {
+    await output.callbacksArriveLive(box)
+    await output.callbacksMatchPlainExec(box)
+    await output.callbackBackpressureAndErrors(box)
+  }, 60_000)
+
+  it('spawn: proc.stdout/stderr Readables pipe byte-exact; a paused one is bounded; destroy leaves the process', async () => {
+    // sbx: a missing program is not ERR_EXEC_FAILED on spawn's output (only exec detects the runtime's refusal)
+    await output.viewsPipeline(box, backend !== 'sbx')
+    await output.pausedViewIsBounded(box)
+  }, 60_000)
+
+  it('spawn: break out of lines() or the chunks leaves the process running; kill/wait work', async () => {
+    await output.breakLeavesProcessRunning(box)
+  }, 60_000)
 
   it('spawn: read(buffer) streams 8 MiB byte-exact into one reused buffer', async () => {
     const p = await box.spawn(['sh', '-c', 'head -c 8388608 /dev/zero | tr "\\0" "x"'])

@@ -7,6 +7,7 @@ import { getEventListeners } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { rejection } from './helpers/local.js'
+import { breakLeavesProcessRunning, pausedViewIsBounded, viewsPipeline } from './helpers/output.js'
 import { box, engine, strayProcesses, useVm } from './helpers/vm.js'
 
 useVm('spawn')
@@ -142,6 +143,18 @@ describe('spawn', () => {
     await slow.kill('SIGKILL')
     await slow.return() // stop reading: what is left is discarded, so the exit can be reached
     expect((await slow.wait({ timeoutMs: 10_000 })).exitCode).toBe(137)
+  })
+
+  it('proc.stdout / proc.stderr are Readables: pipeline to files byte-exact; a failed process destroys them', async () => {
+    await viewsPipeline(box, true)
+  })
+
+  it('a paused proc.stdout holds the process back (bounded memory); destroy() leaves the process running', async () => {
+    await pausedViewIsBounded(box)
+  })
+
+  it('break out of lines() or the chunks: output discarded as it comes, process keeps running, kill/wait work', async () => {
+    await breakLeavesProcessRunning(box)
   })
 
   it('read(buffer) fills one reused buffer: streams stay apart, bytes exact, null at the end', async () => {

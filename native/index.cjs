@@ -845,6 +845,7 @@ module.exports.Containers = nativeBinding.Containers
 module.exports.DockerEngine = nativeBinding.DockerEngine
 module.exports.ExecLines = nativeBinding.ExecLines
 module.exports.ExecProcess = nativeBinding.ExecProcess
+module.exports.ExecRun = nativeBinding.ExecRun
 module.exports.Files = nativeBinding.Files
 module.exports.Forward = nativeBinding.Forward
 module.exports.Images = nativeBinding.Images

@@ -136,6 +136,11 @@ export declare class Container {
   exec(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecResult>
   /** Run `script` with `sh -c` (the script is one argv element: nothing is interpolated by the SDK). */
   sh(script: string, options?: ExecOptions | undefined | null): Promise<ExecResult>
+  /**
+   * `exec(cmd)` with its output also handed out as it arrives (`onStdout` / `onStderr`): the chosen streams'
+   * chunks through `next()`, in order; `result()` settles as `exec` would.
+   */
+  execStreamed(cmd: Array<string>, options: ExecOptions | undefined | null, stdout: boolean, stderr: boolean): ExecRun
   /** Reach `port` inside the container from the host through exec tunnels (see `Sandbox.forward`). */
   forward(port: number, options?: ForwardOptions | undefined | null): Promise<Forward>
   /**
@@ -240,6 +245,11 @@ export declare class ExecProcess {
   /** Output as text lines, `{ stream, line }`, each stream split on `
   ` (a trailing `\r` is dropped). */
   lines(): ExecLines
+  /**
+   * The output has a reader from now on, before its first read (`proc.stdout` / `proc.stderr` were made):
+   * `wait()` leaves the output to it instead of discarding it.
+   */
+  markRead(): void
   /** The process id inside the container (known shortly after start), or `null`. */
   get pid(): number | null
   /** Write to stdin. Rejects with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone. */
@@ -261,6 +271,23 @@ export declare class ExecProcess {
   return(): Promise<IteratorResult<OutputChunk, undefined>>
   /** The stream is its own async iterator. */
   [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputChunk, undefined>
+}
+
+/**
+ * A buffered exec whose output is also handed out as it arrives (`exec` with `onStdout` / `onStderr`): `next()`
+ * reads the chosen streams' chunks in order, `result()` settles as `exec` would, `abort()` gives up (the
+ * process tree is killed, the chunks still queued are dropped). The exec waits while chunks are unread.
+ */
+export declare class ExecRun {
+  /** The next chunk of a chosen stream (`done` once the exec has ended and every chunk was read). */
+  next(): Promise<IteratorResult<OutputChunk, undefined>>
+  /** How the exec ended, as `exec` settles (once). */
+  result(): Promise<ExecResult>
+  /**
+   * Give up: the exec is aborted (its process tree killed; `result()` rejects with `ABORT_ERR` and the partial
+   * output) and the chunks not yet read are dropped.
+   */
+  abort(): void
 }
 
 /**
@@ -383,6 +410,11 @@ export declare class Sandbox {
   exec(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecResult>
   /** Run `script` with `sh -c` (the script is one argv element: nothing is interpolated by the SDK). */
   sh(script: string, options?: ExecOptions | undefined | null): Promise<ExecResult>
+  /**
+   * `exec(cmd)` with its output also handed out as it arrives (`onStdout` / `onStderr`): the chosen streams'
+   * chunks through `next()`, in order; `result()` settles as `exec` would.
+   */
+  execStreamed(cmd: Array<string>, options: ExecOptions | undefined | null, stdout: boolean, stderr: boolean): ExecRun
   /** Start `cmd` and stream it (output as an async iterator, stdin via `write`/`end`, `kill`, `wait`). */
   spawn(cmd: Array<string>, options?: ExecOptions | undefined | null): Promise<ExecProcess>
   /** Files in the sandbox: list, stat, exists, mkdir, remove, rename, write, read. */

@@ -324,6 +324,7 @@ fn exec_spec(
         interactive: false,
         timeout,
         max_output_bytes: max,
+        output: None,
     })
 }
 
@@ -489,6 +490,27 @@ impl Container {
         options: Option<ExecOptions>,
     ) -> Result<Promise<ObjectRef<false>>> {
         self.exec_impl(env, vec!["sh".into(), "-c".into(), script], options)
+    }
+
+    /// `exec(cmd)` with its output also handed out as it arrives (`onStdout` / `onStderr`): the chosen streams'
+    /// chunks through `next()`, in order; `result()` settles as `exec` would.
+    #[napi(catch_unwind)]
+    pub fn exec_streamed(
+        &self,
+        env: Env,
+        cmd: Vec<String>,
+        options: Option<ExecOptions>,
+        stdout: bool,
+        stderr: bool,
+    ) -> crate::binding::exec::ExecRun {
+        exec_streamed_on(
+            env,
+            Arc::new(self.inner.clone()),
+            cmd,
+            options,
+            stdout,
+            stderr,
+        )
     }
 
     fn exec_impl(
@@ -657,6 +679,31 @@ pub(crate) fn exec_on(
             exec_result_ref,
         ),
         Err(e) => settle(&env, None, async move { Err(e) }, exec_result_ref),
+    }
+}
+
+/// `exec`/`sh` on any exec target with its output also handed out as it arrives (the chosen streams, in order):
+/// the work starts now; `next()` reads the chunks, `result()` settles like `exec`.
+pub(crate) fn exec_streamed_on(
+    env: Env,
+    target: Arc<dyn ExecTarget>,
+    cmd: Vec<String>,
+    options: Option<ExecOptions>,
+    stdout: bool,
+    stderr: bool,
+) -> crate::binding::exec::ExecRun {
+    let started = exec_spec(cmd, options.as_ref())
+        .and_then(|spec| Ok((spec, read_call(&env, Some(&exec_signal(&options)))?)));
+    match started {
+        Ok((mut spec, (call, linked))) => {
+            let (tx, rx) = tokio::sync::mpsc::channel(crate::binding::exec::EXEC_RUN_QUEUE);
+            spec.output = Some(crate::core::exec::OutputSink { tx, stdout, stderr });
+            let cancel = call.cancel.clone();
+            crate::binding::exec::ExecRun::start(linked, cancel, rx, async move {
+                target.exec(spec, call.cancel).await
+            })
+        }
+        Err(e) => crate::binding::exec::ExecRun::failed(e),
     }
 }
 

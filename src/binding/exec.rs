@@ -386,6 +386,13 @@ impl ExecProcess {
         }
     }
 
+    /// The output has a reader from now on, before its first read (`proc.stdout` / `proc.stderr` were made):
+    /// `wait()` leaves the output to it instead of discarding it.
+    #[napi(catch_unwind)]
+    pub fn mark_read(&self) {
+        self.proc.mark_read();
+    }
+
     /// The process id inside the container (known shortly after start), or `null`.
     #[napi(catch_unwind, getter)]
     pub fn pid(&self) -> Option<i64> {
@@ -490,6 +497,134 @@ async_iterator!(
     "Promise<IteratorResult<OutputChunk, undefined>>",
     "AsyncIterator<OutputChunk, undefined>"
 );
+
+/// Chunks queued between a streamed exec and its JS callbacks (the exec waits for room beyond this).
+pub(crate) const EXEC_RUN_QUEUE: usize = 64;
+
+/// A buffered exec whose output is also handed out as it arrives (`exec` with `onStdout` / `onStderr`): `next()`
+/// reads the chosen streams' chunks in order, `result()` settles as `exec` would, `abort()` gives up (the
+/// process tree is killed, the chunks still queued are dropped). The exec waits while chunks are unread.
+#[napi]
+pub struct ExecRun {
+    rx: Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<crate::core::Result<Chunk>>>>,
+    held: Arc<std::sync::Mutex<std::collections::VecDeque<crate::core::Result<Chunk>>>>,
+    last_run: Arc<std::sync::atomic::AtomicUsize>,
+    result: RefCell<Option<tokio::sync::oneshot::Receiver<crate::core::Result<ExecOutput>>>>,
+    link: RefCell<Option<Linked>>,
+    cancel: CancellationToken,
+}
+
+impl ExecRun {
+    /// Run `exec` now (it sends its chunks to the sender of `rx`); `cancel` is its token, `link` its signal's.
+    pub(crate) fn start(
+        link: Option<Linked>,
+        cancel: CancellationToken,
+        rx: tokio::sync::mpsc::Receiver<crate::core::Result<Chunk>>,
+        exec: impl Future<Output = crate::core::Result<ExecOutput>> + Send + 'static,
+    ) -> ExecRun {
+        use futures::FutureExt;
+        let (tx, result) = tokio::sync::oneshot::channel();
+        let task = async move {
+            let out = std::panic::AssertUnwindSafe(exec)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Err(CoreError::internal("internal error (panic) in exec")));
+            let _ = tx.send(out);
+        };
+        // napi-rs's spawn panics once its runtime is shut down: `result()` then rejects (the sender is gone).
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            napi::bindgen_prelude::spawn(task)
+        }));
+        ExecRun {
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            held: Default::default(),
+            last_run: Default::default(),
+            result: RefCell::new(Some(result)),
+            link: RefCell::new(link),
+            cancel,
+        }
+    }
+
+    /// A run that never started: no chunks, `result()` rejects with `e`.
+    pub(crate) fn failed(e: CoreError) -> ExecRun {
+        let (tx, result) = tokio::sync::oneshot::channel();
+        let _ = tx.send(Err(e));
+        let (_, rx) = tokio::sync::mpsc::channel(1);
+        ExecRun {
+            rx: Arc::new(tokio::sync::Mutex::new(rx)),
+            held: Default::default(),
+            last_run: Default::default(),
+            result: RefCell::new(Some(result)),
+            link: RefCell::new(None),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+#[napi]
+impl ExecRun {
+    /// The next chunk of a chosen stream (`done` once the exec has ended and every chunk was read).
+    #[napi(
+        catch_unwind,
+        ts_return_type = "Promise<IteratorResult<OutputChunk, undefined>>"
+    )]
+    pub fn next(&self, env: Env) -> Result<Promise<ObjectRef<false>>> {
+        let (rx, held, last) = (self.rx.clone(), self.held.clone(), self.last_run.clone());
+        settle(
+            &env,
+            None,
+            async move {
+                let mut rx = rx.lock().await;
+                crate::core::exec::next_run(&mut rx, &held, &last, MAX_CHUNK, true)
+                    .await
+                    .transpose()
+            },
+            chunk_step,
+        )
+    }
+
+    /// How the exec ended, as `exec` settles (once).
+    #[napi(catch_unwind, ts_return_type = "Promise<ExecResult>")]
+    pub fn result(&self, env: Env) -> Result<Promise<ObjectRef<false>>> {
+        let Some(result) = self.result.borrow_mut().take() else {
+            return settle(
+                &env,
+                None,
+                async { Err(CoreError::invalid("result() was already called")) },
+                exec_result_ref,
+            );
+        };
+        let link = self.link.borrow_mut().take();
+        settle(
+            &env,
+            link,
+            async move {
+                result.await.unwrap_or_else(|_| {
+                    Err(CoreError::internal("the exec task ended without a result"))
+                })
+            },
+            exec_result_ref,
+        )
+    }
+
+    /// Give up: the exec is aborted (its process tree killed; `result()` rejects with `ABORT_ERR` and the partial
+    /// output) and the chunks not yet read are dropped.
+    #[napi(catch_unwind)]
+    pub fn abort(&self) {
+        self.cancel.cancel();
+        if let Ok(mut h) = self.held.lock() {
+            h.clear();
+        }
+        let rx = self.rx.clone();
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            napi::bindgen_prelude::spawn(async move {
+                let mut rx = rx.lock().await;
+                rx.close();
+                while rx.try_recv().is_ok() {}
+            })
+        }));
+    }
+}
 
 /// `proc.lines()`: the process output as `{ stream, line }`.
 #[napi]

@@ -440,6 +440,27 @@ impl Sandbox {
         )
     }
 
+    /// `exec(cmd)` with its output also handed out as it arrives (`onStdout` / `onStderr`): the chosen streams'
+    /// chunks through `next()`, in order; `result()` settles as `exec` would.
+    #[napi(catch_unwind)]
+    pub fn exec_streamed(
+        &self,
+        env: Env,
+        cmd: Vec<String>,
+        options: Option<ExecOptions>,
+        stdout: bool,
+        stderr: bool,
+    ) -> crate::binding::exec::ExecRun {
+        crate::binding::container::exec_streamed_on(
+            env,
+            self.target.clone(),
+            cmd,
+            options,
+            stdout,
+            stderr,
+        )
+    }
+
     /// Start `cmd` and stream it (output as an async iterator, stdin via `write`/`end`, `kill`, `wait`).
     #[napi(catch_unwind)]
     pub fn spawn(

@@ -51,6 +51,9 @@ pub trait ProcessHandle: Send + Sync {
     fn resize(&self, cols: u16, rows: u16) -> BoxFuture<'_, Result<()>>;
     /// Drop all further output (and what is queued): for callers that only want the exit.
     fn discard_output(&self);
+    /// The output has a reader from now on, even before its first read: `wait()` then leaves the output to it
+    /// instead of discarding it (JS Readables that pull only when read).
+    fn mark_read(&self);
     /// Let go of it: output discarded and, if it still runs, its tree sent TERM, then KILL; bounded.
     fn dispose(&self) -> BoxFuture<'_, ()>;
     /// Write to stdin (the process must have been spawned interactive).
@@ -315,6 +318,9 @@ impl ProcessHandle for Process {
     }
     fn unread(&self, chunk: Result<Chunk>) {
         Process::unread(self, chunk)
+    }
+    fn mark_read(&self) {
+        Process::mark_read(self)
     }
     fn pid(&self) -> Option<i64> {
         Process::pid(self)

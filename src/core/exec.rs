@@ -63,6 +63,40 @@ pub struct ExecSpec {
     pub timeout: Option<Duration>,
     /// Cap on the bytes kept per stream (buffered exec); the rest is read and dropped.
     pub max_output_bytes: Option<usize>,
+    /// A buffered exec also hands its output here as it arrives (`onStdout` / `onStderr`).
+    pub output: Option<OutputSink>,
+}
+
+/// Where a buffered exec hands its output as it arrives, besides collecting it: each chunk of a wanted stream is
+/// sent in order, uncapped by `max_output_bytes`, and the exec waits for room (so a slow consumer slows the
+/// process, as a slow reader of a spawned process does). The timeout and the abort still fire while it waits.
+/// Once the receiver is gone (closed or dropped), output is only collected.
+#[derive(Clone, Debug)]
+pub struct OutputSink {
+    pub tx: mpsc::Sender<Result<Chunk>>,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+impl OutputSink {
+    /// Whether `c`'s stream goes to this sink.
+    pub fn wants(&self, c: &Chunk) -> bool {
+        if c.is_stderr() {
+            self.stderr
+        } else {
+            self.stdout
+        }
+    }
+}
+
+/// Room for one chunk in `sink` (`None` once its receiver is gone); never ready without a sink.
+pub(crate) async fn sink_room(
+    sink: Option<mpsc::Sender<Result<Chunk>>>,
+) -> Option<mpsc::OwnedPermit<Result<Chunk>>> {
+    match sink {
+        Some(tx) => tx.reserve_owned().await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// `KEY=<redacted>` for every variable: env values never reach debug output.
@@ -80,6 +114,7 @@ impl std::fmt::Debug for ExecSpec {
             .field("tty", &self.tty)
             .field("stdin_bytes", &self.stdin.as_ref().map(|b| b.len()))
             .field("timeout", &self.timeout)
+            .field("output", &self.output.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -663,9 +698,19 @@ pub async fn exec(
     let mut ended_by: Option<&'static str> = None;
     // The kill could not be done (no shell, process not visible from here): the process is left running.
     let mut left_running = false;
+    let mut sink = spec.output.clone();
+    // A chunk waiting for room in the sink: no more output is read until it is handed over.
+    let mut pending: Option<Chunk> = None;
     loop {
         let why = tokio::select! {
-            frame = output.next() => match classify(frame, &mut pid, &pgid, spec.tty) {
+            room = sink_room(sink.as_ref().map(|s| s.tx.clone())), if pending.is_some() => {
+                match (room, pending.take()) {
+                    (Some(permit), Some(c)) => { permit.send(Ok(c)); }
+                    _ => sink = None,
+                }
+                continue;
+            }
+            frame = output.next(), if pending.is_none() => match classify(frame, &mut pid, &pgid, spec.tty) {
                 Step::End => break,
                 Step::Fail(e) => {
                     out.duration_ms = began.elapsed().as_millis() as u64;
@@ -674,6 +719,9 @@ pub async fn exec(
                 Step::Skip => continue,
                 Step::Out(c) => {
                     keep(&mut out, c.is_stderr(), c.data());
+                    if sink.as_ref().is_some_and(|s| s.wants(&c)) {
+                        pending = Some(c);
+                    }
                     continue;
                 }
             },
@@ -1077,6 +1125,11 @@ impl Process {
             coalesce,
         )
         .await
+    }
+
+    /// The output has a reader from now on (see [`ProcessHandle::mark_read`](super::backend::ProcessHandle)).
+    pub fn mark_read(&self) {
+        self.shared.consumed.store(true, Ordering::SeqCst);
     }
 
     /// Put output back in front of what is queued (the rest of a split frame, or bytes a JS `read()` could

@@ -16,7 +16,7 @@ use crate::core::backend::ProcessHandle;
 use crate::core::call::bounded;
 use crate::core::error::{chain_message, Error, ErrorCode, Result};
 use crate::core::exec::{
-    validate_env, Chunk, ExecOutput, ExecSpec, ExitStatus, Run, EXEC_MARKER, MAX_CHUNK,
+    sink_room, validate_env, Chunk, ExecOutput, ExecSpec, ExitStatus, Run, EXEC_MARKER, MAX_CHUNK,
 };
 use crate::core::http::encode_segment;
 use crate::core::Call;
@@ -314,9 +314,18 @@ impl SbxClient {
         let mut ended_by: Option<&'static str> = None;
         let mut cut: Option<String> = None;
         let mut killer: Option<tokio::task::JoinHandle<()>> = None;
+        let mut sink = spec.output.clone();
+        // A chunk waiting for room in the sink: no more output is read until it is handed over.
+        let mut pending: Option<Chunk> = None;
         loop {
             tokio::select! {
-                frame = output.next() => match frame {
+                room = sink_room(sink.as_ref().map(|s| s.tx.clone())), if pending.is_some() => {
+                    match (room, pending.take()) {
+                        (Some(permit), Some(c)) => { permit.send(Ok(c)); }
+                        _ => sink = None,
+                    }
+                }
+                frame = output.next(), if pending.is_none() => match frame {
                     None => break,
                     Some(Err(e)) => { cut = Some(e.to_string()); break; }
                     Some(Ok(LogOutput::StdIn { .. })) => {}
@@ -332,6 +341,10 @@ impl SbxClient {
                             out.truncated = true;
                         }
                         buf.extend_from_slice(&data[..data.len().min(room)]);
+                        let c = Chunk::new(is_err, data);
+                        if sink.as_ref().is_some_and(|s| s.wants(&c)) {
+                            pending = Some(c);
+                        }
                     }
                 },
                 _ = &mut sleep => {
@@ -472,6 +485,8 @@ struct Shared {
     input: Mutex<Option<Input>>,
     exit: watch::Receiver<Option<Result<ExitStatus>>>,
     discard: AtomicBool,
+    /// Output has been read (`next_run`): `wait()` then leaves it to the reader.
+    consumed: AtomicBool,
     killed: AtomicBool,
 }
 
@@ -502,6 +517,7 @@ impl SbxProcess {
             input: Mutex::new(Some(input)),
             exit: exit_rx,
             discard: AtomicBool::new(false),
+            consumed: AtomicBool::new(false),
             killed: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&shared);
@@ -615,6 +631,7 @@ impl SbxProcess {
     /// ([`crate::core::exec::next_run`]: no copy, and with `coalesce` bulk output gathered into fewer, larger
     /// runs, each of which costs a JS consumer one promise round trip). `None` at the end.
     pub async fn next_run(&self, max: usize, coalesce: bool) -> Option<Result<Run>> {
+        self.shared.consumed.store(true, Ordering::SeqCst);
         let mut rx = self.shared.rx.lock().await;
         let s = &self.shared;
         crate::core::exec::next_run(&mut rx, &s.held, &s.last_run, max, coalesce).await
@@ -696,9 +713,12 @@ impl SbxProcess {
         }
     }
 
-    /// Wait for the exit (bounded by the call's deadline and cancellation); output nobody reads is discarded.
+    /// Wait for the exit (bounded by the call's deadline and cancellation). If nobody is reading the output, it is
+    /// discarded so the process cannot stall (as for containers: a reader that runs beside `wait()` keeps it).
     pub async fn wait(&self, call: &Call) -> Result<ExitStatus> {
-        self.discard_output();
+        if !self.shared.consumed.load(Ordering::SeqCst) {
+            self.discard_output();
+        }
         call.run(
             "waiting for the exec to exit",
             None,
@@ -717,6 +737,9 @@ impl ProcessHandle for SbxProcess {
     }
     fn unread(&self, chunk: Result<Chunk>) {
         SbxProcess::unread(self, chunk)
+    }
+    fn mark_read(&self) {
+        self.shared.consumed.store(true, Ordering::SeqCst);
     }
     fn resize(&self, cols: u16, rows: u16) -> BoxFuture<'_, Result<()>> {
         Box::pin(SbxProcess::resize(self, cols, rows))

@@ -694,6 +694,70 @@ async fn exec_upgrade_frames_stdin_and_exit_code() {
     assert_eq!((out.stdout.as_slice(), out.truncated), (&b"0123"[..], true));
 }
 
+/// An exec with an output sink hands the chosen streams' chunks over in order, past the cap, and still collects
+/// the capped result; a closed receiver only stops the handing over.
+#[tokio::test]
+async fn exec_output_sink_gets_chosen_streams_uncapped() {
+    let f = fake(|r| match (r.method.as_str(), r.path.as_str()) {
+        ("POST", "/sandbox/dev/exec/attach") => {
+            let mut frames = frame(1, b"one ");
+            frames.extend(frame(2, b"err"));
+            frames.extend(frame(1, b"two"));
+            Resp::Upgrade {
+                exec_id: Some("e1".into()),
+                echo_stdin: false,
+                frames,
+            }
+        }
+        ("GET", "/sandbox/dev/exec/e1") => json(
+            200,
+            serde_json::json!({"id":"e1","running":false,"exit_code":0}),
+        ),
+        _ => json(404, serde_json::json!({"message":"Not Found"})),
+    });
+    let c = f.client();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    let spec = ExecSpec {
+        cmd: vec!["x".into()],
+        max_output_bytes: Some(2),
+        output: Some(crate::core::exec::OutputSink {
+            tx,
+            stdout: true,
+            stderr: false,
+        }),
+        ..Default::default()
+    };
+    let run = tokio::spawn(async move { c.exec("dev", spec, CancellationToken::new()).await });
+    let mut got = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        let chunk = chunk.unwrap();
+        assert!(!chunk.is_stderr());
+        got.extend_from_slice(chunk.data());
+    }
+    assert_eq!(got, b"one two");
+    let out = run.await.unwrap().unwrap();
+    assert_eq!((out.stdout.as_slice(), out.truncated), (&b"on"[..], true));
+    assert_eq!(out.stderr, b"er");
+
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    drop(rx);
+    let spec = ExecSpec {
+        cmd: vec!["x".into()],
+        output: Some(crate::core::exec::OutputSink {
+            tx,
+            stdout: true,
+            stderr: true,
+        }),
+        ..Default::default()
+    };
+    let out = f
+        .client()
+        .exec("dev", spec, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"one two");
+}
+
 #[tokio::test]
 async fn exec_env_form_is_probed_once() {
     let f = fake(|r| match (r.method.as_str(), r.path.as_str()) {

@@ -365,24 +365,40 @@ interface NativeTarget {
 /**
  * `exec` with `onStdout`/`onStderr`: the core runs the same exec as without them and also hands each chunk of a
  * chosen stream over as it arrives; each callback is awaited before the next chunk is read. A callback that
- * throws aborts the exec (its process tree is killed) and its error is the call's.
+ * throws aborts the exec (its process tree is killed) and its error is the call's. Once the exec has timed out or
+ * failed, a callback still pending is no longer waited for: the call settles at its deadline whatever a callback does.
  */
 async function execStreamed(t: NativeTarget, cmd: string[], options: ExecOptions): Promise<ExecResult> {
   const { onStdout, onStderr } = options
   const run = t.execStreamed(cmd, options, !!onStdout, !!onStderr)
+  const outcome = run.result().then(
+    (r) => ({ r }),
+    (e: unknown) => ({ e }),
+  )
+  // settles only when the exec ended early (deadline, abort, failure): then callbacks are not waited for
+  const endedEarly = outcome.then((o) => ('e' in o || o.r.timedOut ? o : new Promise<never>(() => {})))
+  const finish = (o: { r: native.ExecResult } | { e: unknown }): ExecResult => {
+    if ('e' in o) throw o.e
+    return new ExecResult(o.r)
+  }
   try {
     for (;;) {
-      const step = await run.next()
+      const step = await Promise.race([run.next(), endedEarly])
+      if ('r' in step || 'e' in step) return finish(step)
       if (step.done) break
       const { stream, data } = step.value
-      await (stream === 'stdout' ? onStdout : onStderr)?.(data)
+      const pending = (stream === 'stdout' ? onStdout : onStderr)?.(data)
+      if (pending) {
+        const early = await Promise.race([Promise.resolve(pending).then(() => null), endedEarly])
+        if (early) return finish(early)
+      }
     }
   } catch (e) {
     run.abort()
-    await run.result().catch(() => {})
+    await outcome
     throw e
   }
-  return new ExecResult(await run.result())
+  return finish(await outcome)
 }
 
 /** `exec`, `sh`, `spawn`, `readFile`, `writeFile` of the wrapper classes, over their native target. */

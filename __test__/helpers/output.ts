@@ -122,6 +122,19 @@ export async function callbackBackpressureAndErrors(t: Target): Promise<void> {
   expect(e2).toBe(boom)
   expect(await running(t, 'sleep 31338')).toEqual([])
 
+  // a callback that never settles does not hold the call past its deadline or its signal
+  const t1 = Date.now()
+  const stuck = await t.exec(['sh', '-c', 'echo x; sleep 31340'], { timeoutMs: 1500, onStdout: () => new Promise<void>(() => {}) })
+  expect(stuck.timedOut).toBe(true)
+  expect(stuck.text()).toBe('x\n')
+  expect(Date.now() - t1).toBeLessThan(10_000)
+  expect(await running(t, 'sleep 31340')).toEqual([])
+  const later = new AbortController()
+  setTimeout(() => later.abort(new Error('later')), 500)
+  const e3 = await t.exec(['sh', '-c', 'echo x; sleep 31341'], { signal: later.signal, onStdout: () => new Promise<void>(() => {}) }).catch((err) => err)
+  expect(e3.message).toBe('later')
+  expect(await running(t, 'sleep 31341')).toEqual([])
+
   // the signal aborts as without callbacks; spawn refuses the options
   const ac = new AbortController()
   const aborted = await t.exec(['sh', '-c', 'echo up; sleep 31339'], { signal: ac.signal, onStdout: () => ac.abort(new Error('stop')) }).catch((err) => err)

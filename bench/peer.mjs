@@ -50,6 +50,7 @@ async function makeClient(kind, cfg) {
       sdk,
       engine,
       container,
+      cfg,
       async exec() {
         const r = await container.sh(EXEC_SCRIPT, { env: EXEC_ENV })
         return r.exitCode === 0 && r.text() === EXEC_EXPECT
@@ -330,11 +331,44 @@ async function blobDigests(client) {
   return { fwd, inside }
 }
 
+/**
+ * T5's TypeScript-layer cost, paired: in this one process (kind 'sdk'), the SDK's call and the same call on the
+ * private native module (which the SDK itself wraps: one addon instance), alternating call by call with the order
+ * flipped every pair, so scheduling noise and machine load hit both alike. Per-call latency in ms.
+ */
+async function tsLayer(client, { n, what }) {
+  if (!client.native) {
+    const nat = require(`${REPO}/native/index.cjs`)
+    const engine = await nat.DockerEngine.connect({ socketPath: client.cfg.hostSock })
+    const sbx = client.cfg.sbxSock ? new nat.Sandboxd({ socketPath: client.cfg.sbxSock }) : null
+    const sdkSbx = client.cfg.sbxSock ? new client.sdk.Sandboxd({ socketPath: client.cfg.sbxSock }) : null
+    client.native = {
+      engine: { sdk: () => client.engine.ping(), native: () => engine.ping() },
+      sandboxd: { sdk: () => sdkSbx.ping(), native: () => sbx.ping() },
+    }
+  }
+  const fns = client.native[what]
+  const lat = { sdk: [], native: [] }
+  let failures = 0
+  for (let i = 0; i < n; i++) {
+    for (const k of i % 2 ? ['sdk', 'native'] : ['native', 'sdk']) {
+      const t0 = performance.now()
+      try {
+        await fns[k]()
+      } catch {
+        failures++
+      }
+      lat[k].push(performance.now() - t0)
+    }
+  }
+  return { ...lat, failures }
+}
+
 async function agent(kind, cfg) {
   const client = await makeClient(kind, cfg)
   // warm: connections, JIT, the engine's exec path
   for (let i = 0; i < 3; i++) await client.exec()
-  const ops = { execLatency, execBatch, callLatency, httpLatency, download, blobDigests }
+  const ops = { execLatency, execBatch, callLatency, tsLayer, httpLatency, download, blobDigests }
   process.on('message', async (msg) => {
     try {
       const result = await ops[msg.op](client, msg.args ?? {})

@@ -7,7 +7,9 @@
 //
 // kind: 'sdk' (this package), 'dockerode', 'cli' (docker CLI / curl through child_process, i.e. "glue"),
 // 'sbx' (this package, a sandbox through the sbx API: T8).
-import { execSync, spawnSync } from 'node:child_process'
+import { execFile, execSync, spawnSync } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { Agent as HttpAgent, get as httpGet } from 'node:http'
 import { connect } from 'node:net'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { PassThrough } from 'node:stream'
@@ -48,6 +50,7 @@ async function makeClient(kind, cfg) {
       sdk,
       engine,
       container,
+      cfg,
       async exec() {
         const r = await container.sh(EXEC_SCRIPT, { env: EXEC_ENV })
         return r.exitCode === 0 && r.text() === EXEC_EXPECT
@@ -67,6 +70,35 @@ async function makeClient(kind, cfg) {
       container: box,
       async exec() {
         const r = await box.sh(EXEC_SCRIPT, { env: EXEC_ENV })
+        return r.exitCode === 0 && r.text() === EXEC_EXPECT
+      },
+      ping: null,
+      sandboxdPing: null,
+    }
+  }
+  if (kind === 'fwd') {
+    // T10: one container with sandbox-agent (cfg.agentPort) and busybox httpd (cfg.httpPort) inside, reached by
+    // forward(port), by SandboxAgent's exec tunnel, by exec, and (cfg.direct*) the same servers on host loopback
+    const sdk = require(REPO)
+    const engine = await sdk.DockerEngine.connect({ socketPath: cfg.hostSock })
+    const container = await engine.containers.get(cfg.container)
+    if (!container) throw new Error(`container ${cfg.container} not found`)
+    const agent = new sdk.SandboxAgent(container, { port: cfg.agentPort })
+    const fwdAgent = await container.forward(cfg.agentPort)
+    const fwdHttp = await container.forward(cfg.httpPort)
+    return {
+      sdk,
+      engine,
+      container,
+      agent,
+      cfg,
+      keepAlive: new HttpAgent({ keepAlive: true, maxSockets: 1 }),
+      urls: {
+        fwd: { health: `${fwdAgent.url}/v1/health`, blob: `${fwdHttp.url}/blob` },
+        direct: { health: `${cfg.directAgentUrl}/v1/health`, blob: `${cfg.directHttpUrl}/blob` },
+      },
+      async exec() {
+        const r = await container.sh(EXEC_SCRIPT, { env: EXEC_ENV })
         return r.exitCode === 0 && r.text() === EXEC_EXPECT
       },
       ping: null,
@@ -194,11 +226,149 @@ async function callLatency(client, { n, what }) {
   return { lat, failures }
 }
 
+/**
+ * T10: n sequential small HTTP requests (sandbox-agent's `GET /v1/health`) by `via`: 'fwd' Node `fetch` through
+ * `container.forward()` (undici keeps the connection, so one tunnel serves them all), 'fwd-http' / 'direct-http'
+ * the same with `node:http` and a keep-alive Agent (a lighter client than fetch), 'fwd-new' a new connection
+ * (`http.get`, `agent: false`) per request, i.e. a new exec tunnel each, 'agent' `SandboxAgent.health()` (its pooled
+ * keep-alive tunnel), 'direct' `fetch` to the same server on host loopback (no tunnel), 'cli' the glue a script
+ * writes today: `docker exec CONTAINER wget -qO- …` per request.
+ */
+async function httpLatency(client, { n, via }) {
+  const lat = []
+  let failures = 0
+  const errors = []
+  const getJson = (url, agent) =>
+    new Promise((resolve, reject) => {
+      const req = httpGet(url, agent ? { agent } : { agent: false, headers: { Connection: 'close' } }, (res) => {
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (d) => (body += d))
+        res.on('end', () => resolve(res.statusCode === 200 && JSON.parse(body).status === 'ok'))
+        res.on('error', reject)
+      })
+      req.on('error', reject)
+    })
+  const once = {
+    fwd: async () => (await (await fetch(client.urls.fwd.health)).json()).status === 'ok',
+    'fwd-http': () => getJson(client.urls.fwd.health, client.keepAlive),
+    'direct-http': () => getJson(client.urls.direct.health, client.keepAlive),
+    direct: async () => (await (await fetch(client.urls.direct.health)).json()).status === 'ok',
+    agent: async () => (await client.agent.health()).status === 'ok',
+    'fwd-new': () => getJson(client.urls.fwd.health, null),
+    cli: () =>
+      new Promise((resolve, reject) => {
+        const { hostSock, container, agentPort } = client.cfg
+        execFile('docker', [...dockerCli(hostSock), 'exec', container, 'wget', '-qO-', `http://127.0.0.1:${agentPort}/v1/health`], (err, stdout) => {
+          if (err) reject(err)
+          else resolve(JSON.parse(stdout).status === 'ok')
+        })
+      }),
+  }[via]
+  if (!once) throw new Error(`httpLatency: unknown via ${via}`)
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now()
+    let ok = false
+    try {
+      ok = await once()
+    } catch (e) {
+      errors.push(String(e?.message ?? e).slice(0, 200))
+    }
+    lat.push(performance.now() - t0)
+    if (!ok) failures++
+  }
+  return { lat, failures, errors: errors.slice(0, 3) }
+}
+
+/**
+ * T10: download the container's /srv/blob (`bytes` long) by `via`: 'fwd' / 'direct' Node `fetch` of busybox httpd
+ * through the forward / on host loopback (body read with `for await`), 'exec' `container.spawn(['cat', …])` with
+ * `for await` (the exec stdout stream every tunnel rides on), 'readFile' `container.readFile()` (the archive API, one
+ * Buffer). MiB/s from the call to the last byte; bytes counted, not kept (except readFile's one Buffer).
+ */
+async function download(client, { via, bytes }) {
+  const t0 = performance.now()
+  const cpu0 = process.cpuUsage()
+  let got = 0
+  let chunks = 0
+  let status = 0
+  if (via === 'fwd' || via === 'direct') {
+    const res = await fetch(client.urls[via].blob)
+    status = res.status
+    for await (const c of res.body) {
+      chunks++
+      got += c.length
+    }
+  } else if (via === 'exec') {
+    const p = await client.container.spawn(['cat', '/srv/blob'])
+    for await (const { stream, data } of p) {
+      chunks++
+      if (stream === 'stdout') got += data.length
+    }
+    status = (await p.wait()).exitCode === 0 ? 200 : 500
+  } else if (via === 'readFile') {
+    const b = await client.container.readFile('/srv/blob')
+    got = b.length
+    chunks = 1
+    status = 200
+  } else {
+    throw new Error(`download: unknown via ${via}`)
+  }
+  const secs = (performance.now() - t0) / 1000
+  const cpu = process.cpuUsage(cpu0)
+  return { got, chunks, secs, mibps: bytes / 1048576 / secs, cpuSecs: (cpu.user + cpu.system) / 1e6, ok: got === bytes && status === 200 }
+}
+
+/** T10, untimed: SHA-256 of the blob as each route delivers it (the forward must not alter a byte). */
+async function blobDigests(client) {
+  const digest = async (it) => {
+    const h = createHash('sha256')
+    for await (const c of it) h.update(c)
+    return h.digest('hex')
+  }
+  const fwd = await digest((await fetch(client.urls.fwd.blob)).body)
+  const inside = (await client.container.exec(['sha256sum', '/srv/blob'])).text().split(' ')[0]
+  return { fwd, inside }
+}
+
+/**
+ * T5's TypeScript-layer cost, paired: in this one process (kind 'sdk'), the SDK's call and the same call on the
+ * private native module (which the SDK itself wraps: one addon instance), alternating call by call with the order
+ * flipped every pair, so scheduling noise and machine load hit both alike. Per-call latency in ms.
+ */
+async function tsLayer(client, { n, what }) {
+  if (!client.native) {
+    const nat = require(`${REPO}/native/index.cjs`)
+    const engine = await nat.DockerEngine.connect({ socketPath: client.cfg.hostSock })
+    const sbx = client.cfg.sbxSock ? new nat.Sandboxd({ socketPath: client.cfg.sbxSock }) : null
+    const sdkSbx = client.cfg.sbxSock ? new client.sdk.Sandboxd({ socketPath: client.cfg.sbxSock }) : null
+    client.native = {
+      engine: { sdk: () => client.engine.ping(), native: () => engine.ping() },
+      sandboxd: { sdk: () => sdkSbx.ping(), native: () => sbx.ping() },
+    }
+  }
+  const fns = client.native[what]
+  const lat = { sdk: [], native: [] }
+  let failures = 0
+  for (let i = 0; i < n; i++) {
+    for (const k of i % 2 ? ['sdk', 'native'] : ['native', 'sdk']) {
+      const t0 = performance.now()
+      try {
+        await fns[k]()
+      } catch {
+        failures++
+      }
+      lat[k].push(performance.now() - t0)
+    }
+  }
+  return { ...lat, failures }
+}
+
 async function agent(kind, cfg) {
   const client = await makeClient(kind, cfg)
   // warm: connections, JIT, the engine's exec path
   for (let i = 0; i < 3; i++) await client.exec()
-  const ops = { execLatency, execBatch, callLatency }
+  const ops = { execLatency, execBatch, callLatency, tsLayer, httpLatency, download, blobDigests }
   process.on('message', async (msg) => {
     try {
       const result = await ops[msg.op](client, msg.args ?? {})

@@ -181,7 +181,7 @@ function withRespond(ev: AgentEvent): AgentEvent {
   if (ev.type === 'permission_request') {
     const respond = ev.respond
     ev.respond = (optionId: string) =>
-      call(null, async () => {
+      call(null, () => {
         check.arg('optionId', optionId, 'string')
         return respond(optionId)
       })
@@ -219,7 +219,7 @@ export class SandboxAgent {
    * copied again. `ensureServer()` does this by itself when the target has no `sandbox-agent`.
    */
   installServer(options?: CallOptions): Promise<InstallResult> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.installServer(options)
     })
@@ -230,7 +230,7 @@ export class SandboxAgent {
    * is healthy (default 15 s).
    */
   ensureServer(options?: EnsureServerOptions): Promise<EnsureServerResult> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, { ...check.CALL, env: 'record' })
       return this.#inner.ensureServer(options as check.Unsafe)
     })
@@ -238,7 +238,7 @@ export class SandboxAgent {
 
   /** `GET /v1/health`. */
   health(options?: CallOptions): Promise<{ status: string }> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.health(options)
     })
@@ -246,7 +246,7 @@ export class SandboxAgent {
 
   /** `GET /v1/agents`: the agents the server knows, and whether each is installed. */
   listAgents(options?: CallOptions): Promise<{ agents: AgentListing[] }> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.listAgents(options)
     })
@@ -254,7 +254,7 @@ export class SandboxAgent {
 
   /** `POST /v1/agents/{name}/install`. */
   installAgent(name: string, options?: CallOptions): Promise<Record<string, unknown>> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('name', name, 'string')
       check.opts('options', options, check.CALL)
       return this.#inner.installAgent(name, options)
@@ -406,7 +406,7 @@ export class AcpClient {
 
   /** Send a JSON-RPC request and resolve with its `result` (an error rejects `ERR_AGENT_PROTOCOL`, `rpcCode`). */
   request(method: string, params?: unknown, options?: AcpRequestOptions): Promise<unknown> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('method', method, 'string')
       check.opts('options', options, { ...check.CALL, id: 'unknown' })
       if (options?.id !== undefined && typeof options.id !== 'string' && typeof options.id !== 'number') {
@@ -418,7 +418,7 @@ export class AcpClient {
 
   /** Send a notification (no response). */
   notify(method: string, params?: unknown): Promise<void> {
-    return call(null, async () => {
+    return call(null, () => {
       check.arg('method', method, 'string')
       return this.#inner.notify(method, params)
     })
@@ -426,7 +426,7 @@ export class AcpClient {
 
   /** Answer an agent→client request. */
   respond(id: string | number, result: unknown): Promise<void> {
-    return call(null, async () => {
+    return call(null, () => {
       if (typeof id !== 'number') check.arg('id', id, 'string')
       return this.#inner.respond(id, result)
     })

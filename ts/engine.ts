@@ -169,7 +169,7 @@ export class DockerEngine {
 
   /** `GET /_ping`. */
   ping(options?: CallOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.ping(options)
     })
@@ -177,7 +177,7 @@ export class DockerEngine {
 
   /** `GET /version`. */
   version(options?: CallOptions): Promise<EngineVersion> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.version(options)
     })
@@ -203,7 +203,7 @@ export class Images {
 
   /** All images. */
   list(options?: CallOptions): Promise<ImageSummary[]> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.list(options)
     })
@@ -211,7 +211,7 @@ export class Images {
 
   /** Whether `reference` (name:tag or id) is on this engine. */
   exists(reference: string, options?: CallOptions): Promise<boolean> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('reference', reference, 'string')
       check.opts('options', options, check.CALL)
       return this.#inner.exists(reference, options)
@@ -232,7 +232,7 @@ export class Images {
    * without buffering the tar). Skips when the target already has the same image id.
    */
   copyTo(target: DockerEngine, reference: string, options?: CopyImageOptions): Promise<CopyReport> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       const t = unwrap<native.DockerEngine>('target', target, DockerEngine)
       check.arg('reference', reference, 'string')
       check.opts('options', options, { ...check.CALL, onProgress: 'function' })
@@ -275,7 +275,7 @@ export class Containers {
 
   /** Containers on this engine (running only, unless `all`). */
   list(options?: ListContainersOptions): Promise<ContainerSummary[]> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, { ...check.CALL, all: 'boolean', labels: 'strings', name: 'string' })
       return this.#inner.list(options)
     })
@@ -329,7 +329,7 @@ export class ArchiveUpload {
 
   /** Send the next piece of the tar (a string is sent as UTF-8). */
   write(data: string | Uint8Array): Promise<void> {
-    return call(this.#signal, async () => {
+    return call(this.#signal, () => {
       check.arg('data', data, 'data')
       return this.#inner.write(data)
     })
@@ -381,7 +381,7 @@ export class Container {
 
   /** Start it (a running container is fine). */
   start(options?: CallOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.start(options)
     })
@@ -389,7 +389,7 @@ export class Container {
 
   /** Stop it (a stopped container is fine). */
   stop(options?: StopContainerOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, { ...check.CALL, timeoutSec: 'number' })
       return this.#inner.stop(options)
     })
@@ -397,7 +397,7 @@ export class Container {
 
   /** Remove it (`force` kills it first). */
   remove(options?: RemoveContainerOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, { ...check.CALL, force: 'boolean' })
       return this.#inner.remove(options)
     })
@@ -405,7 +405,7 @@ export class Container {
 
   /** State, image, labels and env keys (never env values). */
   inspect(options?: CallOptions): Promise<ContainerInfo> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.inspect(options)
     })
@@ -413,7 +413,7 @@ export class Container {
 
   /** Wait until it stops; resolves with the exit code. */
   wait(options?: CallOptions): Promise<number> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.wait(options)
     })
@@ -421,7 +421,7 @@ export class Container {
 
   /** Start it if it is not running. */
   ensureRunning(options?: CallOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.ensureRunning(options)
     })
@@ -472,7 +472,7 @@ export class Container {
    * `/usr/local/share/ca-certificates/sandboxd-proxy.crt`, where `vm.proxyEnv()` points the trust variables).
    */
   trustCa(pem: string, path?: string, options?: CallOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('pem', pem, 'string')
       check.optArg('path', path, 'string')
       check.opts('options', options, check.CALL)
@@ -495,7 +495,7 @@ export class Container {
 
   /** Extract a tar archive into directory `dir`. */
   putArchive(dir: string, tar: Uint8Array, options?: CallOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('dir', dir, 'string')
       check.arg('tar', tar, 'bytes')
       check.opts('options', options, check.CALL)
@@ -531,7 +531,7 @@ export class Container {
 
   /** A tar archive of `path` (file or directory), in one Buffer (at most 512 MiB; see `getArchiveStream`). */
   getArchive(path: string, options?: CallOptions): Promise<Buffer> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('path', path, 'string')
       check.opts('options', options, check.CALL)
       return this.#inner.getArchive(path, options)

@@ -117,7 +117,7 @@ export class ExecProcess extends AsyncStream<OutputChunk> {
    * allocation per chunk.
    */
   read(buffer: Uint8Array): Promise<ReadResult | null> {
-    return call(null, async () => {
+    return call(null, () => {
       check.arg('buffer', buffer, 'bytes')
       return this.#inner.read(buffer)
     })
@@ -168,7 +168,7 @@ export class ExecProcess extends AsyncStream<OutputChunk> {
 
   /** Write to stdin. Rejects with `ERR_PROCESS_FINISHED` after `end()` or once the process is gone. */
   write(data: string | Uint8Array): Promise<void> {
-    return call(null, async () => {
+    return call(null, () => {
       check.arg('data', data, 'data')
       return this.#inner.write(data)
     })
@@ -176,7 +176,7 @@ export class ExecProcess extends AsyncStream<OutputChunk> {
 
   /** Resize the terminal of a process spawned with `tty` (the program sees SIGWINCH). */
   resize(size: TtySize): Promise<void> {
-    return call(null, async () => {
+    return call(null, () => {
       check.arg('size', size, typeof size === 'boolean' ? 'object' : 'tty')
       return this.#inner.resize(size)
     })
@@ -192,7 +192,7 @@ export class ExecProcess extends AsyncStream<OutputChunk> {
    * stays readable; output written after the kill is discarded.
    */
   kill(signal?: string): Promise<void> {
-    return call(null, async () => {
+    return call(null, () => {
       check.optArg('signal', signal, 'string')
       return this.#inner.kill(signal)
     })
@@ -200,7 +200,7 @@ export class ExecProcess extends AsyncStream<OutputChunk> {
 
   /** Wait for the exit. If the output is not being read, it is discarded so the process cannot stall. */
   wait(options?: CallOptions): Promise<ExitStatus> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.wait(options)
     })
@@ -440,14 +440,14 @@ export const onTarget = {
     })
   },
   readFile(t: NativeTarget, path: string, options?: CallOptions): Promise<Buffer> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('path', path, 'string')
       check.opts('options', options, check.CALL)
       return t.readFile(path, options)
     })
   },
   writeFile(t: NativeTarget, path: string, data: string | Uint8Array, options?: WriteFileOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('path', path, 'string')
       check.arg('data', data, 'data')
       check.opts('options', options, { ...check.CALL, mode: 'number' })

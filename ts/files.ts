@@ -138,7 +138,7 @@ export class Files {
 
   /** Whether something is at `path`, links followed (a dangling link, or a file as a parent: `false`). */
   exists(path: string, options?: CallOptions): Promise<boolean> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('path', path, 'string')
       check.opts('options', options, check.CALL)
       return this.#inner.exists(path, options)
@@ -150,7 +150,7 @@ export class Files {
    * `ERR_PATH_NOT_FOUND`; with it parents are made and an existing directory is fine.
    */
   mkdir(path: string, options?: MkdirOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('path', path, 'string')
       check.opts('options', options, MKDIR)
       return this.#inner.mkdir(path, options)
@@ -159,7 +159,7 @@ export class Files {
 
   /** Remove a file or link (never what a link points to), or with `recursive` a directory tree. `/` is refused. */
   remove(path: string, options?: RemoveFileOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('path', path, 'string')
       check.opts('options', options, REMOVE)
       return this.#inner.remove(path, options)
@@ -171,7 +171,7 @@ export class Files {
    * a missing `from` or a missing parent of `to` is `ERR_PATH_NOT_FOUND`.
    */
   rename(from: string, to: string, options?: RenameOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('from', from, 'string')
       check.arg('to', to, 'string')
       check.opts('options', options, RENAME)
@@ -194,13 +194,13 @@ export class Files {
   ): Promise<void> {
     if (Array.isArray(pathOrFiles)) {
       const opts = dataOrOptions as FilesWriteOptions | undefined
-      return call(opts?.signal, async () => {
+      return call(opts?.signal, () => {
         pathOrFiles.forEach((f, i) => check.opts(`files[${i}]`, f, FILE, ['path', 'data']))
         check.opts('options', opts, WRITE)
         return this.#inner.writeMany(pathOrFiles, opts)
       })
     }
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('path', pathOrFiles, 'string')
       check.arg('data', dataOrOptions, 'data')
       check.opts('options', options, WRITE)
@@ -212,7 +212,7 @@ export class Files {
   read(path: string, options: FilesReadOptions & { encoding: 'utf8' | 'utf-8' }): Promise<string>
   read(path: string, options?: FilesReadOptions): Promise<Buffer>
   read(path: string, options?: FilesReadOptions): Promise<Buffer | string> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('path', path, 'string')
       check.opts('options', options, READ)
       return this.#inner.read(path, options)
@@ -226,7 +226,7 @@ export class Files {
    * sent. Devices and FIFOs are skipped.
    */
   uploadDir(hostDir: string, dir: string, options?: CallOptions): Promise<DirTransfer> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('hostDir', hostDir, 'string')
       check.arg('dir', dir, 'string')
       check.opts('options', options, check.CALL)
@@ -240,7 +240,7 @@ export class Files {
    * `dir` is `ERR_PATH_ESCAPES` and stops the copy (entries before it stay). Devices and FIFOs are skipped.
    */
   downloadDir(dir: string, hostDir: string, options?: CallOptions): Promise<DirTransfer> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('dir', dir, 'string')
       check.arg('hostDir', hostDir, 'string')
       check.opts('options', options, check.CALL)

@@ -80,7 +80,7 @@ export class Sandboxd {
 
   /** Resolves when sandboxd answers `GET /vm` as the contract says. */
   ping(options?: CallOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.ping(options)
     })
@@ -88,7 +88,7 @@ export class Sandboxd {
 
   /** Every VM sandboxd knows. */
   list(options?: CallOptions): Promise<VmInfo[]> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.list(options)
     })
@@ -127,7 +127,7 @@ export class Sandboxd {
 
   /** Remove a VM by name. Rejects with `ERR_VM_NOT_FOUND` unless `force` is set. */
   remove(name: string, options?: RemoveVmOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('name', name, 'string')
       check.opts('options', options, REMOVE_VM)
       return this.#inner.remove(name, options)
@@ -217,7 +217,7 @@ export class Vm {
 
   /** Remove this VM. Rejects with `ERR_VM_NOT_FOUND` if it is already gone, unless `force` is set. */
   remove(options?: RemoveVmOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, REMOVE_VM)
       return this.#inner.remove(options)
     })

@@ -142,7 +142,7 @@ export class Sandboxes {
 
   /** Every sandbox. */
   list(options?: CallOptions): Promise<SandboxInfo[]> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.list(options)
     })
@@ -182,7 +182,7 @@ export class Sandboxes {
 
   /** Remove a sandbox by name. */
   remove(name: string, options?: RemoveSandboxOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('name', name, 'string')
       check.opts('options', options, REMOVE)
       return this.#inner.remove(name, options)
@@ -227,7 +227,7 @@ export class Sandbox {
 
   /** Ask the backend for its current state; one gone since rejects with `ERR_SANDBOX_NOT_FOUND`. */
   refresh(options?: CallOptions): Promise<SandboxInfo> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.refresh(options)
     })
@@ -276,7 +276,7 @@ export class Sandbox {
 
   /** Its published ports (sbx; other backends reject with `ERR_UNSUPPORTED`). */
   ports(options?: CallOptions): Promise<PublishedPort[]> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.ports(options)
     })
@@ -288,7 +288,7 @@ export class Sandbox {
    * backend.
    */
   publish(ports: PortRequest | PortRequest[], options?: CallOptions): Promise<PublishedPort[]> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       const list = portList(ports)
       check.opts('options', options, check.CALL)
       return this.#inner.publish(list, options)
@@ -297,7 +297,7 @@ export class Sandbox {
 
   /** Unpublish every published port matching one of `ports`; resolves with the daemon's message. */
   unpublish(ports: PortRequest | PortRequest[], options?: CallOptions): Promise<string> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       const list = portList(ports)
       check.opts('options', options, check.CALL)
       return this.#inner.unpublish(list, options)
@@ -306,7 +306,7 @@ export class Sandbox {
 
   /** Save the sandbox as a template image `tag` (`sbx template save`); resolves with the daemon's message. */
   saveTemplate(tag: string, options?: CallOptions): Promise<string> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.arg('tag', tag, 'string')
       check.opts('options', options, check.CALL)
       return this.#inner.saveTemplate(tag, options)
@@ -315,7 +315,7 @@ export class Sandbox {
 
   /** Start it if it is stopped. */
   start(options?: CallOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.start(options)
     })
@@ -323,7 +323,7 @@ export class Sandbox {
 
   /** Stop it (its files stay; `start()` resumes it). */
   stop(options?: CallOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, check.CALL)
       return this.#inner.stop(options)
     })
@@ -331,7 +331,7 @@ export class Sandbox {
 
   /** Remove it (`force`: one already gone is success). */
   remove(options?: RemoveSandboxOptions): Promise<void> {
-    return call(options?.signal, async () => {
+    return call(options?.signal, () => {
       check.opts('options', options, REMOVE)
       return this.#inner.remove(options)
     })

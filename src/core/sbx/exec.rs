@@ -232,15 +232,20 @@ impl SbxClient {
     }
 
     /// Signal every process of the exec `marker` in the sandbox (a second exec; the daemon has no kill).
-    /// Returns how many processes were signalled.
+    /// Returns how many processes were signalled. The processes are found first, stopped, signalled and continued:
+    /// signalled one by one while running, a shell whose child died first would run its next command before its own
+    /// signal arrived (`/proc` lists PIDs in text order, so `100` comes before `99`).
     pub(crate) async fn kill_marked(
         &self,
         name: &str,
         marker: &str,
         signal: &str,
     ) -> Result<usize> {
-        let script = "sig=$1; id=$2; n=0; for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = \"$$\" ] && continue; \
-                      if tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | grep -qx \"$id\"; then kill -\"$sig\" \"$p\" 2>/dev/null && n=$((n+1)); fi; done; echo $n; exit 0";
+        let script = "sig=$1; id=$2; n=0; pids=; for d in /proc/[0-9]*; do p=${d#/proc/}; [ \"$p\" = \"$$\" ] && continue; \
+                      if tr '\\0' '\\n' < \"$d/environ\" 2>/dev/null | grep -qx \"$id\"; then pids=\"$pids $p\"; fi; done; \
+                      if [ -n \"$pids\" ]; then kill -STOP $pids 2>/dev/null; \
+                      for p in $pids; do kill -\"$sig\" \"$p\" 2>/dev/null && n=$((n+1)); done; kill -CONT $pids 2>/dev/null; fi; \
+                      echo $n; exit 0";
         let spec = ExecSpec {
             cmd: vec![
                 "/bin/sh".into(),

@@ -30,8 +30,6 @@ export declare class AcpClient {
   events(options?: EventsOptions | undefined | null): AcpEventStream
   /** Close the connection (DELETE, bounded) and its agent process. Idempotent. */
   close(): Promise<void>
-  /** `await using` closes it. */
-  [globalThis.Symbol.asyncDispose](): Promise<void>
 }
 
 /** Raw ACP messages with their SSE event ids; ends when the connection closes or the agent exits. */
@@ -69,8 +67,6 @@ export declare class AgentSession {
   close(): Promise<void>
   /** Every message of this session's connection from the server's log, after `after`, then live. */
   events(options?: EventsOptions | undefined | null): AcpEventStream
-  /** `await using session = …` closes it. */
-  [globalThis.Symbol.asyncDispose](): Promise<void>
 }
 
 /**
@@ -297,10 +293,11 @@ export declare class ExecRun {
 export declare class Files {
   /** The entries of directory `dir`, sorted by name, links described as links. */
   list(dir: string, options?: CallOptions | undefined | null): Promise<Array<FileEntry>>
-  /** What is at `path`, following a final symbolic link (as `fs.stat`). */
-  stat(path: string, options?: CallOptions | undefined | null): Promise<FileEntry>
-  /** What is at `path`, a final symbolic link itself (as `fs.lstat`), with `linkTarget`. */
-  lstat(path: string, options?: CallOptions | undefined | null): Promise<FileEntry>
+  /**
+   * What is at `path`: with `follow`, a final symbolic link is followed (as `fs.stat`), else described
+   * itself with `linkTarget` (as `fs.lstat`).
+   */
+  stat(path: string, follow: boolean, options?: CallOptions | undefined | null): Promise<FileEntry>
   /** Whether something is at `path` (links followed: a dangling link is `false`). */
   exists(path: string, options?: CallOptions | undefined | null): Promise<boolean>
   /** Make a directory (`recursive`: parents too, an existing directory is fine). */
@@ -337,8 +334,6 @@ export declare class Forward {
   get port(): number
   /** Stop listening and end every open connection (their tunnels inside the sandbox go too). Idempotent. */
   close(): Promise<void>
-  /** `await using fwd = await box.forward(port)` closes it at the end of the scope. */
-  [globalThis.Symbol.asyncDispose](): Promise<void>
 }
 
 /** Images on one engine. */
@@ -380,8 +375,6 @@ export declare class LocalSandboxd {
    * the client reports as `ERR_SANDBOXD_UNAVAILABLE`.
    */
   stop(): Promise<void>
-  /** `await using sbx = await LocalSandboxd.start()` stops it at the end of the scope. */
-  [globalThis.Symbol.asyncDispose](): Promise<void>
 }
 
 /** `container.logs()`: log chunks `{ stream, data }`; with `follow`, until the container stops or `return()`. */

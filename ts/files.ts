@@ -123,7 +123,7 @@ export class Files {
     return call(options?.signal, async () => {
       check.arg('path', path, 'string')
       check.opts('options', options, check.CALL)
-      return (await this.#inner.stat(path, options)) as FileEntry
+      return (await this.#inner.stat(path, true, options)) as FileEntry
     })
   }
 
@@ -132,7 +132,7 @@ export class Files {
     return call(options?.signal, async () => {
       check.arg('path', path, 'string')
       check.opts('options', options, check.CALL)
-      return (await this.#inner.lstat(path, options)) as FileEntry
+      return (await this.#inner.stat(path, false, options)) as FileEntry
     })
   }
 

@@ -572,16 +572,6 @@ impl AgentSession {
     pub fn events(&self, options: Option<EventsOptions>) -> AcpEventStream {
         AcpEventStream::new(self.inner.connection(), options)
     }
-
-    /// `await using session = …` closes it.
-    #[napi(
-        catch_unwind,
-        well_known_symbol = "asyncDispose",
-        ts_return_type = "Promise<void>"
-    )]
-    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
-        self.close(env)
-    }
 }
 
 /// The events of one turn: `for await (const ev of session.prompt('…'))`.
@@ -760,16 +750,6 @@ impl AcpClient {
             c.close().await;
             Ok(())
         })
-    }
-
-    /// `await using` closes it.
-    #[napi(
-        catch_unwind,
-        well_known_symbol = "asyncDispose",
-        ts_return_type = "Promise<void>"
-    )]
-    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
-        self.close(env)
     }
 }
 

@@ -166,31 +166,19 @@ impl Files {
         })
     }
 
-    /// What is at `path`, following a final symbolic link (as `fs.stat`).
+    /// What is at `path`: with `follow`, a final symbolic link is followed (as `fs.stat`), else described
+    /// itself with `linkTarget` (as `fs.lstat`).
     #[napi(catch_unwind)]
     pub fn stat(
         &self,
         env: Env,
         path: String,
+        follow: bool,
         options: Option<CallOptions>,
     ) -> Result<Promise<FileEntry>> {
         let f = self.inner.clone();
         run(&env, options.as_ref(), move |call| async move {
-            Ok(f.stat(&path, true, &call).await?.into())
-        })
-    }
-
-    /// What is at `path`, a final symbolic link itself (as `fs.lstat`), with `linkTarget`.
-    #[napi(catch_unwind)]
-    pub fn lstat(
-        &self,
-        env: Env,
-        path: String,
-        options: Option<CallOptions>,
-    ) -> Result<Promise<FileEntry>> {
-        let f = self.inner.clone();
-        run(&env, options.as_ref(), move |call| async move {
-            Ok(f.stat(&path, false, &call).await?.into())
+            Ok(f.stat(&path, follow, &call).await?.into())
         })
     }
 

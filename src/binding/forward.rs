@@ -89,14 +89,4 @@ impl Forward {
             Ok(())
         })
     }
-
-    /// `await using fwd = await box.forward(port)` closes it at the end of the scope.
-    #[napi(
-        catch_unwind,
-        well_known_symbol = "asyncDispose",
-        ts_return_type = "Promise<void>"
-    )]
-    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
-        self.close(env)
-    }
 }

@@ -114,14 +114,4 @@ impl LocalSandboxd {
             Ok(())
         })
     }
-
-    /// `await using sbx = await LocalSandboxd.start()` stops it at the end of the scope.
-    #[napi(
-        catch_unwind,
-        well_known_symbol = "asyncDispose",
-        ts_return_type = "Promise<void>"
-    )]
-    pub fn dispose(&self, env: Env) -> Result<Promise<()>> {
-        self.stop(env)
-    }
 }

@@ -89,13 +89,45 @@ impl OutputSink {
     }
 }
 
-/// Room for one chunk in `sink` (`None` once its receiver is gone); never ready without a sink.
-pub(crate) async fn sink_room(
-    sink: Option<mpsc::Sender<Result<Chunk>>>,
-) -> Option<mpsc::OwnedPermit<Result<Chunk>>> {
-    match sink {
-        Some(tx) => tx.reserve_owned().await.ok(),
-        None => std::future::pending().await,
+/// A buffered exec's side of its [`OutputSink`]: the chunk waiting for room, if any. While one waits, the exec reads
+/// no more output ([`SinkFeed::waiting`] guards its read), so the consumer's pace reaches the process.
+pub(crate) struct SinkFeed {
+    sink: Option<OutputSink>,
+    pending: Option<Chunk>,
+}
+
+impl SinkFeed {
+    pub(crate) fn new(sink: Option<OutputSink>) -> SinkFeed {
+        SinkFeed {
+            sink,
+            pending: None,
+        }
+    }
+
+    /// A chunk waits for room in the sink.
+    pub(crate) fn waiting(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Keep `c` for the sink when its stream is wanted there.
+    pub(crate) fn offer(&mut self, c: Chunk) {
+        if self.sink.as_ref().is_some_and(|s| s.wants(&c)) {
+            self.pending = Some(c);
+        }
+    }
+
+    /// Wait for room and hand the waiting chunk over; a receiver that is gone ends the feeding (output is then only
+    /// collected). Never ready while nothing waits.
+    pub(crate) async fn hand_over(&mut self) {
+        let (Some(tx), true) = (self.sink.as_ref().map(|s| s.tx.clone()), self.waiting()) else {
+            return std::future::pending().await;
+        };
+        match (tx.reserve_owned().await, self.pending.take()) {
+            (Ok(permit), Some(c)) => {
+                permit.send(Ok(c));
+            }
+            _ => self.sink = None,
+        }
     }
 }
 
@@ -698,19 +730,11 @@ pub async fn exec(
     let mut ended_by: Option<&'static str> = None;
     // The kill could not be done (no shell, process not visible from here): the process is left running.
     let mut left_running = false;
-    let mut sink = spec.output.clone();
-    // A chunk waiting for room in the sink: no more output is read until it is handed over.
-    let mut pending: Option<Chunk> = None;
+    let mut feed = SinkFeed::new(spec.output.clone());
     loop {
         let why = tokio::select! {
-            room = sink_room(sink.as_ref().map(|s| s.tx.clone())), if pending.is_some() => {
-                match (room, pending.take()) {
-                    (Some(permit), Some(c)) => { permit.send(Ok(c)); }
-                    _ => sink = None,
-                }
-                continue;
-            }
-            frame = output.next(), if pending.is_none() => match classify(frame, &mut pid, &pgid, spec.tty) {
+            _ = feed.hand_over(), if feed.waiting() => continue,
+            frame = output.next(), if !feed.waiting() => match classify(frame, &mut pid, &pgid, spec.tty) {
                 Step::End => break,
                 Step::Fail(e) => {
                     out.duration_ms = began.elapsed().as_millis() as u64;
@@ -719,9 +743,7 @@ pub async fn exec(
                 Step::Skip => continue,
                 Step::Out(c) => {
                     keep(&mut out, c.is_stderr(), c.data());
-                    if sink.as_ref().is_some_and(|s| s.wants(&c)) {
-                        pending = Some(c);
-                    }
+                    feed.offer(c);
                     continue;
                 }
             },

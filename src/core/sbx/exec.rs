@@ -16,7 +16,7 @@ use crate::core::backend::ProcessHandle;
 use crate::core::call::bounded;
 use crate::core::error::{chain_message, Error, ErrorCode, Result};
 use crate::core::exec::{
-    sink_room, validate_env, Chunk, ExecOutput, ExecSpec, ExitStatus, Run, EXEC_MARKER, MAX_CHUNK,
+    validate_env, Chunk, ExecOutput, ExecSpec, ExitStatus, Run, SinkFeed, EXEC_MARKER, MAX_CHUNK,
 };
 use crate::core::http::encode_segment;
 use crate::core::Call;
@@ -319,18 +319,11 @@ impl SbxClient {
         let mut ended_by: Option<&'static str> = None;
         let mut cut: Option<String> = None;
         let mut killer: Option<tokio::task::JoinHandle<()>> = None;
-        let mut sink = spec.output.clone();
-        // A chunk waiting for room in the sink: no more output is read until it is handed over.
-        let mut pending: Option<Chunk> = None;
+        let mut feed = SinkFeed::new(spec.output.clone());
         loop {
             tokio::select! {
-                room = sink_room(sink.as_ref().map(|s| s.tx.clone())), if pending.is_some() => {
-                    match (room, pending.take()) {
-                        (Some(permit), Some(c)) => { permit.send(Ok(c)); }
-                        _ => sink = None,
-                    }
-                }
-                frame = output.next(), if pending.is_none() => match frame {
+                _ = feed.hand_over(), if feed.waiting() => {}
+                frame = output.next(), if !feed.waiting() => match frame {
                     None => break,
                     Some(Err(e)) => { cut = Some(e.to_string()); break; }
                     Some(Ok(LogOutput::StdIn { .. })) => {}
@@ -346,10 +339,7 @@ impl SbxClient {
                             out.truncated = true;
                         }
                         buf.extend_from_slice(&data[..data.len().min(room)]);
-                        let c = Chunk::new(is_err, data);
-                        if sink.as_ref().is_some_and(|s| s.wants(&c)) {
-                            pending = Some(c);
-                        }
+                        feed.offer(Chunk::new(is_err, data));
                     }
                 },
                 _ = &mut sleep => {

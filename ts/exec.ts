@@ -135,12 +135,11 @@ export class ExecProcess extends AsyncStream<OutputChunk> {
    * stdout as a Node `Readable` (bytes), for `pipe()` / `stream.pipeline()`. `proc.stdout` and `proc.stderr` are
    * created together on first use and pull from the process only while read: output is taken only while every
    * view not destroyed has room below its `highWaterMark`, so a paused view holds the process back as a full
-   * pipe would (the SDK never buffers more than that). As with Node's own subprocess pipes, read both or destroy the one you
-   * do not need: after `destroy()` on a view, that stream's chunks are dropped as reading the other view pulls
-   * them; destroying both is `break` (all output is discarded as it comes, the process keeps running until it
-   * exits or is killed or disposed). The views and the process's other readers (`for await`, `lines()`,
-   * `read()`) take from one queue: use one of them. Both end when the output
-   * ends. An interrupted or failed process destroys them: with its error where an `'error'` listener is attached
+   * pipe would (the SDK never buffers more than that). As with Node's own subprocess pipes, read both or destroy
+   * the one you do not need: after `destroy()` on a view, that stream's chunks are dropped as reading the other
+   * view pulls them; destroying both is `break` (all output is discarded as it comes, the process keeps running
+   * until it exits or is killed or disposed). The views and the process's other readers (`for await`, `lines()`,
+   * `read()`) take from one queue: use one of them. Both end when the output ends. An interrupted or failed process destroys them: with its error where an `'error'` listener is attached
    * (as `stream.pipeline` attaches one), quietly otherwise (so an unused view cannot crash the program);
    * `wait()` rejects with that error either way.
    */

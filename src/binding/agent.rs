@@ -156,7 +156,7 @@ impl SandboxAgent {
         let server = match target {
             Either::A(c) => AgentServer::for_container(c.inner.clone(), port, token),
             Either::B(s) => {
-                AgentServer::new(s.target.clone(), port, token).with_workdir(Some(s.workspace()))
+                AgentServer::new(s.target.clone(), port, token).with_workdir(s.workspace())
             }
         };
         let mut bins: Vec<(String, std::path::PathBuf)> =
@@ -265,14 +265,18 @@ impl SandboxAgent {
     ) -> Result<Promise<AgentSession>> {
         let s = self.server.clone();
         let vars = super::container::read_env(options.env.as_ref());
-        let opts = StartSession {
-            agent: options.agent.clone(),
-            cwd: options.cwd.clone(),
-            mcp_servers: options.mcp_servers.clone(),
-            env: Vec::new(),
-        };
+        let (agent, cwd, mcp_servers) = (
+            options.agent.clone(),
+            options.cwd.clone(),
+            options.mcp_servers.clone(),
+        );
         run(&env, Some(&options), move |call| async move {
-            let opts = StartSession { env: vars?, ..opts };
+            let opts = StartSession {
+                agent,
+                cwd,
+                mcp_servers,
+                env: vars?,
+            };
             let (inner, report) = CoreSession::start(s, opts, &call).await?;
             Ok(AgentSession {
                 inner,

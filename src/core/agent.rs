@@ -127,8 +127,8 @@ impl AgentServer {
     }
 
     /// Sessions start in `dir` when the caller names no `cwd` (a sandbox's workspace).
-    pub fn with_workdir(mut self, dir: Option<String>) -> AgentServer {
-        self.workdir = dir.filter(|d| !d.is_empty());
+    pub fn with_workdir(mut self, dir: String) -> AgentServer {
+        self.workdir = Some(dir).filter(|d| !d.is_empty());
         self
     }
 

@@ -273,23 +273,22 @@ impl AgentSession {
         };
         super::validate::name("agent", &opts.agent)?;
         // Each step keeps its own default; the whole sequence is bounded by the caller's deadline.
-        let step = Call::new(call.timeout, call.cancel.clone());
         let steps = async {
-            let server_started = server.ensure_server(&opts.env, &step).await?;
-            let listed = server.list_agents(&step).await?;
+            let server_started = server.ensure_server(&opts.env, call).await?;
+            let listed = server.list_agents(call).await?;
             let known = listed["agents"]
                 .as_array()
                 .and_then(|all| all.iter().find(|a| a["id"] == opts.agent.as_str()));
             let agent_installed = match known {
                 Some(a) if a["installed"] == false => {
-                    server.install_agent(&opts.agent, &step).await?;
+                    server.install_agent(&opts.agent, call).await?;
                     true
                 }
                 _ => false,
             };
             let mcp = opts.mcp_servers.unwrap_or_else(|| json!([]));
             let session =
-                AgentSession::create(server.clone(), &opts.agent, &cwd, mcp, &step).await?;
+                AgentSession::create(server.clone(), &opts.agent, &cwd, mcp, call).await?;
             Ok((
                 session,
                 StartReport {

@@ -91,6 +91,17 @@ impl Contract {
             .unwrap_or_default()
     }
 
+    /// The JSON examples the document gives for response `status` of operation `op` (`example`, and the values of
+    /// `examples`).
+    pub fn response_examples<'a>(&self, op: &'a Operation, status: &str) -> Vec<&'a Value> {
+        let media = &op.spec["responses"][status]["content"]["application/json"];
+        let mut out: Vec<&Value> = media.get("example").into_iter().collect();
+        if let Some(all) = media["examples"].as_object() {
+            out.extend(all.values().filter_map(|e| e.get("value")));
+        }
+        out
+    }
+
     /// Check `value` against `components.schemas.<name>`.
     pub fn check_schema(&self, name: &str, value: &Value) -> Result<(), Vec<String>> {
         let schema = serde_json::json!({ "$ref": format!("#/components/schemas/{name}") });
@@ -248,16 +259,8 @@ mod tests {
             let Some(responses) = o.spec["responses"].as_object() else {
                 continue;
             };
-            for (status, r) in responses {
-                let media = &r["content"]["application/json"];
-                let mut examples: Vec<&Value> = Vec::new();
-                if let Some(e) = media.get("example") {
-                    examples.push(e);
-                }
-                if let Some(all) = media["examples"].as_object() {
-                    examples.extend(all.values().filter_map(|e| e.get("value")));
-                }
-                for e in examples {
+            for status in responses.keys() {
+                for e in c.response_examples(o, status) {
                     let code: u16 = status.parse().unwrap_or(500);
                     if let Err(errs) = c.check_response(&o.id, code, e) {
                         wrong.push((o.id.clone(), status.clone(), errs.join("; ")));

@@ -387,6 +387,34 @@ export declare class LogStream {
   [globalThis.Symbol.asyncIterator](): AsyncIterator<OutputChunk, undefined>
 }
 
+/**
+ * A backend's network policy, globally (`sandboxes.policy`) or for one sandbox (`sandbox.policy`: its rules are
+ * changed and its traffic checked and logged).
+ */
+export declare class NetworkPolicy {
+  /** The sandbox this policy is scoped to, or `null` for the global one. */
+  get sandbox(): string | null
+  /** Every rule, global and per sandbox (a scoped policy: the global rules and its own). */
+  rules(options?: CallOptions | undefined | null): Promise<Array<PolicyRule>>
+  /** Applies changes (all checked before any is sent; a scoped policy fills in its sandbox); the rules after. */
+  change(changes: Array<PolicyChange>, options?: CallOptions | undefined | null): Promise<Array<PolicyRule>>
+  /** Decides `target` as the proxy would (for this policy's sandbox, if any), sending it no traffic. */
+  check(target: string, options?: CallOptions | undefined | null): Promise<PolicyCheck>
+  /** The decision log now (this policy's sandbox's rows, or all). */
+  log(options?: CallOptions | undefined | null): Promise<Array<PolicyLogEntry>>
+  /** A follower of the decision log: each `next()` resolves with the decisions made since the previous one. */
+  follow(intervalMs?: number | undefined | null): PolicyLogFollow
+}
+
+/** Follows the decision log (see `NetworkPolicy.follow`). */
+export declare class PolicyLogFollow {
+  /**
+   * Waits until the log has new decisions and resolves with them (never empty); `signal`/`timeoutMs` bound the
+   * wait.
+   */
+  next(options?: CallOptions | undefined | null): Promise<Array<PolicyLogEntry>>
+}
+
 /** One sandbox: exec, spawn and files work the same on every backend. */
 export declare class Sandbox {
   /** The sandbox name. */
@@ -397,6 +425,8 @@ export declare class Sandbox {
   get info(): SandboxInfo
   /** Whether `await using` removes it (true for handles from `create()`). */
   get owned(): boolean
+  /** This sandbox's network policy: its own rules (with the global ones), checks and log rows. */
+  get policy(): NetworkPolicy
   /** Ask the backend for its current state; a sandbox gone since rejects with `ERR_SANDBOX_NOT_FOUND`. */
   refresh(options?: CallOptions | undefined | null): Promise<SandboxInfo>
   /** Run `cmd` (argv, no shell) and collect its output. A non-zero exit is a result, never a rejection. */
@@ -527,6 +557,8 @@ export declare class Sandboxes {
    * `ERR_SANDBOX_CONFLICT`, never silently reused. The handle does not own it (`await using` leaves it).
    */
   ensure(options: CreateSandboxOptions): Promise<Sandbox>
+  /** The network policy of this daemon: rules, checks and the proxy's decision log. */
+  get policy(): NetworkPolicy
   /** Remove a sandbox by name. */
   remove(name: string, options?: RemoveSandboxOptions | undefined | null): Promise<void>
 }
@@ -1005,6 +1037,21 @@ export interface ListContainersOptions {
   timeoutMs?: number
 }
 
+/** Settings of LocalSandboxd's filtering proxy. */
+export interface LocalProxyOptions {
+  /** Fixed answers, name → addresses, looked up before the system resolver: a "fake internet" for tests. */
+  hosts?: Record<string, Array<string>>
+  /**
+   * Whether names not in `hosts` are looked up with the system resolver (default true). Tests that must not
+   * send a DNS query anywhere set it to false.
+   */
+  systemResolver?: boolean
+  /** Extra CA certificates (PEM) trusted for upstream TLS, besides the platform's. */
+  upstreamCa?: Array<string>
+  /** The global rules at start (default `'allow-all'`; the default-blocked ranges stay blocked). */
+  preset?: 'allow-all' | 'balanced' | 'deny-all'
+}
+
 /** Options for `LocalSandboxd.start()`. */
 export interface LocalSandboxdOptions {
   /**
@@ -1026,6 +1073,8 @@ export interface LocalSandboxdOptions {
   dockerHost?: string
   /** For `'dockerd'`: the dockerd binary. Default: `dockerd` on PATH. */
   dockerdPath?: string
+  /** The filtering proxy every sandbox goes out through. */
+  proxy?: LocalProxyOptions
 }
 
 /** Options for `container.logs()`. */
@@ -1054,6 +1103,80 @@ export interface OutputChunk {
 export interface OutputLine {
   stream: 'stdout' | 'stderr'
   line: string
+}
+
+/** A change to the rules (`NetworkPolicy.change()`). */
+export interface PolicyChange {
+  /**
+   * `allow`, `deny` or `bypass` adds a rule; `remove` drops every rule on the destination in that scope;
+   * `preset` replaces the global rules.
+   */
+  op: 'allow' | 'deny' | 'bypass' | 'remove' | 'preset'
+  /** The destination (not for `preset`). */
+  destination?: string
+  /** The preset (`preset` only). */
+  preset?: 'allow-all' | 'balanced' | 'deny-all'
+  /** The sandbox whose rules change (default: the global rules). */
+  sandbox?: string
+}
+
+/** What the proxy would do with a connection to a target, and why. */
+export interface PolicyCheck {
+  /** Whether a connection would be let through. */
+  allowed: boolean
+  /** The target as checked. */
+  target: string
+  /** The rule (or default-blocked range) that decided. */
+  rule?: string
+  /**
+   * `'allowed-by-rule'`, `'denied-by-rule'`, `'default-blocked-range'`, `'no-matching-rule'` (or the daemon's
+   * own word).
+   */
+  reason: string
+  /** One line saying what decided. */
+  message: string
+  /** Where the deciding rule lives: `'global'`, `'sandbox:<name>'`, `'default'`. */
+  scope: string
+  /** Allowed and tunnelled without TLS interception. */
+  bypass: boolean
+}
+
+/** The proxy's decisions about one host, grouped by sandbox, proxy type, rule and reason. */
+export interface PolicyLogEntry {
+  /** `host:port`. */
+  host: string
+  /** The sandbox the traffic came from. */
+  sandbox?: string
+  /** Whether these requests were let through. */
+  allowed: boolean
+  /** How they reached the proxy: `forward`, `connect`, `intercepted`, `forward-bypass`, `none` (nothing read). */
+  proxyType: string
+  /** The rule that decided. */
+  rule?: string
+  /** Why (`denied-by-rule`, `default-blocked-range`, …), when the daemon says. */
+  reason?: string
+  /** How many requests (in a followed entry: how many since the previous one). */
+  count: number
+  /** The first of them, as the daemon printed it. */
+  firstSeen: string
+  /** The last of them, as the daemon printed it. */
+  lastSeen: string
+  /** The first of them in Unix milliseconds, when the daemon gives it. */
+  firstSeenMs?: number
+  /** The last of them in Unix milliseconds, when the daemon gives it. */
+  lastSeenMs?: number
+}
+
+/** One rule as the daemon lists it. */
+export interface PolicyRule {
+  /** What it does. */
+  action: 'allow' | 'deny' | 'bypass'
+  /** The destination: `host`, `host:port`, `*.domain`, `*`, `*:443` or a CIDR. */
+  destination: string
+  /** `'global'` or `'sandbox:<name>'`. */
+  scope: string
+  /** The sandbox of a sandbox rule. */
+  sandbox?: string
 }
 
 /** A port to publish, or the key of published ports to remove (unset fields match any). */

@@ -32,6 +32,16 @@ export {
   type RenameOptions,
 } from './files'
 export {
+  NetworkPolicy,
+  type FollowOptions,
+  type PolicyChange,
+  type PolicyCheck,
+  type PolicyLogEntry,
+  type PolicyPreset,
+  type PolicyRule,
+  type RuleOptions,
+} from './policy'
+export {
   Sandbox,
   Sandboxes,
   type AdditionalWorkspace,
@@ -71,6 +81,7 @@ export {
   Sandboxd,
   Vm,
   type CreateVmOptions,
+  type LocalProxyOptions,
   type LocalSandboxdOptions,
   type RemoveVmOptions,
   type SandboxdOptions,

@@ -55,6 +55,26 @@ export interface LocalSandboxdOptions {
   dockerHost?: string
   /** For `'dockerd'`: the dockerd binary. Default: `dockerd` on PATH. */
   dockerdPath?: string
+  /**
+   * The filtering proxy every sbx sandbox goes out through (at `host.docker.internal:3128` inside it, its only
+   * route anywhere).
+   */
+  proxy?: LocalProxyOptions
+}
+
+/** Settings of LocalSandboxd's filtering proxy. */
+export interface LocalProxyOptions {
+  /**
+   * Fixed answers, name → addresses, used before the system resolver: a "fake internet" of local test servers
+   * (`{ 'api.example.test': ['198.18.0.1'] }`).
+   */
+  hosts?: Record<string, string[]>
+  /** Whether other names are looked up with the system resolver (default true; tests set false). */
+  systemResolver?: boolean
+  /** Extra CA certificates (PEM) the proxy trusts for upstream TLS, besides the platform's. */
+  upstreamCa?: string[]
+  /** The global rules at start (default `'allow-all'`; private ranges stay blocked). */
+  preset?: 'allow-all' | 'balanced' | 'deny-all'
 }
 
 const CREATE_VM: check.Shape = { ...check.CALL, agentName: 'string', workspaceDir: 'string' }
@@ -252,7 +272,8 @@ export class LocalSandboxd {
    */
   static start(options?: LocalSandboxdOptions): Promise<LocalSandboxd> {
     return call(null, async () => {
-      check.opts('options', options, { root: 'string', backend: 'string', dockerHost: 'string', dockerdPath: 'string' })
+      check.opts('options', options, { root: 'string', backend: 'string', dockerHost: 'string', dockerdPath: 'string', proxy: 'object' })
+      check.opts('options.proxy', options?.proxy, { systemResolver: 'boolean', preset: 'string', upstreamCa: 'strings', hosts: 'object' })
       return new LocalSandboxd(INTERNAL, await native.LocalSandboxd.start(options))
     })
   }

@@ -8,6 +8,7 @@ import { call, type CallOptions } from './call'
 import * as check from './check'
 import { onTarget, type ExecOptions, type Forward, type ForwardOptions, type ExecProcess, type WriteFileOptions } from './exec'
 import { INTERNAL, bind, internalOnly } from './internal'
+import { NetworkPolicy } from './policy'
 import type { ExecResult } from './result'
 
 /** The backends a `Sandboxes` client can speak. */
@@ -180,6 +181,11 @@ export class Sandboxes {
     })
   }
 
+  /** The daemon's network policy: rules, checks and the proxy's decision log (see {@link NetworkPolicy}). */
+  get policy(): NetworkPolicy {
+    return NetworkPolicy.wrap(this.#inner.policy)
+  }
+
   /** Remove a sandbox by name. */
   remove(name: string, options?: RemoveSandboxOptions): Promise<void> {
     return call(options?.signal, () => {
@@ -197,6 +203,7 @@ export class Sandboxes {
 export class Sandbox {
   readonly #inner: native.Sandbox
   #files?: Files
+  #policy?: NetworkPolicy
 
   private constructor(token: symbol, inner: native.Sandbox) {
     internalOnly(token, new.target.name)
@@ -249,6 +256,14 @@ export class Sandbox {
    */
   spawn(cmd: string[], options?: ExecOptions): Promise<ExecProcess> {
     return onTarget.spawn(this.#inner, cmd, options)
+  }
+
+  /**
+   * Its network policy: rules that apply to it alone (with the global ones), checks decided for it, and the
+   * proxy's log rows of its traffic (see {@link NetworkPolicy}). Its rules are dropped with it.
+   */
+  get policy(): NetworkPolicy {
+    return (this.#policy ??= NetworkPolicy.wrap(this.#inner.policy))
   }
 
   /** Files in it: list, stat, exists, mkdir, remove, rename, write, read (see {@link Files}). */

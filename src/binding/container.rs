@@ -120,6 +120,7 @@ impl RunOptions<'_> {
             init: self.init,
             stop_signal: self.stop_signal.clone(),
             auto_remove: self.auto_remove.unwrap_or(false),
+            ..Default::default()
         })
     }
 }

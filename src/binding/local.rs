@@ -1,7 +1,8 @@
 //! JS class `LocalSandboxd` over [`crate::core::local::LocalSandboxd`].
 
 use super::call::{promise, settle, Promise};
-use crate::core::local::{self, BackendKind, LocalOptions};
+use crate::core::local::{self, BackendKind, LocalOptions, ProxySettings};
+use crate::core::policy::Preset;
 use crate::core::Error as CoreError;
 use napi::bindgen_prelude::*;
 use napi::Env;
@@ -24,6 +25,57 @@ pub struct LocalSandboxdOptions {
     pub docker_host: Option<String>,
     /// For `'dockerd'`: the dockerd binary. Default: `dockerd` on PATH.
     pub dockerd_path: Option<String>,
+    /// The filtering proxy every sandbox goes out through.
+    pub proxy: Option<LocalProxyOptions>,
+}
+
+/// Settings of LocalSandboxd's filtering proxy.
+#[napi(object)]
+pub struct LocalProxyOptions {
+    /// Fixed answers, name → addresses, looked up before the system resolver: a "fake internet" for tests.
+    pub hosts: Option<std::collections::HashMap<String, Vec<String>>>,
+    /// Whether names not in `hosts` are looked up with the system resolver (default true). Tests that must not
+    /// send a DNS query anywhere set it to false.
+    pub system_resolver: Option<bool>,
+    /// Extra CA certificates (PEM) trusted for upstream TLS, besides the platform's.
+    pub upstream_ca: Option<Vec<String>>,
+    /// The global rules at start (default `'allow-all'`; the default-blocked ranges stay blocked).
+    #[napi(ts_type = "'allow-all' | 'balanced' | 'deny-all'")]
+    pub preset: Option<String>,
+}
+
+fn parse_proxy(o: Option<LocalProxyOptions>) -> std::result::Result<ProxySettings, CoreError> {
+    let mut s = ProxySettings::default();
+    let Some(o) = o else { return Ok(s) };
+    for (name, addrs) in o.hosts.unwrap_or_default() {
+        let mut parsed = Vec::new();
+        for a in addrs {
+            let ip: std::net::IpAddr = a.parse().map_err(|_| {
+                CoreError::invalid(format!(
+                    "proxy.hosts[{}] holds {}, not an IP address",
+                    crate::core::validate::shown(&name),
+                    crate::core::validate::shown(&a)
+                ))
+                .with("argument", "proxy.hosts")
+            })?;
+            parsed.push(ip);
+        }
+        s.hosts.push((name, parsed));
+    }
+    if let Some(v) = o.system_resolver {
+        s.system_resolver = v;
+    }
+    s.upstream_ca_pem = o.upstream_ca.unwrap_or_default();
+    if let Some(p) = o.preset {
+        s.preset = Preset::parse(&p).ok_or_else(|| {
+            CoreError::invalid(format!(
+                "proxy.preset must be 'allow-all', 'balanced' or 'deny-all', got {}",
+                crate::core::validate::shown(&p)
+            ))
+            .with("argument", "proxy.preset")
+        })?;
+    }
+    Ok(s)
 }
 
 /// A stand-in sandboxd on Linux, serving the same API on a Unix socket with a real Docker engine per VM.
@@ -54,6 +106,7 @@ fn parse_options(o: Option<LocalSandboxdOptions>) -> std::result::Result<LocalOp
         backend,
         docker_host: o.docker_host,
         dockerd_path: o.dockerd_path.map(PathBuf::from),
+        proxy: parse_proxy(o.proxy)?,
     })
 }
 

@@ -11,6 +11,7 @@ mod files;
 mod forward;
 mod iter;
 mod local;
+mod policy;
 mod runtime;
 mod sandboxd;
 mod sandboxes;

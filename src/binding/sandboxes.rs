@@ -7,6 +7,7 @@ use super::container::{
 };
 use super::exec::ExecProcess;
 use super::forward::{forward_on, port_arg, Forward, ForwardOptions};
+use super::policy::NetworkPolicy;
 use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary};
 use crate::core::sandboxes::{self, Choice, ConnectOptions};
 use crate::core::sbx::VersionMode;
@@ -340,6 +341,12 @@ impl Sandboxes {
         })
     }
 
+    /// The network policy of this daemon: rules, checks and the proxy's decision log.
+    #[napi(catch_unwind, getter)]
+    pub fn policy(&self) -> NetworkPolicy {
+        NetworkPolicy::new(self.backend.clone(), None)
+    }
+
     /// Remove a sandbox by name.
     #[napi(catch_unwind, ts_return_type = "Promise<void>")]
     pub fn remove(
@@ -396,6 +403,12 @@ impl Sandbox {
     #[napi(catch_unwind, getter)]
     pub fn owned(&self) -> bool {
         self.owned
+    }
+
+    /// This sandbox's network policy: its own rules (with the global ones), checks and log rows.
+    #[napi(catch_unwind, getter)]
+    pub fn policy(&self) -> NetworkPolicy {
+        NetworkPolicy::new(self.backend.clone(), Some(self.info.name.clone()))
     }
 
     /// Ask the backend for its current state; a sandbox gone since rejects with `ERR_SANDBOX_NOT_FOUND`.

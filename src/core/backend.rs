@@ -12,6 +12,7 @@
 use super::container::{single_file_tar, validate_container_path, Container};
 use super::error::{Error, ErrorCode, Result};
 use super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Process, Run};
+use super::netpolicy::{PolicyCheck, PolicyLogEntry, PolicyRule, RuleChange};
 use super::sbx::{PortBinding, PortSpec};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -298,10 +299,44 @@ pub trait SandboxBackend: Send + Sync {
         let _ = (name, tag, opts);
         Box::pin(async move { Err(unsupported(self.kind(), "saving a sandbox as a template")) })
     }
+    /// The network policy's rules, global and per sandbox. Default: `ERR_UNSUPPORTED`.
+    fn policy_rules<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<PolicyRule>>> {
+        let _ = opts;
+        Box::pin(async move { Err(unsupported(self.kind(), "network policy")) })
+    }
+    /// Applies rule changes (each checked before any is sent); the rules afterwards.
+    fn policy_change<'a>(
+        &'a self,
+        changes: &'a [RuleChange],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PolicyRule>>> {
+        let _ = (changes, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "network policy changes")) })
+    }
+    /// Decides `target` (`host[:port]`, an IP, …) as the proxy would, for one sandbox or globally, sending no
+    /// traffic to it.
+    fn policy_check<'a>(
+        &'a self,
+        target: &'a str,
+        sandbox: Option<&'a str>,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<PolicyCheck>> {
+        let _ = (target, sandbox, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "network policy check")) })
+    }
+    /// The proxy's decision log (one sandbox's rows, or all).
+    fn policy_log<'a>(
+        &'a self,
+        sandbox: Option<&'a str>,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PolicyLogEntry>>> {
+        let _ = (sandbox, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "network log")) })
+    }
 }
 
 /// `ERR_UNSUPPORTED` for a feature `backend` lacks.
-fn unsupported(backend: &str, what: &str) -> Error {
+pub(crate) fn unsupported(backend: &str, what: &str) -> Error {
     Error::new(
         ErrorCode::Unsupported,
         format!("the {backend} backend has no {what}"),

@@ -46,6 +46,10 @@ pub struct RunSpec {
     pub init: Option<bool>,
     pub stop_signal: Option<String>,
     pub auto_remove: bool,
+    /// The network mode (`none`, `host`, a network name); default: the engine's.
+    pub network_mode: Option<String>,
+    /// `/etc/hosts` lines as `name:address`.
+    pub extra_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for RunSpec {
@@ -182,6 +186,8 @@ async fn run_now(engine: Arc<Engine>, spec: RunSpec) -> Result<Container> {
             init: Some(spec.init.unwrap_or(true)),
             binds: Some(spec.binds.clone()),
             auto_remove: Some(spec.auto_remove),
+            network_mode: spec.network_mode.clone(),
+            extra_hosts: (!spec.extra_hosts.is_empty()).then(|| spec.extra_hosts.clone()),
             ..Default::default()
         }),
         ..Default::default()

@@ -17,13 +17,15 @@ pub mod ca;
 #[cfg_attr(not(target_os = "linux"), path = "dockerd_off_linux.rs")]
 pub mod dockerd;
 pub mod engine;
+mod netns;
 mod options;
+mod policy_routes;
 pub mod proxy;
 pub mod sbx;
 #[cfg_attr(not(target_os = "linux"), path = "stale_off_linux.rs")]
 pub mod stale;
 
-pub use options::{docker_host_path, BackendKind, LocalOptions};
+pub use options::{docker_host_path, BackendKind, LocalOptions, ProxySettings};
 
 use crate::core::error::{Error, ErrorCode, Result};
 use crate::core::http::UnixHttp;
@@ -108,6 +110,10 @@ struct Inner {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     stopped: AtomicBool,
+    /// The filtering proxy: the sandboxes' only way out (see `sbx::PROXY_ADDR`).
+    proxy: Arc<proxy::Proxy>,
+    /// The proxy CA certificate every sandbox trusts.
+    ca_pem: String,
 }
 
 /// A running LocalSandboxd. Dropping it without [`LocalSandboxd::stop`] kills everything synchronously.
@@ -171,6 +177,32 @@ fn resolve_backend(opts: &LocalOptions) -> Result<Backend> {
             }),
         },
     }
+}
+
+/// The proxy with the settings' resolver and preset (it listens only where sandboxes are attached).
+fn start_proxy(settings: &ProxySettings) -> proxy::Proxy {
+    let mut resolver = if settings.system_resolver {
+        proxy::Resolver::system()
+    } else {
+        proxy::Resolver::fixed()
+    };
+    // Inside a sandbox this name is the host; asked of the proxy it is the host's loopback (default-blocked
+    // unless a rule lifts it), as on the real products. The settings' own answers come after and win.
+    resolver = resolver.with(
+        "host.docker.internal",
+        &[std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)],
+    );
+    for (name, addrs) in &settings.hosts {
+        resolver = resolver.with(name, addrs);
+    }
+    let policy = Arc::new(crate::core::policy::Policy::new(settings.preset));
+    proxy::Proxy::new(
+        policy,
+        proxy::ProxyOptions {
+            resolver,
+            ..Default::default()
+        },
+    )
 }
 
 fn make_private_dir(p: &Path) -> Result<()> {
@@ -285,6 +317,8 @@ impl LocalSandboxd {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             stopped: AtomicBool::new(false),
+            proxy: Arc::new(start_proxy(&opts.proxy)),
+            ca_pem: ca::generate_ca_pem("LocalSandboxd")?,
         });
         let server = inner.clone();
         inner
@@ -342,7 +376,8 @@ impl LocalSandboxd {
             let _ = std::fs::remove_dir_all(&vm.state_dir);
         }))
         .await;
-        futures::future::join_all(sandboxes.iter().map(|s| s.teardown())).await;
+        futures::future::join_all(sandboxes.iter().map(|s| s.teardown(&self.inner.proxy))).await;
+        self.inner.proxy.shutdown().await;
         self.inner.cleanup_files();
     }
 

@@ -10,6 +10,8 @@
 //! it implements, 404 `Not Found` (no `Allow`) elsewhere, as the real daemon's router does for unknown routes.
 
 use super::engine::VmEngine;
+use super::netns;
+use super::proxy::{Listening, Proxy};
 use super::{make_private_dir, message, reply, Claim, Inner, Resp, Work, MAX_SOCKET_PATH};
 use crate::core::attach;
 use crate::core::backend::ExecTarget;
@@ -45,10 +47,22 @@ const LABEL: &str = "dev.sandboxd.local-sbx";
 /// Label with a value unique to one create: what a cut-off create sweeps (never another instance's sandbox).
 const CREATE_LABEL: &str = "dev.sandboxd.local-sbx.create";
 
+/// Where the proxy listens inside every sandbox (`host.docker.internal` is this loopback there).
+pub const PROXY_ADDR: &str = "127.0.0.1:3128";
+/// The proxy URL a sandbox's `HTTP_PROXY`/`HTTPS_PROXY` name.
+pub const PROXY_URL: &str = "http://host.docker.internal:3128";
+/// Where the sandbox's proxy CA is written inside it (and appended to the image's CA bundle when it has one).
+pub const CA_PATH: &str = "/usr/local/share/ca-certificates/sandboxd-proxy-ca.crt";
+/// CA bundles of common images, extended with the proxy CA when present.
+const CA_BUNDLES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
+
 /// One sandbox.
 pub(super) struct SbxEntry {
-    id: String,
-    name: String,
+    pub(super) id: String,
+    pub(super) name: String,
     agent: String,
     workspace: String,
     template: String,
@@ -61,6 +75,8 @@ pub(super) struct SbxEntry {
     /// Published ports: each key served by a loopback [`Forward`] whose connections ride exec tunnels into the
     /// container (the sandbox has no network of its own here).
     ports: std::sync::Mutex<Vec<(PortBinding, Arc<Forward>)>>,
+    /// The proxy's listener in the container's network namespace, while the container runs.
+    network: std::sync::Mutex<Option<Listening>>,
 }
 
 impl SbxEntry {
@@ -87,7 +103,9 @@ impl SbxEntry {
     }
 
     /// Remove the container, then the engine (which removes its own directory), then the state.
-    pub(super) async fn teardown(&self) {
+    pub(super) async fn teardown(&self, proxy: &Proxy) {
+        self.detach_network();
+        proxy.policy().drop_sandbox(&self.name);
         let forwards: Vec<Arc<Forward>> = match self.ports.lock() {
             Ok(mut p) => p.drain(..).map(|(_, f)| f).collect(),
             Err(_) => Vec::new(),
@@ -100,10 +118,82 @@ impl SbxEntry {
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 
+    fn detach_network(&self) {
+        if let Ok(mut n) = self.network.lock() {
+            n.take();
+        }
+    }
+
+    /// Binds the proxy at [`PROXY_ADDR`] in the running container's network namespace (Docker's `none` network:
+    /// a loopback only), so the proxy is the one address the sandbox can reach; its connections are decided with
+    /// this sandbox's rules. Without root (the relay backend run by a user) there is no namespace to enter and
+    /// the sandbox has no network at all.
+    async fn attach_network(&self, proxy: &Proxy) -> Result<()> {
+        self.detach_network();
+        if unsafe { libc::geteuid() } != 0 {
+            return Ok(());
+        }
+        let info = self.container.inspect(&Call::default()).await?;
+        let pid = match info.pid {
+            Some(p) if p > 0 => p as u32,
+            _ => {
+                return Err(Error::internal(format!(
+                    "sandbox {} has no process",
+                    self.name
+                )))
+            }
+        };
+        let addr: std::net::SocketAddr = PROXY_ADDR.parse().expect("static address");
+        let l = tokio::task::spawn_blocking(move || netns::bind_in_netns(pid, addr))
+            .await
+            .map_err(|e| Error::internal(format!("binding the proxy: {e}")))??;
+        let listening = proxy
+            .listen_std(l, Some(self.name.clone()))
+            .map_err(|e| Error::internal(format!("serving the proxy listener: {e}")))?;
+        if let Ok(mut n) = self.network.lock() {
+            *n = Some(listening);
+        }
+        Ok(())
+    }
+
     pub(super) fn kill_now(&self) {
         self.engine.kill_now();
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
+}
+
+/// The proxy variables every sandbox gets (a variable the create request sets wins).
+fn proxy_env() -> Vec<(String, String)> {
+    let mut v = Vec::new();
+    for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        v.push((k.to_string(), PROXY_URL.to_string()));
+    }
+    for k in ["NO_PROXY", "no_proxy"] {
+        v.push((k.to_string(), "localhost,127.0.0.1,::1".to_string()));
+    }
+    for k in ["NODE_EXTRA_CA_CERTS", "SANDBOXD_PROXY_CA"] {
+        v.push((k.to_string(), CA_PATH.to_string()));
+    }
+    v
+}
+
+/// Writes the proxy CA at [`CA_PATH`] and appends it to the image's CA bundle when it has one, through the
+/// archive API (no shell needed in the image).
+async fn install_ca(c: &Container, pem: &str) -> Result<()> {
+    let call = Call::default();
+    c.trust_ca(pem, CA_PATH, &call).await?;
+    for bundle in CA_BUNDLES {
+        let Ok(have) = c.read_file(bundle, &call).await else {
+            continue;
+        };
+        let mut text = String::from_utf8_lossy(&have).into_owned();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(pem);
+        c.trust_ca(&text, bundle, &call).await?;
+    }
+    Ok(())
 }
 
 async fn body_json(req: Request<Incoming>) -> std::result::Result<Value, Resp> {
@@ -185,6 +275,9 @@ fn sbx_allow(segs: &[&str]) -> Option<&'static str> {
         ["sandbox", _, "exec", _] => "OPTIONS, GET",
         ["sandbox", _, "exec", _, "resize"] => "OPTIONS, POST",
         ["sandbox", _, "files"] => "OPTIONS, GET, PUT",
+        ["policy", "network", "rules"] => "OPTIONS, GET, POST",
+        ["policy", "network", "check"] => "OPTIONS, POST",
+        ["network", "log"] | ["policy", "network", "log"] => "OPTIONS, GET",
         _ => return None,
     })
 }
@@ -221,7 +314,7 @@ impl Inner {
         if m == Method::OPTIONS {
             return match (sbx_allow(&segs), segs.as_slice()) {
                 (Some(allow), _) => Ok(no_content_allow(allow)),
-                (None, ["daemon", ..] | ["sandbox", ..]) => {
+                (None, ["daemon", ..] | ["sandbox", ..] | ["policy", ..] | ["network", ..]) => {
                     Ok(message(StatusCode::NOT_FOUND, "Not Found"))
                 }
                 (None, _) => Err(req),
@@ -301,7 +394,19 @@ impl Inner {
                     )
                 }
             }
-            (_, ["daemon", ..]) | (_, ["sandbox", ..]) => {
+            (&Method::GET, ["policy", "network", "rules"]) => self.policy_rules(),
+            (&Method::POST, ["policy", "network", "rules"]) => match body_json(req).await {
+                Ok(b) => self.policy_change(b),
+                Err(r) => r,
+            },
+            (&Method::POST, ["policy", "network", "check"]) => match body_json(req).await {
+                Ok(b) => self.policy_check(b).await,
+                Err(r) => r,
+            },
+            (&Method::GET, ["network", "log"] | ["policy", "network", "log"]) => {
+                self.policy_log(query_param(&req, "sandbox"))
+            }
+            (_, ["daemon", ..] | ["sandbox", ..] | ["policy", ..] | ["network", ..]) => {
                 message(StatusCode::NOT_FOUND, "Not Found")
             }
             _ => return Err(req),
@@ -413,14 +518,14 @@ impl Inner {
         )
     }
 
-    fn sbx_all(&self) -> Vec<Arc<SbxEntry>> {
+    pub(super) fn sbx_all(&self) -> Vec<Arc<SbxEntry>> {
         self.sandboxes
             .lock()
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
     }
 
-    fn sbx_get(&self, name: &str) -> Option<Arc<SbxEntry>> {
+    pub(super) fn sbx_get(&self, name: &str) -> Option<Arc<SbxEntry>> {
         self.sandboxes
             .lock()
             .ok()
@@ -610,6 +715,12 @@ impl Inner {
                 format!("{}:/var/run/docker.sock", socket.display()),
             ];
             binds.extend(extra);
+            let mut env = env;
+            for (k, v) in proxy_env() {
+                if !env.iter().any(|(have, _)| have == &k) {
+                    env.push((k, v));
+                }
+            }
             let mut clabels: HashMap<String, String> = labels.clone().into_iter().collect();
             clabels.insert(LABEL.into(), name.into());
             clabels.insert(CREATE_LABEL.into(), create_id.clone());
@@ -627,6 +738,12 @@ impl Inner {
                     binds,
                     labels: clabels,
                     init: Some(true),
+                    // No network but a loopback: the proxy's listener is bound there (attach_network).
+                    network_mode: Some("none".into()),
+                    extra_hosts: vec![format!(
+                        "host.docker.internal:{}",
+                        PROXY_ADDR.split(':').next().unwrap_or("127.0.0.1")
+                    )],
                     ..Default::default()
                 },
                 &Call::default(),
@@ -676,9 +793,18 @@ impl Inner {
             container,
             running: AtomicBool::new(true),
             ports: Default::default(),
+            network: Default::default(),
         });
+        let wired = async {
+            install_ca(&entry.container, &self.ca_pem).await?;
+            entry.attach_network(&self.proxy).await
+        };
+        if let Err(e) = wired.await {
+            entry.teardown(&self.proxy).await;
+            return Err(e);
+        }
         if self.shutdown.is_cancelled() {
-            entry.teardown().await;
+            entry.teardown(&self.proxy).await;
             return Err(Error::new(
                 ErrorCode::SandboxdUnavailable,
                 "LocalSandboxd stopped while the sandbox was starting",
@@ -702,7 +828,7 @@ impl Inner {
         let r = match entry {
             None => not_found(name),
             Some(e) => {
-                e.teardown().await;
+                e.teardown(&self.proxy).await;
                 reply(
                     StatusCode::OK,
                     json!({"message": format!("sandbox {name} removed")}),
@@ -727,8 +853,13 @@ impl Inner {
             return not_found(name);
         };
         let r = if start {
-            e.container.start(&Call::default()).await
+            match e.container.start(&Call::default()).await {
+                // A started container has a new network namespace: bind the proxy there again.
+                Ok(()) => e.attach_network(&self.proxy).await,
+                Err(err) => Err(err),
+            }
         } else {
+            e.detach_network();
             e.container.stop(Some(2), &Call::default()).await
         };
         match r {
@@ -1003,6 +1134,11 @@ fn humantime_now() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
+    rfc3339(secs)
+}
+
+/// `YYYY-MM-DDThh:mm:ssZ` for Unix seconds.
+pub(super) fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil-from-days (Howard Hinnant's algorithm).

@@ -6,6 +6,7 @@ use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSumma
 use crate::core::call::bounded;
 use crate::core::error::{chain_message, excerpt, Error, ErrorCode, Result};
 use crate::core::http::encode_segment;
+use crate::core::netpolicy::{PolicyCheck, PolicyLogEntry, PolicyRule, RuleChange};
 use crate::core::Call;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -108,6 +109,8 @@ pub struct SbxClient {
     timeout: Option<Duration>,
     pub(crate) env_form: Arc<AtomicU8>,
     put_files: Arc<AtomicU8>,
+    /// Which network log route answers (see `policy.rs`).
+    pub(super) log_route: Arc<AtomicU8>,
 }
 
 /// A sandbox name by the hostname rules the daemon applies: 2–63 of `[A-Za-z0-9.-]`, starting and ending with a
@@ -316,7 +319,7 @@ fn summary(w: WireSandbox, body: &[u8]) -> Result<SandboxSummary> {
     })
 }
 
-fn json_of<T: serde::de::DeserializeOwned>(what: &str, res: &Resp) -> Result<T> {
+pub(super) fn json_of<T: serde::de::DeserializeOwned>(what: &str, res: &Resp) -> Result<T> {
     serde_json::from_slice(&res.body).map_err(|e| {
         let kind = match &res.content_type {
             Some(ct) if !ct.contains("json") => format!(" (Content-Type {ct})"),
@@ -345,6 +348,7 @@ impl SbxClient {
             timeout,
             env_form: Arc::new(AtomicU8::new(ENV_UNKNOWN)),
             put_files: Arc::new(AtomicU8::new(PUT_UNKNOWN)),
+            log_route: Arc::new(AtomicU8::new(0)),
         }
     }
 
@@ -527,7 +531,7 @@ impl SbxClient {
     }
 
     #[allow(clippy::too_many_arguments)]
-    async fn json_call(
+    pub(super) async fn json_call(
         &self,
         what: &str,
         method: Method,
@@ -1193,6 +1197,31 @@ impl ExecTarget for SbxSandbox {
 impl SandboxBackend for SbxClient {
     fn kind(&self) -> &'static str {
         "sbx"
+    }
+    fn policy_rules<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<PolicyRule>>> {
+        Box::pin(SbxClient::policy_rules(self, opts))
+    }
+    fn policy_change<'a>(
+        &'a self,
+        changes: &'a [RuleChange],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PolicyRule>>> {
+        Box::pin(SbxClient::policy_change(self, changes, opts))
+    }
+    fn policy_check<'a>(
+        &'a self,
+        target: &'a str,
+        sandbox: Option<&'a str>,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<PolicyCheck>> {
+        Box::pin(SbxClient::policy_check(self, target, sandbox, opts))
+    }
+    fn policy_log<'a>(
+        &'a self,
+        sandbox: Option<&'a str>,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PolicyLogEntry>>> {
+        Box::pin(SbxClient::policy_log(self, sandbox, opts))
     }
     fn list<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<SandboxSummary>>> {
         Box::pin(SbxClient::list(self, opts))

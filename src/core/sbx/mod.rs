@@ -7,6 +7,7 @@
 mod client;
 pub mod discovery;
 mod exec;
+mod policy;
 pub mod wire;
 
 pub use client::{

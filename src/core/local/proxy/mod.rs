@@ -137,6 +137,19 @@ pub struct Proxy {
     addrs: Mutex<Vec<SocketAddr>>,
 }
 
+/// A listener served by [`Proxy::listen_std`]: dropping it closes the listener and the connections it accepted.
+pub struct Listening {
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: CancellationToken,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
 /// Which connection a request came on.
 struct Conn {
     client: SocketAddr,
@@ -183,6 +196,30 @@ impl Proxy {
         sandbox: Option<String>,
     ) -> std::io::Result<SocketAddr> {
         let listener = TcpListener::bind(addr).await?;
+        self.serve(listener, sandbox, self.shared.stop.child_token())
+    }
+
+    /// Serves a listener bound elsewhere (LocalSandboxd binds one inside each sandbox's network namespace, so the
+    /// proxy is the only address a sandbox can reach); `sandbox` binds it to one sandbox. Must be called within a
+    /// Tokio runtime. The listener, and every connection it accepted, closes when the returned [`Listening`] is
+    /// dropped (or the proxy shuts down).
+    pub fn listen_std(
+        &self,
+        listener: std::net::TcpListener,
+        sandbox: Option<String>,
+    ) -> std::io::Result<Listening> {
+        listener.set_nonblocking(true)?;
+        let stop = self.shared.stop.child_token();
+        let addr = self.serve(TcpListener::from_std(listener)?, sandbox, stop.clone())?;
+        Ok(Listening { addr, stop })
+    }
+
+    fn serve(
+        &self,
+        listener: TcpListener,
+        sandbox: Option<String>,
+        stop: CancellationToken,
+    ) -> std::io::Result<SocketAddr> {
         let local = listener.local_addr()?;
         self.addrs
             .lock()
@@ -192,7 +229,7 @@ impl Proxy {
         self.shared.tasks.spawn(async move {
             loop {
                 let (stream, client) = tokio::select! {
-                    _ = shared.stop.cancelled() => break,
+                    _ = stop.cancelled() => break,
                     r = listener.accept() => match r {
                         Ok(x) => x,
                         // Out of descriptors and the like: wait a little rather than spin.
@@ -205,8 +242,13 @@ impl Proxy {
                     sandbox: sandbox.clone(),
                     requests: AtomicU64::new(0),
                 });
-                let shared2 = shared.clone();
-                shared.tasks.spawn(serve_connection(shared2, conn, stream));
+                let (shared2, stop2) = (shared.clone(), stop.clone());
+                shared.tasks.spawn(async move {
+                    tokio::select! {
+                        _ = serve_connection(shared2, conn, stream) => {}
+                        _ = stop2.cancelled() => {}
+                    }
+                });
             }
         });
         Ok(local)

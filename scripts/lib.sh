@@ -8,7 +8,8 @@
 #   start_private_dockerd      # (optional DIR) -> exports DOCKER_HOST
 #   build_test_images          # -> exports SANDBOXD_TEST_IMAGE / SANDBOXD_TEST_ROOTFS,
 #                              #    SANDBOXD_NOSHELL_IMAGE (no /bin/sh) and
-#                              #    SANDBOXD_AGENT_IMAGE (sandbox-agent image)
+#                              #    SANDBOXD_AGENT_IMAGE (sandbox-agent image),
+#                              #    SANDBOXD_CURL_IMAGE (busybox + a verifying TLS client)
 #   stop_private_dockerd       # idempotent, safe in an EXIT trap
 #
 # Everything here assumes root on Debian (CI runs as root on a fresh machine).
@@ -359,7 +360,38 @@ build_test_images() {
 # than its build output.
 build_extra_test_images() {
   build_noshell_image || return 1
+  build_curl_image || return 1
   build_sandbox_agent_image
+}
+
+# sandboxd-test/curl:latest: $SBX_TEST_IMAGE plus this machine's curl and the
+# shared libraries it loads (copied at their paths, with the dynamic loader),
+# and an empty /etc/ssl/certs/ca-certificates.crt that LocalSandboxd extends
+# with the sandbox's proxy CA: a TLS client that verifies certificates, for the
+# network policy tests (busybox's wget does not verify). SANDBOXD_CURL_IMAGE.
+SBX_CURL_IMAGE="sandboxd-test/curl:latest"
+SBX_CURL_ROOTFS="${SBX_REPO}/.tmp/curl-layer.tar"
+
+build_curl_image() {
+  local image=$SBX_CURL_IMAGE rootfs=$SBX_CURL_ROOTFS curl dir f
+  curl=$(command -v curl) || { _sbx_apt_install curl ca-certificates && curl=$(command -v curl); } || return 1
+  if [[ ! -s "$rootfs" || ! "$rootfs" -nt "$SBX_LIB" || "$curl" -nt "$rootfs" ]] || ! _sbx_image_exists "$image"; then
+    sbx_log "building $image from $curl"
+    dir=$(mktemp -d) || return 1
+    tar -xf "$SBX_TEST_ROOTFS" -C "$dir" || { rm -rf "$dir"; return 1; }
+    mkdir -p "$dir/usr/bin" "$dir/etc/ssl/certs"
+    cp -L "$curl" "$dir/usr/bin/curl"
+    : > "$dir/etc/ssl/certs/ca-certificates.crt"
+    # Every library ldd names (and the loader), at the same path.
+    for f in $(ldd "$curl" | grep -o '/[^ ]*' | sort -u); do
+      mkdir -p "$dir$(dirname "$f")"
+      cp -L "$f" "$dir$f"
+    done
+    tar -C "$dir" -cf "$rootfs" . || { rm -rf "$dir"; return 1; }
+    rm -rf "$dir"
+    docker import --change 'CMD ["sh"]' "$rootfs" "$image" >/dev/null || return 1
+  fi
+  export SANDBOXD_CURL_IMAGE=$image
 }
 
 # sandboxd-test/noshell:latest: a distroless-like image with no shell at all. The

@@ -1,0 +1,437 @@
+//! TLS interception and secrets against HTTPS upstreams in the test's network namespace: a test root CA made here
+//! with rcgen signs the upstreams' certificates (the proxy trusts only it), an untrusted self-signed upstream, and
+//! clients that trust only the sandbox CA (or, to see a plain tunnel, only the test root).
+
+use super::*;
+use crate::core::local::ca::ProxyCa;
+use crate::core::policy::{Action, Preset, Scope};
+use hyper::client::conn::http1::SendRequest;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio_rustls::client::TlsStream;
+
+/// A test root CA and the leaves it signs.
+struct TestPki {
+    pem: String,
+    der: CertificateDer<'static>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+type Leaf = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+impl TestPki {
+    fn new(cn: &str) -> TestPki {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let cert = params.self_signed(&key).unwrap();
+        TestPki {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn leaf(&self, names: &[&str]) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (vec![cert.der().clone(), self.der.clone()], der)
+    }
+}
+
+/// Answers `host=<Host> auth=<Authorization> key=<X-Api-Key>` (`-` when absent).
+async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let h = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let text = format!(
+        "host={} auth={} key={}",
+        h("host"),
+        h("authorization"),
+        h("x-api-key")
+    );
+    Ok(Response::new(Full::new(Bytes::from(text))))
+}
+
+/// An HTTPS upstream serving [`echo`] with `leaf`; counts connections.
+async fn https_upstream(addr: &str, leaf: Leaf) -> Arc<AtomicUsize> {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let cfg = rustls::ServerConfig::builder_with_provider(mitm::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(leaf.0, leaf.1)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            h.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), hyper::service::service_fn(echo))
+                    .await;
+            });
+        }
+    });
+    hits
+}
+
+/// A plain HTTP upstream serving [`echo`].
+async fn plain_upstream(addr: &str) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), hyper::service::service_fn(echo))
+                    .await;
+            });
+        }
+    });
+}
+
+/// The fake HTTPS internet: secure.test and other.test on 198.18.0.1 (signed by the test root), evil.test on
+/// 198.18.0.2 (self-signed), pinned.test (bypass) on 198.18.0.1.
+async fn fake_internet(pki: &TestPki) -> Proxy {
+    https_upstream(
+        "198.18.0.1:443",
+        pki.leaf(&["secure.test", "other.test", "pinned.test"]),
+    )
+    .await;
+    https_upstream("198.18.0.2:443", TestPki::new("evil").leaf(&["evil.test"])).await;
+    plain_upstream("198.18.0.1:80").await;
+    let a: IpAddr = "198.18.0.1".parse().unwrap();
+    let b: IpAddr = "198.18.0.2".parse().unwrap();
+    let resolver = Resolver::fixed()
+        .with("secure.test", &[a])
+        .with("other.test", &[a])
+        .with("pinned.test", &[a])
+        .with("evil.test", &[b]);
+    let policy = Arc::new(Policy::new(Preset::DenyAll));
+    for r in ["secure.test", "other.test", "pinned.test", "evil.test"] {
+        policy.add(&Scope::Global, Action::Allow, r).unwrap();
+    }
+    policy
+        .add(&Scope::Global, Action::Bypass, "pinned.test")
+        .unwrap();
+    let proxy = Proxy::new(
+        policy,
+        ProxyOptions {
+            resolver,
+            log_capacity: 256,
+            header_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
+            system_roots: false,
+            extra_roots_pem: vec![pki.pem.clone()],
+        },
+    );
+    assert_eq!(proxy.trust_error(), None);
+    proxy
+}
+
+/// Opens a CONNECT tunnel and reads the proxy's answer head (nothing past it).
+async fn tunnel(proxy: SocketAddr, authority: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "proxy closed: {}", String::from_utf8_lossy(&head));
+        head.push(b[0]);
+    }
+    (s, String::from_utf8(head).unwrap())
+}
+
+/// A TLS client over `s` trusting only `roots`.
+async fn tls(
+    s: TcpStream,
+    name: &str,
+    roots: &[&CertificateDer<'static>],
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add((*r).clone()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(mitm::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let name = ServerName::try_from(name.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, s)
+        .await
+}
+
+/// An intercepted HTTPS connection to `authority` (CONNECT, then TLS trusting only `ca`).
+async fn open(
+    proxy: SocketAddr,
+    authority: &str,
+    roots: &[&CertificateDer<'static>],
+) -> (SendRequest<Full<Bytes>>, Vec<CertificateDer<'static>>) {
+    let (s, head) = tunnel(proxy, authority).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let host = authority.split(':').next().unwrap();
+    let t = tls(s, host, roots).await.unwrap();
+    let chain = t.get_ref().1.peer_certificates().unwrap().to_vec();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(t))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    (sender, chain)
+}
+
+async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> (u16, HeaderMap, String) {
+    let mut b = Request::builder().uri("/x").header("host", host);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(Bytes::new())).unwrap();
+    sender.ready().await.unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+fn reason(h: &HeaderMap) -> Option<&str> {
+    h.get("x-sandboxd-reason").and_then(|v| v.to_str().ok())
+}
+
+/// Waits for the first entry after `seq` that satisfies `f`.
+async fn wait_for(proxy: &Proxy, after: u64, f: impl Fn(&LogEntry) -> bool) -> LogEntry {
+    for _ in 0..300 {
+        let found = proxy
+            .log()
+            .snapshot()
+            .into_iter()
+            .find(|e| e.seq > after && f(e));
+        if let Some(e) = found {
+            return e;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no such entry after {after}: {:#?}", proxy.log().snapshot());
+}
+
+fn last_seq(proxy: &Proxy) -> u64 {
+    proxy.log().snapshot().last().map_or(0, |e| e.seq)
+}
+
+#[test]
+fn intercepted_https_secrets_host_check_and_rule_changes() {
+    in_netns(|| async {
+        let pki = TestPki::new("test root");
+        let proxy = fake_internet(&pki).await;
+        let addr = proxy
+            .listen("127.0.0.1:0".parse().unwrap(), Some("sb1".into()))
+            .await
+            .unwrap();
+        let ca = Arc::new(ProxyCa::generate("sb1").unwrap());
+        proxy.set_sandbox_ca("sb1", ca.clone());
+
+        // A client trusting only the sandbox CA gets a leaf for the CONNECT host issued by it.
+        let (mut h, chain) = open(addr, "secure.test:443", &[ca.cert_der()]).await;
+        assert_eq!(chain.len(), 2);
+        assert_eq!(&chain[1], ca.cert_der());
+        assert_eq!(&chain[0], &ca.leaf("secure.test").unwrap().cert[0]);
+        let (st, _, body) = send(&mut h, "secure.test", &[]).await;
+        assert_eq!(st, 200, "{body}");
+        assert_eq!(body, "host=secure.test auth=- key=-");
+        let e = wait_for(&proxy, 0, |e| e.proxy_type == ProxyType::Intercepted).await;
+        assert!(e.allowed && e.reason == LogReason::AllowedByRule, "{e:?}");
+        assert_eq!(e.status, Some(200));
+        assert_eq!(e.method.as_deref(), Some("GET"));
+        assert_eq!(e.upstream, Some("198.18.0.1:443".parse().unwrap()));
+        assert_eq!(e.sandbox.as_deref(), Some("sb1"));
+        assert_eq!(e.bytes_down, body.len() as u64);
+        // `host:443` agrees with a CONNECT to port 443.
+        let (st, _, _) = send(&mut h, "Secure.Test:443", &[]).await;
+        assert_eq!(st, 200);
+
+        // Secrets: only towards their hosts, only in their header.
+        let custom = Secret::custom("s3cr3t-custom-value", &["secure.test"], "authorization");
+        let service = Secret::service("svc-token-value", &["SECURE.test."], "x-api-key", "Key %s");
+        assert!(custom.placeholder.starts_with(SECRET_PREFIX) && custom.placeholder.len() > 20);
+        assert!(!format!("{custom:?}").contains("s3cr3t"));
+        let ph = custom.placeholder.clone();
+        proxy.set_secrets("sb1", vec![custom, service]);
+        let bearer = format!("Bearer {ph}");
+        let with = [
+            ("authorization", bearer.as_str()),
+            ("x-api-key", PROXY_MANAGED),
+        ];
+        let (_, _, body) = send(&mut h, "secure.test", &with).await;
+        assert_eq!(
+            body,
+            "host=secure.test auth=Bearer s3cr3t-custom-value key=Key svc-token-value"
+        );
+        // Absent headers are not added.
+        let (_, _, body) = send(&mut h, "secure.test", &[]).await;
+        assert_eq!(body, "host=secure.test auth=- key=-");
+        // Another host (same upstream, same certificate) gets the placeholders unchanged.
+        let (mut other, _) = open(addr, "other.test:443", &[ca.cert_der()]).await;
+        let (_, _, body) = send(&mut other, "other.test", &with).await;
+        assert_eq!(
+            body,
+            format!("host=other.test auth=Bearer {ph} key={PROXY_MANAGED}")
+        );
+        // Plain HTTP to the secret's host: never injected.
+        let plain = format!(
+            "GET http://secure.test/ HTTP/1.1\r\nHost: secure.test\r\nAuthorization: Bearer {ph}\r\nConnection: close\r\n\r\n"
+        );
+        let r = raw(addr, &plain).await;
+        assert!(r.ends_with(&format!("auth=Bearer {ph} key=-")), "{r}");
+
+        // Host must agree with the CONNECT target: refused, logged, the upstream never asked.
+        let before = last_seq(&proxy);
+        let (st, hd, body) = send(&mut other, "secure.test", &with).await;
+        assert_eq!((st, reason(&hd)), (421, Some("host-mismatch")), "{body}");
+        let e = wait_for(&proxy, before, |_| true).await;
+        assert_eq!(
+            (e.reason, e.proxy_type, e.status),
+            (LogReason::HostMismatch, ProxyType::Intercepted, Some(421))
+        );
+
+        // A rule change applies to the next request on the same intercepted connection.
+        proxy
+            .policy()
+            .add(&Scope::Global, Action::Deny, "secure.test")
+            .unwrap();
+        let (st, hd, _) = send(&mut h, "secure.test", &[]).await;
+        assert_eq!((st, reason(&hd)), (403, Some("denied-by-rule")));
+        proxy
+            .policy()
+            .remove(&Scope::Global, Action::Deny, "secure.test")
+            .unwrap();
+        let (mut h, _) = open(addr, "secure.test:443", &[ca.cert_der()]).await;
+        let (st, _, body) = send(&mut h, "secure.test", &with).await;
+        assert_eq!(st, 200);
+        assert!(body.contains("s3cr3t-custom-value"));
+
+        // No secret value anywhere in the log.
+        let log = proxy.log().snapshot();
+        assert!(log.len() >= 8, "{log:#?}");
+        for e in &log {
+            let text = format!("{e:?} {}", serde_json::to_string(e).unwrap());
+            assert!(
+                !text.contains("s3cr3t-custom-value") && !text.contains("svc-token-value"),
+                "{text}"
+            );
+        }
+        assert!(log.iter().any(|e| e.message.contains(&ph)), "{log:#?}");
+        proxy.shutdown().await;
+    });
+}
+
+#[test]
+fn intercept_failures_bypass_and_sandboxes_without_ca() {
+    in_netns(|| async {
+        let pki = TestPki::new("test root");
+        let proxy = fake_internet(&pki).await;
+        let addr = proxy
+            .listen("127.0.0.1:0".parse().unwrap(), Some("sb1".into()))
+            .await
+            .unwrap();
+        let no_ca = proxy
+            .listen("127.0.0.1:0".parse().unwrap(), Some("sb2".into()))
+            .await
+            .unwrap();
+        let ca = Arc::new(ProxyCa::generate("sb1").unwrap());
+        proxy.set_sandbox_ca("sb1", ca.clone());
+
+        // An upstream whose certificate the proxy does not trust: 502 to the client, typed entry.
+        let before = last_seq(&proxy);
+        let (mut h, _) = open(addr, "evil.test:443", &[ca.cert_der()]).await;
+        let (st, hd, body) = send(&mut h, "evil.test", &[]).await;
+        assert_eq!(
+            (st, reason(&hd)),
+            (502, Some("upstream-certificate")),
+            "{body}"
+        );
+        let e = wait_for(&proxy, before, |_| true).await;
+        assert_eq!(
+            (e.reason, e.proxy_type),
+            (LogReason::UpstreamCertificate, ProxyType::Intercepted),
+            "{e:?}"
+        );
+
+        // A client that does not trust the sandbox CA: typed entry for the CONNECT.
+        let before = last_seq(&proxy);
+        let (s, _) = tunnel(addr, "secure.test:443").await;
+        assert!(tls(s, "secure.test", &[&pki.der]).await.is_err());
+        let e = wait_for(&proxy, before, |_| true).await;
+        assert_eq!(
+            (e.reason, e.proxy_type),
+            (LogReason::ClientRejectedCertificate, ProxyType::Connect),
+            "{e:?}"
+        );
+        // Garbage instead of a ClientHello.
+        let before = last_seq(&proxy);
+        let (mut s, _) = tunnel(addr, "secure.test:443").await;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: secure.test\r\n\r\n")
+            .await
+            .unwrap();
+        let e = wait_for(&proxy, before, |_| true).await;
+        assert_eq!(e.reason, LogReason::ClientTls, "{e:?}");
+        drop(s);
+        // The proxy still serves.
+        let (mut h, _) = open(addr, "secure.test:443", &[ca.cert_der()]).await;
+        assert_eq!(send(&mut h, "secure.test", &[]).await.0, 200);
+
+        // Bypass: a plain tunnel, the client sees the upstream's own certificate.
+        let upstream_leaf = {
+            let (s, head) = tunnel(addr, "pinned.test:443").await;
+            assert!(head.contains("x-sandboxd-decision: allowed"), "{head}");
+            let t = tls(s, "pinned.test", &[&pki.der]).await.unwrap();
+            t.get_ref().1.peer_certificates().unwrap()[0].clone()
+        };
+        assert_ne!(&upstream_leaf, &ca.leaf("pinned.test").unwrap().cert[0]);
+        let e = wait_for(&proxy, 0, |e| e.host == "pinned.test").await;
+        assert_eq!(e.proxy_type, ProxyType::Connect);
+        assert!(e.message.contains("bypass") && e.bytes_down > 0, "{e:?}");
+
+        // A sandbox without a CA: a plain tunnel.
+        let (s, _) = tunnel(no_ca, "secure.test:443").await;
+        let t = tls(s, "secure.test", &[&pki.der]).await.unwrap();
+        assert_eq!(t.get_ref().1.peer_certificates().unwrap()[0], upstream_leaf);
+        // Forgotten: its CONNECTs are plain tunnels again.
+        proxy.forget_sandbox("sb1");
+        let (s, _) = tunnel(addr, "secure.test:443").await;
+        assert!(tls(s, "secure.test", &[ca.cert_der()]).await.is_err());
+        proxy.shutdown().await;
+    });
+}

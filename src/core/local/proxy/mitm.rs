@@ -168,6 +168,9 @@ pub(super) fn client_config(opts: &ProxyOptions) -> Result<Arc<rustls::ClientCon
             return Err(format!("extra root PEM {i}: no certificate"));
         }
     }
+    if roots.is_empty() {
+        return Err("no trust roots (the OS store is empty or off, and no extra_roots_pem)".into());
+    }
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -513,4 +516,71 @@ async fn connect_upstream(s: &Session, slot: &mut Upstream) -> Result<(), (LogRe
     });
     slot.sender = Some(sender);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn injection_rules() {
+        let host = |h: &str| policy::parse_host(h).unwrap();
+        let c = Secret::custom("VAL", &["api.test", "10.0.0.1"], "Authorization");
+        let ph = c.placeholder.clone();
+        assert!(ph.starts_with(SECRET_PREFIX) && ph.len() == SECRET_PREFIX.len() + 32);
+        assert_ne!(ph, new_placeholder());
+        let m = Secret::service("TOK", &["api.test"], "x-api-key", "");
+        let all = [c, m];
+        // Every occurrence in the configured header; other headers untouched; names normalised.
+        let mut h = headers(&[
+            ("authorization", &format!("Basic {ph}:{ph}")),
+            ("x-other", &ph),
+            ("x-api-key", "proxy-managed"),
+        ]);
+        let applied = inject(&all, &host("API.test."), &mut h);
+        assert_eq!(applied, vec![ph.clone(), PROXY_MANAGED.to_string()]);
+        assert_eq!(h["authorization"], "Basic VAL:VAL");
+        assert!(h["authorization"].is_sensitive());
+        assert_eq!(h["x-other"], ph.as_str());
+        assert_eq!(h["x-api-key"], "TOK");
+        // IP hosts; a subdomain is another host; an absent header is not added.
+        let mut h = headers(&[("authorization", &ph)]);
+        assert_eq!(inject(&all, &host("10.0.0.1"), &mut h).len(), 1);
+        let mut h = headers(&[("authorization", &ph)]);
+        assert!(inject(&all, &host("x.api.test"), &mut h).is_empty());
+        assert_eq!(h["authorization"], ph.as_str());
+        let mut h = HeaderMap::new();
+        assert!(inject(&all, &host("api.test"), &mut h).is_empty());
+        assert!(h.is_empty());
+        // A value that is not a valid header value is not applied (and not echoed anywhere).
+        let bad = Secret::custom("a\nb", &["api.test"], "authorization");
+        let mut h = headers(&[("authorization", &bad.placeholder)]);
+        assert!(inject(std::slice::from_ref(&bad), &host("api.test"), &mut h).is_empty());
+        assert!(!format!("{bad:?}").contains("a\\nb"));
+    }
+
+    #[test]
+    fn trust_roots() {
+        let opts = |system: bool, extra: Vec<String>| ProxyOptions {
+            system_roots: system,
+            extra_roots_pem: extra,
+            ..ProxyOptions::default()
+        };
+        assert!(client_config(&opts(false, vec![])).is_err());
+        let e = client_config(&opts(false, vec!["not a pem".into()])).unwrap_err();
+        assert!(e.contains("extra root PEM 0"), "{e}");
+        let ca = ProxyCa::generate("t").unwrap();
+        assert!(client_config(&opts(false, vec![ca.cert_pem().into()])).is_ok());
+    }
 }

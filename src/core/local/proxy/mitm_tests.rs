@@ -111,7 +111,7 @@ async fn plain_upstream(addr: &str) {
 async fn fake_internet(pki: &TestPki) -> Proxy {
     https_upstream(
         "198.18.0.1:443",
-        pki.leaf(&["secure.test", "other.test", "pinned.test"]),
+        pki.leaf(&["secure.test", "other.test", "pinned.test", "198.18.0.1"]),
     )
     .await;
     https_upstream("198.18.0.2:443", TestPki::new("evil").leaf(&["evil.test"])).await;
@@ -124,7 +124,13 @@ async fn fake_internet(pki: &TestPki) -> Proxy {
         .with("pinned.test", &[a])
         .with("evil.test", &[b]);
     let policy = Arc::new(Policy::new(Preset::DenyAll));
-    for r in ["secure.test", "other.test", "pinned.test", "evil.test"] {
+    for r in [
+        "secure.test",
+        "other.test",
+        "pinned.test",
+        "evil.test",
+        "198.18.0.1:443",
+    ] {
         policy.add(&Scope::Global, Action::Allow, r).unwrap();
     }
     policy
@@ -281,6 +287,11 @@ fn intercepted_https_secrets_host_check_and_rule_changes() {
         // `host:443` agrees with a CONNECT to port 443.
         let (st, _, _) = send(&mut h, "Secure.Test:443", &[]).await;
         assert_eq!(st, 200);
+        // An IP target: the leaf names the address, the upstream is verified by its IP SAN.
+        let (mut ip, chain) = open(addr, "198.18.0.1:443", &[ca.cert_der()]).await;
+        assert_eq!(&chain[0], &ca.leaf("198.18.0.1").unwrap().cert[0]);
+        let (st, _, body) = send(&mut ip, "198.18.0.1", &[]).await;
+        assert_eq!((st, body.as_str()), (200, "host=198.18.0.1 auth=- key=-"));
 
         // Secrets: only towards their hosts, only in their header.
         let custom = Secret::custom("s3cr3t-custom-value", &["secure.test"], "authorization");
@@ -412,12 +423,26 @@ fn intercept_failures_bypass_and_sandboxes_without_ca() {
         let (mut h, _) = open(addr, "secure.test:443", &[ca.cert_der()]).await;
         assert_eq!(send(&mut h, "secure.test", &[]).await.0, 200);
 
-        // Bypass: a plain tunnel, the client sees the upstream's own certificate.
+        // Bypass: a plain tunnel, the client sees the upstream's own certificate, and a secret for the host is
+        // not injected (the proxy cannot see inside).
+        let custom = Secret::custom("s3cr3t-bypass", &["pinned.test"], "authorization");
+        let ph = custom.placeholder.clone();
+        proxy.set_secrets("sb1", vec![custom]);
         let upstream_leaf = {
             let (s, head) = tunnel(addr, "pinned.test:443").await;
             assert!(head.contains("x-sandboxd-decision: allowed"), "{head}");
             let t = tls(s, "pinned.test", &[&pki.der]).await.unwrap();
-            t.get_ref().1.peer_certificates().unwrap()[0].clone()
+            let leaf = t.get_ref().1.peer_certificates().unwrap()[0].clone();
+            let (mut h, conn) = hyper::client::conn::http1::handshake(TokioIo::new(t))
+                .await
+                .unwrap();
+            let conn = tokio::spawn(conn);
+            let auth = format!("Bearer {ph}");
+            let (_, _, body) = send(&mut h, "pinned.test", &[("authorization", &auth)]).await;
+            assert_eq!(body, format!("host=pinned.test auth={auth} key=-"));
+            drop(h);
+            let _ = conn.await;
+            leaf
         };
         assert_ne!(&upstream_leaf, &ca.leaf("pinned.test").unwrap().cert[0]);
         let e = wait_for(&proxy, 0, |e| e.host == "pinned.test").await;

@@ -358,6 +358,10 @@ async fn handle(s: Arc<Session>, req: Request<Incoming>) -> Response<ProxyBody> 
     p.entry.status = None;
     p.entry.message = String::new();
     let target = &s.target;
+    if req.method() == hyper::Method::CONNECT {
+        let msg = format!("CONNECT inside the intercepted tunnel to {target}");
+        return p.refuse(StatusCode::BAD_REQUEST, LogReason::InvalidTarget, msg);
+    }
     let asked = asked_authority(&req);
     let agrees = asked
         .as_deref()

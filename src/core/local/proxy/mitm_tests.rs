@@ -353,6 +353,20 @@ fn intercepted_https_secrets_host_check_and_rule_changes() {
         assert_eq!(st, 200);
         assert!(body.contains("s3cr3t-custom-value"));
 
+        // A CONNECT inside the intercepted tunnel is refused.
+        let (mut h, _) = open(addr, "secure.test:443", &[ca.cert_der()]).await;
+        let req = Request::builder()
+            .method("CONNECT")
+            .uri("secure.test:443")
+            .header("host", "secure.test:443")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = h.send_request(req).await.unwrap();
+        assert_eq!(
+            (resp.status().as_u16(), reason(resp.headers())),
+            (400, Some("invalid-target"))
+        );
+
         // No secret value anywhere in the log.
         let log = proxy.log().snapshot();
         assert!(log.len() >= 8, "{log:#?}");

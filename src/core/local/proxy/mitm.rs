@@ -11,7 +11,8 @@
 //! to the client.
 //!
 //! Secrets ([`Secret`]) are applied only here: to intercepted requests towards the secret's exact hosts, over the
-//! upstream connection the proxy verified; never to plain HTTP nor inside a bypass tunnel. Only the secret's
+//! upstream connection the proxy verified, on a listener bound to the sandbox; never to plain HTTP, inside a bypass
+//! tunnel, or for a sandbox named only by `Proxy-Authorization` on a shared listener. Only the secret's
 //! configured header is touched, and only when the client sent it: a header that is absent stays absent.
 
 use super::{
@@ -237,18 +238,36 @@ struct Session {
     upstream_addr: SocketAddr,
     upstream: tokio::sync::Mutex<Upstream>,
     served: AtomicU64,
+    bound: bool,
 }
 
-/// Intercepts an allowed CONNECT: `tcp` is already connected to the checked `upstream_addr`.
-pub(super) async fn intercept(
-    p: Pending,
-    on_upgrade: hyper::upgrade::OnUpgrade,
-    tcp: TcpStream,
-    upstream_addr: SocketAddr,
-    target: Target,
-    addrs: Vec<IpAddr>,
-    ca: Arc<ProxyCa>,
-) {
+/// What an allowed CONNECT to intercept was decided with.
+pub(super) struct Intercept {
+    /// Already connected to `upstream_addr`, one of the checked `addrs`.
+    pub tcp: TcpStream,
+    /// The checked address `tcp` is connected to (reconnections go there too).
+    pub upstream_addr: SocketAddr,
+    /// The CONNECT target (the leaf's name, the upstream SNI, what each request's `Host` must name).
+    pub target: Target,
+    /// The addresses the target resolved to and was checked with (each request is decided on them again).
+    pub addrs: Vec<IpAddr>,
+    /// The sandbox's CA.
+    pub ca: Arc<ProxyCa>,
+    /// Whether the sandbox is the listener's (secrets are applied only then: a `Proxy-Authorization` user name on
+    /// a shared listener is a claim, not proof).
+    pub bound: bool,
+}
+
+/// Intercepts an allowed CONNECT.
+pub(super) async fn intercept(p: Pending, on_upgrade: hyper::upgrade::OnUpgrade, ic: Intercept) {
+    let Intercept {
+        tcp,
+        upstream_addr,
+        target,
+        addrs,
+        ca,
+        bound,
+    } = ic;
     let shared = p.shared.clone();
     let mut entry = p.entry;
     let Ok(upgraded) = on_upgrade.await else {
@@ -300,6 +319,7 @@ pub(super) async fn intercept(
             sender: None,
         }),
         served: AtomicU64::new(0),
+        bound,
     });
     let svc = {
         let session = session.clone();
@@ -401,6 +421,7 @@ async fn handle(s: Arc<Session>, req: Request<Incoming>) -> Response<ProxyBody> 
     };
     let secrets = sb
         .as_deref()
+        .filter(|_| s.bound)
         .map(|id| s.shared.secrets(id))
         .unwrap_or_default();
     let applied = inject(&secrets, &target.host, &mut parts.headers);

@@ -153,8 +153,13 @@ async fn fake_internet(pki: &TestPki) -> Proxy {
 
 /// Opens a CONNECT tunnel and reads the proxy's answer head (nothing past it).
 async fn tunnel(proxy: SocketAddr, authority: &str) -> (TcpStream, String) {
+    tunnel_with(proxy, authority, "").await
+}
+
+/// [`tunnel`] with more header lines.
+async fn tunnel_with(proxy: SocketAddr, authority: &str, extra: &str) -> (TcpStream, String) {
     let mut s = TcpStream::connect(proxy).await.unwrap();
-    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
+    let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{extra}\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
@@ -197,7 +202,17 @@ async fn open(
     authority: &str,
     roots: &[&CertificateDer<'static>],
 ) -> (SendRequest<Full<Bytes>>, Vec<CertificateDer<'static>>) {
-    let (s, head) = tunnel(proxy, authority).await;
+    open_with(proxy, authority, roots, "").await
+}
+
+/// [`open`] with more CONNECT header lines.
+async fn open_with(
+    proxy: SocketAddr,
+    authority: &str,
+    roots: &[&CertificateDer<'static>],
+    extra: &str,
+) -> (SendRequest<Full<Bytes>>, Vec<CertificateDer<'static>>) {
+    let (s, head) = tunnel_with(proxy, authority, extra).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     let host = authority.split(':').next().unwrap();
     let t = tls(s, host, roots).await.unwrap();
@@ -319,6 +334,20 @@ fn intercepted_https_secrets_host_check_and_rule_changes() {
         assert_eq!(
             body,
             format!("host=other.test auth=Bearer {ph} key={PROXY_MANAGED}")
+        );
+        // A shared listener where the CONNECT claims sb1 by Proxy-Authorization: intercepted with sb1's CA, but a
+        // claim is not proof, so no secret.
+        let shared = proxy
+            .listen("127.0.0.1:0".parse().unwrap(), None)
+            .await
+            .unwrap();
+        let (mut claimed, _) =
+            open_with(shared, "secure.test:443", &[ca.cert_der()], &basic("sb1")).await;
+        let (st, _, body) = send(&mut claimed, "secure.test", &with).await;
+        assert_eq!(st, 200);
+        assert_eq!(
+            body,
+            format!("host=secure.test auth=Bearer {ph} key={PROXY_MANAGED}")
         );
         // Plain HTTP to the secret's host: never injected.
         let plain = format!(

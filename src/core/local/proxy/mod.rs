@@ -217,7 +217,7 @@ impl Proxy {
             .ca = Some(ca);
     }
 
-    /// Replaces a sandbox's secrets (applied from its next intercepted request on).
+    /// Replaces a sandbox's secrets, applied from its next intercepted request on, on listeners bound to it only.
     pub fn set_secrets(&self, id: &str, secrets: Vec<Secret>) {
         self.shared
             .sandboxes_mut()
@@ -595,7 +595,15 @@ async fn handle(
         // Intercepted when the sandbox has a CA and no bypass rule matched; otherwise a plain tunnel.
         let ca = sb.filter(|_| !d.bypass).and_then(|s| shared.sandbox_ca(s));
         if let Some(ca) = ca {
-            let task = mitm::intercept(p, on_upgrade, stream, sa, target, addrs, ca);
+            let ic = mitm::Intercept {
+                tcp: stream,
+                upstream_addr: sa,
+                target,
+                addrs,
+                ca,
+                bound: conn.sandbox.is_some(),
+            };
+            let task = mitm::intercept(p, on_upgrade, ic);
             shared.tasks.spawn(task);
             let mut resp = Response::new(full(String::new()));
             resp.headers_mut().insert(

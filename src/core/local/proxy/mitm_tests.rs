@@ -503,3 +503,47 @@ fn intercept_failures_bypass_and_sandboxes_without_ca() {
         proxy.shutdown().await;
     });
 }
+
+#[test]
+fn many_intercepted_connections_at_once() {
+    in_netns(|| async {
+        let pki = TestPki::new("test root");
+        let proxy = fake_internet(&pki).await;
+        let addr = proxy
+            .listen("127.0.0.1:0".parse().unwrap(), Some("sb1".into()))
+            .await
+            .unwrap();
+        let ca = Arc::new(ProxyCa::generate("sb1").unwrap());
+        proxy.set_sandbox_ca("sb1", ca.clone());
+        // 100 intercepted connections opened and held, then each asks twice.
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            held.push(open(addr, "secure.test:443", &[ca.cert_der()]).await.0);
+        }
+        let mut tasks = Vec::new();
+        for mut h in held {
+            tasks.push(tokio::spawn(async move {
+                let a = send(&mut h, "secure.test", &[]).await.0;
+                let b = send(&mut h, "secure.test", &[]).await.0;
+                (a, b)
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), (200, 200));
+        }
+        // Entries are written when response bodies end; then the tunnels close (and add none).
+        wait_for(&proxy, 199, |_| true).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = proxy.log().snapshot();
+        assert_eq!(
+            log.len(),
+            200,
+            "one entry per request, none for the tunnels"
+        );
+        assert!(log
+            .iter()
+            .all(|e| e.proxy_type == ProxyType::Intercepted && e.status == Some(200)));
+        assert_eq!(ca.cached_leaves(), 1);
+        proxy.shutdown().await;
+    });
+}

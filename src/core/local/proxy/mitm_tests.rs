@@ -109,6 +109,11 @@ async fn plain_upstream(addr: &str) {
 /// The fake HTTPS internet: secure.test and other.test on 198.18.0.1 (signed by the test root), evil.test on
 /// 198.18.0.2 (self-signed), pinned.test (bypass) on 198.18.0.1.
 async fn fake_internet(pki: &TestPki) -> Proxy {
+    fake_internet_with(pki, Duration::from_secs(5)).await
+}
+
+/// [`fake_internet`] with a header (and client TLS handshake) timeout.
+async fn fake_internet_with(pki: &TestPki, header_timeout: Duration) -> Proxy {
     https_upstream(
         "198.18.0.1:443",
         pki.leaf(&["secure.test", "other.test", "pinned.test", "198.18.0.1"]),
@@ -141,7 +146,7 @@ async fn fake_internet(pki: &TestPki) -> Proxy {
         ProxyOptions {
             resolver,
             log_capacity: 256,
-            header_timeout: Duration::from_secs(5),
+            header_timeout,
             connect_timeout: Duration::from_secs(2),
             system_roots: false,
             extra_roots_pem: vec![pki.pem.clone()],
@@ -544,6 +549,47 @@ fn many_intercepted_connections_at_once() {
             .iter()
             .all(|e| e.proxy_type == ProxyType::Intercepted && e.status == Some(200)));
         assert_eq!(ca.cached_leaves(), 1);
+        proxy.shutdown().await;
+    });
+}
+
+#[test]
+fn slow_clients_inside_an_intercepted_tunnel() {
+    in_netns(|| async {
+        let pki = TestPki::new("test root");
+        let proxy = fake_internet_with(&pki, Duration::from_millis(300)).await;
+        let addr = proxy
+            .listen("127.0.0.1:0".parse().unwrap(), Some("sb1".into()))
+            .await
+            .unwrap();
+        let ca = Arc::new(ProxyCa::generate("sb1").unwrap());
+        proxy.set_sandbox_ca("sb1", ca.clone());
+        // CONNECT, then no ClientHello.
+        let (_s, _) = tunnel(addr, "secure.test:443").await;
+        let e = wait_for(&proxy, 0, |_| true).await;
+        assert_eq!(
+            (e.reason, e.proxy_type),
+            (LogReason::HeaderTimeout, ProxyType::Connect),
+            "{e:?}"
+        );
+        // A handshake, then half a request head.
+        let before = last_seq(&proxy);
+        let (s, _) = tunnel(addr, "secure.test:443").await;
+        let mut t = tls(s, "secure.test", &[ca.cert_der()]).await.unwrap();
+        t.write_all(b"GET / HTTP/1.1\r\nHost: secure.te")
+            .await
+            .unwrap();
+        t.flush().await.unwrap();
+        let e = wait_for(&proxy, before, |_| true).await;
+        assert_eq!(
+            (e.reason, e.proxy_type),
+            (LogReason::HeaderTimeout, ProxyType::Connect),
+            "{e:?}"
+        );
+        assert!(e.message.contains("no request read"), "{e:?}");
+        // Still serving.
+        let (mut h, _) = open(addr, "secure.test:443", &[ca.cert_der()]).await;
+        assert_eq!(send(&mut h, "secure.test", &[]).await.0, 200);
         proxy.shutdown().await;
     });
 }

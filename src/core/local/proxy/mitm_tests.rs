@@ -127,6 +127,7 @@ async fn fake_internet_with(pki: &TestPki, header_timeout: Duration) -> Proxy {
         .with("secure.test", &[a])
         .with("other.test", &[a])
         .with("pinned.test", &[a])
+        .with("plain.test", &[a])
         .with("evil.test", &[b]);
     let policy = Arc::new(Policy::new(Preset::DenyAll));
     for r in [
@@ -135,6 +136,7 @@ async fn fake_internet_with(pki: &TestPki, header_timeout: Duration) -> Proxy {
         "pinned.test",
         "evil.test",
         "198.18.0.1:443",
+        "plain.test:80",
     ] {
         policy.add(&Scope::Global, Action::Allow, r).unwrap();
     }
@@ -447,6 +449,14 @@ fn intercept_failures_bypass_and_sandboxes_without_ca() {
             (LogReason::UpstreamCertificate, ProxyType::Intercepted),
             "{e:?}"
         );
+
+        // An upstream that does not speak TLS (plain HTTP on :80): 502, upstream-tls.
+        let before = last_seq(&proxy);
+        let (mut h, _) = open(addr, "plain.test:80", &[ca.cert_der()]).await;
+        let (st, hd, body) = send(&mut h, "plain.test:80", &[]).await;
+        assert_eq!((st, reason(&hd)), (502, Some("upstream-tls")), "{body}");
+        let e = wait_for(&proxy, before, |_| true).await;
+        assert_eq!(e.reason, LogReason::UpstreamTls, "{e:?}");
 
         // A client that does not trust the sandbox CA: typed entry for the CONNECT.
         let before = last_seq(&proxy);

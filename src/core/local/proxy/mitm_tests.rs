@@ -109,7 +109,7 @@ async fn plain_upstream(addr: &str) {
 /// The fake HTTPS internet: secure.test and other.test on 198.18.0.1 (signed by the test root), evil.test on
 /// 198.18.0.2 (self-signed), pinned.test (bypass) on 198.18.0.1.
 async fn fake_internet(pki: &TestPki) -> Proxy {
-    fake_internet_with(pki, Duration::from_secs(5)).await
+    fake_internet_with(pki, HEADER_TIMEOUT).await
 }
 
 /// [`fake_internet`] with a header (and client TLS handshake) timeout.
@@ -523,7 +523,8 @@ fn intercept_failures_bypass_and_sandboxes_without_ca() {
 fn many_intercepted_connections_at_once() {
     in_netns(|| async {
         let pki = TestPki::new("test root");
-        let proxy = fake_internet(&pki).await;
+        // Held connections idle until all are open: a header timeout well above that (under load, too).
+        let proxy = fake_internet_with(&pki, Duration::from_secs(120)).await;
         let addr = proxy
             .listen("127.0.0.1:0".parse().unwrap(), Some("sb1".into()))
             .await

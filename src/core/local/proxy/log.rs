@@ -17,8 +17,10 @@ pub const DEFAULT_CAPACITY: usize = 4096;
 pub enum ProxyType {
     /// An absolute-form HTTP request (`GET http://host/path`), forwarded.
     Forward,
-    /// A `CONNECT host:port` tunnel.
+    /// A `CONNECT host:port` tunnel (plain, or for an intercepted one: the tunnel when it carried no request).
     Connect,
+    /// One HTTPS request inside an intercepted `CONNECT` (TLS terminated by the proxy).
+    Intercepted,
     /// No request could be read (garbage, a half request, slow headers).
     None,
 }
@@ -57,6 +59,18 @@ pub enum LogReason {
     RequestTooLarge,
     /// The client connection failed otherwise.
     ClientError,
+    /// An intercepted request's `Host` does not name the CONNECT target (`421`).
+    HostMismatch,
+    /// The client refused the proxy's certificate (it does not trust the sandbox CA).
+    ClientRejectedCertificate,
+    /// The TLS handshake with the client failed otherwise (not TLS, a protocol error).
+    ClientTls,
+    /// The upstream's certificate did not verify against the proxy's trust roots.
+    UpstreamCertificate,
+    /// The TLS handshake with the upstream failed otherwise.
+    UpstreamTls,
+    /// The proxy could not set up interception (minting the leaf certificate failed).
+    InterceptFailed,
 }
 
 impl LogReason {
@@ -78,6 +92,12 @@ impl LogReason {
             LogReason::HeaderTimeout => "header-timeout",
             LogReason::RequestTooLarge => "request-too-large",
             LogReason::ClientError => "client-error",
+            LogReason::HostMismatch => "host-mismatch",
+            LogReason::ClientRejectedCertificate => "client-rejected-certificate",
+            LogReason::ClientTls => "client-tls",
+            LogReason::UpstreamCertificate => "upstream-certificate",
+            LogReason::UpstreamTls => "upstream-tls",
+            LogReason::InterceptFailed => "intercept-failed",
         }
     }
 }

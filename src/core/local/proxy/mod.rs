@@ -1,5 +1,6 @@
 //! LocalSandboxd's filtering forward proxy (hyper 1): absolute-form HTTP requests are forwarded and `CONNECT`
-//! opens a tunnel (no TLS interception yet), each decided by the policy engine ([`crate::core::policy`]) on the
+//! opens a tunnel, or, when the sandbox has a CA and no bypass rule matches, is intercepted ([`mitm`]: TLS
+//! terminated with a leaf from the sandbox's CA, the upstream verified, secrets injected), each decided by the policy engine ([`crate::core::policy`]) on the
 //! address the proxy will connect to: the name is checked, resolved, every address checked, and the connection
 //! made to one of the checked addresses. Refusals are `403` with `x-sandboxd-reason` (and `x-sandboxd-rule`)
 //! headers and a one-line body. Every request, and every connection that never made one (garbage, a half request,
@@ -10,11 +11,15 @@
 //! that header, so a sandbox cannot claim another's rules.
 
 pub mod log;
+pub mod mitm;
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests;
 
 pub use log::{DecisionLog, LogEntry, LogReason, ProxyType};
+pub use mitm::{new_placeholder, Secret, PROXY_MANAGED, SECRET_PREFIX};
+
+use crate::core::local::ca::ProxyCa;
 
 use crate::core::policy::{self, Decision, Host, Policy, Reason, Target};
 use base64::Engine as _;
@@ -30,7 +35,7 @@ use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -110,6 +115,10 @@ pub struct ProxyOptions {
     pub header_timeout: Duration,
     /// How long connecting to one upstream address may take ([`CONNECT_TIMEOUT`]).
     pub connect_timeout: Duration,
+    /// Whether intercepted upstreams are verified against the OS trust store (rustls-native-certs).
+    pub system_roots: bool,
+    /// More CA certificates (PEM, one or more each) that intercepted upstreams are verified against.
+    pub extra_roots_pem: Vec<String>,
 }
 
 impl Default for ProxyOptions {
@@ -119,13 +128,25 @@ impl Default for ProxyOptions {
             log_capacity: log::DEFAULT_CAPACITY,
             header_timeout: HEADER_TIMEOUT,
             connect_timeout: CONNECT_TIMEOUT,
+            system_roots: true,
+            extra_roots_pem: Vec::new(),
         }
     }
+}
+
+/// A sandbox's interception state: its CA and its secrets.
+#[derive(Default)]
+struct SandboxTls {
+    ca: Option<Arc<ProxyCa>>,
+    secrets: Arc<Vec<Secret>>,
 }
 
 struct Shared {
     policy: Arc<Policy>,
     opts: ProxyOptions,
+    /// The upstream TLS client configuration, or why the trust roots could not be loaded.
+    trust: std::result::Result<Arc<rustls::ClientConfig>, String>,
+    sandboxes: RwLock<HashMap<String, SandboxTls>>,
     log: DecisionLog,
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -165,6 +186,8 @@ impl Proxy {
         Proxy {
             shared: Arc::new(Shared {
                 policy,
+                trust: mitm::client_config(&opts),
+                sandboxes: RwLock::new(HashMap::new()),
                 log: DecisionLog::new(opts.log_capacity),
                 opts,
                 stop: CancellationToken::new(),
@@ -177,6 +200,35 @@ impl Proxy {
     /// The policy store.
     pub fn policy(&self) -> &Arc<Policy> {
         &self.shared.policy
+    }
+
+    /// Why the upstream trust roots ([`ProxyOptions`] `system_roots`, `extra_roots_pem`) could not be loaded, if
+    /// they could not: intercepted requests then fail with `upstream-tls`.
+    pub fn trust_error(&self) -> Option<&str> {
+        self.shared.trust.as_ref().err().map(String::as_str)
+    }
+
+    /// Sets a sandbox's CA: its allowed, non-bypass CONNECTs are intercepted from the next one on.
+    pub fn set_sandbox_ca(&self, id: &str, ca: Arc<ProxyCa>) {
+        self.shared
+            .sandboxes_mut()
+            .entry(id.to_string())
+            .or_default()
+            .ca = Some(ca);
+    }
+
+    /// Replaces a sandbox's secrets, applied from its next intercepted request on, on listeners bound to it only.
+    pub fn set_secrets(&self, id: &str, secrets: Vec<Secret>) {
+        self.shared
+            .sandboxes_mut()
+            .entry(id.to_string())
+            .or_default()
+            .secrets = Arc::new(secrets);
+    }
+
+    /// Drops a sandbox's CA and secrets (its rules live in the policy: [`Policy::drop_sandbox`]).
+    pub fn forget_sandbox(&self, id: &str) {
+        self.shared.sandboxes_mut().remove(id);
     }
 
     /// The decision log.
@@ -269,6 +321,22 @@ impl Proxy {
     }
 }
 
+impl Shared {
+    fn sandboxes_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, SandboxTls>> {
+        self.sandboxes.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sandbox_ca(&self, id: &str) -> Option<Arc<ProxyCa>> {
+        let map = self.sandboxes.read().unwrap_or_else(|e| e.into_inner());
+        map.get(id).and_then(|s| s.ca.clone())
+    }
+
+    fn secrets(&self, id: &str) -> Arc<Vec<Secret>> {
+        let map = self.sandboxes.read().unwrap_or_else(|e| e.into_inner());
+        map.get(id).map(|s| s.secrets.clone()).unwrap_or_default()
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.shared.stop.cancel();
@@ -297,22 +365,11 @@ async fn serve_connection(shared: Arc<Shared>, conn: Arc<Conn>, stream: TcpStrea
         _ = shared.stop.cancelled() => return,
     };
     let Err(e) = result else { return };
-    let served_before = conn.requests.load(Ordering::Relaxed);
-    let reason = if e.is_parse_too_large() {
-        LogReason::RequestTooLarge
-    } else if e.is_parse() || e.is_parse_status() || e.is_parse_version_h2() {
-        LogReason::MalformedRequest
-    } else if e.is_timeout() {
-        // An idle keep-alive connection that timed out after serving requests is not an error.
-        if served_before > 0 {
-            return;
-        }
-        LogReason::HeaderTimeout
-    } else if e.is_incomplete_message() {
-        LogReason::IncompleteRequest
-    } else {
-        LogReason::ClientError
-    };
+    // An idle keep-alive connection that timed out after serving requests is not an error.
+    if e.is_timeout() && conn.requests.load(Ordering::Relaxed) > 0 {
+        return;
+    }
+    let reason = serve_error_reason(&e);
     shared.log.push(LogEntry {
         seq: 0,
         sandbox: conn.sandbox.clone(),
@@ -333,6 +390,21 @@ async fn serve_connection(shared: Arc<Shared>, conn: Arc<Conn>, stream: TcpStrea
         started_ms: started,
         ended_ms: 0,
     });
+}
+
+/// Why a client connection ended without a request.
+fn serve_error_reason(e: &hyper::Error) -> LogReason {
+    if e.is_parse_too_large() {
+        LogReason::RequestTooLarge
+    } else if e.is_parse() || e.is_parse_status() || e.is_parse_version_h2() {
+        LogReason::MalformedRequest
+    } else if e.is_timeout() {
+        LogReason::HeaderTimeout
+    } else if e.is_incomplete_message() {
+        LogReason::IncompleteRequest
+    } else {
+        LogReason::ClientError
+    }
 }
 
 /// The `Proxy-Authorization: Basic` user name.
@@ -520,6 +592,29 @@ async fn handle(
     if is_connect {
         p.entry.status = Some(200);
         let on_upgrade = hyper::upgrade::on(&mut req);
+        // Intercepted when the sandbox has a CA and no bypass rule matched; otherwise a plain tunnel.
+        let ca = sb.filter(|_| !d.bypass).and_then(|s| shared.sandbox_ca(s));
+        if let Some(ca) = ca {
+            let ic = mitm::Intercept {
+                tcp: stream,
+                upstream_addr: sa,
+                target,
+                addrs,
+                ca,
+                bound: conn.sandbox.is_some(),
+            };
+            let task = mitm::intercept(p, on_upgrade, ic);
+            shared.tasks.spawn(task);
+            let mut resp = Response::new(full(String::new()));
+            resp.headers_mut().insert(
+                "x-sandboxd-decision",
+                HeaderValue::from_static("intercepted"),
+            );
+            return resp;
+        }
+        if d.bypass {
+            p.entry.message = format!("{} (bypass: not intercepted)", p.entry.message);
+        }
         let stop = shared.stop.clone();
         shared.tasks.spawn(async move {
             let mut entry = p.entry;

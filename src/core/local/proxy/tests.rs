@@ -9,6 +9,9 @@ use std::future::Future;
 use std::sync::atomic::AtomicUsize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+#[path = "mitm_tests.rs"]
+mod mitm_tests;
+
 /// Runs `f` on a thread in a new network namespace, on a runtime of that thread.
 fn in_netns<F, Fut>(f: F)
 where
@@ -173,6 +176,8 @@ fn setup(header_timeout: Duration) -> Proxy {
             log_capacity: 64,
             header_timeout,
             connect_timeout: Duration::from_secs(2),
+            system_roots: false,
+            extra_roots_pem: Vec::new(),
         },
     )
 }

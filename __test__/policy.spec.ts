@@ -4,20 +4,24 @@
 // fixed names; the proxy's resolver knows only those names, and a sandbox's network namespace holds only a
 // loopback with the proxy's listener on it. (busybox 1.35's wget crashes with -T behind a proxy: the exec's
 // timeoutMs bounds each request instead.)
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { LocalSandboxd, Sandboxes, type PolicyLogEntry, type Sandbox } from 'sandboxd'
-import { HOSTS, ensureAddresses, serve } from './helpers/internet.js'
+import { HOSTS, ensureAddresses, serve, serveTls, testPki, type TestPki } from './helpers/internet.js'
 import { rejection, workspace } from './helpers/local.js'
 
 const IMAGE = process.env.SANDBOXD_TEST_IMAGE
 if (!IMAGE) throw new Error('SANDBOXD_TEST_IMAGE is not set: run the suite with `npm test`, which builds it')
+const CURL_IMAGE = process.env.SANDBOXD_CURL_IMAGE
+if (!CURL_IMAGE) throw new Error('SANDBOXD_CURL_IMAGE is not set: run the suite with `npm test`, which builds it')
 
 let local: LocalSandboxd
 let sandboxes: Sandboxes
 let sb: Sandbox
 let closeServers: () => Promise<void>
+let closeTls: () => Promise<void>
+let pki: TestPki
 const ws = workspace('sbx-policy-')
 
 beforeAll(async () => {
@@ -29,9 +33,14 @@ beforeAll(async () => {
     ['198.18.0.2', 80],
     ['127.0.0.1', 18081],
   ])
+  pki = testPki()
+  const closeTrusted = await serveTls([['198.18.0.1', 443], ['198.18.0.2', 443]], pki)
+  const closeSelf = await serveTls([['198.18.0.2', 8443]], { key: pki.selfKey, cert: pki.selfCert })
+  closeTls = async () => { await closeTrusted(); await closeSelf() }
   local = await LocalSandboxd.start({
     backend: 'dockerd',
-    proxy: { hosts: HOSTS, systemResolver: false, preset: 'deny-all' },
+    // The proxy verifies upstreams against the fake internet's CA (and the platform's, which sign nothing here).
+    proxy: { hosts: HOSTS, systemResolver: false, preset: 'deny-all', upstreamCa: [pki.caPem] },
   })
   sandboxes = await Sandboxes.connect({ socketPath: local.socketPath })
   sb = await sandboxes.create({ name: 'pol-main', agent: 'shell', workspace: ws.dir, template: IMAGE })
@@ -41,6 +50,7 @@ afterAll(async () => {
   await sb?.remove({ force: true }).catch(() => {})
   await local?.stop()
   await closeServers?.()
+  await closeTls?.()
   ws.cleanup()
 }, 60_000)
 
@@ -308,5 +318,135 @@ describe('bad input loses nothing', () => {
     const d = await Sandboxes.connect({ socketPath: local.socketPath, backend: 'desktop' })
     const e = await rejection(d.policy.rules())
     expect(e.code).toBe('ERR_UNSUPPORTED')
+  })
+})
+
+describe('HTTPS through the proxy', () => {
+  const SECRET = 'sk-test-7f3a9c1e5b2d4f6a8c0e'
+  const SERVICE_SECRET = 'svc-key-4b8d2f6a0c1e3g5h'
+  let tls: Sandbox
+
+  beforeAll(async () => {
+    const dir = join(ws.dir, 'tls')
+    mkdirSync(dir)
+    tls = await sandboxes.create({
+      name: 'pol-tls',
+      agent: 'shell',
+      workspace: dir,
+      template: CURL_IMAGE,
+      secrets: [
+        { env: 'API_TOKEN', value: SECRET, hosts: ['api.example.test'] },
+        { env: 'SVC_KEY', value: SERVICE_SECRET, hosts: ['other.test'], header: 'x-api-key', managed: true },
+      ],
+    })
+    await tls.policy.allow(['api.example.test', 'other.test', 'untrusted.test:8443'])
+  }, 120_000)
+
+  afterAll(async () => {
+    await tls?.remove({ force: true }).catch(() => {})
+  })
+
+  const curl = async (args: string) => (await tls.sh(`curl -sS --max-time 10 ${args} 2>&1; echo " rc=$?"`, { timeoutMs: 30_000 })).text()
+
+  it('is intercepted: curl inside verifies a leaf from the sandbox CA; the proxy verified the upstream', async () => {
+    const out = await curl('-v https://api.example.test/')
+    expect(out).toContain('upstream host=api.example.test')
+    expect(out).toMatch(/issuer: .*LocalSandboxd/)
+    expect(out).toContain(' rc=0')
+    const log = await tls.policy.log()
+    expect(log).toContainEqual(expect.objectContaining({ host: 'api.example.test:443', allowed: true, proxyType: 'intercepted' }))
+  })
+
+  it('an upstream whose certificate nobody vouches for is refused by the proxy, with a typed log entry', async () => {
+    const out = await curl("-w ' status=%{http_code}' https://untrusted.test:8443/")
+    expect(out).not.toContain('upstream host=')
+    expect(out).toContain('status=502') // the proxy's answer, inside the intercepted connection
+    expect(out).toContain('upstream TLS failed')
+    const log = await tls.policy.log()
+    const entry = log.find((e) => e.host === 'untrusted.test:8443') // allowed by policy, failed at TLS
+    expect(entry?.reason ?? JSON.stringify(log)).toMatch(/^upstream-(certificate|tls)$/)
+  })
+
+  it('a bypassed host is tunnelled: the client sees the upstream\'s own certificate', async () => {
+    await tls.policy.bypass('api.example.test')
+    try {
+      // The sandbox trusts only its proxy CA: the upstream's real certificate fails verification…
+      expect(await curl('https://api.example.test/')).toMatch(/rc=60/)
+      // …and with the fake internet's CA it is the upstream answering, unintercepted.
+      await tls.writeFile('/tmp/fake-ca.pem', pki.caPem)
+      const out = await curl('-v --cacert /tmp/fake-ca.pem https://api.example.test/')
+      expect(out).toContain('upstream host=api.example.test')
+      expect(out).toMatch(/issuer: CN ?= ?sandboxd fake internet CA/)
+    } finally {
+      await tls.policy.remove('api.example.test')
+      await tls.policy.allow('api.example.test')
+    }
+  })
+
+  it('a Host header that disagrees with the CONNECT target is refused', async () => {
+    const out = await curl("-H 'Host: evil.test' https://api.example.test/")
+    expect(out).not.toContain('upstream host=evil.test')
+    expect(out).not.toContain('upstream host=api.example.test')
+  })
+
+  it('a secret reaches its host; the sandbox holds only the placeholder; other hosts get the placeholder', async () => {
+    const env = (await tls.exec(['env'])).text()
+    const placeholder = /API_TOKEN=(sbx-cs-[0-9a-f]+)/.exec(env)?.[1]
+    expect(placeholder).toBeTruthy()
+    expect(env).toContain('SVC_KEY=proxy-managed')
+    expect(env).not.toContain(SECRET)
+    // Its host gets the value, over intercepted HTTPS.
+    expect(await curl('-H "Authorization: Bearer $API_TOKEN" https://api.example.test/')).toContain(`auth=Bearer ${SECRET}`)
+    // Another host gets the placeholder unchanged; so does plain HTTP to its own host.
+    expect(await curl('-H "Authorization: Bearer $API_TOKEN" https://other.test/')).toContain(`auth=Bearer ${placeholder}`)
+    expect(await curl('-H "Authorization: Bearer $API_TOKEN" http://api.example.test/')).toContain(`auth=Bearer ${placeholder}`)
+    // A managed secret: the whole header is written by the proxy for its host only.
+    expect(await curl('-H "x-api-key: $SVC_KEY" https://other.test/')).toContain(`key=${SERVICE_SECRET}`)
+    expect(await curl('-H "x-api-key: $SVC_KEY" https://api.example.test/')).toContain('key=proxy-managed')
+  })
+
+  it('no value in the sandbox\'s files, the log, errors or LocalSandboxd\'s files', async () => {
+    const found = await tls.sh(`grep -rl -e '${SECRET}' -e '${SERVICE_SECRET}' /etc /tmp /root /usr /var /home /bin 2>/dev/null; true`)
+    expect(found.text()).toBe('')
+    const log = JSON.stringify([await sandboxes.policy.log(), await sandboxes.policy.rules()])
+    expect(log).not.toContain(SECRET)
+    expect(log).not.toContain(SERVICE_SECRET)
+    // A refused set names the entry, never the value.
+    const e = await rejection(tls.setSecrets([{ env: 'API_TOKEN', value: SECRET, hosts: ['*.example.test'] }]))
+    expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(e.argument).toBe('secrets[0]')
+    expect(JSON.stringify({ m: e.message, ...e })).not.toContain(SECRET)
+    // Every file under LocalSandboxd's root (engines, state, sockets skipped).
+    const hits: string[] = []
+    const walk = (d: string) => {
+      for (const n of readdirSync(d)) {
+        const p = join(d, n)
+        let st
+        try { st = statSync(p) } catch { continue }
+        if (st.isDirectory()) walk(p)
+        else if (st.isFile() && st.size < 64 << 20) {
+          const b = readFileSync(p)
+          if (b.includes(SECRET) || b.includes(SERVICE_SECRET)) hits.push(p)
+        }
+      }
+    }
+    walk(local.root)
+    expect(hits).toEqual([])
+  })
+
+  it('setSecrets replaces the set: a dropped secret is no longer injected', async () => {
+    const [p] = await tls.setSecrets([{ env: 'API_TOKEN', value: 'second-value-1234', hosts: ['other.test'] }])
+    expect(p).toMatchObject({ env: 'API_TOKEN', hosts: ['other.test'], header: 'authorization' })
+    expect(p.placeholder).toMatch(/^sbx-cs-/)
+    expect(await curl('-H "Authorization: Bearer $API_TOKEN" https://other.test/')).toContain('auth=Bearer second-value-1234')
+    expect(await curl('-H "Authorization: Bearer $API_TOKEN" https://api.example.test/')).toContain(`auth=Bearer ${p.placeholder}`)
+  })
+
+  it('a create whose secrets are refused leaves no sandbox behind', async () => {
+    const dir = join(ws.dir, 'refused')
+    mkdirSync(dir)
+    const e = await rejection(sandboxes.create({ name: 'pol-refused', agent: 'shell', workspace: dir, template: IMAGE, secrets: [{ env: '1BAD', value: 'v', hosts: ['a.test'] }] }))
+    expect(e.code).toBe('ERR_INVALID_ARGUMENT')
+    expect(await sandboxes.get('pol-refused')).toBeNull()
   })
 })

@@ -425,6 +425,11 @@ export declare class Sandbox {
   get info(): SandboxInfo
   /** Whether `await using` removes it (true for handles from `create()`). */
   get owned(): boolean
+  /**
+   * Replaces its secrets (see `SecretInput`); resolves with what it sees of each. Processes started afterwards
+   * get the placeholders in their environment.
+   */
+  setSecrets(secrets: Array<SecretInput>, options?: CallOptions | undefined | null): Promise<Array<SecretPlaceholder>>
   /** This sandbox's network policy: its own rules (with the global ones), checks and log rows. */
   get policy(): NetworkPolicy
   /** Ask the backend for its current state; a sandbox gone since rejects with `ERR_SANDBOX_NOT_FOUND`. */
@@ -549,7 +554,8 @@ export declare class Sandboxes {
   get(name: string, options?: CallOptions | undefined | null): Promise<Sandbox | null>
   /**
    * Create a sandbox; one of that name existing already rejects with `ERR_SANDBOX_CONFLICT`. The handle
-   * owns it: `await using` removes it at the end of the scope.
+   * owns it: `await using` removes it at the end of the scope. With `secrets`, a sandbox whose secrets cannot
+   * be set is removed again and the call rejects.
    */
   create(options: CreateSandboxOptions): Promise<Sandbox>
   /**
@@ -779,6 +785,8 @@ export interface CreateSandboxOptions {
   /** More host directories, mounted at the same paths. */
   additionalWorkspaces?: Array<AdditionalWorkspace>
   labels?: Record<string, string>
+  /** Credentials the sandbox uses through the proxy without holding them (`create` only; sbx). */
+  secrets?: Array<SecretInput>
   /** Aborting rejects with `ABORT_ERR`. */
   signal?: AbortSignal
   /** Deadline in milliseconds (default 15 min: a first create pulls the template). */
@@ -1363,6 +1371,37 @@ export interface SaveOptions {
   signal?: AbortSignal
   /** Deadline in milliseconds (default 15 min). */
   timeoutMs?: number
+}
+
+/**
+ * A credential for a sandbox (`create({ secrets })`, `sandbox.setSecrets()`): inside, `env` holds only a
+ * placeholder; the proxy writes `value` into `header` of HTTPS requests to `hosts` and nowhere else.
+ */
+export interface SecretInput {
+  /** The environment variable that holds the placeholder inside the sandbox. */
+  env: string
+  /** The real credential (never logged, never in an error, never written inside the sandbox). */
+  value: string
+  /** The exact hosts it is sent to (1 to 10; no wildcards). */
+  hosts: Array<string>
+  /** The header it goes into (default `authorization`). */
+  header?: string
+  /** How the header is written: `%s` is the value (default `%s`; e.g. `Bearer %s`). */
+  format?: string
+  /** `true`: the placeholder is `proxy-managed` and the proxy writes the whole header as `format`. */
+  managed?: boolean
+}
+
+/** What the sandbox sees of a secret. */
+export interface SecretPlaceholder {
+  /** The environment variable. */
+  env: string
+  /** Its value inside the sandbox: `sbx-cs-…` or `proxy-managed`. */
+  placeholder: string
+  /** The hosts the real value goes to. */
+  hosts: Array<string>
+  /** The header it goes into. */
+  header: string
 }
 
 /** What `send()` resolves with. */

@@ -40,6 +40,8 @@ export {
   type PolicyPreset,
   type PolicyRule,
   type RuleOptions,
+  type SecretInput,
+  type SecretPlaceholder,
 } from './policy'
 export {
   Sandbox,

@@ -18,6 +18,25 @@ export type PolicyCheck = native.PolicyCheck
 /** The proxy's decisions about one host, grouped by sandbox, proxy type, rule and reason. */
 export type PolicyLogEntry = native.PolicyLogEntry
 
+/**
+ * A credential a sandbox uses without holding it: inside, `env` holds a placeholder (`sbx-cs-…`, or
+ * `proxy-managed` with `managed: true`); the proxy writes the value into `header` of HTTPS requests to `hosts`
+ * (exact names, 1 to 10) and nowhere else. The value is never logged, never in an error, never in argv, never
+ * written inside the sandbox.
+ */
+export type SecretInput = native.SecretInput
+
+/** What a sandbox sees of a secret. */
+export type SecretPlaceholder = native.SecretPlaceholder
+
+const SECRET: check.Shape = { env: 'string', value: 'string', hosts: 'strings', header: 'string', format: 'string', managed: 'boolean' }
+
+/** Checks the shape of a list of secrets (values and hosts are checked by the core); the messages hold no value. */
+export function checkSecrets(name: string, secrets: unknown): void {
+  if (!Array.isArray(secrets)) throw invalidArgument(name, `${name}: expected an array of secrets`)
+  secrets.forEach((s, i) => check.opts(`${name}[${i}]`, s, SECRET, ['env', 'value', 'hosts']))
+}
+
 /** The rule sets `preset()` installs: every public host, a list of common developer hosts, or nothing. */
 export type PolicyPreset = 'allow-all' | 'balanced' | 'deny-all'
 

@@ -8,7 +8,7 @@ import { call, type CallOptions } from './call'
 import * as check from './check'
 import { onTarget, type ExecOptions, type Forward, type ForwardOptions, type ExecProcess, type WriteFileOptions } from './exec'
 import { INTERNAL, bind, internalOnly } from './internal'
-import { NetworkPolicy } from './policy'
+import { NetworkPolicy, checkSecrets, type SecretInput, type SecretPlaceholder } from './policy'
 import type { ExecResult } from './result'
 
 /** The backends a `Sandboxes` client can speak. */
@@ -63,6 +63,11 @@ export interface CreateSandboxOptions extends CallOptions {
   additionalWorkspaces?: AdditionalWorkspace[]
   /** Labels to find it by. */
   labels?: Record<string, string>
+  /**
+   * Credentials it uses through the proxy without holding them (`create` only): see {@link SecretInput}. A
+   * sandbox whose secrets cannot be set is removed again and `create` rejects.
+   */
+  secrets?: SecretInput[]
 }
 
 /** A published port. */
@@ -166,6 +171,7 @@ export class Sandboxes {
   create(options: CreateSandboxOptions): Promise<Sandbox> {
     return call(options?.signal, async () => {
       check.opts('options', options, CREATE, ['agent', 'workspace'])
+      if (options.secrets !== undefined) checkSecrets('secrets', options.secrets)
       return Sandbox.wrap(await this.#inner.create(options))
     })
   }
@@ -256,6 +262,18 @@ export class Sandbox {
    */
   spawn(cmd: string[], options?: ExecOptions): Promise<ExecProcess> {
     return onTarget.spawn(this.#inner, cmd, options)
+  }
+
+  /**
+   * Replace its secrets (see {@link SecretInput}); resolves with what it sees of each. Processes started afterwards
+   * find the placeholders in their environment.
+   */
+  setSecrets(secrets: SecretInput[], options?: CallOptions): Promise<SecretPlaceholder[]> {
+    return call(options?.signal, () => {
+      checkSecrets('secrets', secrets)
+      check.opts('options', options, check.CALL)
+      return this.#inner.setSecrets(secrets, options)
+    })
   }
 
   /**

@@ -3,7 +3,11 @@
 // resolver gets only these fixed answers: no DNS query and no packet leaves the machine). Sandboxes reach them
 // only through the proxy: their own network namespace holds nothing but a loopback.
 import { execFileSync } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
+import { createServer as createTlsServer } from 'node:https'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 
 /** The addresses put on `lo` (kept afterwards: loopback-only, harmless, and shared by concurrent specs). */
 export const ADDRS = ['198.18.0.1', '198.18.0.2'] as const
@@ -20,6 +24,7 @@ export const HOSTS: Record<string, string[]> = {
   'loop.test': ['127.0.0.1'],
   'meta.test': ['169.254.169.254'],
   'mixed.test': ['198.18.0.1', '10.0.0.1'],
+  'untrusted.test': ['198.18.0.2'],
 }
 
 /** Puts the fake internet's addresses on `lo` (root), or fails loudly. */
@@ -33,8 +38,57 @@ export function ensureAddresses(): void {
 /** What an upstream saw: the Host header, method, path, and the headers named in `echo`. */
 function handler(req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse): void {
   const auth = req.headers['authorization'] ?? ''
+  const key = req.headers['x-api-key'] ?? ''
   res.setHeader('content-type', 'text/plain')
-  res.end(`upstream host=${req.headers.host} method=${req.method} path=${req.url} auth=${auth}\n`)
+  res.end(`upstream host=${req.headers.host} method=${req.method} path=${req.url} auth=${auth} key=${key}\n`)
+}
+
+/** A test CA and one server certificate it signed for every fake name and address (openssl, in a temp dir). */
+export interface TestPki {
+  caPem: string
+  key: string
+  cert: string
+  /** A self-signed certificate for the same names that no CA vouches for. */
+  selfKey: string
+  selfCert: string
+}
+
+export function testPki(): TestPki {
+  const dir = mkdtempSync(join(tmpdir(), 'sbx-pki-'))
+  const f = (n: string) => join(dir, n)
+  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  try {
+    const names = Object.keys(HOSTS).map((n) => `DNS:${n}`).concat(['IP:198.18.0.1', 'IP:198.18.0.2'])
+    writeFileSync(f('ext'), `subjectAltName=${names.join(',')}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`)
+    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=sandboxd fake internet CA', '-keyout', f('ca.key'), '-out', f('ca.pem'))
+    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=fake internet', '-keyout', f('srv.key'), '-out', f('srv.csr'))
+    ssl('x509', '-req', '-in', f('srv.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', f('ext'), '-out', f('srv.pem'))
+    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=nobody vouches', '-addext', `subjectAltName=${names.join(',')}`, '-keyout', f('self.key'), '-out', f('self.pem'))
+    const r = (n: string) => readFileSync(f(n), 'utf8')
+    return { caPem: r('ca.pem'), key: r('srv.key'), cert: r('srv.pem'), selfKey: r('self.key'), selfCert: r('self.pem') }
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+/** HTTPS servers at `host:port` pairs with `key`/`cert`. */
+export async function serveTls(at: Array<[string, number]>, tls: { key: string; cert: string }): Promise<() => Promise<void>> {
+  const servers: Server[] = []
+  for (const [host, port] of at) {
+    const s = createTlsServer(tls, handler)
+    await new Promise<void>((resolve, reject) => {
+      s.once('error', reject)
+      s.listen(port, host, () => resolve())
+    })
+    servers.push(s)
+  }
+  return closer(servers)
+}
+
+function closer(servers: Server[]): () => Promise<void> {
+  return async () => {
+    await Promise.all(servers.map((s) => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()) })))
+  }
 }
 
 /** HTTP servers at `host:port` pairs; resolves with a close function. */
@@ -48,7 +102,5 @@ export async function serve(at: Array<[string, number]>): Promise<() => Promise<
     })
     servers.push(s)
   }
-  return async () => {
-    await Promise.all(servers.map((s) => new Promise<void>((r) => { s.closeAllConnections(); s.close(() => r()) })))
-  }
+  return closer(servers)
 }

@@ -310,3 +310,74 @@ impl PolicyLogFollow {
         })
     }
 }
+
+/// A credential for a sandbox (`create({ secrets })`, `sandbox.setSecrets()`): inside, `env` holds only a
+/// placeholder; the proxy writes `value` into `header` of HTTPS requests to `hosts` and nowhere else.
+#[napi(object, object_to_js = false)]
+pub struct SecretInput {
+    /// The environment variable that holds the placeholder inside the sandbox.
+    pub env: String,
+    /// The real credential (never logged, never in an error, never written inside the sandbox).
+    pub value: String,
+    /// The exact hosts it is sent to (1 to 10; no wildcards).
+    pub hosts: Vec<String>,
+    /// The header it goes into (default `authorization`).
+    pub header: Option<String>,
+    /// How the header is written: `%s` is the value (default `%s`; e.g. `Bearer %s`).
+    pub format: Option<String>,
+    /// `true`: the placeholder is `proxy-managed` and the proxy writes the whole header as `format`.
+    pub managed: Option<bool>,
+}
+
+/// What the sandbox sees of a secret.
+#[napi(object)]
+pub struct SecretPlaceholder {
+    /// The environment variable.
+    pub env: String,
+    /// Its value inside the sandbox: `sbx-cs-…` or `proxy-managed`.
+    pub placeholder: String,
+    /// The hosts the real value goes to.
+    pub hosts: Vec<String>,
+    /// The header it goes into.
+    pub header: String,
+}
+
+impl From<netpolicy::SecretPlaceholder> for SecretPlaceholder {
+    fn from(p: netpolicy::SecretPlaceholder) -> Self {
+        SecretPlaceholder {
+            env: p.env,
+            placeholder: p.placeholder,
+            hosts: p.hosts,
+            header: p.header,
+        }
+    }
+}
+
+/// The core's secrets from the JS objects (moved: the values are not copied).
+pub(crate) fn secrets_of(list: Option<Vec<SecretInput>>) -> Vec<netpolicy::SecretSpec> {
+    list.unwrap_or_default()
+        .into_iter()
+        .map(|s| netpolicy::SecretSpec {
+            env: s.env,
+            value: s.value,
+            hosts: s.hosts,
+            header: s.header,
+            format: s.format,
+            managed: s.managed.unwrap_or(false),
+        })
+        .collect()
+}
+
+/// Replaces `name`'s secrets on `backend` (the binding of `Sandbox.setSecrets`).
+pub(crate) fn set_secrets_on(
+    env: &Env,
+    backend: Arc<dyn SandboxBackend>,
+    name: String,
+    secrets: Vec<SecretInput>,
+    options: Option<CallOptions>,
+) -> Result<Promise<Vec<SecretPlaceholder>>> {
+    let secrets = secrets_of(Some(secrets));
+    run(env, options.as_ref(), move |call| async move {
+        Ok(list(backend.set_secrets(&name, &secrets, &call).await?))
+    })
+}

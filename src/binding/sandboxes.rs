@@ -7,8 +7,9 @@ use super::container::{
 };
 use super::exec::ExecProcess;
 use super::forward::{forward_on, port_arg, Forward, ForwardOptions};
-use super::policy::NetworkPolicy;
+use super::policy::{secrets_of, set_secrets_on, NetworkPolicy, SecretInput, SecretPlaceholder};
 use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary};
+use crate::core::netpolicy;
 use crate::core::sandboxes::{self, Choice, ConnectOptions};
 use crate::core::sbx::VersionMode;
 use crate::core::{Call, Error as CoreError, Result as CoreResult};
@@ -103,6 +104,8 @@ pub struct CreateSandboxOptions<'a> {
     /// More host directories, mounted at the same paths.
     pub additional_workspaces: Option<Vec<AdditionalWorkspace>>,
     pub labels: Option<HashMap<String, String>>,
+    /// Credentials the sandbox uses through the proxy without holding them (`create` only; sbx).
+    pub secrets: Option<Vec<SecretInput>>,
     /// Aborting rejects with `ABORT_ERR`.
     pub signal: Option<AbortSignal<'a>>,
     /// Deadline in milliseconds (default 15 min: a first create pulls the template).
@@ -318,13 +321,15 @@ impl Sandboxes {
     }
 
     /// Create a sandbox; one of that name existing already rejects with `ERR_SANDBOX_CONFLICT`. The handle
-    /// owns it: `await using` removes it at the end of the scope.
+    /// owns it: `await using` removes it at the end of the scope. With `secrets`, a sandbox whose secrets cannot
+    /// be set is removed again and the call rejects.
     #[napi(catch_unwind)]
-    pub fn create(&self, env: Env, options: CreateSandboxOptions) -> Result<Promise<Sandbox>> {
+    pub fn create(&self, env: Env, mut options: CreateSandboxOptions) -> Result<Promise<Sandbox>> {
         let b = self.backend.clone();
         let spec = spec_of(&options);
+        let secrets = secrets_of(options.secrets.take());
         run(&env, Some(&options), move |call| async move {
-            let s = b.create(&spec, &call).await?;
+            let s = netpolicy::create_with_secrets(&*b, &spec, &secrets, &call).await?;
             open(b, s, true, &call).await
         })
     }
@@ -403,6 +408,24 @@ impl Sandbox {
     #[napi(catch_unwind, getter)]
     pub fn owned(&self) -> bool {
         self.owned
+    }
+
+    /// Replaces its secrets (see `SecretInput`); resolves with what it sees of each. Processes started afterwards
+    /// get the placeholders in their environment.
+    #[napi(catch_unwind)]
+    pub fn set_secrets(
+        &self,
+        env: Env,
+        secrets: Vec<SecretInput>,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<Vec<SecretPlaceholder>>> {
+        set_secrets_on(
+            &env,
+            self.backend.clone(),
+            self.info.name.clone(),
+            secrets,
+            options,
+        )
     }
 
     /// This sandbox's network policy: its own rules (with the global ones), checks and log rows.

@@ -12,7 +12,9 @@
 use super::container::{single_file_tar, validate_container_path, Container};
 use super::error::{Error, ErrorCode, Result};
 use super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Process, Run};
-use super::netpolicy::{PolicyCheck, PolicyLogEntry, PolicyRule, RuleChange};
+use super::netpolicy::{
+    PolicyCheck, PolicyLogEntry, PolicyRule, RuleChange, SecretPlaceholder, SecretSpec,
+};
 use super::sbx::{PortBinding, PortSpec};
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -323,6 +325,16 @@ pub trait SandboxBackend: Send + Sync {
     ) -> BoxFuture<'a, Result<PolicyCheck>> {
         let _ = (target, sandbox, opts);
         Box::pin(async move { Err(unsupported(self.kind(), "network policy check")) })
+    }
+    /// Replaces a sandbox's secrets; what the sandbox sees of each. Default: `ERR_UNSUPPORTED`.
+    fn set_secrets<'a>(
+        &'a self,
+        name: &'a str,
+        secrets: &'a [SecretSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<SecretPlaceholder>>> {
+        let _ = (name, secrets, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "secrets")) })
     }
     /// The proxy's decision log (one sandbox's rows, or all).
     fn policy_log<'a>(

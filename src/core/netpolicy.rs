@@ -206,3 +206,144 @@ impl LogFollower {
         crate::core::call::bounded("policy.follow", call.timeout, &call.cancel, work).await
     }
 }
+
+/// A credential for a sandbox: the sandbox sees only a placeholder in `env`; the proxy writes the value into
+/// `header` of intercepted HTTPS requests to `hosts` (exact names) and nowhere else. `Debug` hides the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    /// The environment variable that holds the placeholder inside the sandbox.
+    pub env: String,
+    /// The real credential (sent to the daemon only; never logged, never in an error).
+    pub value: String,
+    /// The exact hosts it is sent to (1 to [`MAX_SECRET_HOSTS`]).
+    pub hosts: Vec<String>,
+    /// The header it goes into (default `authorization`).
+    pub header: Option<String>,
+    /// How the header is written: `%s` is the value (default `%s`; `Bearer %s` for a bare token).
+    pub format: Option<String>,
+    /// `true`: the placeholder is `proxy-managed` and the proxy writes the whole header; `false`: an
+    /// `sbx-cs-…` placeholder replaced wherever it occurs in the header.
+    pub managed: bool,
+}
+
+impl std::fmt::Debug for SecretSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretSpec")
+            .field("env", &self.env)
+            .field("value", &"<redacted>")
+            .field("hosts", &self.hosts)
+            .field("header", &self.header)
+            .field("format", &self.format)
+            .field("managed", &self.managed)
+            .finish()
+    }
+}
+
+/// What the sandbox sees of a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretPlaceholder {
+    /// The environment variable.
+    pub env: String,
+    /// Its value inside the sandbox: `sbx-cs-…` or `proxy-managed`.
+    pub placeholder: String,
+    /// The hosts the real value goes to.
+    pub hosts: Vec<String>,
+    /// The header it goes into.
+    pub header: String,
+}
+
+/// At most this many hosts per secret (as the cloud API's injection rules).
+pub const MAX_SECRET_HOSTS: usize = 10;
+
+/// Checks one secret's fields; the message names the entry and its variable, never the value. Shared by the
+/// client (before anything is sent) and LocalSandboxd (on what it receives).
+pub fn check_secret(
+    what: &str,
+    env: &str,
+    value: &str,
+    hosts: &[String],
+    header: &str,
+    format: &str,
+) -> std::result::Result<(), String> {
+    let mut c = env.chars();
+    let env_ok = matches!(c.next(), Some(f) if f == '_' || f.is_ascii_alphabetic())
+        && c.all(|x| x == '_' || x.is_ascii_alphanumeric());
+    if !env_ok {
+        return Err(format!("{what}: env must be an environment variable name"));
+    }
+    if value.is_empty() || value.contains(['\r', '\n', '\0']) {
+        return Err(format!(
+            "{what} ({env}): value must be a non-empty string without CR, LF or NUL (it goes into a header)"
+        ));
+    }
+    if hosts.is_empty() || hosts.len() > MAX_SECRET_HOSTS {
+        return Err(format!(
+            "{what} ({env}): hosts must list 1 to {MAX_SECRET_HOSTS} host names"
+        ));
+    }
+    for h in hosts {
+        if h.contains('*') || policy::parse_host(h).is_err() {
+            return Err(format!(
+                "{what} ({env}): host {h:?} is not an exact host name"
+            ));
+        }
+    }
+    if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+        return Err(format!(
+            "{what} ({env}): header {header:?} is not a header name"
+        ));
+    }
+    if !format.contains("%s") || format.contains(['\r', '\n', '\0']) {
+        return Err(format!(
+            "{what} ({env}): format must contain %s and no line breaks"
+        ));
+    }
+    Ok(())
+}
+
+impl SecretSpec {
+    /// The header, lower-cased (default `authorization`).
+    pub fn header_name(&self) -> String {
+        self.header
+            .as_deref()
+            .unwrap_or("authorization")
+            .to_ascii_lowercase()
+    }
+
+    /// Checks the fields before anything is sent (`ERR_INVALID_ARGUMENT` naming `secrets[i]`).
+    pub fn validate(&self, index: usize) -> Result<()> {
+        let what = format!("secrets[{index}]");
+        let format = self.format.as_deref().unwrap_or("%s");
+        check_secret(
+            &what,
+            &self.env,
+            &self.value,
+            &self.hosts,
+            &self.header_name(),
+            format,
+        )
+        .map_err(|m| Error::invalid(m).with("argument", what))
+    }
+}
+
+/// Creates a sandbox and gives it `secrets`; if the secrets cannot be set, the new sandbox is removed again and
+/// the error returned (nothing is left half made).
+pub async fn create_with_secrets(
+    backend: &dyn SandboxBackend,
+    spec: &crate::core::backend::SandboxSpec,
+    secrets: &[SecretSpec],
+    call: &Call,
+) -> Result<crate::core::backend::SandboxSummary> {
+    for (i, s) in secrets.iter().enumerate() {
+        s.validate(i)?;
+    }
+    let made = backend.create(spec, call).await?;
+    if secrets.is_empty() {
+        return Ok(made);
+    }
+    if let Err(e) = backend.set_secrets(&made.name, secrets, call).await {
+        let _ = backend.remove(&made.name, true, &Call::default()).await;
+        return Err(e);
+    }
+    Ok(made)
+}

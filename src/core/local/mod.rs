@@ -12,6 +12,7 @@
 //! once its engine answers, never while it is starting: a listed VM is always usable.
 
 pub mod ca;
+mod credentials;
 // The dockerd backend and the sweep of stale roots read /proc and unmount: Linux only. Elsewhere (macOS) a
 // stand-in refuses the dockerd backend and removes no root; the relay backend and the server run on any Unix.
 #[cfg_attr(not(target_os = "linux"), path = "dockerd_off_linux.rs")]
@@ -112,8 +113,6 @@ struct Inner {
     stopped: AtomicBool,
     /// The filtering proxy: the sandboxes' only way out (see `sbx::PROXY_ADDR`).
     proxy: Arc<proxy::Proxy>,
-    /// The proxy CA certificate every sandbox trusts.
-    ca_pem: String,
 }
 
 /// A running LocalSandboxd. Dropping it without [`LocalSandboxd::stop`] kills everything synchronously.
@@ -200,6 +199,7 @@ fn start_proxy(settings: &ProxySettings) -> proxy::Proxy {
         policy,
         proxy::ProxyOptions {
             resolver,
+            extra_roots_pem: settings.upstream_ca_pem.clone(),
             ..Default::default()
         },
     )
@@ -318,7 +318,6 @@ impl LocalSandboxd {
             tasks: TaskTracker::new(),
             stopped: AtomicBool::new(false),
             proxy: Arc::new(start_proxy(&opts.proxy)),
-            ca_pem: ca::generate_ca_pem("LocalSandboxd")?,
         });
         let server = inner.clone();
         inner

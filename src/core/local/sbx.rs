@@ -77,6 +77,8 @@ pub(super) struct SbxEntry {
     ports: std::sync::Mutex<Vec<(PortBinding, Arc<Forward>)>>,
     /// The proxy's listener in the container's network namespace, while the container runs.
     network: std::sync::Mutex<Option<Listening>>,
+    /// `NAME=placeholder` of its secrets, added to every process it starts (values stay with the proxy).
+    secret_env: std::sync::Mutex<Vec<String>>,
 }
 
 impl SbxEntry {
@@ -106,6 +108,7 @@ impl SbxEntry {
     pub(super) async fn teardown(&self, proxy: &Proxy) {
         self.detach_network();
         proxy.policy().drop_sandbox(&self.name);
+        proxy.forget_sandbox(&self.name);
         let forwards: Vec<Arc<Forward>> = match self.ports.lock() {
             Ok(mut p) => p.drain(..).map(|(_, f)| f).collect(),
             Err(_) => Vec::new(),
@@ -116,6 +119,12 @@ impl SbxEntry {
         let _ = self.container.remove(true, &Call::default()).await;
         self.engine.stop().await;
         let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+
+    pub(super) fn set_secret_env(&self, env: Vec<(String, String)>) {
+        if let Ok(mut e) = self.secret_env.lock() {
+            *e = env.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        }
     }
 
     fn detach_network(&self) {
@@ -275,6 +284,7 @@ fn sbx_allow(segs: &[&str]) -> Option<&'static str> {
         ["sandbox", _, "exec", _] => "OPTIONS, GET",
         ["sandbox", _, "exec", _, "resize"] => "OPTIONS, POST",
         ["sandbox", _, "files"] => "OPTIONS, GET, PUT",
+        ["sandbox", _, "credentials"] => "OPTIONS, POST",
         ["policy", "network", "rules"] => "OPTIONS, GET, POST",
         ["policy", "network", "check"] => "OPTIONS, POST",
         ["network", "log"] | ["policy", "network", "log"] => "OPTIONS, GET",
@@ -392,6 +402,13 @@ impl Inner {
                         StatusCode::NOT_IMPLEMENTED,
                         "LocalSandboxd does not save templates",
                     )
+                }
+            }
+            (&Method::POST, ["sandbox", n, "credentials"]) => {
+                let n = n.to_string();
+                match body_json(req).await {
+                    Ok(b) => self.sbx_credentials(&n, b),
+                    Err(r) => r,
                 }
             }
             (&Method::GET, ["policy", "network", "rules"]) => self.policy_rules(),
@@ -794,9 +811,13 @@ impl Inner {
             running: AtomicBool::new(true),
             ports: Default::default(),
             network: Default::default(),
+            secret_env: Default::default(),
         });
+        // The sandbox's own proxy CA: HTTPS it sends is intercepted with leaves minted from it.
         let wired = async {
-            install_ca(&entry.container, &self.ca_pem).await?;
+            let ca = Arc::new(super::ca::ProxyCa::generate(name)?);
+            install_ca(&entry.container, ca.cert_pem()).await?;
+            self.proxy.set_sandbox_ca(name, ca);
             entry.attach_network(&self.proxy).await
         };
         if let Err(e) = wired.await {
@@ -900,7 +921,12 @@ impl Inner {
             }
         };
         let env = match env_list(b.get("env").unwrap_or(&Value::Null)) {
-            Ok(v) => v,
+            // The secrets' placeholders first: a variable the request sets wins.
+            Ok(v) => {
+                let mut all = e.secret_env.lock().map(|s| s.clone()).unwrap_or_default();
+                all.extend(v);
+                all
+            }
             Err(m) => return message(StatusCode::BAD_REQUEST, m),
         };
         let tty = b.get("tty").and_then(Value::as_bool).unwrap_or(false);

@@ -6,7 +6,9 @@ use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSumma
 use crate::core::call::bounded;
 use crate::core::error::{chain_message, excerpt, Error, ErrorCode, Result};
 use crate::core::http::encode_segment;
-use crate::core::netpolicy::{PolicyCheck, PolicyLogEntry, PolicyRule, RuleChange};
+use crate::core::netpolicy::{
+    PolicyCheck, PolicyLogEntry, PolicyRule, RuleChange, SecretPlaceholder, SecretSpec,
+};
 use crate::core::Call;
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -279,7 +281,7 @@ pub(crate) fn status_error(what: &str, sandbox: Option<&str>, status: u16, body:
     e
 }
 
-fn seg(name: &str) -> String {
+pub(super) fn seg(name: &str) -> String {
     encode_segment(name)
 }
 
@@ -1222,6 +1224,14 @@ impl SandboxBackend for SbxClient {
         opts: &'a Call,
     ) -> BoxFuture<'a, Result<Vec<PolicyLogEntry>>> {
         Box::pin(SbxClient::policy_log(self, sandbox, opts))
+    }
+    fn set_secrets<'a>(
+        &'a self,
+        name: &'a str,
+        secrets: &'a [SecretSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<SecretPlaceholder>>> {
+        Box::pin(SbxClient::set_secrets(self, name, secrets, opts))
     }
     fn list<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<SandboxSummary>>> {
         Box::pin(SbxClient::list(self, opts))

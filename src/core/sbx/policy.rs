@@ -2,12 +2,16 @@
 //! /policy/network/check`, the network log (`/network/log`, else `/policy/network/log`: the sources disagree, so
 //! both are probed and the one that answers is remembered), and rule changes by `POST /policy/network/rules
 //! {actions}`. That write's shape is not documented: the SDK sends LocalSandboxd's (`{action, type, resource,
-//! sandbox?}`), and a daemon that does not take it answers `ERR_SBX_UNSUPPORTED` rather than a guess.
+//! sandbox?}`), and a daemon that does not take it answers `ERR_SBX_UNSUPPORTED` rather than a guess. Secrets:
+//! `POST /sandbox/{n}/credentials` with the Connect `SyncCredentialsRequest` in snake_case (`custom_secrets`), the
+//! same rule for a daemon that refuses it.
 
 use super::client::{json_of, status_error, SbxClient, DEFAULT_TIMEOUT};
 use crate::core::call::Call;
 use crate::core::error::{Error, ErrorCode, Result};
-use crate::core::netpolicy::{PolicyCheck, PolicyLogEntry, PolicyRule, RuleChange};
+use crate::core::netpolicy::{
+    PolicyCheck, PolicyLogEntry, PolicyRule, RuleChange, SecretPlaceholder, SecretSpec,
+};
 use crate::core::policy::Preset;
 use hyper::Method;
 use serde_json::{json, Value};
@@ -257,5 +261,93 @@ impl SbxClient {
             }
         }
         Err(last.unwrap_or_else(|| Error::new(ErrorCode::SbxUnsupported, "no network log route")))
+    }
+
+    /// `POST /sandbox/{n}/credentials {custom_secrets}`: replaces the sandbox's secrets (each checked first; values
+    /// only in the request body, never in an error); what the sandbox sees of each.
+    pub async fn set_secrets(
+        &self,
+        name: &str,
+        secrets: &[SecretSpec],
+        opts: &Call,
+    ) -> Result<Vec<SecretPlaceholder>> {
+        super::validate_sandbox_name(name)?;
+        for (i, s) in secrets.iter().enumerate() {
+            s.validate(i)?;
+        }
+        let list: Vec<Value> = secrets
+            .iter()
+            .map(|s| {
+                json!({"env_name": s.env, "value": s.value, "targets": s.hosts, "header": s.header_name(),
+                       "format": s.format.as_deref().unwrap_or("%s"), "managed": s.managed})
+            })
+            .collect();
+        let what = "POST credentials";
+        let path = format!("/sandbox/{}/credentials", super::client::seg(name));
+        let body = (
+            "application/json",
+            bytes::Bytes::from(json!({ "custom_secrets": list }).to_string()),
+        );
+        let res = self
+            .call(
+                what,
+                Method::POST,
+                &path,
+                Some(body),
+                opts,
+                DEFAULT_TIMEOUT,
+                1 << 20,
+            )
+            .await?;
+        let v: Value = serde_json::from_slice(&res.body).unwrap_or(Value::Null);
+        match res.status {
+            200..=299 => {}
+            400 if v.get("index").is_some() => {
+                let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                return Err(Error::invalid(str_of(&v, "message").unwrap_or_default())
+                    .with("argument", format!("secrets[{i}]")));
+            }
+            404 if str_of(&v, "message").is_some_and(|m| m.starts_with("sandbox ")) => {
+                return Err(status_error(what, Some(name), 404, &res.body))
+            }
+            400 | 404 | 405 | 415 | 422 | 501 => {
+                return Err(Error::new(
+                    ErrorCode::SbxUnsupported,
+                    format!(
+                        "this sbx daemon does not take secrets in the form the SDK sends (HTTP {}); use \
+                         `sbx secret set-custom …` for it",
+                        res.status
+                    ),
+                ))
+            }
+            s => return Err(status_error(what, Some(name), s, &res.body)),
+        }
+        let rows = v
+            .get("custom_secrets")
+            .and_then(Value::as_array)
+            .ok_or_else(|| {
+                Error::protocol(
+                    "the credentials answer has no custom_secrets",
+                    Some(res.status),
+                    b"",
+                )
+            })?;
+        Ok(rows
+            .iter()
+            .map(|r| SecretPlaceholder {
+                env: str_of(r, "env_name").unwrap_or_default(),
+                placeholder: str_of(r, "sentinel").unwrap_or_default(),
+                hosts: r
+                    .get("targets")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|t| t.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                header: str_of(r, "header").unwrap_or_default(),
+            })
+            .collect())
     }
 }

@@ -314,11 +314,6 @@ describe('bad input loses nothing', () => {
     expect((await rejection(sandboxes.policy.rules({ signal: ac.signal }))).name).toBe('AbortError')
   })
 
-  it('the legacy desktop backend has no policy API: ERR_UNSUPPORTED', async () => {
-    const d = await Sandboxes.connect({ socketPath: local.socketPath, backend: 'desktop' })
-    const e = await rejection(d.policy.rules())
-    expect(e.code).toBe('ERR_UNSUPPORTED')
-  })
 })
 
 describe('HTTPS through the proxy', () => {
@@ -449,4 +444,39 @@ describe('HTTPS through the proxy', () => {
     expect(e.code).toBe('ERR_INVALID_ARGUMENT')
     expect(await sandboxes.get('pol-refused')).toBeNull()
   })
+})
+
+describe('the legacy desktop backend: each VM\'s proxy-config.json, typed', () => {
+  it('reads and writes per-sandbox rules in the file, checks on them, and says what it cannot do', async () => {
+    const d = await Sandboxes.connect({ socketPath: local.socketPath, backend: 'desktop' })
+    const dir = join(ws.dir, 'desk')
+    mkdirSync(dir)
+    await using box = await d.create({ name: 'pol-desk', agent: 'shell', workspace: dir, template: IMAGE })
+    const file = join(local.root, 'vm', 'pol-desk-vm', 'proxy-config.json')
+    // LocalSandboxd's default file: policy allow, the default blocked CIDRs.
+    const before = await box.policy.rules()
+    expect(before).toContainEqual({ action: 'allow', destination: '*', scope: 'sandbox:pol-desk', sandbox: 'pol-desk' })
+    expect(before).toContainEqual(expect.objectContaining({ action: 'deny', destination: '10.0.0.0/8' }))
+    await box.policy.deny(['evil.test', '203.0.113.0/24'])
+    await box.policy.remove('*')
+    await box.policy.allow('api.example.test')
+    const json = JSON.parse(readFileSync(file, 'utf8'))
+    expect(json.policy).toBe('deny')
+    expect(json.network.allowedDomains).toEqual(['api.example.test'])
+    expect(json.network.blockedDomains).toEqual(['evil.test'])
+    expect(json.network.blockCIDR).toContain('203.0.113.0/24')
+    expect((await box.policy.check('api.example.test')).allowed).toBe(true)
+    expect(await box.policy.check('other.test')).toMatchObject({ allowed: false, reason: 'no-matching-rule' })
+    expect(await box.policy.check('203.0.113.9:443')).toMatchObject({ allowed: false, reason: 'denied-by-rule', rule: '203.0.113.0/24' })
+    await box.policy.allow('*')
+    expect(await box.policy.check('evil.test')).toMatchObject({ allowed: false, rule: 'evil.test' })
+    expect(JSON.parse(readFileSync(file, 'utf8')).policy).toBe('allow')
+    // What the file cannot say, and what the /vm API does not have.
+    expect((await rejection(d.policy.allow('x.test'))).code).toBe('ERR_UNSUPPORTED')
+    expect((await rejection(box.policy.allow('198.51.100.0/24'))).code).toBe('ERR_UNSUPPORTED')
+    expect((await rejection(d.policy.preset('balanced'))).code).toBe('ERR_UNSUPPORTED')
+    expect((await rejection(box.policy.log())).code).toBe('ERR_UNSUPPORTED')
+    expect((await rejection(box.setSecrets([{ env: 'K', value: 'v', hosts: ['a.test'] }]))).code).toBe('ERR_UNSUPPORTED')
+    expect((await rejection(d.policy.allow('x.test', { sandbox: 'no-such' }))).code).toBe('ERR_SANDBOX_NOT_FOUND')
+  }, 120_000)
 })

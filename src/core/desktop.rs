@@ -6,6 +6,9 @@
 
 use super::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary};
 use super::call::Call;
+use super::desktop_policy;
+use super::netpolicy::{PolicyCheck, PolicyRule, RuleChange};
+use super::policy::Scope;
 use super::container::{self, Container, ContainerInfo, RunSpec};
 use super::engine::{self, Engine};
 use super::error::{Error, ErrorCode, Result};
@@ -47,6 +50,64 @@ fn not_found(name: &str, why: &str) -> Error {
 }
 
 impl DesktopBackend {
+    /// Every VM's policy file with the sandbox it belongs to (VM `<name>-vm` → `<name>`).
+    async fn policy_files(&self, call: &Call) -> Result<Vec<(String, PathBuf)>> {
+        let root = self.client.state_root().to_path_buf();
+        Ok(self
+            .client
+            .list(call)
+            .await?
+            .into_iter()
+            .map(|info| {
+                let vm = Vm::from_listing(info, &root);
+                let name = vm.info.name.strip_suffix("-vm").unwrap_or(&vm.info.name).to_string();
+                (name, vm.state_dir.join("proxy-config.json"))
+            })
+            .collect())
+    }
+
+    async fn all_rules(&self, call: &Call) -> Result<Vec<PolicyRule>> {
+        let mut rules = match desktop_policy::global_file() {
+            Some(g) => desktop_policy::read_rules(&g, &Scope::Global)?,
+            None => Vec::new(),
+        };
+        for (name, file) in self.policy_files(call).await? {
+            rules.extend(desktop_policy::read_rules(&file, &Scope::Sandbox(name))?);
+        }
+        Ok(rules)
+    }
+
+    async fn change_rules(&self, changes: &[RuleChange], call: &Call) -> Result<Vec<PolicyRule>> {
+        for (i, c) in changes.iter().enumerate() {
+            c.validate(i)?;
+        }
+        let files = self.policy_files(call).await?;
+        let mut by_file: Vec<(PathBuf, Vec<&RuleChange>)> = Vec::new();
+        for c in changes {
+            let sandbox = match c {
+                RuleChange::Add { sandbox, .. } | RuleChange::Remove { sandbox, .. } => sandbox,
+                RuleChange::Preset(_) => &None,
+            };
+            let Some(name) = sandbox else {
+                return Err(super::backend::unsupported(
+                    "desktop",
+                    "global rule changes (its defaults live in ~/.sandboxd/proxy-config.json, which the SDK does not write)",
+                ));
+            };
+            let Some((_, file)) = files.iter().find(|(n, _)| n == name) else {
+                return Err(not_found(name, "no VM for it"));
+            };
+            match by_file.iter_mut().find(|(f, _)| f == file) {
+                Some((_, list)) => list.push(c),
+                None => by_file.push((file.clone(), vec![c])),
+            }
+        }
+        for (file, list) in by_file {
+            desktop_policy::change_file(&file, &list)?;
+        }
+        self.all_rules(call).await
+    }
+
     /// A backend over `client`; template images are copied from `image_source` (default: the host's engine).
     pub fn new(client: SandboxdClient, image_source: Option<PathBuf>) -> DesktopBackend {
         DesktopBackend {
@@ -280,6 +341,33 @@ impl Container {
 impl SandboxBackend for DesktopBackend {
     fn kind(&self) -> &'static str {
         "desktop"
+    }
+    fn policy_rules<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<PolicyRule>>> {
+        Box::pin(self.all_rules(opts))
+    }
+    fn policy_change<'a>(
+        &'a self,
+        changes: &'a [RuleChange],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PolicyRule>>> {
+        Box::pin(self.change_rules(changes, opts))
+    }
+    fn policy_check<'a>(
+        &'a self,
+        target: &'a str,
+        sandbox: Option<&'a str>,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<PolicyCheck>> {
+        Box::pin(async move {
+            let mut rules = self.all_rules(opts).await?;
+            if let Some(s) = sandbox {
+                if !self.policy_files(opts).await?.iter().any(|(n, _)| n == s) {
+                    return Err(not_found(s, "no VM for it"));
+                }
+            }
+            rules.retain(|r| r.sandbox.is_none() || r.sandbox.as_deref() == sandbox);
+            desktop_policy::check(&rules, target)
+        })
     }
     fn list<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<SandboxSummary>>> {
         Box::pin(async move {

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod call;
 pub mod container;
 pub mod desktop;
+pub mod desktop_policy;
 pub mod doctor;
 pub mod engine;
 pub mod error;

@@ -114,6 +114,11 @@ impl SandboxdClient {
         &self.socket_path
     }
 
+    /// The directory whose `vm/<name>/` holds each VM's state (the socket's directory).
+    pub fn state_root(&self) -> &Path {
+        &self.state_root
+    }
+
     fn deadline(&self, call: &Call, default: Duration) -> Duration {
         call.timeout.or(self.timeout).unwrap_or(default)
     }

@@ -216,6 +216,7 @@ impl Inner {
             let proxy_type = match e.proxy_type {
                 super::proxy::ProxyType::Forward => "forward",
                 super::proxy::ProxyType::Connect => "connect",
+                super::proxy::ProxyType::Intercepted => "intercepted",
                 super::proxy::ProxyType::None => "none",
             };
             let key = (

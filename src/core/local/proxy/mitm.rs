@@ -8,7 +8,8 @@
 //! host) whose certificate is verified against the proxy's trust roots ([`ProxyOptions`] `system_roots` and
 //! `extra_roots_pem`) as a normal client would. Every intercepted request is a log entry of type
 //! [`ProxyType::Intercepted`]; a TLS failure on either side is a typed entry, and an upstream one is also a `502`
-//! to the client.
+//! to the client. An upgrade (`Connection: upgrade`, e.g. WebSocket) is passed on and, when the upstream answers
+//! `101`, the two upgraded connections are joined (one entry, written when they end).
 //!
 //! Secrets ([`Secret`]) are applied only here: to intercepted requests towards the secret's exact hosts, over the
 //! upstream connection the proxy verified, on a listener bound to the sandbox; never to plain HTTP, inside a bypass
@@ -333,7 +334,9 @@ pub(super) async fn intercept(p: Pending, on_upgrade: hyper::upgrade::OnUpgrade,
         .timer(TokioTimer::new())
         .header_read_timeout(shared.opts.header_timeout)
         .keep_alive(true);
-    let served = builder.serve_connection(TokioIo::new(tls), svc);
+    let served = builder
+        .serve_connection(TokioIo::new(tls), svc)
+        .with_upgrades();
     let result = tokio::select! {
         r = served => r,
         _ = shared.stop.cancelled() => return,
@@ -366,7 +369,20 @@ fn asked_authority(req: &Request<Incoming>) -> Option<String> {
         .map(str::to_string)
 }
 
-async fn handle(s: Arc<Session>, req: Request<Incoming>) -> Response<ProxyBody> {
+/// The `Upgrade` value of a request that asks for one (`Connection: upgrade`), e.g. a WebSocket handshake.
+fn upgrade_asked(h: &HeaderMap) -> Option<HeaderValue> {
+    let wants = h
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    wants
+        .then(|| h.get(hyper::header::UPGRADE).cloned())
+        .flatten()
+}
+
+async fn handle(s: Arc<Session>, mut req: Request<Incoming>) -> Response<ProxyBody> {
     s.served.fetch_add(1, Ordering::Relaxed);
     let mut p = Pending {
         shared: s.shared.clone(),
@@ -409,8 +425,18 @@ async fn handle(s: Arc<Session>, req: Request<Incoming>) -> Response<ProxyBody> 
     }
     p.entry.message = d.message(target);
 
+    // An upgrade (WebSocket): passed on, and if the upstream switches protocols the two sides are joined.
+    let upgrade = upgrade_asked(req.headers());
+    let client_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = upgrade {
+        parts.headers.insert(
+            hyper::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        parts.headers.insert(hyper::header::UPGRADE, u);
+    }
     if let Some(v) = asked.and_then(|a| HeaderValue::from_str(&a).ok()) {
         parts.headers.insert(hyper::header::HOST, v);
     }
@@ -460,6 +486,10 @@ async fn handle(s: Arc<Session>, req: Request<Incoming>) -> Response<ProxyBody> 
         }
     };
     drop(slot);
+    if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) = (resp.status(), client_upgrade)
+    {
+        return join_upgrade(p, client_upgrade, resp);
+    }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     p.entry.status = Some(parts.status.as_u16());
@@ -473,6 +503,83 @@ async fn handle(s: Arc<Session>, req: Request<Incoming>) -> Response<ProxyBody> 
     };
     use http_body_util::BodyExt as _;
     Response::from_parts(parts, body.boxed())
+}
+
+/// Answers the client's upgrade with the upstream's `101` and joins the two upgraded connections; the entry is
+/// written when they end, with the bytes each way.
+fn join_upgrade(
+    p: Pending,
+    client: hyper::upgrade::OnUpgrade,
+    mut resp: Response<Incoming>,
+) -> Response<ProxyBody> {
+    let upstream = hyper::upgrade::on(&mut resp);
+    let mut out = Response::new(super::full(String::new()));
+    *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *out.headers_mut() = resp.headers().clone();
+    let shared = p.shared.clone();
+    let stop = shared.stop.clone();
+    shared.tasks.spawn(async move {
+        let mut entry = p.entry;
+        entry.status = Some(101);
+        if let (Ok(c), Ok(u)) = (client.await, upstream.await) {
+            // Counted as read, so an end without close_notify (an error to copy_bidirectional) keeps the counts.
+            let (up, down) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            let mut c = CountRead(TokioIo::new(c), up.clone());
+            let mut u = CountRead(TokioIo::new(u), down.clone());
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut c, &mut u) => {}
+                _ = stop.cancelled() => {}
+            }
+            entry.bytes_up = up.load(Ordering::Relaxed);
+            entry.bytes_down = down.load(Ordering::Relaxed);
+        } else {
+            entry.reason = LogReason::UpstreamError;
+            entry.message = format!("{} (the upgrade did not complete)", entry.message);
+        }
+        p.shared.log.push(entry);
+    });
+    out
+}
+
+/// An I/O object that counts the bytes read from it.
+struct CountRead<T>(T, Arc<AtomicU64>);
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for CountRead<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.0).poll_read(cx, buf);
+        let n = (buf.filled().len() - before) as u64;
+        self.1.fetch_add(n, Ordering::Relaxed);
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for CountRead<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// Makes sure `slot` has an open, verified upstream connection.
@@ -535,7 +642,7 @@ async fn connect_upstream(s: &Session, slot: &mut Upstream) -> Result<(), (LogRe
     let stop = s.shared.stop.clone();
     s.shared.tasks.spawn(async move {
         tokio::select! {
-            _ = connection => {}
+            _ = connection.with_upgrades() => {}
             _ = stop.cancelled() => {}
         }
     });

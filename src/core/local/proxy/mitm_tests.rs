@@ -45,8 +45,28 @@ impl TestPki {
     }
 }
 
-/// Answers `host=<Host> auth=<Authorization> key=<X-Api-Key>` (`-` when absent).
-async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// Answers `host=<Host> auth=<Authorization> key=<X-Api-Key>` (`-` when absent); `Upgrade: shout` switches to a
+/// protocol that echoes upper-cased.
+async fn echo(mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.headers().get("upgrade").is_some_and(|v| v == "shout") {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let mut io = TokioIo::new(on.await.unwrap());
+            let mut buf = [0u8; 256];
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 || io.write_all(&buf[..n].to_ascii_uppercase()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut r = Response::new(Full::new(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        r.headers_mut()
+            .insert("connection", HeaderValue::from_static("upgrade"));
+        r.headers_mut()
+            .insert("upgrade", HeaderValue::from_static("shout"));
+        return Ok(r);
+    }
     let h = |n: &str| {
         req.headers()
             .get(n)
@@ -85,6 +105,7 @@ async fn https_upstream(addr: &str, leaf: Leaf) -> Arc<AtomicUsize> {
                 };
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(tls), hyper::service::service_fn(echo))
+                    .with_upgrades()
                     .await;
             });
         }
@@ -227,7 +248,7 @@ async fn open_with(
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(t))
         .await
         .unwrap();
-    tokio::spawn(conn);
+    tokio::spawn(conn.with_upgrades());
     (sender, chain)
 }
 
@@ -388,6 +409,31 @@ fn intercepted_https_secrets_host_check_and_rule_changes() {
         let (st, _, body) = send(&mut h, "secure.test", &with).await;
         assert_eq!(st, 200);
         assert!(body.contains("s3cr3t-custom-value"));
+
+        // An upgrade (WebSocket-like) inside the intercepted tunnel: 101, then bytes both ways, one entry.
+        let (mut h, _) = open(addr, "secure.test:443", &[ca.cert_der()]).await;
+        let req = Request::builder()
+            .uri("/ws")
+            .header("host", "secure.test")
+            .header("connection", "upgrade")
+            .header("upgrade", "shout")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = h.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        let mut io = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+        io.write_all(b"hello upgrade").await.unwrap();
+        let mut buf = [0u8; 13];
+        io.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HELLO UPGRADE");
+        let before = last_seq(&proxy);
+        drop(io);
+        let e = wait_for(&proxy, before, |_| true).await;
+        assert_eq!(
+            (e.proxy_type, e.status, e.bytes_up, e.bytes_down),
+            (ProxyType::Intercepted, Some(101), 13, 13),
+            "{e:?}"
+        );
 
         // A CONNECT inside the intercepted tunnel is refused.
         let (mut h, _) = open(addr, "secure.test:443", &[ca.cert_der()]).await;

@@ -77,6 +77,11 @@ ensure_packages() {
   if [[ -z "$bb" ]] || ! _sbx_is_static "$bb"; then
     pkgs+=(busybox-static)
   fi
+  # The network policy tests and the demo: curl (copied into a test image), openssl (a test CA), ip (loopback
+  # addresses of the fake internet).
+  command -v curl >/dev/null 2>&1 || pkgs+=(curl)
+  command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
+  command -v ip >/dev/null 2>&1 || pkgs+=(iproute2)
   if ((${#pkgs[@]})); then
     _sbx_apt_install "${pkgs[@]}"
   fi
@@ -441,7 +446,8 @@ build_noshell_image() {
 }
 
 # sandboxd-test/agent:latest: the real sandbox-agent 0.4.2 (npm devDependency
-# @sandbox-agent/cli-linux-x64) on $SBX_TEST_IMAGE, with the mock agent and the
+# @sandbox-agent/cli-linux-x64) on $SBX_CURL_IMAGE (busybox + curl, so the demo
+# can show verified HTTPS through the proxy), with the mock agent and the
 # scripted ACP agent installed; see __test__/fixtures/agent-image/README.md.
 SBX_AGENT_IMAGE="sandboxd-test/agent:latest"
 SBX_AGENT_FIXTURE="${SBX_REPO}/__test__/fixtures/agent-image"
@@ -452,7 +458,7 @@ SBX_AGENT_LABEL="sandboxd.test.inputs"
 # sandbox-agent binary and the ID of the base image.
 _sbx_agent_image_inputs() {
   local base_id
-  base_id=$(docker image inspect --format '{{.Id}}' "$SBX_TEST_IMAGE") || return 1
+  base_id=$(docker image inspect --format '{{.Id}}' "$SBX_CURL_IMAGE") || return 1
   {
     sha256sum "$SBX_AGENT_FIXTURE/Dockerfile" "$SBX_AGENT_FIXTURE/scripted-acp-agent.sh" "$SBX_AGENT_BIN" |
       awk '{ print $1 }'
@@ -484,7 +490,7 @@ build_sandbox_agent_image() {
     cp "$SBX_AGENT_FIXTURE/Dockerfile" "$SBX_AGENT_FIXTURE/scripted-acp-agent.sh" "$ctx/" || rc=1
     if ((rc == 0)); then
       DOCKER_BUILDKIT=0 docker build --force-rm \
-        --build-arg "BASE_IMAGE=$SBX_TEST_IMAGE" \
+        --build-arg "BASE_IMAGE=$SBX_CURL_IMAGE" \
         --label "$SBX_AGENT_LABEL=$inputs" \
         --tag "$image" "$ctx" >"$ctx.log" 2>&1 || rc=1
       ((rc == 0)) || tail -n 30 "$ctx.log" >&2

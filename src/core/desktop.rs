@@ -6,13 +6,13 @@
 
 use super::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary};
 use super::call::Call;
-use super::desktop_policy;
-use super::netpolicy::{PolicyCheck, PolicyRule, RuleChange};
-use super::policy::Scope;
 use super::container::{self, Container, ContainerInfo, RunSpec};
+use super::desktop_policy;
 use super::engine::{self, Engine};
 use super::error::{Error, ErrorCode, Result};
 use super::images;
+use super::netpolicy::{PolicyCheck, PolicyRule, RuleChange};
+use super::policy::Scope;
 use super::sandboxd::SandboxdClient;
 use super::turns;
 use super::validate;
@@ -60,7 +60,12 @@ impl DesktopBackend {
             .into_iter()
             .map(|info| {
                 let vm = Vm::from_listing(info, &root);
-                let name = vm.info.name.strip_suffix("-vm").unwrap_or(&vm.info.name).to_string();
+                let name = vm
+                    .info
+                    .name
+                    .strip_suffix("-vm")
+                    .unwrap_or(&vm.info.name)
+                    .to_string();
                 (name, vm.state_dir.join("proxy-config.json"))
             })
             .collect())

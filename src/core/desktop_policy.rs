@@ -78,7 +78,9 @@ fn is_cidr(d: &Destination) -> bool {
 /// Applies one change to a file's JSON (`Ok(false)`: nothing changed).
 fn apply(v: &mut Value, change: &RuleChange) -> Result<bool> {
     let (action, resource) = match change {
-        RuleChange::Add { action, resource, .. } => (Some(*action), resource),
+        RuleChange::Add {
+            action, resource, ..
+        } => (Some(*action), resource),
         RuleChange::Remove { resource, .. } => (None, resource),
         RuleChange::Preset(_) => return Err(unsupported("desktop", "global presets")),
     };
@@ -90,7 +92,10 @@ fn apply(v: &mut Value, change: &RuleChange) -> Result<bool> {
     let obj = v.as_object_mut().expect("object");
     if text == "*" && action != Some(Action::Deny) && action != Some(Action::Bypass) {
         let was = obj.get("policy").and_then(Value::as_str) == Some("allow");
-        obj.insert("policy".into(), json!(if action.is_some() { "allow" } else { "deny" }));
+        obj.insert(
+            "policy".into(),
+            json!(if action.is_some() { "allow" } else { "deny" }),
+        );
         return Ok(was != action.is_some());
     }
     let network = obj
@@ -103,7 +108,10 @@ fn apply(v: &mut Value, change: &RuleChange) -> Result<bool> {
     let key = match (action, is_cidr(&d)) {
         (Some(Action::Allow), false) => ALLOWED,
         (Some(Action::Allow), true) => {
-            return Err(unsupported("desktop", "allow rules on address ranges (proxy-config.json has none)"))
+            return Err(unsupported(
+                "desktop",
+                "allow rules on address ranges (proxy-config.json has none)",
+            ))
         }
         (Some(Action::Deny), false) => BLOCKED,
         (Some(Action::Deny), true) => BLOCK_CIDR,

@@ -33,6 +33,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -282,6 +283,45 @@ pub(super) async fn intercept(p: Pending, on_upgrade: hyper::upgrade::OnUpgrade,
         entry.message = message;
         shared.log.push(entry);
     };
+    // What comes first decides: a TLS handshake record (0x16) is intercepted; anything else (plain HTTP sent
+    // through CONNECT, another protocol) goes through as a plain tunnel to the address already checked, as a
+    // sandbox without a CA would get. No secret is ever applied there.
+    let mut client = TokioIo::new(upgraded);
+    let mut first = [0u8; 1];
+    let peeked = tokio::select! {
+        r = tokio::time::timeout(shared.opts.header_timeout, client.read(&mut first)) => r,
+        _ = shared.stop.cancelled() => return,
+    };
+    match peeked {
+        Ok(Ok(1)) if first[0] == 0x16 => {}
+        Ok(Ok(1)) => {
+            let mut upstream = tcp;
+            entry.proxy_type = ProxyType::Connect;
+            entry.message = format!("{target}: not TLS, tunnelled without interception");
+            let copied = async {
+                upstream.write_all(&first).await?;
+                tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+            };
+            let copied = tokio::select! {
+                r = copied => r.ok(),
+                _ = shared.stop.cancelled() => None,
+            };
+            if let Some((up, down)) = copied {
+                entry.bytes_up = up + 1;
+                entry.bytes_down = down;
+            }
+            shared.log.push(entry);
+            return;
+        }
+        Ok(Ok(_)) | Ok(Err(_)) => {
+            let msg = format!("{target}: the client closed the tunnel before sending anything");
+            return fail(entry, LogReason::IncompleteRequest, msg);
+        }
+        Err(_) => {
+            let msg = format!("{target}: nothing sent through the tunnel in time");
+            return fail(entry, LogReason::HeaderTimeout, msg);
+        }
+    }
     let cfg = match ca.leaf(&host_text(&target)).map_err(|e| e.to_string()) {
         Ok(leaf) => server_config(leaf),
         Err(e) => Err(e),
@@ -293,7 +333,10 @@ pub(super) async fn intercept(p: Pending, on_upgrade: hyper::upgrade::OnUpgrade,
             return fail(entry, LogReason::InterceptFailed, msg);
         }
     };
-    let accept = TlsAcceptor::from(cfg).accept(TokioIo::new(upgraded));
+    let accept = TlsAcceptor::from(cfg).accept(Prefixed {
+        first: Some(first[0]),
+        inner: client,
+    });
     let accepted = tokio::select! {
         r = tokio::time::timeout(shared.opts.header_timeout, accept) => r,
         _ = shared.stop.cancelled() => return,
@@ -648,6 +691,48 @@ async fn connect_upstream(s: &Session, slot: &mut Upstream) -> Result<(), (LogRe
     });
     slot.sender = Some(sender);
     Ok(())
+}
+
+/// A stream whose first read returns the byte already taken off it (to see whether a tunnel carries TLS).
+struct Prefixed<S> {
+    first: Option<u8>,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(b) = self.first.take() {
+            buf.put_slice(&[b]);
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]

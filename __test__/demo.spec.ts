@@ -1,9 +1,13 @@
 // The main job end to end: examples/docker-sandbox.ts (compiled by `npm test`) against LocalSandboxd, as a user
 // runs it, plus the consumer modules (ESM and CJS) and the no-child_process rule.
 import { spawn } from 'node:child_process'
-import { existsSync, readdirSync, readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
+import { ensureAddresses } from './helpers/internet.js'
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const OUT = `${ROOT}.tmp/examples`
@@ -38,10 +42,19 @@ const NO_DAEMON = { SANDBOXD_SOCKET: '/nonexistent/sandboxd.sock', DOCKER_SANDBO
 const sandboxdRoots = () => readdirSync('/tmp').filter((d) => d.startsWith('sandboxd-') || d.startsWith('sbxd-'))
 
 describe('the demo flow', () => {
-  it('on the sbx API: a sandbox from the template, the server, a session, a streamed reply, nothing left', async () => {
+  it('on the sbx API: a sandbox from the template, HTTPS through the proxy, a session, a streamed reply, nothing left', async () => {
     const before = sandboxdRoots()
-    const r = await run(`${OUT}/docker-sandbox.js`, { TEMPLATE: IMAGE!, ...NO_DAEMON })
+    // What `npm run demo` sets up for the network step: a test CA and certificate, 198.18.0.1 on the loopback.
+    ensureAddresses()
+    const tlsDir = mkdtempSync(join(tmpdir(), 'sbx-demo-pki-'))
+    execFileSync('bash', ['-c', 'source scripts/lib.sh && make_test_pki "$@"', 'x', tlsDir, 'api.demo.test', 'blocked.demo.test'], { cwd: ROOT })
+    const r = await run(`${OUT}/docker-sandbox.js`, { TEMPLATE: IMAGE!, ...NO_DAEMON, DEMO_TLS_DIR: tlsDir }).finally(() => rmSync(tlsDir, { recursive: true, force: true }))
     expect(r.code, r.out).toBe(0)
+    // curl inside verified the proxy's certificate (ssl_verify_result 0) and got the fake upstream's answer.
+    expect(r.out).toMatch(/HTTPS through the proxy: hello from api\.demo\.test:\d+ status=200 verified=0/)
+    expect(r.out).toContain('blocked.demo.test: the proxy answered 403')
+    expect(r.out).toMatch(/log: blocked\.demo\.test:\d+ blocked by blocked\.demo\.test \(denied-by-rule, connect, 1x\)/)
+    expect(r.out).toMatch(/log: api\.demo\.test:\d+ allowed by (\*|api\.demo\.test) \(allowed-by-rule, intercepted, 1x\)/)
     expect(r.out).toContain('starting LocalSandboxd')
     expect(r.out).toContain('serving the sbx API')
     expect(r.out).toContain('sandbox sandbox-agent-demo (sbx) is running')

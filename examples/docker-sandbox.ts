@@ -2,13 +2,18 @@
 // Run it with `npm run demo` (which builds the template image and compiles this file).
 // The real sbx daemon when one answers (or the legacy Desktop plugin), else LocalSandboxd serving the sbx API;
 // DEMO_BACKEND=desktop runs the legacy /vm flow (a VM plus the template container, the VM's proxy and CA).
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { createServer, type Server } from 'node:https'
+import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { LocalSandboxd, SandboxAgent, Sandboxes, isSandboxdError, type AgentSession } from 'sandboxd'
 
 const TEMPLATE = process.env.TEMPLATE ?? 'sandboxd-test/agent:latest'
 const BACKEND = process.env.DEMO_BACKEND === 'desktop' ? 'desktop' : undefined
+// A "fake internet" for the network step on LocalSandboxd: npm run demo makes a test CA and a certificate for
+// api.demo.test / blocked.demo.test in this directory and puts 198.18.0.1 on the loopback.
+const TLS_DIR = process.env.DEMO_TLS_DIR
 const t0 = Date.now()
 const step = (msg: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(2)}s] ${msg}`)
 
@@ -32,6 +37,19 @@ process.on('SIGINT', () => {
   void cleanup().then(() => process.exit(130))
 })
 
+/** An HTTPS server on 198.18.0.1 (a port of its choosing) with the demo's certificate. */
+async function fakeInternet(dir: string): Promise<{ ca: string; port: number }> {
+  const read = (n: string) => readFileSync(join(dir, n), 'utf8')
+  const server: Server = createServer({ key: read('key.pem'), cert: read('cert.pem') }, (req, res) => {
+    res.end(`hello from ${req.headers.host}\n`)
+  })
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '198.18.0.1', resolve))
+  cleanups.push(() => new Promise((r) => { server.closeAllConnections(); server.close(r) }))
+  return { ca: read('ca.pem'), port: (server.address() as AddressInfo).port }
+}
+
+let fake: { ca: string; port: number } | undefined
+
 async function main(): Promise<void> {
   // 1. The daemon: whichever answers (sbx first), else the embedded LocalSandboxd.
   let sandboxes: Sandboxes
@@ -41,7 +59,11 @@ async function main(): Promise<void> {
   } catch (e) {
     if (!isSandboxdError(e) || e.code !== 'ERR_SANDBOXD_UNAVAILABLE') throw e
     step(`no sandbox daemon answers (tried ${((e as { triedPaths?: string[] }).triedPaths ?? []).length} paths); starting LocalSandboxd`)
-    const local = await LocalSandboxd.start()
+    if (TLS_DIR && BACKEND !== 'desktop') fake = await fakeInternet(TLS_DIR)
+    // The proxy resolves the fake names only (no DNS query leaves the machine) and trusts the fake CA upstream.
+    const local = await LocalSandboxd.start(
+      fake ? { proxy: { hosts: { 'api.demo.test': ['198.18.0.1'], 'blocked.demo.test': ['198.18.0.1'] }, systemResolver: false, upstreamCa: [fake.ca] } } : undefined,
+    )
     cleanups.push(() => local.stop())
     sandboxes = await Sandboxes.connect({ socketPath: local.socketPath, backend: BACKEND })
     step(`LocalSandboxd (${local.backend}) serving the ${sandboxes.backend} API on ${local.socketPath}`)
@@ -58,6 +80,20 @@ async function main(): Promise<void> {
     const check = await box.sh('echo "$HTTPS_PROXY"; test -s "$SSL_CERT_FILE" && echo ca-trusted')
     const [proxy, ca] = check.text().split('\n')
     step(`HTTPS_PROXY=${proxy}; proxy CA in the sandbox: ${ca === 'ca-trusted'}`)
+  }
+
+  if (fake) {
+    // The network: the sandbox's only way out is the proxy. HTTPS is intercepted with a certificate from the
+    // sandbox's own CA, which curl inside verifies; the proxy verified the upstream. The blocked host is in the log.
+    await box.policy.allow('api.demo.test')
+    await box.policy.deny('blocked.demo.test')
+    const ok = await box.sh(`curl -sS https://api.demo.test:${fake.port}/ -w 'status=%{http_code} verified=%{ssl_verify_result}'`)
+    step(`HTTPS through the proxy: ${ok.text().replace('\n', ' ').trim()}`)
+    const no = await box.sh(`curl -sS -o /dev/null -w '%{http_connect}' https://blocked.demo.test:${fake.port}/ 2>/dev/null; true`)
+    step(`blocked.demo.test: the proxy answered ${no.text()}`)
+    for (const e of await box.policy.log()) {
+      step(`log: ${e.host} ${e.allowed ? 'allowed' : 'blocked'} by ${e.rule ?? '-'} (${e.reason ?? '-'}, ${e.proxyType}, ${e.count}x)`)
+    }
   }
 
   // 3. One call to a ready session: the sandbox-agent server started (its binary copied in when the template has

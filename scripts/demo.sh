@@ -37,6 +37,13 @@ say "building the template image on the host engine"
 build_test_images >/dev/null
 : "${SANDBOXD_AGENT_IMAGE:?the sandbox-agent template image could not be built on this platform}"
 
+say "a fake internet for the network step: a test CA, a certificate, 198.18.0.1 on the loopback"
+DEMO_TLS_DIR=$(mktemp -d)
+trap 'stop_private_dockerd >/dev/null 2>&1 || true; rm -rf "$DEMO_TLS_DIR"' EXIT
+make_test_pki "$DEMO_TLS_DIR" api.demo.test blocked.demo.test
+ip -o addr show dev lo | grep -q ' 198.18.0.1/' || ip addr add 198.18.0.1/32 dev lo
+export DEMO_TLS_DIR
+
 say "compiling examples/"
 npx tsc -p examples
 

@@ -369,6 +369,33 @@ build_extra_test_images() {
   build_sandbox_agent_image
 }
 
+# make_test_pki DIR NAME...: a test CA (DIR/ca.pem) and a server certificate it
+# signed for every NAME (DNS names, or IP:a.b.c.d) in DIR/cert.pem + DIR/key.pem,
+# and a self-signed certificate for the same names that no CA vouches for
+# (DIR/self.pem + DIR/self.key). P-256 keys, valid two days. For the network
+# policy tests and the demo's "fake internet" (HTTPS servers on loopback).
+make_test_pki() {
+  local dir=$1 san="" n
+  shift
+  for n in "$@"; do
+    case $n in IP:*) san+="${san:+,}$n" ;; *) san+="${san:+,}DNS:$n" ;; esac
+  done
+  mkdir -p "$dir" || return 1
+  local ssl=(openssl)
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+  {
+    "${ssl[@]}" req -x509 "${ec[@]}" -days 2 -subj '/CN=sandboxd fake internet CA' \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" &&
+      "${ssl[@]}" req "${ec[@]}" -subj '/CN=fake internet' -keyout "$dir/key.pem" -out "$dir/srv.csr" &&
+      printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$san" >"$dir/ext" &&
+      "${ssl[@]}" x509 -req -in "$dir/srv.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 2 -extfile "$dir/ext" -out "$dir/cert.pem" &&
+      "${ssl[@]}" req -x509 "${ec[@]}" -days 2 -subj '/CN=nobody vouches' -addext "subjectAltName=$san" \
+        -keyout "$dir/self.key" -out "$dir/self.pem"
+  } >/dev/null 2>&1 || { sbx_err "make_test_pki: openssl failed"; return 1; }
+  rm -f "$dir/srv.csr" "$dir/ext" "$dir/ca.srl" "$dir/ca.key"
+}
+
 # sandboxd-test/curl:latest: $SBX_TEST_IMAGE plus this machine's curl and the
 # shared libraries it loads (copied at their paths, with the dynamic loader),
 # and an empty /etc/ssl/certs/ca-certificates.crt that LocalSandboxd extends

@@ -3,11 +3,14 @@
 // resolver gets only these fixed answers: no DNS query and no packet leaves the machine). Sandboxes reach them
 // only through the proxy: their own network namespace holds nothing but a loopback.
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { createServer, type Server } from 'node:http'
 import { createServer as createTlsServer } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const LIB = fileURLToPath(new URL('../../scripts/lib.sh', import.meta.url))
 
 /** The addresses put on `lo` (kept afterwards: loopback-only, harmless, and shared by concurrent specs). */
 export const ADDRS = ['198.18.0.1', '198.18.0.2'] as const
@@ -53,19 +56,14 @@ export interface TestPki {
   selfCert: string
 }
 
+/** Made by `make_test_pki` in scripts/lib.sh (openssl), the same function the demo uses. */
 export function testPki(): TestPki {
   const dir = mkdtempSync(join(tmpdir(), 'sbx-pki-'))
-  const f = (n: string) => join(dir, n)
-  const ssl = (...args: string[]) => execFileSync('openssl', args, { stdio: ['ignore', 'ignore', 'pipe'] })
   try {
-    const names = Object.keys(HOSTS).map((n) => `DNS:${n}`).concat(['IP:198.18.0.1', 'IP:198.18.0.2'])
-    writeFileSync(f('ext'), `subjectAltName=${names.join(',')}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n`)
-    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=sandboxd fake internet CA', '-keyout', f('ca.key'), '-out', f('ca.pem'))
-    ssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-subj', '/CN=fake internet', '-keyout', f('srv.key'), '-out', f('srv.csr'))
-    ssl('x509', '-req', '-in', f('srv.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', f('ext'), '-out', f('srv.pem'))
-    ssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2', '-subj', '/CN=nobody vouches', '-addext', `subjectAltName=${names.join(',')}`, '-keyout', f('self.key'), '-out', f('self.pem'))
-    const r = (n: string) => readFileSync(f(n), 'utf8')
-    return { caPem: r('ca.pem'), key: r('srv.key'), cert: r('srv.pem'), selfKey: r('self.key'), selfCert: r('self.pem') }
+    const names = [...Object.keys(HOSTS), 'IP:198.18.0.1', 'IP:198.18.0.2']
+    execFileSync('bash', ['-c', 'source "$0" && make_test_pki "$@"', LIB, dir, ...names], { stdio: ['ignore', 'ignore', 'inherit'] })
+    const r = (n: string) => readFileSync(join(dir, n), 'utf8')
+    return { caPem: r('ca.pem'), key: r('key.pem'), cert: r('cert.pem'), selfKey: r('self.key'), selfCert: r('self.pem') }
   } finally {
     rmSync(dir, { recursive: true, force: true })
   }

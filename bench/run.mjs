@@ -1123,6 +1123,8 @@ function reportT9() {
   const lat = (k) => median(rounds.map((r) => r.latency[k]))
   const dm = rounds.flatMap((r) => r.tunnel.directMibps)
   const tm = rounds.flatMap((r) => r.tunnel.tunnelMibps)
+  const dc = rounds.flatMap((r) => r.tunnel.directCpuSecs ?? [])
+  const tc = rounds.flatMap((r) => r.tunnel.tunnelCpuSecs ?? [])
   const ratio = median(tm) / median(dm)
   const overheadMs = (lat('proxyP50Us') - lat('directP50Us')) / 1000
   const allBytes = rounds.every((r) => r.tunnel.ok)
@@ -1146,12 +1148,12 @@ function reportT9() {
     '',
     table(['request route', 'p50 µs', 'p99 µs'], rows),
     '',
-    table([`${mibs} MiB download`, 'MiB/s per run', 'median'], [
-      ['direct', dm.map(f0).join(', '), f0(median(dm))],
-      ['through a CONNECT tunnel (bypass: no interception)', tm.map(f0).join(', '), f0(median(tm))],
+    table([`${mibs} MiB download`, 'MiB/s per run', 'median', 'process CPU s per run, median (client + proxy + upstream)'], [
+      ['direct', dm.map(f0).join(', '), f0(median(dm)), f2(median(dc))],
+      ['through a CONNECT tunnel (bypass: no interception)', tm.map(f0).join(', '), f0(median(tm)), f2(median(tc))],
     ]),
     '',
-    `The proxy adds **${f2(overheadMs)} ms** p50 per kept-alive request: it decides, then opens a new upstream connection for every forwarded request (no upstream pool) and relays through hyper on both sides. The tunnel runs at **${x(ratio)}** direct (\`copy_bidirectional\` on the proxy's two sockets). Policy: **${f0(policy.perSec)} decisions/s** with ${policy.rules} rules (\`bench/floor/policy_floor.rs\`, one thread, ${f0(policy.nsPerDecision)} ns per decision over a rotating mix of 64 targets). Intercepted HTTPS: not measured yet (TODO(T9 intercepted): the proxy does not intercept TLS yet). 1,000 concurrent connections with flat RSS is the Rust test \`core::local::proxy::load_tests::thousand_connections_held_rss_flat\` (\`cargo test --lib local::proxy\`), not part of this run.`,
+    `The proxy adds **${f2(overheadMs)} ms** p50 per kept-alive request: it decides, then opens a new upstream connection for every forwarded request (no upstream pool) and relays through hyper on both sides. The tunnel runs at **${x(ratio)}** direct (\`copy_bidirectional\` on the proxy's two sockets) and costs ${x(median(tc) / median(dc))} the CPU of the direct download: every byte crosses loopback twice and the relay in user space, on the same cores as the client and the upstream. Policy: **${f0(policy.perSec)} decisions/s** with ${policy.rules} rules (\`bench/floor/policy_floor.rs\`, one thread, ${f0(policy.nsPerDecision)} ns per decision over a rotating mix of 64 targets). Intercepted HTTPS: not measured yet (TODO(T9 intercepted): the proxy does not intercept TLS yet). 1,000 concurrent connections with flat RSS is the Rust test \`core::local::proxy::load_tests::thousand_connections_held_rss_flat\` (\`cargo test --lib local::proxy\`), not part of this run.`,
   ].join('\n')
 }
 

@@ -8,7 +8,8 @@
 //! - `latency`: REQUESTS keep-alive `GET`s each way, in alternating blocks of 100 after a warm-up: `directP50Us`,
 //!   `directP99Us`, `proxyP50Us`, `proxyP99Us`, `overheadP50Us` (proxy p50 − direct p50);
 //! - `tunnel`: MIB MiB read to the end, directly and through a `CONNECT` tunnel (no interception), RUNS each,
-//!   alternating: `directMibps`, `tunnelMibps` (per run), `ratio` (median tunnel / median direct), `ok`;
+//!   alternating: `directMibps`, `tunnelMibps` (per run), `directCpuSecs`, `tunnelCpuSecs` (the process's CPU
+//!   during each run, all threads: client, proxy and upstream), `ratio` (median tunnel / median direct), `ok`;
 //! - `intercepted`: `null` — intercepted HTTPS throughput waits for the proxy's TLS interception (issue #19).
 
 use bytes::Bytes;
@@ -117,29 +118,45 @@ async fn run(requests: usize, bytes: u64, runs: usize) -> Res<String> {
 
     // (b) Bulk: read BYTES to the end, direct and through a CONNECT tunnel, alternating.
     let (mut dm, mut tm) = (Vec::new(), Vec::new());
+    let (mut dc, mut tc) = (Vec::new(), Vec::new());
     let mut ok = true;
     for _ in 0..runs {
+        let c0 = cpu_secs();
         let (n, secs) = download(TcpStream::connect(BULK).await?, None).await?;
+        dc.push(cpu_secs() - c0);
         ok &= n == bytes;
         dm.push(n as f64 / (1 << 20) as f64 / secs);
+        let c0 = cpu_secs();
         let (n, secs) = download(TcpStream::connect(paddr).await?, Some("bulk.test:443")).await?;
+        tc.push(cpu_secs() - c0);
         ok &= n == bytes;
         tm.push(n as f64 / (1 << 20) as f64 / secs);
     }
     let ratio = median(&tm) / median(&dm);
     proxy.shutdown().await;
-    let list = |v: &[f64]| {
+    let list = |v: &[f64], digits: usize| {
         v.iter()
-            .map(|x| format!("{x:.0}"))
+            .map(|x| format!("{x:.digits$}"))
             .collect::<Vec<_>>()
             .join(",")
     };
     Ok(format!(
-        "{{\"latency\":{{\"requests\":{requests},\"directP50Us\":{d50:.1},\"directP99Us\":{d99:.1},\"proxyP50Us\":{p50:.1},\"proxyP99Us\":{p99:.1},\"overheadP50Us\":{:.1}}},\"tunnel\":{{\"bytes\":{bytes},\"runs\":{runs},\"directMibps\":[{}],\"tunnelMibps\":[{}],\"ratio\":{ratio:.3},\"ok\":{ok}}},\"intercepted\":null}}",
+        "{{\"latency\":{{\"requests\":{requests},\"directP50Us\":{d50:.1},\"directP99Us\":{d99:.1},\"proxyP50Us\":{p50:.1},\"proxyP99Us\":{p99:.1},\"overheadP50Us\":{:.1}}},\"tunnel\":{{\"bytes\":{bytes},\"runs\":{runs},\"directMibps\":[{}],\"tunnelMibps\":[{}],\"directCpuSecs\":[{}],\"tunnelCpuSecs\":[{}],\"ratio\":{ratio:.3},\"ok\":{ok}}},\"intercepted\":null}}",
         p50 - d50,
-        list(&dm),
-        list(&tm)
+        list(&dm, 0),
+        list(&tm, 0),
+        list(&dc, 3),
+        list(&tc, 3)
     ))
+}
+
+/// CPU seconds (user + system) of the whole process so far: client, proxy and upstreams together.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage fills a local struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 / 1e6;
+    t(ru.ru_utime) + t(ru.ru_stime)
 }
 
 /// The p-th percentile of sorted microsecond samples.

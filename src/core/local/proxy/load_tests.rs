@@ -278,6 +278,7 @@ async fn load_rounds() {
         // A tunnel holds four descriptors (the client's, the proxy's two, the upstream's); a kept-alive HTTP
         // connection two between requests (the proxy connects upstream per request and closes after it).
         assert!(fds >= base_fds + 3 * CONNS, "round {round}: {fds} fds");
+        trim();
         let peak = vm_rss_kb();
         release.wait().await;
         for c in clients {
@@ -293,7 +294,7 @@ async fn load_rounds() {
         trim();
         let r = vm_rss_kb();
         eprintln!(
-            "round {round}: {CONNS} held in {:?}; {tasks} proxy tasks, {fds} fds, VmRSS {peak} kB held, {untrimmed} kB after ({r} kB trimmed; baseline {base_rss} kB, {base_fds} fds)",
+            "round {round}: {CONNS} held in {:?}; {tasks} proxy tasks, {fds} fds, VmRSS {peak} kB held (trimmed), {untrimmed} kB after ({r} kB trimmed; baseline {base_rss} kB, {base_fds} fds)",
             t0.elapsed()
         );
         peaks.push(peak);

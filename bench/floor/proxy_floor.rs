@@ -88,6 +88,7 @@ async fn run(requests: usize, bytes: u64, runs: usize) -> Res<String> {
         policy,
         ProxyOptions {
             resolver,
+            system_roots: false,
             ..ProxyOptions::default()
         },
     );

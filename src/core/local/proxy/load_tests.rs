@@ -126,6 +126,8 @@ fn setup(header_timeout: Duration, log_capacity: usize) -> Proxy {
             log_capacity,
             header_timeout,
             connect_timeout: Duration::from_secs(2),
+            system_roots: false,
+            ..ProxyOptions::default()
         },
     )
 }

@@ -1,4 +1,4 @@
-// `npm run bench` (via bench/run.sh): the performance targets T1–T6, T8 and T10, measured side by side with the peers
+// `npm run bench` (via bench/run.sh): the performance targets T1–T6, T8, T9 and T10, measured side by side with the peers
 // (dockerode, the docker CLI, curl glue) in one interleaved run, written to BENCHMARKS.md.
 //
 //   node bench/run.mjs [--quick] [--out FILE] [--only T1,T3] [--keep-images] [--strict]
@@ -40,7 +40,7 @@ for (let i = 0; i < argv.length; i++) {
 const QUICK = flag('--quick')
 const STRICT = flag('--strict')
 const KEEP_IMAGES = flag('--keep-images')
-const ONLY = new Set((opt('--only') ?? 'T1,T2,T3,T4,T5,T6,T8,T10').toUpperCase().split(',').filter(Boolean))
+const ONLY = new Set((opt('--only') ?? 'T1,T2,T3,T4,T5,T6,T8,T9,T10').toUpperCase().split(',').filter(Boolean))
 const OUT = path.resolve(REPO, opt('--out') ?? (QUICK ? '.tmp/BENCHMARKS.quick.md' : 'BENCHMARKS.md'))
 
 const CFG = QUICK
@@ -54,6 +54,7 @@ const CFG = QUICK
       t6Rounds: 3,
       t8Rounds: 3, t8PerRound: 5, t8StreamRounds: 1, t8Bytes: 64 * MiB,
       t10Rounds: 2, t10N: 20, t10NewN: 5, t10CliN: 3, t10DlRounds: 1, t10Bytes: 64 * MiB,
+      t9Rounds: 1, t9Requests: 500, t9MiB: 64, t9Runs: 1, t9PolicySecs: 1,
     }
   : {
       t1Rounds: 12, t1PerRound: 10,
@@ -65,6 +66,7 @@ const CFG = QUICK
       t6Rounds: 10,
       t8Rounds: 12, t8PerRound: 10, t8StreamRounds: 7, t8Bytes: 256 * MiB,
       t10Rounds: 6, t10N: 50, t10NewN: 10, t10CliN: 5, t10DlRounds: 5, t10Bytes: 64 * MiB,
+      t9Rounds: 3, t9Requests: 2000, t9MiB: 256, t9Runs: 3, t9PolicySecs: 3,
     }
 
 const PEER = path.join(REPO, 'bench/peer.mjs')
@@ -599,6 +601,34 @@ async function runT10(cfg) {
   R.T10 = { lat, runs, bytes, digests }
 }
 
+/** bench/floor/proxy_floor.rs and policy_floor.rs, built by bench/run.sh (profile bench-helper). */
+const PROXY_FLOOR_BIN = path.join(REPO, 'target/bench-helper/examples/proxy-floor')
+const POLICY_FLOOR_BIN = path.join(REPO, 'target/bench-helper/examples/policy-floor')
+
+/**
+ * T9: the filtering proxy (src/core/local/proxy) in a network namespace proxy-floor creates (root), beside the
+ * same traffic sent directly: keep-alive request latency and a CONNECT tunnel download; then policy-floor's
+ * decisions per second with 1,000 rules. Each round is a fresh proxy-floor process.
+ */
+async function runT9() {
+  for (const bin of [PROXY_FLOOR_BIN, POLICY_FLOOR_BIN]) {
+    if (!existsSync(bin)) throw new Error(`${bin} is missing: bench/run.sh builds it (cargo build --profile bench-helper --example proxy-floor --example policy-floor --no-default-features)`)
+  }
+  const rounds = []
+  for (let r = 0; r < CFG.t9Rounds; r++) {
+    const res = await timeCmd(PROXY_FLOOR_BIN, [String(CFG.t9Requests), String(CFG.t9MiB), String(CFG.t9Runs)], { capture: true })
+    if (res.code !== 0) throw new Error(`proxy-floor exited ${res.code}: ${res.stderr}`)
+    const out = JSON.parse(res.stdout.trim().split('\n').at(-1))
+    rounds.push(out)
+    log(`T9 round ${r + 1}/${CFG.t9Rounds}: p50 ${out.latency.directP50Us} µs direct, ${out.latency.proxyP50Us} µs proxied; tunnel ${out.tunnel.ratio}× direct (${out.tunnel.tunnelMibps.join('/')} vs ${out.tunnel.directMibps.join('/')} MiB/s)`)
+  }
+  const res = await timeCmd(POLICY_FLOOR_BIN, [String(CFG.t9PolicySecs)], { capture: true })
+  if (res.code !== 0) throw new Error(`policy-floor exited ${res.code}: ${res.stderr}`)
+  const policy = JSON.parse(res.stdout.trim().split('\n').at(-1))
+  log(`T9 policy: ${policy.perSec} decisions/s with ${policy.rules} rules`)
+  R.T9 = { rounds, policy }
+}
+
 async function runT4(vmSock) {
   const images = [
     { label: 'busybox', ref: IMAGE },
@@ -1088,6 +1118,51 @@ function reportT8() {
   ].join('\n')
 }
 
+function reportT9() {
+  const { rounds, policy } = R.T9
+  const lat = (k) => median(rounds.map((r) => r.latency[k]))
+  const dm = rounds.flatMap((r) => r.tunnel.directMibps)
+  const tm = rounds.flatMap((r) => r.tunnel.tunnelMibps)
+  const dc = rounds.flatMap((r) => r.tunnel.directCpuSecs ?? [])
+  const tc = rounds.flatMap((r) => r.tunnel.tunnelCpuSecs ?? [])
+  const ratio = median(tm) / median(dm)
+  const overheadMs = (lat('proxyP50Us') - lat('directP50Us')) / 1000
+  const allBytes = rounds.every((r) => r.tunnel.ok)
+  const mibs = rounds[0].tunnel.bytes / MiB
+  check('T9', 'request overhead p50 through the proxy (keep-alive, loopback)', overheadMs, '<=', 1, `${f2(overheadMs)} ms`, ' ms')
+  check('T9', `bypass CONNECT tunnel ${mibs} MiB download / direct`, ratio, '>=', 0.9)
+  checks.push({ id: 'T9', what: `bypass tunnel: all ${mibs} MiB arrived, every run`, measured: allBytes ? 'yes' : 'no', target: 'yes', ok: allBytes })
+  // Intercepted HTTPS: the same MiB over HTTPS, direct vs through a listener bound to a sandbox with a CA.
+  const inter = rounds.map((r) => r.intercepted).filter((v) => v != null)
+  const hd = inter.flatMap((v) => v.directMibps)
+  const hi = inter.flatMap((v) => v.interceptedMibps)
+  const hdc = inter.flatMap((v) => v.directCpuSecs)
+  const hic = inter.flatMap((v) => v.interceptedCpuSecs)
+  const interRatio = inter.length ? median(hi) / median(hd) : NaN
+  check('T9', `intercepted HTTPS ${mibs} MiB download / direct HTTPS`, interRatio, '>=', 0.5, inter.length ? undefined : 'not measured')
+  checks.push({ id: 'T9', what: `intercepted HTTPS: all ${mibs} MiB arrived, every run`, measured: inter.length && inter.every((v) => v.ok) ? 'yes' : 'no', target: 'yes', ok: inter.length > 0 && inter.every((v) => v.ok) })
+  const rows = [
+    ['direct: hyper client → upstream (198.18.0.1:80)', f0(lat('directP50Us')), f0(lat('directP99Us'))],
+    ['through the proxy (absolute-form `GET http://web.test/`)', f0(lat('proxyP50Us')), f0(lat('proxyP99Us'))],
+  ]
+  return [
+    '### T9 — the filtering proxy',
+    '',
+    `\`bench/floor/proxy_floor.rs\` (tokio + hyper 1, no JS) in a network namespace it creates: \`lo\` with 198.18.0.1 (an HTTP upstream answering \`ok\`) and 198.18.0.2 (a TCP upstream that writes ${mibs} MiB and closes), and an HTTPS upstream on 198.18.0.1:443 whose certificate a test root made by the floor signs (\`extra_roots_pem\`); LocalSandboxd's proxy (\`src/core/local/proxy\`, deny-all with three allow rules, fixed resolver) on 127.0.0.1. Client, proxy and upstreams share one process and the machine's ${os.cpus().length} cores. ${CFG.t9Rounds} round(s), each a fresh process: ${CFG.t9Requests} keep-alive requests each way on one connection each, in alternating blocks of 100 after 100 warm-up requests; then ${CFG.t9Runs} download(s) each way, alternating, MiB/s from connect to the last byte. Medians over rounds.`,
+    '',
+    table(['request route', 'p50 µs', 'p99 µs'], rows),
+    '',
+    table([`${mibs} MiB download`, 'MiB/s per run', 'median', 'process CPU s per run, median (client + proxy + upstream)'], [
+      ['direct', dm.map(f0).join(', '), f0(median(dm)), f2(median(dc))],
+      ['through a CONNECT tunnel (bypass: no interception)', tm.map(f0).join(', '), f0(median(tm)), f2(median(tc))],
+      ['HTTPS direct (`GET /bulk`, the client trusts the test root)', hd.map(f0).join(', '), f0(median(hd)), f2(median(hdc))],
+      ['HTTPS intercepted (a listener bound to a sandbox with a CA: TLS to the client and to the upstream)', hi.map(f0).join(', '), f0(median(hi)), f2(median(hic))],
+    ]),
+    '',
+    `The proxy adds **${f2(overheadMs)} ms** p50 per kept-alive request: it decides, then opens a new upstream connection for every forwarded request (no upstream pool) and relays through hyper on both sides. The tunnel runs at **${x(ratio)}** direct (\`copy_bidirectional\` on the proxy's two sockets) and costs ${x(median(tc) / median(dc))} the CPU of the direct download: every byte crosses loopback twice and the relay in user space, on the same cores as the client and the upstream. Policy: **${f0(policy.perSec)} decisions/s** with ${policy.rules} rules (\`bench/floor/policy_floor.rs\`, one thread, ${f0(policy.nsPerDecision)} ns per decision over a rotating mix of 64 targets). Intercepted HTTPS runs at **${x(interRatio)}** direct HTTPS: the proxy decrypts and re-encrypts every byte (${x(median(hic) / median(hdc))} the CPU of the direct download). 1,000 concurrent connections with flat RSS is the Rust test \`core::local::proxy::load_tests::thousand_connections_held_rss_flat\` (\`cargo test --lib local::proxy\`), not part of this run.`,
+  ].join('\n')
+}
+
 function reportT10() {
   const { lat, runs, bytes, digests } = R.T10
   const L = Object.fromEntries(Object.entries(lat).map(([k, a]) => [k, { p50: median(a.lat), p90: p90(a.lat), n: a.lat.length, failures: a.failures, errors: a.errors }]))
@@ -1262,7 +1337,7 @@ function renderMarkdown(F, runtimeS) {
   parts.push('')
   parts.push('## Results')
   parts.push('')
-  for (const [t, fn] of [['T1', reportT1Text], ['T2', reportT2Text], ['T3', reportT3Text], ['T4', reportT4Text], ['T5', reportT5Text], ['T6', reportT6Text], ['T8', reportT8Text], ['T10', reportT10Text]]) {
+  for (const [t, fn] of [['T1', reportT1Text], ['T2', reportT2Text], ['T3', reportT3Text], ['T4', reportT4Text], ['T5', reportT5Text], ['T6', reportT6Text], ['T8', reportT8Text], ['T9', reportT9Text], ['T10', reportT10Text]]) {
     if (fn.text) {
       parts.push(fn.text)
       parts.push('')
@@ -1290,6 +1365,7 @@ const reportT4Text = {}
 const reportT5Text = {}
 const reportT6Text = {}
 const reportT8Text = {}
+const reportT9Text = {}
 const reportT10Text = {}
 
 // ---------------------------------------------------------------------------
@@ -1347,6 +1423,7 @@ try {
   if (ONLY.has('T3')) await runT3()
   if (ONLY.has('T4')) await runT4(state.vm.socketPath)
   if (t8) await runT8(t8)
+  if (ONLY.has('T9')) await runT9()
   if (t10) await runT10(t10)
   if (!flag('--no-diagnostics')) await runConns()
   F.loadEnd = os.loadavg()
@@ -1361,6 +1438,7 @@ try {
   if (R.T5) reportT5Text.text = reportT5()
   if (R.T6) reportT6Text.text = reportT6()
   if (R.T8) reportT8Text.text = reportT8()
+  if (R.T9) reportT9Text.text = reportT9()
   if (R.T10) reportT10Text.text = reportT10()
 
   await cleanup()

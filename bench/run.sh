@@ -3,7 +3,8 @@
 # and curl glue, written to BENCHMARKS.md (bench/run.mjs does the measuring).
 #
 #   packages (docker.io, busybox, curl) -> node_modules -> the built addon (never built here)
-#   -> the raw Rust floors for T3 and T8 (bench/floor/stream_floor.rs, sbx_floor.rs, built here)
+#   -> the raw Rust floors for T3, T8 and T9 (bench/floor/stream_floor.rs, sbx_floor.rs, proxy_floor.rs,
+#      policy_floor.rs, built here)
 #   -> Docker engine: $DOCKER_HOST if it answers, else a private dockerd (scripts/lib.sh), stopped on exit
 #   -> test image (build_test_images) -> node bench/run.mjs "$@"
 #
@@ -45,8 +46,9 @@ if ! compgen -G 'native/sandboxd.*.node' >/dev/null || [[ ! -f dist/index.js ]];
   exit 1
 fi
 
-sbx_log "==> the raw Rust floors for T3 and T8 (bench/floor, cargo profile bench-helper)"
-cargo build --quiet --profile bench-helper --example stream-floor --example sbx-floor --no-default-features
+sbx_log "==> the raw Rust floors for T3, T8 and T9 (bench/floor, cargo profile bench-helper)"
+cargo build --quiet --profile bench-helper --example stream-floor --example sbx-floor \
+  --example proxy-floor --example policy-floor --no-default-features
 
 sbx_log "==> docker engine"
 if [[ -n "${DOCKER_HOST:-}" ]] && timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; then

@@ -14,6 +14,8 @@ pub mod log;
 pub mod mitm;
 
 #[cfg(all(test, target_os = "linux"))]
+mod load_tests;
+#[cfg(all(test, target_os = "linux"))]
 mod tests;
 
 pub use log::{DecisionLog, LogEntry, LogReason, ProxyType};

@@ -119,16 +119,37 @@ impl SbxClient {
                 RuleChange::Preset(p) => json!({"action": "init", "preset": preset_name(*p)}),
             })
             .collect();
+        let body = json!({ "actions": actions });
         let what = "POST /policy/network/rules";
-        let body = (
-            "application/json",
-            bytes::Bytes::from(json!({ "actions": actions }).to_string()),
-        );
+        let instead = "sbx policy allow|deny|rm network …";
+        let v = self
+            .post_undocumented(what, "/policy/network/rules", body, "rules", instead, opts)
+            .await?;
+        match v.get("rules") {
+            Some(_) => rules_of(&v),
+            None => self.policy_rules(opts).await,
+        }
+    }
+
+    /// POSTs a body in a shape sbx does not document (LocalSandboxd's): 2xx → the JSON answer; LocalSandboxd's 400
+    /// naming the refused entry → `ERR_INVALID_ARGUMENT` on `<arg>[i]`; a 404 about a sandbox →
+    /// `ERR_SANDBOX_NOT_FOUND`; any other 400/404/405/415/422/501 → `ERR_SBX_UNSUPPORTED` naming the CLI command
+    /// that does it instead. The body (which may hold secret values) is never part of an error.
+    async fn post_undocumented(
+        &self,
+        what: &str,
+        path: &str,
+        body: Value,
+        arg: &str,
+        instead: &str,
+        opts: &Call,
+    ) -> Result<Value> {
+        let body = ("application/json", bytes::Bytes::from(body.to_string()));
         let res = self
             .call(
                 what,
                 Method::POST,
-                "/policy/network/rules",
+                path,
                 Some(body),
                 opts,
                 DEFAULT_TIMEOUT,
@@ -137,15 +158,11 @@ impl SbxClient {
             .await?;
         let v: Value = serde_json::from_slice(&res.body).unwrap_or(Value::Null);
         match res.status {
-            200..=299 => match v.get("rules") {
-                Some(_) => rules_of(&v),
-                None => self.policy_rules(opts).await,
-            },
-            // LocalSandboxd names the change it refused; any other 4xx means this daemon takes another shape.
+            200..=299 => Ok(v),
             400 if v.get("index").is_some() => {
                 let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                 Err(Error::invalid(str_of(&v, "message").unwrap_or_default())
-                    .with("argument", format!("rules[{i}]")))
+                    .with("argument", format!("{arg}[{i}]")))
             }
             404 if str_of(&v, "message").is_some_and(|m| m.starts_with("sandbox ")) => Err(Error::new(
                 ErrorCode::SandboxNotFound,
@@ -154,10 +171,8 @@ impl SbxClient {
             400 | 404 | 405 | 415 | 422 | 501 => Err(Error::new(
                 ErrorCode::SbxUnsupported,
                 format!(
-                    "this sbx daemon does not take rule changes in the form the SDK sends (HTTP {}: {}); \
-                     use `sbx policy allow|deny|rm network …` for it",
-                    res.status,
-                    super::client::daemon_message(&res.body)
+                    "this sbx daemon does not take {what} in the form the SDK sends (HTTP {}); use `{instead}` for it",
+                    res.status
                 ),
             )),
             s => Err(status_error(what, None, s, &res.body)),
@@ -282,53 +297,19 @@ impl SbxClient {
                        "format": s.format.as_deref().unwrap_or("%s"), "managed": s.managed})
             })
             .collect();
-        let what = "POST credentials";
         let path = format!("/sandbox/{}/credentials", super::client::seg(name));
-        let body = (
-            "application/json",
-            bytes::Bytes::from(json!({ "custom_secrets": list }).to_string()),
-        );
-        let res = self
-            .call(
-                what,
-                Method::POST,
-                &path,
-                Some(body),
-                opts,
-                DEFAULT_TIMEOUT,
-                1 << 20,
-            )
+        let body = json!({ "custom_secrets": list });
+        let instead = "sbx secret set-custom …";
+        let v = self
+            .post_undocumented("POST credentials", &path, body, "secrets", instead, opts)
             .await?;
-        let v: Value = serde_json::from_slice(&res.body).unwrap_or(Value::Null);
-        match res.status {
-            200..=299 => {}
-            400 if v.get("index").is_some() => {
-                let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                return Err(Error::invalid(str_of(&v, "message").unwrap_or_default())
-                    .with("argument", format!("secrets[{i}]")));
-            }
-            404 if str_of(&v, "message").is_some_and(|m| m.starts_with("sandbox ")) => {
-                return Err(status_error(what, Some(name), 404, &res.body))
-            }
-            400 | 404 | 405 | 415 | 422 | 501 => {
-                return Err(Error::new(
-                    ErrorCode::SbxUnsupported,
-                    format!(
-                        "this sbx daemon does not take secrets in the form the SDK sends (HTTP {}); use \
-                         `sbx secret set-custom …` for it",
-                        res.status
-                    ),
-                ))
-            }
-            s => return Err(status_error(what, Some(name), s, &res.body)),
-        }
         let rows = v
             .get("custom_secrets")
             .and_then(Value::as_array)
             .ok_or_else(|| {
                 Error::protocol(
                     "the credentials answer has no custom_secrets",
-                    Some(res.status),
+                    Some(200),
                     b"",
                 )
             })?;

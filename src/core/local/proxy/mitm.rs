@@ -17,8 +17,8 @@
 //! configured header is touched, and only when the client sent it: a header that is absent stays absent.
 
 use super::{
-    log, policy, strip_hop_by_hop, Counted, Finish, Host, LogEntry, LogReason, Pending, ProxyBody,
-    ProxyOptions, ProxyType, Shared, Target,
+    counted_response, log, policy, strip_hop_by_hop, Counted, Host, LogEntry, LogReason, Pending,
+    ProxyBody, ProxyOptions, ProxyType, Shared, Target,
 };
 use crate::core::local::ca::ProxyCa;
 use hyper::body::Incoming;
@@ -533,19 +533,7 @@ async fn handle(s: Arc<Session>, mut req: Request<Incoming>) -> Response<ProxyBo
     {
         return join_upgrade(p, client_upgrade, resp);
     }
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    p.entry.status = Some(parts.status.as_u16());
-    let body = Counted {
-        inner: body,
-        count: Arc::new(AtomicU64::new(0)),
-        done: Some(Finish {
-            pending: Some(p),
-            up,
-        }),
-    };
-    use http_body_util::BodyExt as _;
-    Response::from_parts(parts, body.boxed())
+    counted_response(p, resp, up)
 }
 
 /// Answers the client's upgrade with the upstream's `101` and joins the two upgraded connections; the entry is

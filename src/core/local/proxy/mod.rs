@@ -622,9 +622,8 @@ async fn handle(
             let mut entry = p.entry;
             let mut upstream = stream;
             if let Ok(upgraded) = on_upgrade.await {
-                let mut client = TokioIo::new(upgraded);
                 let copied = tokio::select! {
-                    r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => r.ok(),
+                    r = relay(upgraded, &mut upstream) => r.ok(),
                     _ = stop.cancelled() => None,
                 };
                 if let Some((up, down)) = copied {
@@ -640,6 +639,28 @@ async fn handle(
         return resp;
     }
     forward(p, req, stream, &target, authority.as_str()).await
+}
+
+/// Relays a plain tunnel both ways; the bytes sent up and down. On Linux the client's own socket is taken back
+/// from hyper and the bytes move with splice(2) (tokio-splice), never through a user-space buffer; what hyper had
+/// already read past the CONNECT head goes first.
+async fn relay(
+    upgraded: hyper::upgrade::Upgraded,
+    upstream: &mut TcpStream,
+) -> std::io::Result<(u64, u64)> {
+    #[cfg(target_os = "linux")]
+    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            use tokio::io::AsyncWriteExt;
+            let mut client = parts.io.into_inner();
+            upstream.write_all(&parts.read_buf).await?;
+            let (up, down) = tokio_splice::zero_copy_bidirectional(&mut client, upstream).await?;
+            return Ok((up + parts.read_buf.len() as u64, down));
+        }
+        Err(u) => u,
+    };
+    let mut client = TokioIo::new(upgraded);
+    tokio::io::copy_bidirectional(&mut client, upstream).await
 }
 
 /// Hop-by-hop headers, never passed on.
@@ -718,6 +739,16 @@ async fn forward(
             return p.refuse(StatusCode::BAD_GATEWAY, LogReason::UpstreamError, msg);
         }
     };
+    counted_response(p, resp, up)
+}
+
+/// The upstream's response passed on, hop-by-hop headers dropped, its body counted; the entry (status, bytes
+/// `up` and down) is written when the body ends or is dropped.
+fn counted_response(
+    mut p: Pending,
+    resp: Response<Incoming>,
+    up: Arc<AtomicU64>,
+) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     p.entry.status = Some(parts.status.as_u16());

@@ -155,6 +155,9 @@ pub(super) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// The upstream TLS client configuration: the OS trust store (if `system_roots`) and the extra PEMs.
 pub(super) fn client_config(opts: &ProxyOptions) -> Result<Arc<rustls::ClientConfig>, String> {
     let mut roots = rustls::RootCertStore::empty();
+    // The OS store on Linux only: elsewhere no sandbox can reach the proxy (no namespace to put it in), and only
+    // `extra_roots_pem` count.
+    #[cfg(target_os = "linux")]
     if opts.system_roots {
         roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
     }

@@ -117,7 +117,7 @@ pub struct ProxyOptions {
     pub header_timeout: Duration,
     /// How long connecting to one upstream address may take ([`CONNECT_TIMEOUT`]).
     pub connect_timeout: Duration,
-    /// Whether intercepted upstreams are verified against the OS trust store (rustls-native-certs).
+    /// Whether intercepted upstreams are verified against the OS trust store (rustls-native-certs; Linux only).
     pub system_roots: bool,
     /// More CA certificates (PEM, one or more each) that intercepted upstreams are verified against.
     pub extra_roots_pem: Vec<String>,

@@ -4,7 +4,7 @@
 #[path = "options.rs"]
 mod options;
 
-pub use options::{docker_host_path, BackendKind, LocalOptions};
+pub use options::{docker_host_path, BackendKind, LocalOptions, ProxySettings};
 
 use crate::core::error::{Error, ErrorCode, Result};
 use std::path::Path;

@@ -11,6 +11,7 @@
 //!   cannot be killed: an abort returns at once and the command runs on in the sandbox.
 //! - Files: `GET/PUT /v1/files/content`; an archive becomes `PUT /v1/files/directories` for its directories and
 //!   one multipart `POST /v1/files/upload` for its files (symlinks and other entry types are `ERR_UNSUPPORTED`).
+//! - Ports: `listPorts` / `createPort` (TCP, the service picks the host address) / `deletePort` with its etag.
 //! - Policy read-back: `getNetworkPolicies` per sandbox as [`PolicyRule`]s (the effective mode as a `*` rule);
 //!   the log: `listPolicyLogEntries`.
 
@@ -21,6 +22,7 @@ use super::super::call::Call;
 use super::super::error::{Error, ErrorCode, Result};
 use super::super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Run};
 use super::super::netpolicy::{PolicyLogEntry, PolicyRule};
+use super::super::sbx::{PortBinding, PortSpec};
 use super::client::{
     enc, Body, Budget, Client, Ctx, EndpointRef, DEFAULT_TIMEOUT, LIFECYCLE_TIMEOUT,
 };
@@ -186,6 +188,37 @@ impl V1Backend {
             target.mkdir(&spec.workspace, b).await?;
         }
         Ok(summary(&s))
+    }
+}
+
+impl V1Backend {
+    async fn list_ports(&self, s: &Sandbox, name: &str, b: &Budget) -> Result<Vec<Value>> {
+        let ctx = Ctx::sandbox(format!("listing the ports of v1 sandbox {name:?}"), name);
+        let v = self
+            .client
+            .get_json(&format!("/v1/sandboxes/{}/ports", enc(&s.uid)), b, &ctx)
+            .await?;
+        Ok(v["published"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+/// A v1 `Port` as a binding: the host and port parsed from its `url` (`http://127.0.0.1:49152`, `tcp://h:p`).
+pub fn port_binding(p: &Value) -> PortBinding {
+    let url = p["url"].as_str().unwrap_or("");
+    let rest = url.split_once("://").map(|x| x.1).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h.trim_matches(['[', ']']), p.parse().unwrap_or(0)),
+        None => (authority, 0),
+    };
+    PortBinding {
+        host_ip: host.to_string(),
+        host_port: port,
+        protocol: match p["protocol"].as_str() {
+            Some("unspecified") | None => "tcp".into(),
+            Some(x) => x.to_string(),
+        },
+        sandbox_port: p["number"].as_u64().unwrap_or(0) as u16,
     }
 }
 
@@ -395,6 +428,119 @@ impl SandboxBackend for V1Backend {
 
     fn socket(&self) -> String {
         self.client.base.shown().to_string()
+    }
+
+    /// `listPorts`: each published port with the host address parsed from its `url`.
+    fn ports<'a>(
+        &'a self,
+        name: &'a str,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PortBinding>>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            let s = self.require(name, &b).await?;
+            Ok(self
+                .list_ports(&s, name, &b)
+                .await?
+                .iter()
+                .map(port_binding)
+                .collect())
+        })
+    }
+
+    /// `createPort` for each spec (TCP; the service picks the host address: asking for one is `ERR_UNSUPPORTED`).
+    fn publish<'a>(
+        &'a self,
+        name: &'a str,
+        ports: &'a [PortSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PortBinding>>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            for p in ports {
+                if p.host_ip.is_some() || p.host_port.is_some() {
+                    return Err(unsupported(
+                        "v1",
+                        "choice of the host address of a published port",
+                    ));
+                }
+                if p.protocol.as_deref().is_some_and(|x| x != "tcp") {
+                    return Err(unsupported("v1", "published ports other than TCP"));
+                }
+            }
+            let s = self.require(name, &b).await?;
+            let ctx = Ctx::sandbox(format!("publishing a port of v1 sandbox {name:?}"), name);
+            for p in ports {
+                let res = self
+                    .client
+                    .exchange(
+                        &self.client.base,
+                        super::client::Cred::Management,
+                        Method::POST,
+                        &format!("/v1/sandboxes/{}/ports", enc(&s.uid)),
+                        &Body::Json(json!({"port": {"number": p.sandbox_port, "protocol": "tcp"}})),
+                        &[("idempotency-key", uuid::Uuid::new_v4().to_string())],
+                        &b,
+                        &ctx,
+                    )
+                    .await?;
+                self.client.json::<Value>(&res, &[200, 201], &ctx)?;
+            }
+            Ok(self
+                .list_ports(&s, name, &b)
+                .await?
+                .iter()
+                .map(port_binding)
+                .collect())
+        })
+    }
+
+    /// `deletePort` (with its etag) for every published port matching one of `ports`.
+    fn unpublish<'a>(
+        &'a self,
+        name: &'a str,
+        ports: &'a [PortSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            let s = self.require(name, &b).await?;
+            let ctx = Ctx::sandbox(format!("unpublishing a port of v1 sandbox {name:?}"), name);
+            let mut n = 0;
+            for p in self.list_ports(&s, name, &b).await? {
+                let have = port_binding(&p);
+                let hit = ports.iter().any(|want| {
+                    want.sandbox_port == have.sandbox_port
+                        && want.host_port.is_none_or(|h| h == have.host_port)
+                        && want.host_ip.as_ref().is_none_or(|h| *h == have.host_ip)
+                });
+                if !hit {
+                    continue;
+                }
+                let id = p["name"]
+                    .as_str()
+                    .map(|x| super::client::id_of(x).to_string())
+                    .unwrap_or_else(|| have.sandbox_port.to_string());
+                let res = self
+                    .client
+                    .exchange(
+                        &self.client.base,
+                        super::client::Cred::Management,
+                        Method::DELETE,
+                        &format!("/v1/sandboxes/{}/ports/{}", enc(&s.uid), enc(&id)),
+                        &Body::Empty,
+                        &[("if-match", p["etag"].as_str().unwrap_or("*").to_string())],
+                        &b,
+                        &ctx,
+                    )
+                    .await?;
+                if !(200..300).contains(&res.status) && res.status != 404 {
+                    return Err(self.client.error(&res, &ctx));
+                }
+                n += 1;
+            }
+            Ok(format!("unpublished {n} port(s)"))
+        })
     }
 
     fn policy_rules<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<PolicyRule>>> {
@@ -612,7 +758,9 @@ impl V1Target {
             if !spec.interactive {
                 proc.end().await?;
             }
-        } else if !spec.interactive {
+        } else if !spec.interactive && !spec.tty {
+            // Nothing to read: stdin at EOF at once, as a container exec without stdin. (On a PTY `closeStdin` is
+            // a VEOF the program would read as input, so a tty keeps its stdin.)
             proc.end().await?;
         }
         Ok(proc)

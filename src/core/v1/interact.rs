@@ -478,14 +478,11 @@ impl Reader {
         let status = match outcome {
             Ok(code) => Ok(ExitStatus {
                 exit_code: Some(code),
-                signal: if killed {
-                    match code {
-                        143 => Some("SIGTERM".into()),
-                        137 => Some("SIGKILL".into()),
-                        _ => None,
-                    }
-                } else {
-                    None
+                // A timeout or an abort sends `kill`; a caller's kill reports what the exit code says.
+                signal: match (ended_by.is_some(), killed, code) {
+                    (_, true, 143) => Some("SIGTERM".into()),
+                    (true, _, _) | (_, true, 137) => Some("SIGKILL".into()),
+                    _ => None,
                 },
                 timed_out: ended_by == Some("timeout"),
                 aborted: ended_by == Some("abort"),

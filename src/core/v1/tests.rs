@@ -90,6 +90,8 @@ struct St {
     hang: bool,
     files: HashMap<String, Vec<u8>>,
     uploads: Vec<Value>,
+    /// uid → published ports.
+    ports: HashMap<String, Vec<Value>>,
     /// The `resumeFrom` of every attach.
     attaches: Vec<usize>,
     /// createSandbox idempotency keys → uid.
@@ -99,6 +101,38 @@ struct St {
 struct Fake {
     st: Mutex<St>,
     port: u16,
+    /// Unix mode: management on `<dir>/mgmt.sock`, each sandbox's endpoint on `<dir>/ep-<uid>.sock`, `localSocket`
+    /// authentication (no token may be sent).
+    unix: Option<std::path::PathBuf>,
+}
+
+/// Serve `listener` (a Unix socket) with `f`, every request path prefixed with `prefix` (so the routes are those of
+/// the HTTPS fake).
+fn serve_unix(listener: tokio::net::UnixListener, f: Arc<Fake>, prefix: String) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((io, _)) = listener.accept().await else {
+                return;
+            };
+            let (f, prefix) = (f.clone(), prefix.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    let pq = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/")
+                        .to_string();
+                    *req.uri_mut() = format!("{prefix}{pq}").parse().unwrap();
+                    f.clone().serve(req)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(io), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
 }
 
 fn now_s() -> u64 {
@@ -163,12 +197,18 @@ impl Fake {
         etag: u64,
         req: &Value,
     ) -> Value {
-        let mut core = json!({
-            "status": status,
-            "createdAt": "2026-12-05T08:00:00Z",
-            "etag": format!("\"{etag}\""),
-            "agent": req["agent"].as_str().unwrap_or("shell"),
-            "endpoint": {
+        let endpoint = match &self.unix {
+            Some(dir) => json!({
+                "uri": format!("unix://{}/ep-{uid}.sock", dir.display()),
+                "protocol": "unixSocket",
+                "credentialAudience": "",
+                "sandbox": format!("sandboxes/{uid}"),
+                "sandboxUid": uid,
+                "apiVersion": "v1",
+                "capabilities": ["exec", "createProcess", "interact", "signal", "readFile", "writeFile", "upload", "mkdir"],
+                "authentication": {"scheme": "localSocket"}
+            }),
+            None => json!({
                 "uri": format!("https://localhost:{}/ep/{uid}", self.port),
                 "protocol": "http",
                 "credentialAudience": format!("https://localhost:{}/ep/{uid}", self.port),
@@ -178,7 +218,14 @@ impl Fake {
                 "capabilities": ["exec", "createProcess", "interact", "signal", "readFile", "writeFile", "upload", "mkdir"],
                 "authentication": {"scheme": "scopedBearer", "defaultTtl": "300s", "maxTtl": "300s",
                     "credentialTransports": ["authorizationHeader"]}
-            }
+            }),
+        };
+        let mut core = json!({
+            "status": status,
+            "createdAt": "2026-12-05T08:00:00Z",
+            "etag": format!("\"{etag}\""),
+            "agent": req["agent"].as_str().unwrap_or("shell"),
+            "endpoint": endpoint,
         });
         for k in ["imageRef", "environment", "labels"] {
             if let Some(v) = req.get(k) {
@@ -302,6 +349,9 @@ impl Fake {
             ("GET", ["v1", "sandboxes", _, "network-policies"]) => "getNetworkPolicies",
             ("GET", ["v1", "sandboxes", _, "policy-logs"]) => "listPolicyLogEntries",
             ("GET", ["v1", "policy-logs"]) => "listPolicyLogEntriesInOwnerScope",
+            ("GET", ["v1", "sandboxes", _, "ports"]) => "listPorts",
+            ("POST", ["v1", "sandboxes", _, "ports"]) => "createPort",
+            ("DELETE", ["v1", "sandboxes", _, "ports", _]) => "deletePort",
             _ => return Ok(self.reply("getSandbox", 404, Some(err("notFound", "no route")))),
         };
         if let Some(b) = &json_body {
@@ -310,7 +360,12 @@ impl Fake {
         let mut st = self.st.lock().unwrap();
         st.seen
             .push((op.to_string(), idem.clone(), if_match.clone()));
-        if !st.access.contains(&bearer) && bearer != STATIC {
+        if self.unix.is_some() {
+            if !bearer.is_empty() {
+                st.violations
+                    .push(format!("{op}: a token sent over a localSocket"));
+            }
+        } else if !st.access.contains(&bearer) && bearer != STATIC {
             drop(st);
             return Ok(self.reply(
                 op,
@@ -363,6 +418,13 @@ impl Fake {
                     st.keys.insert(k.clone(), uid.clone());
                 }
                 let display = req["displayName"].as_str().unwrap_or("x").to_string();
+                if let Some(dir) = &self.unix {
+                    let sock = dir.join(format!("ep-{uid}.sock"));
+                    if !sock.exists() {
+                        let l = tokio::net::UnixListener::bind(&sock).unwrap();
+                        serve_unix(l, self.clone(), format!("/ep/{uid}"));
+                    }
+                }
                 let s = self.sandbox_json(&uid, &display, "creating", 1, &req);
                 st.sandboxes.insert(uid.clone(), s.clone());
                 st.pending.insert(uid, ("running".into(), 2));
@@ -438,6 +500,37 @@ impl Fake {
                         "permissions": req["permissions"], "sandbox": format!("sandboxes/{uid}"), "audience": "ep"})),
                 ))
             }
+            "listPorts" => {
+                let v = json!({"published": st.ports.get(&uid).cloned().unwrap_or_default()});
+                drop(st);
+                Ok(self.reply(op, 200, Some(v)))
+            }
+            "createPort" => {
+                let n = json_body.unwrap_or_default()["port"]["number"]
+                    .as_u64()
+                    .unwrap_or(0);
+                let p = json!({"number": n, "protocol": "tcp", "url": format!("http://127.0.0.1:{}", 40000 + n),
+                    "etag": "\"1\"", "name": format!("sandboxes/{uid}/ports/{n}")});
+                st.ports.entry(uid).or_default().push(p.clone());
+                drop(st);
+                Ok(self.reply(op, 201, Some(p)))
+            }
+            "deletePort" => {
+                let n = segs[4].to_string();
+                if if_match.as_deref() != Some("\"1\"") {
+                    drop(st);
+                    return Ok(self.reply(
+                        op,
+                        428,
+                        Some(err("failedPrecondition", "If-Match required")),
+                    ));
+                }
+                if let Some(v) = st.ports.get_mut(&uid) {
+                    v.retain(|p| p["number"].as_u64().map(|x| x.to_string()) != Some(n.clone()));
+                }
+                drop(st);
+                Ok(self.reply(op, 204, None))
+            }
             "getNetworkPolicies" => {
                 drop(st);
                 Ok(self.reply(op, 200, Some(json!({
@@ -468,7 +561,14 @@ impl Fake {
     }
 
     fn cred_ok(&self, uid: &str, bearer: &str) -> bool {
-        let st = self.st.lock().unwrap();
+        let mut st = self.st.lock().unwrap();
+        if self.unix.is_some() {
+            if !bearer.is_empty() {
+                st.violations
+                    .push("a credential sent to a localSocket endpoint".into());
+            }
+            return true;
+        }
         st.creds
             .get(bearer)
             .is_some_and(|(u, until)| u == uid && Instant::now() < *until)
@@ -880,6 +980,7 @@ async fn cloud() -> (Arc<Fake>, V1Options) {
             ..Default::default()
         }),
         port,
+        unix: None,
     });
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.cfg.clone());
     let f = fake.clone();
@@ -907,6 +1008,26 @@ async fn cloud() -> (Arc<Fake>, V1Options) {
         pat: Some(PAT.into()),
         hub_url: Some(format!("https://localhost:{port}")),
         ca_pem: Some(pki.pem),
+        ..Default::default()
+    };
+    (fake, o)
+}
+
+/// The fake over Unix sockets with `localSocket` authentication (LocalSandboxd's form); `dir` holds the sockets.
+async fn local(dir: &std::path::Path) -> (Arc<Fake>, V1Options) {
+    let fake = Arc::new(Fake {
+        st: Mutex::new(St::default()),
+        port: 0,
+        unix: Some(dir.to_path_buf()),
+    });
+    let mgmt = dir.join("mgmt.sock");
+    serve_unix(
+        tokio::net::UnixListener::bind(&mgmt).unwrap(),
+        fake.clone(),
+        "/sandboxes".into(),
+    );
+    let o = V1Options {
+        endpoint: Some(format!("unix://{}", mgmt.display())),
         ..Default::default()
     };
     (fake, o)
@@ -1766,4 +1887,122 @@ async fn a_static_token_needs_no_exchange() {
     assert_eq!(f.st.lock().unwrap().exchanges, 0);
     assert!(!format!("{o:?} {b:?}").contains(STATIC));
     let _: &V1Target;
+}
+
+#[tokio::test]
+async fn a_local_socket_needs_no_token_and_mints_no_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, o) = local(dir.path()).await;
+    let b = backend(&o);
+    assert!(b.socket().starts_with("unix://"));
+    created(&f, &b, "dev").await;
+    let t = b.target("dev", &call_ms(5000)).await.unwrap();
+    let out = t
+        .exec(
+            ExecSpec {
+                cmd: vec!["echo".into(), "local".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"echo local");
+    t.write_file("/w/a", b"1", Some(0o600), &call_ms(5000))
+        .await
+        .unwrap();
+    assert_eq!(t.read_file("/w/a", &call_ms(5000)).await.unwrap(), b"1");
+    f.st.lock()
+        .unwrap()
+        .ws_faults
+        .push_back(WsFault::DropAfter(6));
+    let p = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["gen".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let mut n = 0;
+    while let Some(c) = p.next().await {
+        n += c.unwrap().data().iter().filter(|b| **b == b'\n').count();
+    }
+    assert_eq!(n, 10);
+    assert_eq!(f.st.lock().unwrap().attaches, [0, 6]);
+    // a 1008 on a local socket is not a credential to renew: it ends the stream
+    f.st.lock()
+        .unwrap()
+        .ws_faults
+        .push_back(WsFault::Close(1008, "unauthenticated"));
+    let e = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["gen".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await;
+    let e = match e {
+        Err(e) => e,
+        Ok(p) => {
+            let mut last = None;
+            while let Some(c) = p.next().await {
+                if let Err(e) = c {
+                    last = Some(e);
+                }
+            }
+            last.unwrap()
+        }
+    };
+    assert_eq!(e.code, ErrorCode::Unauthenticated, "{e:?}");
+    b.stop("dev", &call_ms(5000)).await.unwrap();
+    b.remove("dev", false, &call_ms(5000)).await.unwrap();
+    let st = f.st.lock().unwrap();
+    assert_eq!((st.minted, st.exchanges), (0, 0));
+    drop(st);
+    clean(&f);
+}
+
+#[tokio::test]
+async fn ports_publish_list_and_unpublish() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let spec = |p: u16| crate::core::sbx::PortSpec {
+        sandbox_port: p,
+        ..Default::default()
+    };
+    let got = b
+        .publish("dev", &[spec(8080), spec(3000)], &call_ms(5000))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (
+            got[0].host_ip.as_str(),
+            got[0].host_port,
+            got[0].sandbox_port
+        ),
+        ("127.0.0.1", 48080, 8080)
+    );
+    b.unpublish("dev", &[spec(8080)], &call_ms(5000))
+        .await
+        .unwrap();
+    let left = b.ports("dev", &call_ms(5000)).await.unwrap();
+    assert_eq!(
+        left.iter().map(|p| p.sandbox_port).collect::<Vec<_>>(),
+        [3000]
+    );
+    let mut fixed = spec(1);
+    fixed.host_port = Some(9);
+    let e = b
+        .publish("dev", &[fixed], &call_ms(5000))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unsupported);
+    clean(&f);
 }

@@ -19,6 +19,8 @@ pub mod client;
 pub mod contract;
 #[cfg(unix)]
 pub mod interact;
+#[cfg(all(test, unix))]
+mod local_tests;
 pub mod model;
 #[cfg(all(test, unix))]
 mod tests;

@@ -380,6 +380,7 @@ impl LocalSandboxd {
         }))
         .await;
         futures::future::join_all(sandboxes.iter().map(|s| s.teardown(&self.inner.proxy))).await;
+        self.inner.v1_remove_snapshots().await;
         self.inner.proxy.shutdown().await;
         self.inner.cleanup_files();
     }

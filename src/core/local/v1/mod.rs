@@ -15,10 +15,15 @@
 //!   sandbox endpoint service (`core.endpoint`, `localSocket` authentication), removed with the sandbox.
 //! - Sandboxes made through the sbx routes appear here too (adopted on the next v1 read), and a sandbox the sbx
 //!   routes removed disappears.
-//! - Everything else under `/v1/` answers `501 unimplemented`.
+//! - Network policy read-back and policy logs from the proxy (`policy.rs`), ports over the sbx port forwards
+//!   (`ports.rs`), snapshots as image commits (`snapshots.rs`).
+//! - Everything else under `/v1/` answers `501 unimplemented` (`updateSandbox` too: the display name is the sbx
+//!   name, which keys the proxy's rules and the sandbox's state).
 
 mod endpoint_standin;
 mod policy;
+mod ports;
+mod snapshots;
 #[cfg(test)]
 mod tests;
 
@@ -362,6 +367,16 @@ async fn body_object(req: Request<Incoming>) -> Result<Map<String, Value>, Answe
     }
 }
 
+/// Now as RFC 3339 (UTC, seconds).
+fn now_rfc3339() -> String {
+    super::sbx::rfc3339(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+    )
+}
+
 /// Short random text (display name suffixes).
 fn short_random() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..6].to_string()
@@ -372,7 +387,8 @@ fn short_random() -> String {
 pub(super) struct State {
     records: Mutex<BTreeMap<String, Record>>,
     seq: AtomicU64,
-    remembered: Mutex<HashMap<(String, String, String), Remembered>>,
+    remembered: tokio::sync::Mutex<HashMap<(String, String, String), Remembered>>,
+    snapshots: Mutex<BTreeMap<String, snapshots::Snapshot>>,
 }
 
 /// Serve one `/v1/…` request.
@@ -400,7 +416,9 @@ pub(super) async fn route(inner: &Arc<Inner>, req: Request<Incoming>) -> Resp {
             match body_object(req).await {
                 Ok(b) => {
                     let fp = Value::Object(b.clone()).to_string();
-                    inner.v1_idempotent("createSandbox", "", key, fp, || inner.v1_create(b))
+                    inner
+                        .v1_idempotent("createSandbox", "", key, fp, async { inner.v1_create(b) })
+                        .await
                 }
                 Err(a) => a,
             }
@@ -431,9 +449,11 @@ pub(super) async fn route(inner: &Arc<Inner>, req: Request<Incoming>) -> Resp {
                 ),
                 Ok(_) => {
                     let fp = format!("{:?}", q.get("force"));
-                    inner.v1_idempotent(verb.op(), &uid, key, fp, || {
-                        inner.v1_transition(&uid, verb, &headers)
-                    })
+                    inner
+                        .v1_idempotent(verb.op(), &uid, key, fp, async {
+                            inner.v1_transition(&uid, verb, &headers)
+                        })
+                        .await
                 }
                 Err(a) => a,
             }
@@ -443,6 +463,59 @@ pub(super) async fn route(inner: &Arc<Inner>, req: Request<Incoming>) -> Resp {
             inner.v1_policy_logs(Some(uid), &query(&req))
         }
         (&Method::GET, ["network-policies"]) => inner.v1_network_policies_owner(),
+        (&Method::GET, ["sandboxes", uid, "ports"]) => inner.v1_list_ports(uid),
+        (&Method::POST, ["sandboxes", uid, "ports"]) => {
+            let uid = uid.to_string();
+            let key = idempotency_key(req.headers());
+            match body_object(req).await {
+                Ok(b) => {
+                    let fp = Value::Object(b.clone()).to_string();
+                    inner
+                        .v1_idempotent("createPort", &uid, key, fp, inner.v1_create_port(&uid, b))
+                        .await
+                }
+                Err(a) => a,
+            }
+        }
+        (&Method::GET, ["sandboxes", uid, "ports", port]) => {
+            inner.v1_get_port(uid, port, req.headers())
+        }
+        (&Method::DELETE, ["sandboxes", uid, "ports", port]) => {
+            inner.v1_delete_port(uid, port, req.headers()).await
+        }
+        (&Method::POST, ["sandboxes", uid, "snapshots"]) => {
+            let uid = uid.to_string();
+            let key = idempotency_key(req.headers());
+            match body_object(req).await {
+                Ok(b) => {
+                    let fp = Value::Object(b.clone()).to_string();
+                    inner
+                        .v1_idempotent("createSnapshot", &uid, key, fp, async {
+                            inner.v1_create_snapshot(&uid, b)
+                        })
+                        .await
+                }
+                Err(a) => a,
+            }
+        }
+        (&Method::GET, ["snapshots"]) => inner.v1_list_snapshots(&query(&req)),
+        (&Method::GET, ["snapshots", id]) => inner.v1_get_snapshot(id, req.headers()),
+        (&Method::DELETE, ["snapshots", id]) => inner.v1_delete_snapshot(id, req.headers()),
+        (&Method::POST, ["snapshots", id, "restore"]) => {
+            let id = id.to_string();
+            let key = idempotency_key(req.headers());
+            match body_object(req).await {
+                Ok(b) => {
+                    let fp = Value::Object(b.clone()).to_string();
+                    inner
+                        .v1_idempotent("restoreSnapshot", &id, key, fp, async {
+                            inner.v1_restore_snapshot(&id, b)
+                        })
+                        .await
+                }
+                Err(a) => a,
+            }
+        }
         (&Method::GET, ["policy-logs"]) => inner.v1_policy_logs(None, &query(&req)),
         _ if segs.first() == Some(&"v1") => error(
             "unimplemented",
@@ -479,20 +552,18 @@ impl Verb {
 
 impl Inner {
     /// Run `f` once per `Idempotency-Key`: a key seen before with the same operation, target and fingerprint
-    /// replays the first (2xx) answer; with another fingerprint it is `409 failedPrecondition`. `f` is synchronous
-    /// (it only starts background work), so it runs under the table's lock and concurrent retries see one answer.
-    fn v1_idempotent(
+    /// replays the first (2xx) answer; with another fingerprint it is `409 failedPrecondition`. `f` runs under the
+    /// table's lock (it only starts background work, or publishes a port), so concurrent retries see one answer.
+    async fn v1_idempotent(
         &self,
         op: &str,
         target: &str,
         key: Option<String>,
         fingerprint: String,
-        f: impl FnOnce() -> Answer,
+        f: impl std::future::Future<Output = Answer>,
     ) -> Answer {
-        let Some(key) = key else { return f() };
-        let Ok(mut table) = self.v1.remembered.lock() else {
-            return error("internal", "state lock poisoned");
-        };
+        let Some(key) = key else { return f.await };
+        let mut table = self.v1.remembered.lock().await;
         table.retain(|_, r| r.at.elapsed() < IDEMPOTENCY_TTL);
         let k = (op.to_string(), target.to_string(), key);
         if let Some(r) = table.get(&k) {
@@ -505,7 +576,7 @@ impl Inner {
                 )
             };
         }
-        let a = f();
+        let a = f.await;
         if a.status.is_success() {
             if table.len() >= MAX_IDEMPOTENCY_KEYS {
                 if let Some(oldest) = table
@@ -623,7 +694,7 @@ impl Inner {
                 .into_iter()
                 .map(|p| {
                     json!({"hostIp": p.host_ip, "hostPort": p.host_port, "sandboxPort": p.sandbox_port,
-                           "protocol": p.protocol})
+                           "protocol": p.protocol, "url": ports::url(&p)})
                 })
                 .collect();
             if !ports.is_empty() {
@@ -715,12 +786,14 @@ impl Inner {
             {
                 (!f.starts_with("created"), d.eq_ignore_ascii_case("desc"))
             }
-            _ => return error(
-                "invalidArgument",
-                format!(
+            _ => {
+                return error(
+                    "invalidArgument",
+                    format!(
                     "orderBy {order:?}: use created_at or name, optionally followed by asc or desc"
                 ),
-            ),
+                )
+            }
         };
         // The token carries the last key of the previous page and the query it belongs to.
         let bound = format!("{filter}|{order}");
@@ -939,12 +1012,7 @@ impl Inner {
             uid: uid.clone(),
             display_name: name.clone(),
             seq: self.v1.seq.fetch_add(1, Ordering::SeqCst),
-            created_at: super::sbx::rfc3339(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0),
-            ),
+            created_at: now_rfc3339(),
             status: Status::Creating,
             etag: 1,
             agent: agent.clone(),
@@ -1016,7 +1084,16 @@ impl Inner {
             return error("internal", "state lock poisoned");
         };
         let Some(r) = recs.get_mut(uid) else {
-            return not_found(uid);
+            // "an empty message when absent": deleting a sandbox that is gone succeeds.
+            return if verb == Verb::Delete {
+                Answer {
+                    status: StatusCode::NO_CONTENT,
+                    body: None,
+                    etag: None,
+                }
+            } else {
+                not_found(uid)
+            };
         };
         if let Some(a) = check_if_match(headers, &r.etag()) {
             return a;
@@ -1029,6 +1106,10 @@ impl Inner {
             (Verb::Start, Status::Stopped) => Status::Starting,
             (Verb::Stop, Status::Running) => Status::Stopping,
             (Verb::Delete, s) if s.settled() => Status::Deleting,
+            // Work remains: the resource as it is.
+            (Verb::Delete, Status::Deleting) => {
+                return Answer::json(StatusCode::ACCEPTED, self.v1_sandbox(r)).with_etag(r.etag())
+            }
             (_, s) => {
                 return error(
                     "failedPrecondition",

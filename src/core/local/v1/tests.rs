@@ -164,6 +164,15 @@ const SERVED: &[&str] = &[
     "listPolicyLogEntries",
     "getNetworkPoliciesInOwnerScope",
     "listPolicyLogEntriesInOwnerScope",
+    "listPorts",
+    "createPort",
+    "getPort",
+    "deletePort",
+    "createSnapshot",
+    "listSnapshots",
+    "getSnapshot",
+    "deleteSnapshot",
+    "restoreSnapshot",
 ];
 
 #[tokio::test]
@@ -188,7 +197,7 @@ async fn every_unserved_management_operation_answers_unimplemented() {
         assert_eq!(g.body["code"], "unimplemented");
         checked += 1;
     }
-    assert_eq!(checked, 34, "management operations not served");
+    assert_eq!(checked, 25, "management operations not served");
     // Not an operation at all: notFound, still an Error body.
     let g = send(&sock, Method::GET, "/v2/sandboxes", &[], None).await;
     assert!(g.status == 404 || g.status == 501, "{}", g.status);
@@ -256,6 +265,67 @@ async fn requests_are_checked_before_anything_starts() {
         "/v1/sandboxes/nope/stop",
         &[],
         None,
+    )
+    .await;
+    assert_eq!(g.status, 404);
+    // deleting what is absent succeeds (sandboxes and snapshots alike)
+    let g = call(
+        &sock,
+        "deleteSandbox",
+        Method::DELETE,
+        "/v1/sandboxes/nope",
+        &[("If-Match", "\"1\"")],
+        None,
+    )
+    .await;
+    assert_eq!(g.status, 204);
+    let g = call(
+        &sock,
+        "deleteSnapshot",
+        Method::DELETE,
+        "/v1/snapshots/nope",
+        &[("If-Match", "\"1\"")],
+        None,
+    )
+    .await;
+    assert_eq!(g.status, 204);
+    let g = call(
+        &sock,
+        "getSnapshot",
+        Method::GET,
+        "/v1/snapshots/nope",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(g.status, 404);
+    let g = call(
+        &sock,
+        "listSnapshots",
+        Method::GET,
+        "/v1/snapshots",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!((g.status, &g.body["snapshots"]), (200, &json!([])));
+    let g = call(
+        &sock,
+        "listPorts",
+        Method::GET,
+        "/v1/sandboxes/nope/ports",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(g.status, 404);
+    let g = call(
+        &sock,
+        "createSnapshot",
+        Method::POST,
+        "/v1/sandboxes/nope/snapshots",
+        &[],
+        Some(json!({"displayName": "s"})),
     )
     .await;
     assert_eq!(g.status, 404);
@@ -986,5 +1056,342 @@ async fn sbx_sandboxes_are_v1_sandboxes() {
     assert_eq!(g.status, 404);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!ep.exists());
+    d.stop().await;
+}
+
+/// Exec `cmd` through a sandbox's endpoint socket; (exit code, stdout).
+async fn run(ep: &Path, cmd: &[&str]) -> (i64, String) {
+    use base64::Engine as _;
+    let x = send(
+        ep,
+        Method::POST,
+        "/v1/processes/exec",
+        &[],
+        Some(json!({"cmd": cmd})),
+    )
+    .await;
+    assert_eq!(x.status, 200, "{}", x.body);
+    let out = base64::engine::general_purpose::STANDARD
+        .decode(x.body["stdout"].as_str().unwrap())
+        .unwrap();
+    (
+        x.body["exitCode"].as_i64().unwrap(),
+        String::from_utf8_lossy(&out).into_owned(),
+    )
+}
+
+/// Create a sandbox and wait until it runs; its resource.
+async fn running(sock: &Path, body: Value) -> Got {
+    let g = call(
+        sock,
+        "createSandbox",
+        Method::POST,
+        "/v1/sandboxes",
+        &[],
+        Some(body),
+    )
+    .await;
+    assert_eq!(g.status, 202, "{}", g.body);
+    let uid = g.body["uid"].as_str().unwrap().to_string();
+    let g = wait_for(sock, &uid, 120, |g| status(g) != "creating").await;
+    assert_eq!(status(&g), "running", "{}", g.body);
+    g
+}
+
+#[tokio::test]
+#[ignore = "needs DOCKER_HOST and SANDBOXD_TEST_IMAGE (scripts/lib.sh); scripts/test.sh runs it"]
+async fn ports_and_snapshots() {
+    let image = env("SANDBOXD_TEST_IMAGE");
+    let d = local(&env("DOCKER_HOST")).await;
+    let sock = d.socket_path().to_path_buf();
+    let g = running(
+        &sock,
+        json!({"displayName": "v1-ports", "imageRef": image, "labels": {"k": "v"}}),
+    )
+    .await;
+    let uid = g.body["uid"].as_str().unwrap().to_string();
+    let ep = endpoint_socket(&g);
+    let base = format!("/v1/sandboxes/{uid}");
+    // a server inside, published: 201 (replayed by its key), a second publish of the number is alreadyExists
+    let (code, _) = run(
+        &ep,
+        &[
+            "sh",
+            "-c",
+            "(while true; do echo hi-port | nc -l -p 8080; done) >/dev/null 2>&1 &",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    let hdr = [("Idempotency-Key", "port-1")];
+    let p = call(
+        &sock,
+        "createPort",
+        Method::POST,
+        &format!("{base}/ports"),
+        &hdr,
+        Some(json!({"port": {"number": 8080}})),
+    )
+    .await;
+    assert_eq!(p.status, 201, "{}", p.body);
+    assert_eq!(p.etag(), p.body["etag"].as_str().unwrap());
+    let replay = call(
+        &sock,
+        "createPort",
+        Method::POST,
+        &format!("{base}/ports"),
+        &hdr,
+        Some(json!({"port": {"number": 8080}})),
+    )
+    .await;
+    assert_eq!((replay.status, &replay.body), (201, &p.body));
+    let dup = call(
+        &sock,
+        "createPort",
+        Method::POST,
+        &format!("{base}/ports"),
+        &[],
+        Some(json!({"port": {"number": 8080}})),
+    )
+    .await;
+    assert_eq!(
+        (dup.status, dup.body["code"].as_str()),
+        (409, Some("alreadyExists"))
+    );
+    let bad = call(
+        &sock,
+        "createPort",
+        Method::POST,
+        &format!("{base}/ports"),
+        &[],
+        Some(json!({"port": {"number": 0}})),
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    let url = p.body["url"].as_str().unwrap().to_string();
+    let addr = url.strip_prefix("tcp://").unwrap().to_string();
+    let mut got = String::new();
+    for _ in 0..50 {
+        use tokio::io::AsyncReadExt;
+        if let Ok(mut c) = tokio::net::TcpStream::connect(&addr).await {
+            got.clear();
+            let _ = tokio::time::timeout(Duration::from_secs(2), c.read_to_string(&mut got)).await;
+            if got.contains("hi-port") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(got.contains("hi-port"), "read {got:?} from {addr}");
+    let l = call(
+        &sock,
+        "listPorts",
+        Method::GET,
+        &format!("{base}/ports"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(l.body["published"].as_array().unwrap().len(), 1);
+    let s = call(&sock, "getSandbox", Method::GET, &base, &[], None).await;
+    assert_eq!(s.body["core"]["ports"][0]["sandboxPort"], 8080);
+    assert_ne!(s.etag(), g.etag(), "a publication changes the sandbox");
+    let pp = format!("{base}/ports/8080");
+    let one = call(&sock, "getPort", Method::GET, &pp, &[], None).await;
+    assert_eq!(one.body, p.body);
+    let nm = call(
+        &sock,
+        "getPort",
+        Method::GET,
+        &pp,
+        &[("If-None-Match", &p.etag())],
+        None,
+    )
+    .await;
+    assert_eq!(nm.status, 304);
+    let r = call(&sock, "deletePort", Method::DELETE, &pp, &[], None).await;
+    assert_eq!(r.status, 428);
+    let r = call(
+        &sock,
+        "deletePort",
+        Method::DELETE,
+        &pp,
+        &[("If-Match", "\"1\"")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.body["details"][0]["currentEtag"].as_str()),
+        (412, Some(p.etag().as_str()))
+    );
+    let r = call(
+        &sock,
+        "deletePort",
+        Method::DELETE,
+        &pp,
+        &[("If-Match", &p.etag())],
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let r = call(&sock, "getPort", Method::GET, &pp, &[], None).await;
+    assert_eq!(r.status, 404);
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "{addr} still listens"
+    );
+    // a snapshot carries the disk: a restored sandbox has the file, the agent and the labels
+    let (code, _) = run(&ep, &["sh", "-c", "echo captured > /snap.txt"]).await;
+    assert_eq!(code, 0);
+    let all = call(
+        &sock,
+        "createSnapshot",
+        Method::POST,
+        &format!("{base}/snapshots"),
+        &[],
+        Some(json!({"displayName": "s1", "captureMode": "all"})),
+    )
+    .await;
+    assert_eq!(
+        (all.status, all.body["code"].as_str()),
+        (501, Some("unimplemented"))
+    );
+    let sn = call(
+        &sock,
+        "createSnapshot",
+        Method::POST,
+        &format!("{base}/snapshots"),
+        &[("Idempotency-Key", "snap-1")],
+        Some(json!({"displayName": "s1", "description": "before"})),
+    )
+    .await;
+    assert_eq!(
+        (sn.status, sn.body["status"].as_str()),
+        (202, Some("creating")),
+        "{}",
+        sn.body
+    );
+    let replay = call(
+        &sock,
+        "createSnapshot",
+        Method::POST,
+        &format!("{base}/snapshots"),
+        &[("Idempotency-Key", "snap-1")],
+        Some(json!({"displayName": "s1", "description": "before"})),
+    )
+    .await;
+    assert_eq!(replay.body, sn.body);
+    let sid = sn.body["uid"].as_str().unwrap().to_string();
+    let until = Instant::now() + Duration::from_secs(120);
+    let snap = loop {
+        let s = call(
+            &sock,
+            "getSnapshot",
+            Method::GET,
+            &format!("/v1/snapshots/{sid}"),
+            &[],
+            None,
+        )
+        .await;
+        if s.body["status"] != "creating" {
+            break s;
+        }
+        assert!(Instant::now() < until, "snapshot never settled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(snap.body["status"], "ready", "{}", snap.body);
+    assert_eq!(snap.body["sandboxUid"], uid.as_str());
+    let l = call(
+        &sock,
+        "listSnapshots",
+        Method::GET,
+        &format!("/v1/snapshots?sandbox=sandboxes%2F{uid}"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(l.body["snapshots"][0]["uid"], sid.as_str());
+    let l = call(
+        &sock,
+        "listSnapshots",
+        Method::GET,
+        "/v1/snapshots?filter=display_name%3Dnope",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(l.body["snapshots"], json!([]));
+    let r = call(
+        &sock,
+        "restoreSnapshot",
+        Method::POST,
+        &format!("/v1/snapshots/{sid}/restore"),
+        &[],
+        Some(json!({"displayName": "v1-restored"})),
+    )
+    .await;
+    assert_eq!((r.status, status(&r)), (202, "creating"), "{}", r.body);
+    let ruid = r.body["uid"].as_str().unwrap().to_string();
+    let restored = wait_for(&sock, &ruid, 120, |g| status(g) != "creating").await;
+    assert_eq!(status(&restored), "running", "{}", restored.body);
+    assert_eq!(restored.body["core"]["labels"]["k"], "v");
+    let (code, out) = run(&endpoint_socket(&restored), &["cat", "/snap.txt"]).await;
+    assert_eq!((code, out.as_str()), (0, "captured\n"));
+    // a snapshot of a stopped sandbox is refused
+    let st = call(
+        &sock,
+        "stopSandbox",
+        Method::POST,
+        &format!("/v1/sandboxes/{ruid}/stop"),
+        &[("If-Match", &restored.etag())],
+        None,
+    )
+    .await;
+    assert_eq!(st.status, 202);
+    wait_for(&sock, &ruid, 60, |g| status(g) == "stopped").await;
+    let no = call(
+        &sock,
+        "createSnapshot",
+        Method::POST,
+        &format!("/v1/sandboxes/{ruid}/snapshots"),
+        &[],
+        Some(json!({"displayName": "s2"})),
+    )
+    .await;
+    assert_eq!(
+        (no.status, no.body["code"].as_str()),
+        (409, Some("failedPrecondition"))
+    );
+    // delete: If-Match, then gone (and gone again is still success)
+    let del = call(
+        &sock,
+        "deleteSnapshot",
+        Method::DELETE,
+        &format!("/v1/snapshots/{sid}"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(del.status, 428);
+    let del = call(
+        &sock,
+        "deleteSnapshot",
+        Method::DELETE,
+        &format!("/v1/snapshots/{sid}"),
+        &[("If-Match", &snap.etag())],
+        None,
+    )
+    .await;
+    assert_eq!(del.status, 204);
+    let g = call(
+        &sock,
+        "getSnapshot",
+        Method::GET,
+        &format!("/v1/snapshots/{sid}"),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(g.status, 404);
     d.stop().await;
 }

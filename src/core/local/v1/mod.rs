@@ -175,6 +175,8 @@ struct Record {
     endpoint: Option<Arc<EndpointServer>>,
     /// The private workspace made for it (v1-created sandboxes), removed with it.
     workspace: Option<PathBuf>,
+    /// The published ports last seen (`core.ports`): a change, through either API, is a new etag.
+    ports_seen: String,
 }
 
 impl Record {
@@ -621,6 +623,11 @@ impl Inner {
                         if r.status != now {
                             r.set(now);
                         }
+                        let ports = format!("{:?}", e.port_list());
+                        if r.ports_seen != ports {
+                            r.ports_seen = ports;
+                            r.etag += 1;
+                        }
                     }
                     Some(_) => {}
                 }
@@ -656,6 +663,7 @@ impl Inner {
                         failure: None,
                         endpoint,
                         workspace: None,
+                        ports_seen: format!("{:?}", e.port_list()),
                     },
                 );
             }
@@ -1022,6 +1030,7 @@ impl Inner {
             failure: None,
             endpoint: None,
             workspace: Some(workspace.clone()),
+            ports_seen: "[]".into(),
         };
         let answer = Answer::json(StatusCode::ACCEPTED, self.v1_sandbox(&r)).with_etag(r.etag());
         recs.insert(uid.clone(), r);

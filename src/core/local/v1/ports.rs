@@ -1,7 +1,7 @@
 //! v1 ports (`listPorts`, `createPort`, `getPort`, `deletePort`) over the sbx port publishing: each published
 //! port is a 127.0.0.1 [`Forward`] into the sandbox's container (exec tunnels), the same list the sbx routes read
 //! and write. A port's id is its number; its etag is `"<host port>"` (a new publication gets a new host port); its
-//! `url` is `tcp://127.0.0.1:<host port>`. Publishing or removing one bumps the sandbox's etag (`core.ports`).
+//! `url` is `tcp://127.0.0.1:<host port>`. A change of `core.ports` (through either API) gives the sandbox a new etag on its next read.
 
 use super::{check_if_match, error, if_none_match, not_found, Answer, Status};
 use crate::core::backend::ExecTarget;
@@ -45,14 +45,6 @@ impl Inner {
             .and_then(|r| r.get(uid).map(|r| r.status))
             .ok_or_else(|| not_found(uid))?;
         Ok((status, self.sbx_all().into_iter().find(|e| e.id == uid)))
-    }
-
-    fn v1_bump(&self, uid: &str) {
-        if let Ok(mut recs) = self.v1.records.lock() {
-            if let Some(r) = recs.get_mut(uid) {
-                r.etag += 1;
-            }
-        }
     }
 
     /// `listPorts`.
@@ -154,7 +146,6 @@ impl Inner {
                 format!("The sandbox already publishes port {number}."),
             );
         }
-        self.v1_bump(uid);
         Answer::json(StatusCode::CREATED, port_json(uid, &binding)).with_etag(etag(&binding))
     }
 
@@ -217,7 +208,6 @@ impl Inner {
         for f in gone {
             f.close().await;
         }
-        self.v1_bump(uid);
         Answer {
             status: StatusCode::NO_CONTENT,
             body: None,

@@ -1395,3 +1395,50 @@ async fn ports_and_snapshots() {
     assert_eq!(g.status, 404);
     d.stop().await;
 }
+
+/// With the dockerd backend each v1 sandbox runs in its own private engine, which its delete stops.
+#[tokio::test]
+#[ignore = "needs root, dockerd, DOCKER_HOST and SANDBOXD_TEST_IMAGE (scripts/lib.sh); scripts/test.sh runs it"]
+async fn a_sandbox_in_its_own_private_engine() {
+    let image = env("SANDBOXD_TEST_IMAGE");
+    let d = LocalSandboxd::start(LocalOptions {
+        backend: Some(BackendKind::Dockerd),
+        docker_host: Some(env("DOCKER_HOST")),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let sock = d.socket_path().to_path_buf();
+    let g = running(
+        &sock,
+        json!({"displayNamePrefix": "own-", "imageRef": image}),
+    )
+    .await;
+    let uid = g.body["uid"].as_str().unwrap().to_string();
+    // the sandbox's engine is its own: the container sees that engine's socket, whose only container is itself
+    let ep = endpoint_socket(&g);
+    let (code, out) = run(
+        &ep,
+        &["sh", "-c", "test -S /var/run/docker.sock && echo engine"],
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "engine\n"));
+    let engines = std::fs::read_dir(d.root().join("engines")).unwrap().count();
+    assert_eq!(engines, 1);
+    let del = call(
+        &sock,
+        "deleteSandbox",
+        Method::DELETE,
+        &format!("/v1/sandboxes/{uid}"),
+        &[("If-Match", &g.etag())],
+        None,
+    )
+    .await;
+    assert_eq!(del.status, 202);
+    wait_for(&sock, &uid, 60, |g| g.status == 404).await;
+    let left = std::fs::read_dir(d.root().join("engines"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "the sandbox's engine directory is gone");
+    d.stop().await;
+}

@@ -728,6 +728,39 @@ async fn failed_creates_paging_filters_idempotency_and_etags() {
     )
     .await;
     assert_eq!(n(&g), 4);
+    // concurrent retries with one key make one sandbox, and all get its answer
+    let body = json!({"displayNamePrefix": "race-", "imageRef": "busybox:nope"});
+    let racers = (0..6).map(|_| {
+        let sock = sock.clone();
+        let body = body.clone();
+        tokio::spawn(async move {
+            call(
+                &sock,
+                "createSandbox",
+                Method::POST,
+                "/v1/sandboxes",
+                &[("Idempotency-Key", "race")],
+                Some(body),
+            )
+            .await
+        })
+    });
+    let got: Vec<Got> = futures::future::join_all(racers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert!(got.iter().all(|g| g.status == 202 && g.body == got[0].body));
+    let g = call(
+        &sock,
+        "listSandboxes",
+        Method::GET,
+        "/v1/sandboxes",
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(n(&g), 5);
     d.stop().await;
 }
 
@@ -1441,4 +1474,38 @@ async fn a_sandbox_in_its_own_private_engine() {
         .unwrap_or(0);
     assert_eq!(left, 0, "the sandbox's engine directory is gone");
     d.stop().await;
+}
+
+/// A stop while v1 creates are under way ends them (bounded) and leaves no root behind.
+#[tokio::test]
+#[ignore = "needs DOCKER_HOST and SANDBOXD_TEST_IMAGE (scripts/lib.sh); scripts/test.sh runs it"]
+async fn stopping_during_creates() {
+    let image = env("SANDBOXD_TEST_IMAGE");
+    let d = local(&env("DOCKER_HOST")).await;
+    let sock = d.socket_path().to_path_buf();
+    for i in 0..3 {
+        let g = call(
+            &sock,
+            "createSandbox",
+            Method::POST,
+            "/v1/sandboxes",
+            &[],
+            Some(json!({"displayName": format!("cut-{i}"), "imageRef": image})),
+        )
+        .await;
+        assert_eq!(g.status, 202);
+    }
+    let began = Instant::now();
+    d.stop().await;
+    assert!(
+        began.elapsed() < Duration::from_secs(30),
+        "stop took {:?}",
+        began.elapsed()
+    );
+    assert!(!d.root().exists(), "{} is left", d.root().display());
+    assert!(send_fails(&sock).await);
+}
+
+async fn send_fails(sock: &Path) -> bool {
+    tokio::net::UnixStream::connect(sock).await.is_err()
 }

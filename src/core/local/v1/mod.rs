@@ -2,6 +2,11 @@
 //! `spec/sandboxes-api-v1.openapi.yaml`), over the same sandboxes its sbx routes serve: a v1 sandbox **is** an sbx
 //! sandbox (`uid` = its id, `displayName` = its name), so one store, one engine per sandbox and one proxy.
 //!
+//! - Create takes `displayName` (or `displayNamePrefix` + 6 random characters; also an sbx name: no `_`),
+//!   `imageRef` (required: there is no default image), `agent` (default `shell`), `environment`, `labels`; a v1
+//!   sandbox's workspace is a private empty directory `<root>/v1ws/<uid>`. `resources`, `pullPolicy` and
+//!   `platform` are accepted and not applied; `image`, `kits`, `mcp`, `networkPolicies`, `policyIds`,
+//!   `startupExecution` and `features` are `unimplemented`; any other field is `invalidArgument`.
 //! - Lifecycle: create answers 202 `creating` and starts the container in the background (then `running`, or
 //!   `failed` with `failure`); start/stop/delete answer 202 `starting`/`stopping`/`deleting` likewise, 200 when
 //!   there is nothing to do. Strong etags `"<n>"` are bumped on every change; mutations need `If-Match` (428

@@ -1200,6 +1200,10 @@ impl Inner {
             if let Some(c) = self.sbx_claim(&key, Work::Removing) {
                 break c;
             }
+            // A stop tears every sandbox down itself.
+            if self.shutdown.is_cancelled() {
+                return;
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let mine = self

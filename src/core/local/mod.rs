@@ -17,6 +17,7 @@ mod credentials;
 // stand-in refuses the dockerd backend and removes no root; the relay backend and the server run on any Unix.
 #[cfg_attr(not(target_os = "linux"), path = "dockerd_off_linux.rs")]
 pub mod dockerd;
+pub mod endpoint;
 pub mod engine;
 mod netns;
 mod options;

@@ -25,17 +25,16 @@
 //! - Everything else under `/v1/` answers `501 unimplemented` (`updateSandbox` too: the display name is the sbx
 //!   name, which keys the proxy's rules and the sandbox's state).
 
-mod endpoint_standin;
 mod policy;
 mod ports;
 mod snapshots;
 #[cfg(test)]
 mod tests;
 
-use self::endpoint_standin::Endpoint;
 use super::sbx::SbxEntry;
 use super::{make_private_dir, Inner, Resp, Work};
 use crate::core::error::{Error, ErrorCode};
+use crate::core::local::endpoint::Endpoint;
 use crate::core::v1::model;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};

@@ -66,7 +66,7 @@ describe('Sandboxes.connect', () => {
   })
 })
 
-const BACKENDS: BackendKind[] = ['sbx', 'desktop']
+const BACKENDS: BackendKind[] = ['sbx', 'desktop', 'v1']
 
 describe.each(BACKENDS)('a sandbox on the %s backend', (backend) => {
   let sandboxes: Sandboxes
@@ -127,6 +127,15 @@ describe.each(BACKENDS)('a sandbox on the %s backend', (backend) => {
   })
 
   it('exec sees the workspace at the same absolute path', async () => {
+    if (backend === 'v1') {
+      // v1 has no host mounts: the workspace is an empty directory at the same path, the host's files stay out
+      writeFileSync(join(ws.dir, 'from-host-v1.txt'), 'host wrote this')
+      expect((await box.exec(['ls', '-A', ws.dir])).text()).toBe('')
+      await box.sh(`echo sandbox wrote this > ${join(ws.dir, 'from-box-v1.txt')}`)
+      expect((await box.readFile(join(ws.dir, 'from-box-v1.txt'))).toString()).toBe('sandbox wrote this\n')
+      expect(readdirSync(ws.dir)).not.toContain('from-box-v1.txt')
+      return
+    }
     writeFileSync(join(ws.dir, `from-host-${backend}.txt`), 'host wrote this')
     expect((await box.exec(['cat', join(ws.dir, `from-host-${backend}.txt`)])).text()).toBe('host wrote this')
     await box.sh(`echo sandbox wrote this > ${join(ws.dir, `from-box-${backend}.txt`)}`)
@@ -196,8 +205,8 @@ describe.each(BACKENDS)('a sandbox on the %s backend', (backend) => {
   }, 60_000)
 
   it('spawn: proc.stdout/stderr Readables pipe byte-exact; a paused one is bounded; destroy leaves the process', async () => {
-    // sbx: a missing program is not ERR_EXEC_FAILED on spawn's output (only exec detects the runtime's refusal)
-    await output.viewsPipeline(box, backend !== 'sbx')
+    // sbx and v1: a missing program is not ERR_EXEC_FAILED on spawn's output (only exec detects the refusal)
+    await output.viewsPipeline(box, backend === 'desktop')
     await output.pausedViewIsBounded(box)
   }, 60_000)
 
@@ -223,12 +232,14 @@ describe.each(BACKENDS)('a sandbox on the %s backend', (backend) => {
   it('files: writeFile/readFile round trip with mode; missing path, directory, bad path', async () => {
     const dir = join(ws.dir, `files-${backend}`)
     mkdirSync(dir, { recursive: true })
+    if (backend === 'v1') await box.exec(['mkdir', '-p', dir]) // no host mounts: the sandbox's own directory
     const data = Buffer.from([0, 1, 2, 255, 10, 13])
     await box.writeFile('/tmp/blob.bin', data, { mode: 0o600 })
     expect(Buffer.compare(await box.readFile('/tmp/blob.bin'), data)).toBe(0)
     expect((await box.exec(['stat', '-c', '%a', '/tmp/blob.bin'])).text()).toBe('600\n')
     await box.writeFile(join(dir, 'note.txt'), 'through the sandbox')
-    expect(readFileSync(join(dir, 'note.txt'), 'utf8')).toBe('through the sandbox')
+    const seen = backend === 'v1' ? (await box.readFile(join(dir, 'note.txt'))).toString() : readFileSync(join(dir, 'note.txt'), 'utf8')
+    expect(seen).toBe('through the sandbox')
     expect((await rejection(box.readFile('/no/such/file'))).code).toBe('ERR_PATH_NOT_FOUND')
     expect((await rejection(box.readFile('/tmp'))).code).toBe('ERR_NOT_A_FILE')
     expect((await rejection(box.readFile('relative/path'))).code).toBe('ERR_INVALID_ARGUMENT')
@@ -252,8 +263,11 @@ describe.each(BACKENDS)('a sandbox on the %s backend', (backend) => {
     }
     const rel = await rejection(sandboxes.create({ name: `rel-${backend}`, agent: 'shell', workspace: 'relative/dir', template: IMAGE }))
     expect(rel.code).toBe('ERR_INVALID_ARGUMENT')
-    const missing = await rejection(sandboxes.create({ name: `mis-${backend}`, agent: 'shell', workspace: join(ws.dir, 'nope'), template: IMAGE }))
-    expect(missing.code).toBe('ERR_INVALID_ARGUMENT')
+    if (backend !== 'v1') {
+      // v1 reads no host directory: the workspace is made inside the sandbox
+      const missing = await rejection(sandboxes.create({ name: `mis-${backend}`, agent: 'shell', workspace: join(ws.dir, 'nope'), template: IMAGE }))
+      expect(missing.code).toBe('ERR_INVALID_ARGUMENT')
+    }
     const noAgent = await rejection(sandboxes.create({ workspace: ws.dir } as never))
     expect(noAgent.code).toBe('ERR_INVALID_ARGUMENT')
     const unknown = await rejection(

@@ -27,7 +27,7 @@ use super::client::{
     enc, Body, Budget, Client, Ctx, EndpointRef, DEFAULT_TIMEOUT, LIFECYCLE_TIMEOUT,
 };
 use super::interact::{int64, V1Process};
-use super::model::{ExecRequest, Sandbox};
+use super::model::Sandbox;
 use super::transport::{tls_config, Base};
 use super::V1Options;
 use bytes::Bytes;
@@ -327,41 +327,68 @@ impl SandboxBackend for V1Backend {
             let b = Budget::of(opts, LIFECYCLE_TIMEOUT);
             let name = spec.name.clone().unwrap_or_default();
             check_name(&name)?;
-            match self.client.find(&name, &b).await? {
-                None => self.do_create(spec, &b).await,
-                Some(s) => {
-                    let have = summary(&s);
-                    let agent = if spec.agent.is_empty() {
-                        "shell"
-                    } else {
-                        &spec.agent
-                    };
-                    let mut differs = Vec::new();
-                    if have.workspace != spec.workspace {
-                        differs.push("workspace");
-                    }
-                    if have.agent != agent {
-                        differs.push("agent");
-                    }
-                    if spec.template.is_some() && have.template != spec.template {
-                        differs.push("template");
-                    }
-                    if !differs.is_empty() {
-                        return Err(Error::new(
-                            ErrorCode::SandboxConflict,
-                            format!(
-                                "v1 sandbox {name:?} exists with a different {}",
-                                differs.join(", ")
-                            ),
-                        )
-                        .with("sandbox", name));
-                    }
-                    if s.core.status == "stopped" {
+            let mut pause = Duration::from_millis(50);
+            loop {
+                let s = match self.client.find(&name, &b).await? {
+                    None => match self.do_create(spec, &b).await {
+                        // another caller made it between the look and the create: look again
+                        Err(e) if e.code == ErrorCode::SandboxConflict => {
+                            b.sleep(
+                                &format!("waiting for a concurrent create of v1 sandbox {name:?}"),
+                                pause,
+                            )
+                            .await?;
+                            pause = (pause * 2).min(Duration::from_secs(1));
+                            continue;
+                        }
+                        r => return r,
+                    },
+                    Some(s) => s,
+                };
+                let have = summary(&s);
+                let agent = if spec.agent.is_empty() {
+                    "shell"
+                } else {
+                    &spec.agent
+                };
+                let mut differs = Vec::new();
+                if have.workspace != spec.workspace {
+                    differs.push("workspace");
+                }
+                if have.agent != agent {
+                    differs.push("agent");
+                }
+                if spec.template.is_some() && have.template != spec.template {
+                    differs.push("template");
+                }
+                if !differs.is_empty() {
+                    return Err(Error::new(
+                        ErrorCode::SandboxConflict,
+                        format!(
+                            "v1 sandbox {name:?} exists with a different {}",
+                            differs.join(", ")
+                        ),
+                    )
+                    .with("sandbox", name));
+                }
+                match s.core.status.as_str() {
+                    "stopped" => {
                         self.client.lifecycle(&s, "start", &b).await?;
                         let s = self.require(&name, &b).await?;
                         return Ok(summary(&s));
                     }
-                    Ok(have)
+                    // made by a concurrent create: wait until it runs (or is gone: look again)
+                    "creating" | "starting" => {
+                        match self
+                            .client
+                            .wait_for(&s.uid, &name, &["running"], &b)
+                            .await?
+                        {
+                            Some(s) => return Ok(summary(&s)),
+                            None => continue,
+                        }
+                    }
+                    _ => return Ok(have),
                 }
             }
         })
@@ -539,7 +566,7 @@ impl SandboxBackend for V1Backend {
                 }
                 n += 1;
             }
-            Ok(format!("unpublished {n} port(s)"))
+            Ok(format!("unpublished {n} port key(s)"))
         })
     }
 
@@ -693,6 +720,44 @@ impl V1Target {
 
     /// Start a durable process for `spec`.
     async fn start_process(&self, spec: &ExecSpec, abort: CancellationToken) -> Result<V1Process> {
+        match self.start_process_once(spec, abort).await {
+            Err(e) => Err(self.stopped_or(e).await),
+            ok => ok,
+        }
+    }
+
+    /// `e` from the sandbox's endpoint, or `ERR_SANDBOX_STOPPED` when the endpoint refused because the sandbox
+    /// is not running (`failedPrecondition`/`unavailable`, then the management API says so: one extra read, on
+    /// failures only).
+    async fn stopped_or(&self, e: Error) -> Error {
+        let v1code = e.props.get("v1Code").and_then(|c| c.as_str()).unwrap_or("");
+        if !matches!(v1code, "failedPrecondition" | "unavailable") {
+            return e;
+        }
+        let b = Budget::of(&Call::default(), Duration::from_secs(10));
+        match self
+            .client
+            .get_sandbox(&self.ep.uid, &self.ep.display, &b)
+            .await
+        {
+            Ok(Some(s)) if s.core.status != "running" => Error::new(
+                ErrorCode::SandboxStopped,
+                format!(
+                    "v1 sandbox {:?} is {} (start it first)",
+                    self.ep.display, s.core.status
+                ),
+            )
+            .with("sandbox", self.ep.display.clone())
+            .with("status", s.core.status),
+            _ => e,
+        }
+    }
+
+    async fn start_process_once(
+        &self,
+        spec: &ExecSpec,
+        abort: CancellationToken,
+    ) -> Result<V1Process> {
         if spec.cmd.first().is_none_or(|c| c.is_empty()) {
             return Err(Error::invalid("exec needs a non-empty command").with("argument", "cmd"));
         }
@@ -862,44 +927,10 @@ impl ExecTarget for V1Target {
     fn exec(&self, spec: ExecSpec, cancel: CancellationToken) -> BoxFuture<'_, Result<ExecOutput>> {
         Box::pin(async move {
             let began = Instant::now();
-            let one_shot = spec.stdin.is_none()
-                && spec.timeout.is_none()
-                && !spec.tty
-                && !spec.interactive
-                && spec.output.is_none();
-            if !one_shot {
-                let p = self.start_process(&spec, cancel).await?;
-                return collect(p, &spec, began).await;
-            }
-            if spec.cmd.first().is_none_or(|c| c.is_empty()) {
-                return Err(
-                    Error::invalid("exec needs a non-empty command").with("argument", "cmd")
-                );
-            }
-            let req = ExecRequest {
-                cmd: spec.cmd.clone(),
-                env: spec.env.iter().cloned().collect(),
-                working_dir: spec.cwd.clone(),
-                user: spec.user.clone(),
-            };
-            // No deadline of its own: a one-shot exec runs as long as its command (abort returns at once).
-            let b = Budget::of(&Call::new(None, cancel), Duration::from_secs(1 << 30));
-            let r = self.client.exec(&self.ep, &req, &b).await?;
-            let cap = spec.max_output_bytes.unwrap_or(usize::MAX);
-            let truncated = r.incomplete || r.stdout.len() > cap || r.stderr.len() > cap;
-            let (mut stdout, mut stderr) = (r.stdout, r.stderr);
-            stdout.truncate(cap);
-            stderr.truncate(cap);
-            Ok(ExecOutput {
-                exit_code: Some(r.exit_code as i64),
-                signal: None,
-                stdout,
-                stderr,
-                timed_out: false,
-                aborted: false,
-                truncated,
-                duration_ms: began.elapsed().as_millis() as u64,
-            })
+            // Always a durable process: the one-shot `POST /v1/processes/exec` has no stdin, no timeout and no way
+            // to stop its command, and an abort must kill the process tree (`Client::exec` is the one-shot form).
+            let p = self.start_process(&spec, cancel).await?;
+            collect(p, &spec, began).await
         })
     }
 
@@ -909,6 +940,11 @@ impl ExecTarget for V1Target {
         abort: CancellationToken,
     ) -> BoxFuture<'_, Result<Box<dyn ProcessHandle>>> {
         Box::pin(async move {
+            // stdin stays open for `write`/`end`, as on every backend
+            let spec = ExecSpec {
+                interactive: true,
+                ..spec
+            };
             let p = self.start_process(&spec, abort).await?;
             Ok(Box::new(p) as Box<dyn ProcessHandle>)
         })

@@ -190,6 +190,9 @@ impl Endpoint {
                     Page::Chunks(chunks, exited) => {
                         if chunks.is_empty() {
                             if let Some(e) = exited {
+                                if e.lost {
+                                    return Err(e.lost_error().into());
+                                }
                                 send(tx, &json!({"exited": e.json()})).await?;
                                 return Ok(());
                             }

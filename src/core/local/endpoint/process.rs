@@ -81,6 +81,20 @@ impl Table {
 pub(super) struct Exited {
     pub code: i64,
     pub reason: String,
+    /// The exit could not be read (the engine or the container went away mid-stream): no exit happened that can
+    /// be reported. `interact` and `readOutput` answer `unavailable` instead of an `exited` frame, so a client
+    /// sees an interrupted stream, never an exit code made up here.
+    pub lost: bool,
+}
+
+impl Exited {
+    /// The `unavailable` error a lost process answers with.
+    pub fn lost_error(&self) -> ApiError {
+        ApiError::new(
+            "unavailable",
+            format!("the process's exit cannot be read: {}", self.reason),
+        )
+    }
 }
 
 impl Exited {
@@ -262,6 +276,7 @@ fn pump(p: Arc<Proc>, limit: usize) {
             (Some(msg), _) => Exited {
                 code: -1,
                 reason: msg,
+                lost: true,
             },
             (None, Ok(st)) => Exited {
                 code: st.exit_code.unwrap_or(-1),
@@ -273,10 +288,12 @@ fn pump(p: Arc<Proc>, limit: usize) {
                     (None, Some(c)) => format!("exited with status {c}"),
                     (None, None) => "the exit status is unknown".into(),
                 },
+                lost: st.exit_code.is_none(),
             },
             (None, Err(e)) => Exited {
                 code: -1,
                 reason: e.message,
+                lost: true,
             },
         };
         if let Ok(mut o) = p.output.lock() {
@@ -604,8 +621,11 @@ impl Endpoint {
                     "chunks": chunks.iter().map(Stored::json).collect::<Vec<_>>(),
                     "nextResumeFrom": next.to_string(),
                 });
-                if let Some(e) = exited {
-                    v["exited"] = e.json();
+                match exited {
+                    // the output first; the next read answers the error
+                    Some(e) if e.lost && chunks.is_empty() => return Err(e.lost_error()),
+                    Some(e) if !e.lost => v["exited"] = e.json(),
+                    _ => {}
                 }
                 Ok(json_response(200, &v))
             }

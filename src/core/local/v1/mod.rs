@@ -1272,6 +1272,12 @@ impl Inner {
                     let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
                 });
             }
+            // LocalSandboxd stopping (or the sandbox removed): no new connections, then every interact session
+            // ends with `unavailable` before the container goes, so no client reads an exit made up here.
+            drop(listener);
+            if let Some(ep) = served.current() {
+                ep.shutdown().await;
+            }
         });
         Ok(server)
     }

@@ -1641,3 +1641,44 @@ fn every_capability_is_an_endpoint_operation_of_the_contract() {
         "every endpoint operation is served"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_whose_client_hangs_up_is_killed() {
+    let f = fixture().await;
+    let http = UnixHttp::new(&f.sock);
+    let body = json!({"cmd": ["sh", "-c", "echo $$ > /tmp/hang.pid; exec sleep 300"]});
+    let task = tokio::spawn(async move {
+        http.request(
+            Method::POST,
+            "/v1/processes/exec",
+            Some(body.to_string().into_bytes()),
+            1 << 20,
+        )
+        .await
+    });
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let pid = loop {
+        let (code, out, _, _) = f.exec(&["cat", "/tmp/hang.pid"]).await;
+        if code == 0 && !out.is_empty() {
+            break String::from_utf8(out).unwrap().trim().to_string();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the exec did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    task.abort();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (code, _, _, _) = f.exec(&["kill", "-0", &pid]).await;
+        if code != 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the exec outlived its client"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1321,10 +1321,11 @@ export interface SandboxdOptions {
 /** Options for `Sandboxes.connect()`. */
 export interface SandboxesOptions {
   /**
-   * `'sbx'` (the standalone sbx daemon), `'desktop'` (the legacy `/vm` API), or `'auto'` (the default: sbx
-   * when its API answers, else the legacy API).
+   * `'sbx'` (the standalone sbx daemon), `'desktop'` (the legacy `/vm` API), `'v1'` (the Docker Sandboxes API
+   * v1: Docker's cloud, or a local socket), or `'auto'` (the default: sbx when its API answers, else the legacy
+   * API; never v1).
    */
-  backend?: 'auto' | 'sbx' | 'desktop'
+  backend?: 'auto' | 'sbx' | 'desktop' | 'v1'
   /**
    * The daemon's socket: the only candidate when set. Default: `DOCKER_SANDBOXES_API`, then the sbx
    * sockets of this OS, then the legacy `SANDBOXD_SOCKET` / `~/.docker/sandboxes/sandboxd.sock`.
@@ -1342,6 +1343,24 @@ export interface SandboxesOptions {
    * path). Default: `DOCKER_HOST`, then `/var/run/docker.sock`.
    */
   imageSource?: string
+  /**
+   * v1 backend: the API's base URL (`https://…`, default `DOCKER_SANDBOXES_URL`, then Docker's cloud) or
+   * `unix:///path` (a local daemon; `socketPath` says the same).
+   */
+  endpoint?: string
+  /** v1 backend: a Docker access token (default `DOCKER_SANDBOXES_TOKEN`). Never logged or put in errors. */
+  token?: string
+  /**
+   * v1 backend: the Docker ID whose personal access token `pat` is exchanged for access tokens (default
+   * `DOCKER_ID`).
+   */
+  identifier?: string
+  /** v1 backend: a personal access token with the `sandbox:use` scope (default `DOCKER_PAT`). */
+  pat?: string
+  /** v1 backend: where the PAT is exchanged (default `DOCKER_HUB_URL`, then `https://hub.docker.com`). */
+  hubUrl?: string
+  /** v1 backend: an extra CA (PEM) trusted for HTTPS besides the platform's roots. */
+  ca?: string
   /** Aborting rejects the connect with `ABORT_ERR`. */
   signal?: AbortSignal
   /** Deadline for connecting in milliseconds (default 30 s). */

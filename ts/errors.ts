@@ -83,6 +83,10 @@ export const ErrorCodes = {
   SANDBOX_STOPPED: 'ERR_SANDBOX_STOPPED',
   /** The backend in use cannot do that (`backend`); another backend can. */
   UNSUPPORTED: 'ERR_UNSUPPORTED',
+  /** The v1 service refused the credentials: missing, expired or wrong token, or a refused PAT exchange (`v1Code`). */
+  UNAUTHENTICATED: 'ERR_UNAUTHENTICATED',
+  /** The v1 service rate-limits or a quota is used up (`v1Code`; `retryDelayMs` when it said how long to wait). */
+  RESOURCE_EXHAUSTED: 'ERR_RESOURCE_EXHAUSTED',
 } as const
 
 /** The union of every error code. */

@@ -11,14 +11,18 @@ import { INTERNAL, bind, internalOnly } from './internal'
 import { NetworkPolicy, checkSecrets, type SecretInput, type SecretPlaceholder } from './policy'
 import type { ExecResult } from './result'
 
-/** The backends a `Sandboxes` client can speak. */
-export type BackendKind = 'sbx' | 'desktop'
+/**
+ * The backends a `Sandboxes` client can speak: `'sbx'` (the standalone sbx daemon), `'desktop'` (the legacy `/vm`
+ * API) and `'v1'` (the Docker Sandboxes API v1: Docker's cloud over HTTPS, or a local daemon's socket).
+ */
+export type BackendKind = 'sbx' | 'desktop' | 'v1'
 
 /** Options for `Sandboxes.connect()`. */
 export interface SandboxesOptions extends CallOptions {
   /**
-   * `'sbx'` (the standalone sbx daemon), `'desktop'` (the legacy `/vm` API of Docker Desktop's removed plugin), or
-   * `'auto'` (the default: sbx when its API answers, else the legacy API).
+   * `'sbx'` (the standalone sbx daemon), `'desktop'` (the legacy `/vm` API of Docker Desktop's removed plugin),
+   * `'v1'` (the Docker Sandboxes API v1: the cloud, or a local socket given as `socketPath`), or `'auto'` (the
+   * default: sbx when its API answers, else the legacy API; never v1, which needs an endpoint and credentials).
    */
   backend?: 'auto' | BackendKind
   /**
@@ -35,6 +39,21 @@ export interface SandboxesOptions extends CallOptions {
    * path). Default: `DOCKER_HOST`, then `/var/run/docker.sock`.
    */
   imageSource?: string
+  /**
+   * v1: the API's base URL (default `DOCKER_SANDBOXES_URL`, then `https://connect.docker.com/sandboxes`), or
+   * `unix:///path` for a local daemon (`socketPath` says the same).
+   */
+  endpoint?: string
+  /** v1: a Docker access token (default `DOCKER_SANDBOXES_TOKEN`). Never logged, never in an error. */
+  token?: string
+  /** v1: the Docker ID whose personal access token `pat` is exchanged for access tokens (default `DOCKER_ID`). */
+  identifier?: string
+  /** v1: a personal access token with the `sandbox:use` scope (default `DOCKER_PAT`). Refreshed as it expires. */
+  pat?: string
+  /** v1: where the PAT is exchanged (default `DOCKER_HUB_URL`, then `https://hub.docker.com`). */
+  hubUrl?: string
+  /** v1: an extra CA certificate (PEM) to trust for HTTPS, besides the platform's roots. */
+  ca?: string
 }
 
 /** One sandbox as its backend lists it. */
@@ -89,6 +108,12 @@ const CONNECT: check.Shape = {
   appName: 'string',
   versionCheck: 'string',
   imageSource: 'string',
+  endpoint: 'string',
+  token: 'string',
+  identifier: 'string',
+  pat: 'string',
+  hubUrl: 'string',
+  ca: 'string',
 }
 const CREATE: check.Shape = {
   ...check.CALL,

@@ -12,6 +12,7 @@ use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSumma
 use crate::core::netpolicy;
 use crate::core::sandboxes::{self, Choice, ConnectOptions};
 use crate::core::sbx::VersionMode;
+use crate::core::v1::V1Options;
 use crate::core::{Call, Error as CoreError, Result as CoreResult};
 use napi::bindgen_prelude::*;
 use napi::Env;
@@ -21,9 +22,10 @@ use std::sync::Arc;
 /// Options for `Sandboxes.connect()`.
 #[napi(object, object_to_js = false)]
 pub struct SandboxesOptions<'a> {
-    /// `'sbx'` (the standalone sbx daemon), `'desktop'` (the legacy `/vm` API), or `'auto'` (the default: sbx
-    /// when its API answers, else the legacy API).
-    #[napi(ts_type = "'auto' | 'sbx' | 'desktop'")]
+    /// `'sbx'` (the standalone sbx daemon), `'desktop'` (the legacy `/vm` API), `'v1'` (the Docker Sandboxes API
+    /// v1: Docker's cloud, or a local socket), or `'auto'` (the default: sbx when its API answers, else the legacy
+    /// API; never v1).
+    #[napi(ts_type = "'auto' | 'sbx' | 'desktop' | 'v1'")]
     pub backend: Option<String>,
     /// The daemon's socket: the only candidate when set. Default: `DOCKER_SANDBOXES_API`, then the sbx
     /// sockets of this OS, then the legacy `SANDBOXD_SOCKET` / `~/.docker/sandboxes/sandboxd.sock`.
@@ -37,6 +39,20 @@ pub struct SandboxesOptions<'a> {
     /// Desktop backend: the Docker engine a template image missing in a VM is copied from (`unix:///path` or a
     /// path). Default: `DOCKER_HOST`, then `/var/run/docker.sock`.
     pub image_source: Option<String>,
+    /// v1 backend: the API's base URL (`https://…`, default `DOCKER_SANDBOXES_URL`, then Docker's cloud) or
+    /// `unix:///path` (a local daemon; `socketPath` says the same).
+    pub endpoint: Option<String>,
+    /// v1 backend: a Docker access token (default `DOCKER_SANDBOXES_TOKEN`). Never logged or put in errors.
+    pub token: Option<String>,
+    /// v1 backend: the Docker ID whose personal access token `pat` is exchanged for access tokens (default
+    /// `DOCKER_ID`).
+    pub identifier: Option<String>,
+    /// v1 backend: a personal access token with the `sandbox:use` scope (default `DOCKER_PAT`).
+    pub pat: Option<String>,
+    /// v1 backend: where the PAT is exchanged (default `DOCKER_HUB_URL`, then `https://hub.docker.com`).
+    pub hub_url: Option<String>,
+    /// v1 backend: an extra CA (PEM) trusted for HTTPS besides the platform's roots.
+    pub ca: Option<String>,
     /// Aborting rejects the connect with `ABORT_ERR`.
     pub signal: Option<AbortSignal<'a>>,
     /// Deadline for connecting in milliseconds (default 30 s).
@@ -220,6 +236,14 @@ fn connect_options(o: Option<&SandboxesOptions>) -> CoreResult<ConnectOptions> {
         version_mode,
         timeout: None,
         image_source,
+        v1: V1Options {
+            endpoint: o.endpoint.clone(),
+            token: o.token.clone(),
+            identifier: o.identifier.clone(),
+            pat: o.pat.clone(),
+            hub_url: o.hub_url.clone(),
+            ca_pem: o.ca.clone(),
+        },
     })
 }
 

@@ -82,6 +82,11 @@ pub enum ErrorCode {
     SandboxStopped,
     /// The backend in use cannot do that (`backend` attached); another backend can.
     Unsupported,
+    /// The v1 service refused the credentials (missing, expired or wrong token; a refused PAT exchange).
+    Unauthenticated,
+    /// The v1 service is rate-limiting or a quota is used up (`v1Code` `resourceExhausted`; `retryDelayMs` when
+    /// the service said how long to wait and the retry budget or the deadline did not allow it).
+    ResourceExhausted,
 }
 
 impl ErrorCode {
@@ -125,6 +130,8 @@ impl ErrorCode {
             ErrorCode::SandboxConflict => "ERR_SANDBOX_CONFLICT",
             ErrorCode::SandboxStopped => "ERR_SANDBOX_STOPPED",
             ErrorCode::Unsupported => "ERR_UNSUPPORTED",
+            ErrorCode::Unauthenticated => "ERR_UNAUTHENTICATED",
+            ErrorCode::ResourceExhausted => "ERR_RESOURCE_EXHAUSTED",
         }
     }
 }

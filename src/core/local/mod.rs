@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod sbx;
 #[cfg_attr(not(target_os = "linux"), path = "stale_off_linux.rs")]
 pub mod stale;
+mod v1;
 
 pub use options::{docker_host_path, BackendKind, LocalOptions, ProxySettings};
 
@@ -114,6 +115,8 @@ struct Inner {
     stopped: AtomicBool,
     /// The filtering proxy: the sandboxes' only way out (see `sbx::PROXY_ADDR`).
     proxy: Arc<proxy::Proxy>,
+    /// The Docker Sandboxes API v1 view of the sbx sandboxes (`/v1/…`).
+    v1: v1::State,
 }
 
 /// A running LocalSandboxd. Dropping it without [`LocalSandboxd::stop`] kills everything synchronously.
@@ -319,6 +322,7 @@ impl LocalSandboxd {
             tasks: TaskTracker::new(),
             stopped: AtomicBool::new(false),
             proxy: Arc::new(start_proxy(&opts.proxy)),
+            v1: v1::State::default(),
         });
         let server = inner.clone();
         inner
@@ -377,6 +381,7 @@ impl LocalSandboxd {
         }))
         .await;
         futures::future::join_all(sandboxes.iter().map(|s| s.teardown(&self.inner.proxy))).await;
+        self.inner.v1_remove_snapshots().await;
         self.inner.proxy.shutdown().await;
         self.inner.cleanup_files();
     }
@@ -474,7 +479,10 @@ impl Inner {
         let _ = std::fs::remove_file(&self.socket_path);
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Resp {
+    async fn route(self: &Arc<Self>, req: Request<Incoming>) -> Resp {
+        if req.uri().path() == "/v1" || req.uri().path().starts_with("/v1/") {
+            return v1::route(self, req).await;
+        }
         let req = match self.route_sbx(req).await {
             Ok(resp) => return resp,
             Err(req) => req,
@@ -762,6 +770,8 @@ impl Inner {
         let _ = std::fs::remove_file(&self.socket_path);
         let _ = std::fs::remove_dir(self.root.join("sbx"));
         let _ = std::fs::remove_dir_all(self.root.join("engines"));
+        let _ = std::fs::remove_dir_all(self.root.join(v1::ENDPOINT_DIR));
+        let _ = std::fs::remove_dir_all(self.root.join(v1::WORKSPACE_DIR));
         let _ = std::fs::remove_dir(self.root.join("vm"));
         if self.owns_root {
             let _ = std::fs::remove_dir_all(&self.root);

@@ -63,22 +63,22 @@ const CA_BUNDLES: &[&str] = &[
 pub(super) struct SbxEntry {
     pub(super) id: String,
     pub(super) name: String,
-    agent: String,
+    pub(super) agent: String,
     workspace: String,
-    template: String,
-    labels: BTreeMap<String, String>,
-    created_at: String,
+    pub(super) template: String,
+    pub(super) labels: BTreeMap<String, String>,
+    pub(super) created_at: String,
     state_dir: PathBuf,
     engine: VmEngine,
-    container: Container,
-    running: AtomicBool,
+    pub(super) container: Container,
+    pub(super) running: AtomicBool,
     /// Published ports: each key served by a loopback [`Forward`] whose connections ride exec tunnels into the
     /// container (the sandbox has no network of its own here).
-    ports: std::sync::Mutex<Vec<(PortBinding, Arc<Forward>)>>,
+    pub(super) ports: std::sync::Mutex<Vec<(PortBinding, Arc<Forward>)>>,
     /// The proxy's listener in the container's network namespace, while the container runs.
     network: std::sync::Mutex<Option<Listening>>,
     /// `NAME=placeholder` of its secrets, added to every process it starts (values stay with the proxy).
-    secret_env: std::sync::Mutex<Vec<String>>,
+    pub(super) secret_env: std::sync::Mutex<Vec<String>>,
 }
 
 impl SbxEntry {
@@ -97,7 +97,7 @@ impl SbxEntry {
         })
     }
 
-    fn port_list(&self) -> Vec<PortBinding> {
+    pub(super) fn port_list(&self) -> Vec<PortBinding> {
         self.ports
             .lock()
             .map(|p| p.iter().map(|(b, _)| b.clone()).collect())
@@ -648,8 +648,9 @@ impl Inner {
                 format!("sandbox {name} already exists"),
             );
         };
+        let id = uuid::Uuid::new_v4().simple().to_string();
         let r = self
-            .sbx_create_inner(&name, &agent, &ws, &template, env, extra, labels)
+            .sbx_create_inner(&name, &agent, &ws, &template, env, extra, labels, id)
             .await;
         match r {
             Ok(e) => reply(
@@ -665,8 +666,10 @@ impl Inner {
         }
     }
 
+    /// Make sandbox `name` with id `id` (the sbx routes and v1's background create share it); the caller holds
+    /// the name's claim.
     #[allow(clippy::too_many_arguments)]
-    async fn sbx_create_inner(
+    pub(super) async fn sbx_create_inner(
         &self,
         name: &str,
         agent: &str,
@@ -675,6 +678,7 @@ impl Inner {
         env: Vec<(String, String)>,
         extra: Vec<String>,
         labels: BTreeMap<String, String>,
+        id: String,
     ) -> Result<Arc<SbxEntry>> {
         let state_dir = self.root.join("sbx").join(name);
         let socket = state_dir.join("docker.sock");
@@ -798,7 +802,7 @@ impl Inner {
             }
         };
         let entry = Arc::new(SbxEntry {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id,
             name: name.to_string(),
             agent: agent.to_string(),
             workspace: ws.to_string(),
@@ -861,7 +865,7 @@ impl Inner {
 
     /// Claim a sandbox name (keyed apart from VM names) for a create or delete; `None` when one is under way.
     /// The claim is released when dropped, also when the request is dropped mid-way.
-    fn sbx_claim(&self, key: &str, work: Work) -> Option<Claim<'_>> {
+    pub(super) fn sbx_claim(&self, key: &str, work: Work) -> Option<Claim<'_>> {
         let mut busy = self.busy.lock().ok()?;
         if busy.contains_key(key) {
             return None;
@@ -873,6 +877,18 @@ impl Inner {
         let Some(e) = self.sbx_get(name) else {
             return not_found(name);
         };
+        match self.sbx_set_running(&e, start).await {
+            Ok(()) => reply(
+                StatusCode::OK,
+                json!({"message": format!("sandbox {name} {}", if start { "started" } else { "stopped" })}),
+            ),
+            Err(err) => err_resp(err),
+        }
+    }
+
+    /// Start or stop a sandbox's container (a started one gets the proxy bound in its new network namespace);
+    /// the sbx routes and the v1 routes share it.
+    pub(super) async fn sbx_set_running(&self, e: &SbxEntry, start: bool) -> Result<()> {
         let r = if start {
             match e.container.start(&Call::default()).await {
                 // A started container has a new network namespace: bind the proxy there again.
@@ -883,16 +899,10 @@ impl Inner {
             e.detach_network();
             e.container.stop(Some(2), &Call::default()).await
         };
-        match r {
-            Ok(()) => {
-                e.running.store(start, Ordering::SeqCst);
-                reply(
-                    StatusCode::OK,
-                    json!({"message": format!("sandbox {name} {}", if start { "started" } else { "stopped" })}),
-                )
-            }
-            Err(err) => err_resp(err),
+        if r.is_ok() {
+            e.running.store(start, Ordering::SeqCst);
         }
+        r
     }
 
     /// `POST /sandbox/{n}/exec/attach`: create the exec in the sandbox's engine, start it attached, answer 101

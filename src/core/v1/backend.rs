@@ -1,0 +1,1100 @@
+//! The `v1` [`SandboxBackend`]: sandboxes of the Docker Sandboxes API v1 (Docker's cloud, or a local daemon's
+//! Unix socket), reached through [`super::client::Client`].
+//!
+//! - SDK name ↔ v1 `displayName` (`[a-zA-Z0-9_-]{1,64}`); the sandbox id is its `uid`.
+//! - Create: `imageRef` = the template, `agent` (default `shell`), `environment`, `labels`. CPUs and memory are
+//!   `resources`. v1 has no host mounts: the `workspace` is created as an **empty directory at the same path in
+//!   the sandbox** (nothing is copied from the host; use `writeFiles` to upload), and remembered in the label
+//!   [`WORKSPACE_LABEL`] so `get`/`ensure` report and compare it. Additional workspaces are `ERR_UNSUPPORTED`.
+//! - Exec: the one-shot `POST /v1/processes/exec` when the spec has no stdin, timeout, tty, output sink or
+//!   interactivity; otherwise a durable process and its `interact` socket ([`super::interact`]). A one-shot exec
+//!   cannot be killed: an abort returns at once and the command runs on in the sandbox.
+//! - Files: `GET/PUT /v1/files/content`; an archive becomes `PUT /v1/files/directories` for its directories and
+//!   one multipart `POST /v1/files/upload` for its files (symlinks and other entry types are `ERR_UNSUPPORTED`).
+//! - Ports: `listPorts` / `createPort` (TCP, the service picks the host address) / `deletePort` with its etag.
+//! - Policy read-back: `getNetworkPolicies` per sandbox as [`PolicyRule`]s (the effective mode as a `*` rule);
+//!   the log: `listPolicyLogEntries`.
+
+use super::super::backend::{
+    unsupported, ExecTarget, ProcessHandle, SandboxBackend, SandboxSpec, SandboxSummary,
+};
+use super::super::call::Call;
+use super::super::error::{Error, ErrorCode, Result};
+use super::super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Run};
+use super::super::netpolicy::{PolicyLogEntry, PolicyRule};
+use super::super::sbx::{PortBinding, PortSpec};
+use super::client::{
+    enc, Body, Budget, Client, Ctx, EndpointRef, DEFAULT_TIMEOUT, LIFECYCLE_TIMEOUT,
+};
+use super::interact::{int64, V1Process};
+use super::model::{ExecRequest, Sandbox};
+use super::transport::{tls_config, Base};
+use super::V1Options;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use hyper::Method;
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// The default management base (Docker's cloud).
+pub const DEFAULT_ENDPOINT: &str = "https://connect.docker.com/sandboxes";
+/// The default Docker Hub (PAT exchange).
+pub const DEFAULT_HUB: &str = "https://hub.docker.com";
+/// The label that remembers the SDK workspace path of a v1 sandbox.
+pub const WORKSPACE_LABEL: &str = "sandboxd-workspace";
+
+/// Connect to a v1 service: nothing is sent until the first call (the PAT is exchanged then).
+pub async fn connect(o: &V1Options, call: &Call) -> Result<Arc<dyn SandboxBackend>> {
+    let _ = call;
+    Ok(Arc::new(V1Backend::new(o)?))
+}
+
+/// The v1 backend.
+#[derive(Debug, Clone)]
+pub struct V1Backend {
+    client: Arc<Client>,
+}
+
+impl V1Backend {
+    /// A backend for `o` (checked, not yet contacted).
+    pub fn new(o: &V1Options) -> Result<V1Backend> {
+        let tls = tls_config(o.ca_pem.as_deref())?;
+        let endpoint = o.endpoint.as_deref().unwrap_or(DEFAULT_ENDPOINT);
+        let base = Base::parse(endpoint, &tls)?;
+        let auth = match (&o.token, &o.identifier, &o.pat) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err(Error::invalid(
+                    "give either a token or an identifier and PAT, not both",
+                )
+                .with("argument", "token"))
+            }
+            (Some(t), None, None) if !t.is_empty() => {
+                super::auth::Auth::Token(super::auth::Secret::new(t.clone()))
+            }
+            (None, Some(id), Some(pat)) if !id.is_empty() && !pat.is_empty() => {
+                let hub = Base::parse(o.hub_url.as_deref().unwrap_or(DEFAULT_HUB), &tls)?;
+                super::auth::Auth::Pat(super::auth::PatAuth::new(
+                    id.clone(),
+                    super::auth::Secret::new(pat.clone()),
+                    hub,
+                ))
+            }
+            (None, None, None) if base.is_unix() => super::auth::Auth::Local,
+            (None, None, None) => {
+                return Err(Error::new(
+                    ErrorCode::Unauthenticated,
+                    format!(
+                        "the v1 service at {endpoint} needs credentials: a token, or an identifier (Docker ID) and a PAT"
+                    ),
+                ))
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "an identifier needs a PAT and a PAT needs an identifier (both non-empty); a token must be non-empty",
+                )
+                .with("argument", "pat"))
+            }
+        };
+        Ok(V1Backend {
+            client: Arc::new(Client::new(base, auth, tls)),
+        })
+    }
+
+    /// The client (tests and the lead's extra operations).
+    pub fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    async fn require(&self, name: &str, b: &Budget) -> Result<Sandbox> {
+        self.client
+            .find(name, b)
+            .await?
+            .ok_or_else(|| not_found(name))
+    }
+
+    /// The raw `GetNetworkPoliciesResponse` of sandbox `name` (effective and exact policy).
+    pub async fn network_policies(&self, name: &str, call: &Call) -> Result<Value> {
+        let b = Budget::of(call, DEFAULT_TIMEOUT);
+        let s = self.require(name, &b).await?;
+        let ctx = Ctx::sandbox(
+            format!("reading the network policy of v1 sandbox {name:?}"),
+            name,
+        );
+        self.client
+            .get_json(
+                &format!("/v1/sandboxes/{}/network-policies", enc(&s.uid)),
+                &b,
+                &ctx,
+            )
+            .await
+    }
+
+    async fn do_create(&self, spec: &SandboxSpec, b: &Budget) -> Result<SandboxSummary> {
+        let name = spec.name.clone().unwrap_or_default();
+        check_name(&name)?;
+        if !spec.additional_workspaces.is_empty() {
+            return Err(unsupported("v1", "additional workspaces (no host mounts)"));
+        }
+        if self.client.find(&name, b).await?.is_some() {
+            return Err(Error::new(
+                ErrorCode::SandboxConflict,
+                format!("a v1 sandbox named {name:?} exists already"),
+            )
+            .with("sandbox", name));
+        }
+        let mut labels = spec.labels.clone();
+        if !spec.workspace.is_empty() {
+            crate::core::container::validate_container_path(&spec.workspace)?;
+            labels.insert(WORKSPACE_LABEL.into(), spec.workspace.clone());
+        }
+        let mut req = Map::new();
+        req.insert("displayName".into(), json!(name));
+        req.insert(
+            "agent".into(),
+            json!(if spec.agent.is_empty() {
+                "shell"
+            } else {
+                &spec.agent
+            }),
+        );
+        if let Some(t) = &spec.template {
+            req.insert("imageRef".into(), json!(t));
+        }
+        if !spec.environment.is_empty() {
+            req.insert("environment".into(), json!(spec.environment));
+        }
+        if !labels.is_empty() {
+            req.insert("labels".into(), json!(labels));
+        }
+        let mut resources = Map::new();
+        if let Some(c) = spec.cpus {
+            resources.insert("cpus".into(), json!(c));
+        }
+        if let Some(m) = &spec.memory {
+            resources.insert("memoryMib".into(), json!(memory_mib(m)?));
+        }
+        if !resources.is_empty() {
+            req.insert("resources".into(), Value::Object(resources));
+        }
+        let s = self
+            .client
+            .create_sandbox(Value::Object(req), &name, b)
+            .await?;
+        if !spec.workspace.is_empty() {
+            let ep = self.client.endpoint(&s)?;
+            let target = V1Target::new(self.client.clone(), ep);
+            target.mkdir(&spec.workspace, b).await?;
+        }
+        Ok(summary(&s))
+    }
+}
+
+impl V1Backend {
+    async fn list_ports(&self, s: &Sandbox, name: &str, b: &Budget) -> Result<Vec<Value>> {
+        let ctx = Ctx::sandbox(format!("listing the ports of v1 sandbox {name:?}"), name);
+        let v = self
+            .client
+            .get_json(&format!("/v1/sandboxes/{}/ports", enc(&s.uid)), b, &ctx)
+            .await?;
+        Ok(v["published"].as_array().cloned().unwrap_or_default())
+    }
+}
+
+/// A v1 `Port` as a binding: the host and port parsed from its `url` (`http://127.0.0.1:49152`, `tcp://h:p`).
+pub fn port_binding(p: &Value) -> PortBinding {
+    let url = p["url"].as_str().unwrap_or("");
+    let rest = url.split_once("://").map(|x| x.1).unwrap_or(url);
+    let authority = rest.split('/').next().unwrap_or("");
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h.trim_matches(['[', ']']), p.parse().unwrap_or(0)),
+        None => (authority, 0),
+    };
+    PortBinding {
+        host_ip: host.to_string(),
+        host_port: port,
+        protocol: match p["protocol"].as_str() {
+            Some("unspecified") | None => "tcp".into(),
+            Some(x) => x.to_string(),
+        },
+        sandbox_port: p["number"].as_u64().unwrap_or(0) as u16,
+    }
+}
+
+fn not_found(name: &str) -> Error {
+    Error::new(
+        ErrorCode::SandboxNotFound,
+        format!("no v1 sandbox named {name:?}"),
+    )
+    .with("sandbox", name.to_string())
+}
+
+/// A v1 displayName: 1–64 of `[a-zA-Z0-9_-]`.
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "a v1 sandbox name is 1-64 characters of [a-zA-Z0-9_-], not {}",
+            crate::core::validate::shown(name)
+        ))
+        .with("argument", "name"))
+    }
+}
+
+/// `"2g"`, `"1024m"`, `"512"` (MiB) → MiB.
+fn memory_mib(m: &str) -> Result<u64> {
+    let t = m.trim().to_ascii_lowercase();
+    let (num, mult) = match t.chars().last() {
+        Some('g') => (&t[..t.len() - 1], 1024),
+        Some('m') => (&t[..t.len() - 1], 1),
+        _ => (t.as_str(), 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .map(|n| n * mult)
+        .ok_or_else(|| {
+            Error::invalid(format!(
+                "memory {m:?} is not a size like \"2g\" or \"1024m\""
+            ))
+            .with("argument", "memory")
+        })
+}
+
+/// What the SDK reports of a v1 sandbox.
+pub fn summary(s: &Sandbox) -> SandboxSummary {
+    let mut labels = s.core.labels.clone();
+    let workspace = labels.remove(WORKSPACE_LABEL).unwrap_or_default();
+    SandboxSummary {
+        name: s.display_name.clone().unwrap_or_else(|| s.uid.clone()),
+        id: s.uid.clone(),
+        status: s.core.status.clone(),
+        agent: s.core.agent.clone().unwrap_or_default(),
+        workspace,
+        template: s.core.image_ref.clone(),
+        labels,
+    }
+}
+
+impl SandboxBackend for V1Backend {
+    fn kind(&self) -> &'static str {
+        "v1"
+    }
+
+    fn list<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<SandboxSummary>>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            let all = self.client.list_sandboxes(None, &b).await?;
+            Ok(all.iter().map(summary).collect())
+        })
+    }
+
+    fn get<'a>(
+        &'a self,
+        name: &'a str,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Option<SandboxSummary>>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            Ok(self.client.find(name, &b).await?.as_ref().map(summary))
+        })
+    }
+
+    fn create<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<SandboxSummary>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, LIFECYCLE_TIMEOUT);
+            self.do_create(spec, &b).await
+        })
+    }
+
+    fn ensure<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<SandboxSummary>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, LIFECYCLE_TIMEOUT);
+            let name = spec.name.clone().unwrap_or_default();
+            check_name(&name)?;
+            match self.client.find(&name, &b).await? {
+                None => self.do_create(spec, &b).await,
+                Some(s) => {
+                    let have = summary(&s);
+                    let agent = if spec.agent.is_empty() {
+                        "shell"
+                    } else {
+                        &spec.agent
+                    };
+                    let mut differs = Vec::new();
+                    if have.workspace != spec.workspace {
+                        differs.push("workspace");
+                    }
+                    if have.agent != agent {
+                        differs.push("agent");
+                    }
+                    if spec.template.is_some() && have.template != spec.template {
+                        differs.push("template");
+                    }
+                    if !differs.is_empty() {
+                        return Err(Error::new(
+                            ErrorCode::SandboxConflict,
+                            format!(
+                                "v1 sandbox {name:?} exists with a different {}",
+                                differs.join(", ")
+                            ),
+                        )
+                        .with("sandbox", name));
+                    }
+                    if s.core.status == "stopped" {
+                        self.client.lifecycle(&s, "start", &b).await?;
+                        let s = self.require(&name, &b).await?;
+                        return Ok(summary(&s));
+                    }
+                    Ok(have)
+                }
+            }
+        })
+    }
+
+    fn start<'a>(&'a self, name: &'a str, opts: &'a Call) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, LIFECYCLE_TIMEOUT);
+            let s = self.require(name, &b).await?;
+            if s.core.status == "running" {
+                return Ok(());
+            }
+            self.client.lifecycle(&s, "start", &b).await
+        })
+    }
+
+    fn stop<'a>(&'a self, name: &'a str, opts: &'a Call) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, LIFECYCLE_TIMEOUT);
+            let s = self.require(name, &b).await?;
+            if s.core.status == "stopped" {
+                return Ok(());
+            }
+            self.client.lifecycle(&s, "stop", &b).await
+        })
+    }
+
+    fn remove<'a>(
+        &'a self,
+        name: &'a str,
+        force: bool,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, LIFECYCLE_TIMEOUT);
+            match self.client.find(name, &b).await? {
+                None if force => Ok(()),
+                None => Err(not_found(name)),
+                Some(s) => self.client.lifecycle(&s, "delete", &b).await,
+            }
+        })
+    }
+
+    fn target<'a>(
+        &'a self,
+        name: &'a str,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Arc<dyn ExecTarget>>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            let s = self.require(name, &b).await?;
+            if s.core.status != "running" {
+                return Err(Error::new(
+                    ErrorCode::SandboxStopped,
+                    format!("v1 sandbox {name:?} is {}", s.core.status),
+                )
+                .with("sandbox", name.to_string())
+                .with("status", s.core.status.clone()));
+            }
+            let ep = self.client.endpoint(&s)?;
+            Ok(Arc::new(V1Target::new(self.client.clone(), ep)) as Arc<dyn ExecTarget>)
+        })
+    }
+
+    fn socket(&self) -> String {
+        self.client.base.shown().to_string()
+    }
+
+    /// `listPorts`: each published port with the host address parsed from its `url`.
+    fn ports<'a>(
+        &'a self,
+        name: &'a str,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PortBinding>>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            let s = self.require(name, &b).await?;
+            Ok(self
+                .list_ports(&s, name, &b)
+                .await?
+                .iter()
+                .map(port_binding)
+                .collect())
+        })
+    }
+
+    /// `createPort` for each spec (TCP; the service picks the host address: asking for one is `ERR_UNSUPPORTED`).
+    fn publish<'a>(
+        &'a self,
+        name: &'a str,
+        ports: &'a [PortSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PortBinding>>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            for p in ports {
+                if p.host_ip.is_some() || p.host_port.is_some() {
+                    return Err(unsupported(
+                        "v1",
+                        "choice of the host address of a published port",
+                    ));
+                }
+                if p.protocol.as_deref().is_some_and(|x| x != "tcp") {
+                    return Err(unsupported("v1", "published ports other than TCP"));
+                }
+            }
+            let s = self.require(name, &b).await?;
+            let ctx = Ctx::sandbox(format!("publishing a port of v1 sandbox {name:?}"), name);
+            for p in ports {
+                let res = self
+                    .client
+                    .exchange(
+                        &self.client.base,
+                        super::client::Cred::Management,
+                        Method::POST,
+                        &format!("/v1/sandboxes/{}/ports", enc(&s.uid)),
+                        &Body::Json(json!({"port": {"number": p.sandbox_port, "protocol": "tcp"}})),
+                        &[("idempotency-key", uuid::Uuid::new_v4().to_string())],
+                        &b,
+                        &ctx,
+                    )
+                    .await?;
+                self.client.json::<Value>(&res, &[200, 201], &ctx)?;
+            }
+            Ok(self
+                .list_ports(&s, name, &b)
+                .await?
+                .iter()
+                .map(port_binding)
+                .collect())
+        })
+    }
+
+    /// `deletePort` (with its etag) for every published port matching one of `ports`.
+    fn unpublish<'a>(
+        &'a self,
+        name: &'a str,
+        ports: &'a [PortSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<String>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            let s = self.require(name, &b).await?;
+            let ctx = Ctx::sandbox(format!("unpublishing a port of v1 sandbox {name:?}"), name);
+            let mut n = 0;
+            for p in self.list_ports(&s, name, &b).await? {
+                let have = port_binding(&p);
+                let hit = ports.iter().any(|want| {
+                    want.sandbox_port == have.sandbox_port
+                        && want.host_port.is_none_or(|h| h == have.host_port)
+                        && want.host_ip.as_ref().is_none_or(|h| *h == have.host_ip)
+                });
+                if !hit {
+                    continue;
+                }
+                let id = p["name"]
+                    .as_str()
+                    .map(|x| super::client::id_of(x).to_string())
+                    .unwrap_or_else(|| have.sandbox_port.to_string());
+                let res = self
+                    .client
+                    .exchange(
+                        &self.client.base,
+                        super::client::Cred::Management,
+                        Method::DELETE,
+                        &format!("/v1/sandboxes/{}/ports/{}", enc(&s.uid), enc(&id)),
+                        &Body::Empty,
+                        &[("if-match", p["etag"].as_str().unwrap_or("*").to_string())],
+                        &b,
+                        &ctx,
+                    )
+                    .await?;
+                if !(200..300).contains(&res.status) && res.status != 404 {
+                    return Err(self.client.error(&res, &ctx));
+                }
+                n += 1;
+            }
+            Ok(format!("unpublished {n} port(s)"))
+        })
+    }
+
+    fn policy_rules<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<PolicyRule>>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            let mut out = Vec::new();
+            for s in self.client.list_sandboxes(None, &b).await? {
+                let name = s.display_name.clone().unwrap_or_else(|| s.uid.clone());
+                let ctx = Ctx::sandbox(
+                    format!("reading the network policy of v1 sandbox {name:?}"),
+                    &name,
+                );
+                let v = self
+                    .client
+                    .get_json(
+                        &format!("/v1/sandboxes/{}/network-policies", enc(&s.uid)),
+                        &b,
+                        &ctx,
+                    )
+                    .await?;
+                out.extend(policy_rules_of(&name, &v));
+            }
+            Ok(out)
+        })
+    }
+
+    fn policy_log<'a>(
+        &'a self,
+        sandbox: Option<&'a str>,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<PolicyLogEntry>>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            let (path, ctx) = match sandbox {
+                Some(name) => {
+                    let s = self.require(name, &b).await?;
+                    (
+                        format!("/v1/sandboxes/{}/policy-logs", enc(&s.uid)),
+                        Ctx::sandbox(
+                            format!("reading the policy log of v1 sandbox {name:?}"),
+                            name,
+                        ),
+                    )
+                }
+                None => (
+                    "/v1/policy-logs".to_string(),
+                    Ctx {
+                        what: "reading the v1 policy log".into(),
+                        not_found: ErrorCode::Unsupported,
+                        conflict: ErrorCode::SandboxdProtocol,
+                        subject: None,
+                    },
+                ),
+            };
+            let entries = self.client.list_all(&path, "entries", &b, &ctx).await?;
+            Ok(entries.iter().map(policy_log_entry).collect())
+        })
+    }
+}
+
+/// A sandbox's `GetNetworkPoliciesResponse` as rules: the effective mode as `allow|deny *`, then each allowed and
+/// denied network.
+pub fn policy_rules_of(sandbox: &str, v: &Value) -> Vec<PolicyRule> {
+    let eff = &v["effective"];
+    let rule = |action: &str, resource: &str| PolicyRule {
+        action: action.into(),
+        resource: resource.into(),
+        scope: format!("sandbox:{sandbox}"),
+        sandbox: Some(sandbox.to_string()),
+    };
+    let mut out = Vec::new();
+    match eff["mode"].as_str() {
+        Some("allowAll") => out.push(rule("allow", "*")),
+        Some("denyAll") => out.push(rule("deny", "*")),
+        _ => {}
+    }
+    for (field, action) in [("allowNetworks", "allow"), ("denyNetworks", "deny")] {
+        for r in eff[field].as_array().into_iter().flatten() {
+            if let Some(n) = r["network"].as_str() {
+                out.push(rule(action, n));
+            }
+        }
+    }
+    out
+}
+
+/// A v1 `PolicyLogEntry` as the SDK's.
+pub fn policy_log_entry(v: &Value) -> PolicyLogEntry {
+    let s = |k: &str| v[k].as_str().map(str::to_string);
+    let ms = |k: &str| {
+        v[k].as_str()
+            .and_then(super::client::unix_seconds)
+            .map(|t| (t * 1000.0) as u64)
+    };
+    PolicyLogEntry {
+        host: s("resource").unwrap_or_default(),
+        sandbox: s("sandbox").filter(|x| !x.is_empty()),
+        allowed: v["decision"] == "allowed",
+        proxy_type: s("proxyType").unwrap_or_default(),
+        rule: s("rule").filter(|x| !x.is_empty()),
+        reason: s("reason").filter(|x| !x.is_empty()),
+        count: int64(&v["count"]).unwrap_or(0).max(0) as u64,
+        first_seen: s("firstSeen").unwrap_or_default(),
+        last_seen: s("lastSeen").unwrap_or_default(),
+        first_seen_ms: ms("firstSeen"),
+        last_seen_ms: ms("lastSeen"),
+    }
+}
+
+/// A running v1 sandbox as a place to run commands and move files.
+pub struct V1Target {
+    client: Arc<Client>,
+    ep: EndpointRef,
+}
+
+impl V1Target {
+    /// The target served at `ep`.
+    pub fn new(client: Arc<Client>, ep: EndpointRef) -> V1Target {
+        V1Target { client, ep }
+    }
+
+    /// `PUT /v1/files/directories` with parents.
+    pub async fn mkdir(&self, path: &str, b: &Budget) -> Result<()> {
+        let ctx = Ctx::path(
+            format!(
+                "creating directory {path:?} in v1 sandbox {:?}",
+                self.ep.display
+            ),
+            path,
+        );
+        let res = self
+            .client
+            .on_endpoint(
+                &self.ep,
+                &["sandboxesFilesWrite"],
+                Method::PUT,
+                "/v1/files/directories",
+                &Body::Json(json!({"path": path, "mode": 0o755, "parents": true})),
+                &[],
+                b,
+                &ctx,
+            )
+            .await?;
+        match res.status {
+            200..=299 => Ok(()),
+            409 => Ok(()), // there already
+            _ => Err(self.client.error(&res, &ctx)),
+        }
+    }
+
+    /// Start a durable process for `spec`.
+    async fn start_process(&self, spec: &ExecSpec, abort: CancellationToken) -> Result<V1Process> {
+        if spec.cmd.first().is_none_or(|c| c.is_empty()) {
+            return Err(Error::invalid("exec needs a non-empty command").with("argument", "cmd"));
+        }
+        let b = Budget::of(&Call::new(None, abort.clone()), DEFAULT_TIMEOUT);
+        let mut req = Map::new();
+        req.insert("cmd".into(), json!(spec.cmd));
+        if !spec.env.is_empty() {
+            let env: Map<String, Value> = spec
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect();
+            req.insert("env".into(), Value::Object(env));
+        }
+        if let Some(c) = &spec.cwd {
+            req.insert("workingDir".into(), json!(c));
+        }
+        if let Some(u) = &spec.user {
+            req.insert("user".into(), json!(u));
+        }
+        if spec.tty {
+            let mut pty = Map::new();
+            if let Some((cols, rows)) = spec.tty_size {
+                pty.insert("initialSize".into(), json!({"rows": rows, "cols": cols}));
+            }
+            req.insert("pty".into(), Value::Object(pty));
+        }
+        let ctx = Ctx {
+            subject: Some(("sandbox", self.ep.display.clone())),
+            ..Ctx::process(format!(
+                "starting a process in v1 sandbox {:?}",
+                self.ep.display
+            ))
+        };
+        let key = uuid::Uuid::new_v4().to_string();
+        let res = self
+            .client
+            .on_endpoint(
+                &self.ep,
+                &["sandboxesExec"],
+                Method::POST,
+                "/v1/processes",
+                &Body::Json(Value::Object(req)),
+                &[("idempotency-key", key)],
+                &b,
+                &ctx,
+            )
+            .await?;
+        let p: Value = self.client.json(&res, &[200, 201], &ctx)?;
+        let proc = V1Process::start(
+            self.client.clone(),
+            self.ep.clone(),
+            &p,
+            spec.tty,
+            spec.timeout,
+            abort,
+        )
+        .await?;
+        if let Some(input) = &spec.stdin {
+            if !input.is_empty() {
+                proc.write(input).await?;
+            }
+            if !spec.interactive {
+                proc.end().await?;
+            }
+        } else if !spec.interactive && !spec.tty {
+            // Nothing to read: stdin at EOF at once, as a container exec without stdin. (On a PTY `closeStdin` is
+            // a VEOF the program would read as input, so a tty keeps its stdin.)
+            proc.end().await?;
+        }
+        Ok(proc)
+    }
+
+    fn file_ctx(&self, what: &str, path: &str) -> Ctx {
+        Ctx::path(
+            format!("{what} {path:?} in v1 sandbox {:?}", self.ep.display),
+            path,
+        )
+    }
+}
+
+/// Collect a process's output into an [`ExecOutput`] (caps applied, the sink fed).
+async fn collect(p: V1Process, spec: &ExecSpec, began: Instant) -> Result<ExecOutput> {
+    let cap = spec.max_output_bytes.unwrap_or(usize::MAX);
+    let mut out = ExecOutput::default();
+    while let Some(c) = p.next().await {
+        let c = c?;
+        if let Some(sink) = &spec.output {
+            if sink.wants(&c) {
+                let _ = sink.tx.send(Ok(c.clone())).await;
+            }
+        }
+        let (stderr, data) = c.into_parts();
+        let buf = if stderr {
+            &mut out.stderr
+        } else {
+            &mut out.stdout
+        };
+        let room = cap.saturating_sub(buf.len());
+        if data.len() > room {
+            out.truncated = true;
+        }
+        buf.extend_from_slice(&data[..data.len().min(room)]);
+    }
+    let st: ExitStatus = p.wait(&Call::default()).await?;
+    out.exit_code = st.exit_code;
+    out.signal = st.signal;
+    out.timed_out = st.timed_out;
+    out.aborted = st.aborted;
+    out.duration_ms = began.elapsed().as_millis() as u64;
+    if out.aborted {
+        let mut e = Error::aborted();
+        e.result = Some(Box::new(out));
+        return Err(e);
+    }
+    Ok(out)
+}
+
+impl ProcessHandle for V1Process {
+    fn next(&self) -> BoxFuture<'_, Option<Result<Chunk>>> {
+        Box::pin(V1Process::next(self))
+    }
+    fn next_run(&self, max: usize, coalesce: bool) -> BoxFuture<'_, Option<Result<Run>>> {
+        Box::pin(V1Process::next_run(self, max, coalesce))
+    }
+    fn unread(&self, chunk: Result<Chunk>) {
+        V1Process::unread(self, chunk)
+    }
+    fn pid(&self) -> Option<i64> {
+        V1Process::pid(self)
+    }
+    fn resize(&self, cols: u16, rows: u16) -> BoxFuture<'_, Result<()>> {
+        Box::pin(V1Process::resize(self, cols, rows))
+    }
+    fn discard_output(&self) {
+        V1Process::discard_output(self)
+    }
+    fn mark_read(&self) {
+        V1Process::mark_read(self)
+    }
+    fn dispose(&self) -> BoxFuture<'_, ()> {
+        Box::pin(V1Process::dispose(self))
+    }
+    fn write<'a>(&'a self, data: &'a [u8]) -> BoxFuture<'a, Result<()>> {
+        Box::pin(V1Process::write(self, data))
+    }
+    fn end(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(V1Process::end(self))
+    }
+    fn kill<'a>(&'a self, signal: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(V1Process::kill(self, signal))
+    }
+    fn wait<'a>(&'a self, call: &'a Call) -> BoxFuture<'a, Result<ExitStatus>> {
+        Box::pin(V1Process::wait(self, call))
+    }
+}
+
+impl ExecTarget for V1Target {
+    fn describe(&self) -> String {
+        format!("v1 sandbox {}", self.ep.display)
+    }
+
+    fn subject(&self) -> (&'static str, String) {
+        ("sandbox", self.ep.display.clone())
+    }
+
+    fn exec(&self, spec: ExecSpec, cancel: CancellationToken) -> BoxFuture<'_, Result<ExecOutput>> {
+        Box::pin(async move {
+            let began = Instant::now();
+            let one_shot = spec.stdin.is_none()
+                && spec.timeout.is_none()
+                && !spec.tty
+                && !spec.interactive
+                && spec.output.is_none();
+            if !one_shot {
+                let p = self.start_process(&spec, cancel).await?;
+                return collect(p, &spec, began).await;
+            }
+            if spec.cmd.first().is_none_or(|c| c.is_empty()) {
+                return Err(
+                    Error::invalid("exec needs a non-empty command").with("argument", "cmd")
+                );
+            }
+            let req = ExecRequest {
+                cmd: spec.cmd.clone(),
+                env: spec.env.iter().cloned().collect(),
+                working_dir: spec.cwd.clone(),
+                user: spec.user.clone(),
+            };
+            // No deadline of its own: a one-shot exec runs as long as its command (abort returns at once).
+            let b = Budget::of(&Call::new(None, cancel), Duration::from_secs(1 << 30));
+            let r = self.client.exec(&self.ep, &req, &b).await?;
+            let cap = spec.max_output_bytes.unwrap_or(usize::MAX);
+            let truncated = r.incomplete || r.stdout.len() > cap || r.stderr.len() > cap;
+            let (mut stdout, mut stderr) = (r.stdout, r.stderr);
+            stdout.truncate(cap);
+            stderr.truncate(cap);
+            Ok(ExecOutput {
+                exit_code: Some(r.exit_code as i64),
+                signal: None,
+                stdout,
+                stderr,
+                timed_out: false,
+                aborted: false,
+                truncated,
+                duration_ms: began.elapsed().as_millis() as u64,
+            })
+        })
+    }
+
+    fn spawn(
+        &self,
+        spec: ExecSpec,
+        abort: CancellationToken,
+    ) -> BoxFuture<'_, Result<Box<dyn ProcessHandle>>> {
+        Box::pin(async move {
+            let p = self.start_process(&spec, abort).await?;
+            Ok(Box::new(p) as Box<dyn ProcessHandle>)
+        })
+    }
+
+    fn read_file<'a>(&'a self, path: &'a str, call: &'a Call) -> BoxFuture<'a, Result<Vec<u8>>> {
+        Box::pin(async move {
+            crate::core::container::validate_container_path(path)?;
+            let b = Budget::of(call, DEFAULT_TIMEOUT);
+            let ctx = self.file_ctx("reading", path);
+            let res = self
+                .client
+                .on_endpoint(
+                    &self.ep,
+                    &["sandboxesFilesRead"],
+                    Method::GET,
+                    &format!("/v1/files/content?path={}", enc(path)),
+                    &Body::Empty,
+                    &[],
+                    &b,
+                    &ctx,
+                )
+                .await?;
+            if res.status != 200 {
+                return Err(self.client.error(&res, &ctx));
+            }
+            Ok(res.body.to_vec())
+        })
+    }
+
+    fn write_file<'a>(
+        &'a self,
+        path: &'a str,
+        data: &'a [u8],
+        mode: Option<u32>,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            crate::core::container::validate_container_path(path)?;
+            if path.ends_with('/') {
+                return Err(
+                    Error::invalid("writeFile needs a file path, not a directory")
+                        .with("argument", "path"),
+                );
+            }
+            let b = Budget::of(call, DEFAULT_TIMEOUT);
+            let ctx = self.file_ctx("writing", path);
+            let res = self
+                .client
+                .on_endpoint(
+                    &self.ep,
+                    &["sandboxesFilesWrite"],
+                    Method::PUT,
+                    &format!(
+                        "/v1/files/content?path={}&mode={}",
+                        enc(path),
+                        mode.unwrap_or(0o644) & 0o777
+                    ),
+                    &Body::Raw(
+                        "application/octet-stream".into(),
+                        Bytes::copy_from_slice(data),
+                    ),
+                    &[],
+                    &b,
+                    &ctx,
+                )
+                .await?;
+            self.client.json::<Value>(&res, &[200], &ctx).map(|_| ())
+        })
+    }
+
+    fn write_files<'a>(
+        &'a self,
+        dir: &'a str,
+        tar: Bytes,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            crate::core::container::validate_container_path(dir)?;
+            let b = Budget::of(call, DEFAULT_TIMEOUT);
+            let (dirs, files) = untar(dir, &tar)?;
+            for d in &dirs {
+                self.mkdir(d, &b).await?;
+            }
+            if files.is_empty() {
+                return Ok(());
+            }
+            let boundary = format!("sandboxd-{}", uuid::Uuid::new_v4().simple());
+            let body = multipart(&boundary, &files);
+            let ctx = self.file_ctx("uploading into", dir);
+            let res = self
+                .client
+                .on_endpoint(
+                    &self.ep,
+                    &["sandboxesFilesWrite"],
+                    Method::POST,
+                    "/v1/files/upload",
+                    &Body::Raw(format!("multipart/form-data; boundary={boundary}"), body),
+                    &[],
+                    &b,
+                    &ctx,
+                )
+                .await?;
+            self.client.json::<Value>(&res, &[200], &ctx).map(|_| ())
+        })
+    }
+}
+
+/// One file of an upload.
+pub struct UploadFile {
+    pub path: String,
+    pub mode: u32,
+    pub data: Vec<u8>,
+}
+
+/// The directories and regular files of a tar archive, under `dir`.
+pub fn untar(dir: &str, tar: &[u8]) -> Result<(Vec<String>, Vec<UploadFile>)> {
+    use std::io::Read;
+    let bad = |e: std::io::Error| Error::invalid(format!("the archive cannot be read: {e}"));
+    let mut a = tar::Archive::new(tar);
+    let (mut dirs, mut files) = (Vec::new(), Vec::new());
+    let join = |rel: &str| {
+        let rel = rel.trim_start_matches("./").trim_end_matches('/');
+        if dir.ends_with('/') {
+            format!("{dir}{rel}")
+        } else {
+            format!("{dir}/{rel}")
+        }
+    };
+    for e in a.entries().map_err(bad)? {
+        let mut e = e.map_err(bad)?;
+        let rel = e.path().map_err(bad)?.to_string_lossy().to_string();
+        if rel.split('/').any(|p| p == "..") || rel.starts_with('/') {
+            return Err(Error::invalid(format!(
+                "the archive entry {rel:?} leaves the directory"
+            )));
+        }
+        let mode = e.header().mode().unwrap_or(0o644) & 0o777;
+        match e.header().entry_type() {
+            tar::EntryType::Directory => {
+                if !matches!(rel.as_str(), "." | "./" | "") {
+                    dirs.push(join(&rel));
+                }
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).map_err(bad)?;
+                files.push(UploadFile {
+                    path: join(&rel),
+                    mode,
+                    data,
+                });
+            }
+            t => {
+                return Err(unsupported(
+                    "v1",
+                    &format!(
+                        "archive entries of type {t:?} ({rel}); only files and directories upload"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok((dirs, files))
+}
+
+/// The `multipart/form-data` body of an upload: ordered `metadata` (JSON `FileHeader`) / `content` pairs.
+pub fn multipart(boundary: &str, files: &[UploadFile]) -> Bytes {
+    let mut out = Vec::new();
+    for f in files {
+        let header = json!({"path": f.path, "mode": f.mode});
+        out.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n{header}\r\n"
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(&f.data);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Bytes::from(out)
+}

@@ -1,0 +1,2008 @@
+//! The v1 client against an in-process HTTPS server with a test CA that plays Docker's cloud (management under
+//! `/sandboxes`, the hub's token exchange, each sandbox's endpoint under `/ep/<uid>` with scoped credentials).
+//!
+//! The fake validates **every request body the client sends** (`check_request`) and **every JSON body it answers**
+//! (`check_response`) against the contract; a violation is recorded and fails the test, so neither side can drift.
+
+use super::backend::{V1Backend, V1Target};
+use super::contract::contract;
+use super::V1Options;
+use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec};
+use crate::core::call::Call;
+use crate::core::error::{Error, ErrorCode};
+use crate::core::exec::ExecSpec;
+use base64::Engine;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+const ID: &str = "dev-user";
+const PAT: &str = "dckr_pat_SECRETSECRET";
+const STATIC: &str = "static-access-token-XYZ";
+
+/// A scripted fault: the next request of `op` answers `status` + `body` (validated like any answer).
+#[derive(Clone)]
+struct Fault {
+    op: &'static str,
+    status: u16,
+    body: Value,
+}
+
+/// What the next attachment of the interact socket does.
+#[derive(Clone, Debug, PartialEq)]
+enum WsFault {
+    /// Send `n` chunks, then drop the connection without a close frame.
+    DropAfter(usize),
+    /// Send `n` chunks, then an `unauthenticated` error frame and close 1008, and expire the credential.
+    ExpireAfter(usize),
+    /// Close with this code (and an error frame with that v1 code) at once.
+    Close(u16, &'static str),
+    /// Send a binary frame.
+    Binary,
+    /// Send a text frame of this many bytes.
+    Huge(usize),
+}
+
+#[derive(Default)]
+struct Proc {
+    chunks: Vec<(String, Vec<u8>)>,
+    exit: Option<i64>,
+    echo: bool,
+    killed: Option<String>,
+}
+
+#[derive(Default)]
+struct St {
+    sandboxes: BTreeMap<String, Value>,
+    /// uid → (target status, reads left before it is reached) after a 202.
+    pending: HashMap<String, (String, usize)>,
+    faults: VecDeque<Fault>,
+    ws_faults: VecDeque<WsFault>,
+    access: Vec<String>,
+    exchanges: usize,
+    /// The exp of minted access tokens, seconds from now.
+    access_ttl: u64,
+    creds: HashMap<String, (String, Instant)>,
+    minted: usize,
+    cred_ttl: Duration,
+    /// (op, idempotency key, if-match) of every request.
+    seen: Vec<(String, Option<String>, Option<String>)>,
+    violations: Vec<String>,
+    /// listSandboxes: 0 normal (pages of 2), 1 the same token forever, 2 a new token forever.
+    pages: u8,
+    processes: HashMap<String, Proc>,
+    next_id: usize,
+    /// Stop answering (accept, read, never reply).
+    hang: bool,
+    files: HashMap<String, Vec<u8>>,
+    uploads: Vec<Value>,
+    /// uid → published ports.
+    ports: HashMap<String, Vec<Value>>,
+    /// The `resumeFrom` of every attach.
+    attaches: Vec<usize>,
+    /// createSandbox idempotency keys → uid.
+    keys: HashMap<String, String>,
+}
+
+struct Fake {
+    st: Mutex<St>,
+    port: u16,
+    /// Unix mode: management on `<dir>/mgmt.sock`, each sandbox's endpoint on `<dir>/ep-<uid>.sock`, `localSocket`
+    /// authentication (no token may be sent).
+    unix: Option<std::path::PathBuf>,
+}
+
+/// Serve `listener` (a Unix socket) with `f`, every request path prefixed with `prefix` (so the routes are those of
+/// the HTTPS fake).
+fn serve_unix(listener: tokio::net::UnixListener, f: Arc<Fake>, prefix: String) {
+    tokio::spawn(async move {
+        loop {
+            let Ok((io, _)) = listener.accept().await else {
+                return;
+            };
+            let (f, prefix) = (f.clone(), prefix.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+                    let pq = req
+                        .uri()
+                        .path_and_query()
+                        .map(|p| p.as_str())
+                        .unwrap_or("/")
+                        .to_string();
+                    *req.uri_mut() = format!("{prefix}{pq}").parse().unwrap();
+                    f.clone().serve(req)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(io), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let s = t.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let (days, rem) = (s.div_euclid(86_400), s.rem_euclid(86_400));
+    // civil from days (Howard Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn jwt(ttl: u64) -> String {
+    let e = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    format!(
+        "{}.{}.sig{}",
+        e("{\"alg\":\"none\"}"),
+        e(&format!(
+            "{{\"exp\":{},\"n\":\"{}\"}}",
+            now_s() + ttl,
+            uuid::Uuid::new_v4()
+        )),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+fn err(code: &str, msg: &str) -> Value {
+    json!({"code": code, "message": msg, "details": []})
+}
+
+fn retry_info(code: &str, delay: &str) -> Value {
+    json!({"code": code, "message": "slow down",
+        "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]})
+}
+
+type Resp = Response<Full<Bytes>>;
+
+impl Fake {
+    fn sandbox_json(
+        &self,
+        uid: &str,
+        display: &str,
+        status: &str,
+        etag: u64,
+        req: &Value,
+    ) -> Value {
+        let endpoint = match &self.unix {
+            Some(dir) => json!({
+                "uri": format!("unix://{}/ep-{uid}.sock", dir.display()),
+                "protocol": "unixSocket",
+                "credentialAudience": "",
+                "sandbox": format!("sandboxes/{uid}"),
+                "sandboxUid": uid,
+                "apiVersion": "v1",
+                "capabilities": ["exec", "createProcess", "interact", "signal", "readFile", "writeFile", "upload", "mkdir"],
+                "authentication": {"scheme": "localSocket"}
+            }),
+            None => json!({
+                "uri": format!("https://localhost:{}/ep/{uid}", self.port),
+                "protocol": "http",
+                "credentialAudience": format!("https://localhost:{}/ep/{uid}", self.port),
+                "sandbox": format!("sandboxes/{uid}"),
+                "sandboxUid": uid,
+                "apiVersion": "v1",
+                "capabilities": ["exec", "createProcess", "interact", "signal", "readFile", "writeFile", "upload", "mkdir"],
+                "authentication": {"scheme": "scopedBearer", "defaultTtl": "300s", "maxTtl": "300s",
+                    "credentialTransports": ["authorizationHeader"]}
+            }),
+        };
+        let mut core = json!({
+            "status": status,
+            "createdAt": "2026-12-05T08:00:00Z",
+            "etag": format!("\"{etag}\""),
+            "agent": req["agent"].as_str().unwrap_or("shell"),
+            "endpoint": endpoint,
+        });
+        for k in ["imageRef", "environment", "labels"] {
+            if let Some(v) = req.get(k) {
+                core[k] = v.clone();
+            }
+        }
+        json!({"name": format!("sandboxes/{uid}"), "uid": uid, "displayName": display, "core": core})
+    }
+
+    fn reply(&self, op: &str, status: u16, body: Option<Value>) -> Resp {
+        let mut b = Response::builder().status(status);
+        let bytes = match &body {
+            Some(v) => {
+                if let Err(e) = contract().check_response(op, status, v) {
+                    self.st
+                        .lock()
+                        .unwrap()
+                        .violations
+                        .push(format!("response {op} {status}: {e:?} {v}"));
+                }
+                b = b.header("content-type", "application/json");
+                Bytes::from(v.to_string())
+            }
+            None => Bytes::new(),
+        };
+        b.body(Full::new(bytes)).unwrap()
+    }
+
+    fn check_req(&self, op: &str, body: &Value) {
+        if let Err(e) = contract().check_request(op, body) {
+            self.st
+                .lock()
+                .unwrap()
+                .violations
+                .push(format!("request {op}: {e:?} {body}"));
+        }
+    }
+
+    async fn serve(self: Arc<Self>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+        if self.st.lock().unwrap().hang {
+            std::future::pending::<()>().await;
+        }
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let query: HashMap<String, String> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .to_string(),
+                )
+            })
+            .collect();
+        let h = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (auth, idem, if_match) = (h("authorization"), h("idempotency-key"), h("if-match"));
+        let bearer = auth
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .unwrap_or("")
+            .to_string();
+        if path.ends_with("/interact") && h("upgrade").is_some() {
+            return Ok(self.interact(req, &path, &bearer));
+        }
+        let ct = h("content-type").unwrap_or_default();
+        let body = req.into_body().collect().await.unwrap().to_bytes();
+        let json_body: Option<Value> = if ct.starts_with("application/json") {
+            serde_json::from_slice(&body).ok()
+        } else {
+            None
+        };
+        // hub
+        if path == "/v2/auth/token" {
+            let v = json_body.unwrap_or_default();
+            let mut st = self.st.lock().unwrap();
+            st.exchanges += 1;
+            if v["identifier"] != ID || v["secret"] != PAT {
+                return Ok(Response::builder()
+                    .status(401)
+                    .body(Full::new(Bytes::from_static(b"{\"detail\":\"incorrect\"}")))
+                    .unwrap());
+            }
+            let t = jwt(st.access_ttl);
+            st.access.push(t.clone());
+            return Ok(Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(
+                    json!({"access_token": t}).to_string(),
+                )))
+                .unwrap());
+        }
+        if let Some(rest) = path.strip_prefix("/ep/") {
+            let (uid, sub) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            return Ok(self.endpoint(
+                &method, uid, sub, &query, &bearer, &ct, json_body, body, idem,
+            ));
+        }
+        let Some(p) = path.strip_prefix("/sandboxes") else {
+            return Ok(self.reply("getSandbox", 404, Some(err("notFound", "no route"))));
+        };
+        let segs: Vec<&str> = p.trim_start_matches('/').split('/').collect();
+        let op: &'static str = match (method.as_str(), segs.as_slice()) {
+            ("GET", ["v1", "sandboxes"]) => "listSandboxes",
+            ("POST", ["v1", "sandboxes"]) => "createSandbox",
+            ("GET", ["v1", "sandboxes", _]) => "getSandbox",
+            ("DELETE", ["v1", "sandboxes", _]) => "deleteSandbox",
+            ("POST", ["v1", "sandboxes", _, "start"]) => "startSandbox",
+            ("POST", ["v1", "sandboxes", _, "stop"]) => "stopSandbox",
+            ("POST", ["v1", "sandboxes", _, "endpoint-credentials"]) => "createEndpointCredential",
+            ("GET", ["v1", "sandboxes", _, "network-policies"]) => "getNetworkPolicies",
+            ("GET", ["v1", "sandboxes", _, "policy-logs"]) => "listPolicyLogEntries",
+            ("GET", ["v1", "policy-logs"]) => "listPolicyLogEntriesInOwnerScope",
+            ("GET", ["v1", "sandboxes", _, "ports"]) => "listPorts",
+            ("POST", ["v1", "sandboxes", _, "ports"]) => "createPort",
+            ("DELETE", ["v1", "sandboxes", _, "ports", _]) => "deletePort",
+            _ => return Ok(self.reply("getSandbox", 404, Some(err("notFound", "no route")))),
+        };
+        if let Some(b) = &json_body {
+            self.check_req(op, b);
+        }
+        let mut st = self.st.lock().unwrap();
+        st.seen
+            .push((op.to_string(), idem.clone(), if_match.clone()));
+        if self.unix.is_some() {
+            if !bearer.is_empty() {
+                st.violations
+                    .push(format!("{op}: a token sent over a localSocket"));
+            }
+        } else if !st.access.contains(&bearer) && bearer != STATIC {
+            drop(st);
+            return Ok(self.reply(
+                op,
+                401,
+                Some(err("unauthenticated", "token missing or expired")),
+            ));
+        }
+        if let Some(i) = st.faults.iter().position(|f| f.op == op) {
+            let f = st.faults.remove(i).unwrap();
+            drop(st);
+            return Ok(self.reply(op, f.status, Some(f.body)));
+        }
+        let uid = segs.get(2).map(|s| s.to_string()).unwrap_or_default();
+        match op {
+            "listSandboxes" => {
+                let filter = query.get("filter").cloned().unwrap_or_default();
+                let want = filter.strip_prefix("display_name=").map(str::to_string);
+                let all: Vec<Value> = st
+                    .sandboxes
+                    .values()
+                    .filter(|s| want.as_ref().is_none_or(|w| s["displayName"] == **w))
+                    .cloned()
+                    .collect();
+                let start: usize = query
+                    .get("pageToken")
+                    .and_then(|t| t.strip_prefix('p'))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let page: Vec<Value> = all.iter().skip(start).take(2).cloned().collect();
+                let next = match st.pages {
+                    1 => "same".to_string(),
+                    2 => format!("p{}", start + 1000),
+                    _ if start + 2 < all.len() => format!("p{}", start + 2),
+                    _ => String::new(),
+                };
+                let mut v = json!({"sandboxes": if st.pages == 0 { page } else { vec![] }});
+                if !next.is_empty() {
+                    v["nextPageToken"] = json!(next);
+                }
+                drop(st);
+                Ok(self.reply(op, 200, Some(v)))
+            }
+            "createSandbox" => {
+                let req = json_body.unwrap_or_default();
+                // the same key replays the first result
+                let replay = idem.as_ref().and_then(|k| st.keys.get(k).cloned());
+                st.next_id += 1;
+                let uid = replay.unwrap_or_else(|| format!("u{:04}", st.next_id));
+                if let Some(k) = &idem {
+                    st.keys.insert(k.clone(), uid.clone());
+                }
+                let display = req["displayName"].as_str().unwrap_or("x").to_string();
+                if let Some(dir) = &self.unix {
+                    let sock = dir.join(format!("ep-{uid}.sock"));
+                    if !sock.exists() {
+                        let l = tokio::net::UnixListener::bind(&sock).unwrap();
+                        serve_unix(l, self.clone(), format!("/ep/{uid}"));
+                    }
+                }
+                let s = self.sandbox_json(&uid, &display, "creating", 1, &req);
+                st.sandboxes.insert(uid.clone(), s.clone());
+                st.pending.insert(uid, ("running".into(), 2));
+                drop(st);
+                Ok(self.reply(op, 202, Some(s)))
+            }
+            "getSandbox" => {
+                if let Some((target, left)) = st.pending.get_mut(&uid) {
+                    if *left == 0 {
+                        let t = target.clone();
+                        st.pending.remove(&uid);
+                        if t == "gone" {
+                            st.sandboxes.remove(&uid);
+                        } else if let Some(s) = st.sandboxes.get_mut(&uid) {
+                            s["core"]["status"] = json!(t);
+                            bump(s);
+                        }
+                    } else {
+                        *left -= 1;
+                    }
+                }
+                let s = st.sandboxes.get(&uid).cloned();
+                drop(st);
+                Ok(match s {
+                    Some(s) => self.reply(op, 200, Some(s)),
+                    None => self.reply(op, 404, Some(err("notFound", "sandbox not found"))),
+                })
+            }
+            "startSandbox" | "stopSandbox" | "deleteSandbox" => {
+                let Some(s) = st.sandboxes.get(&uid).cloned() else {
+                    drop(st);
+                    return Ok(self.reply(op, 404, Some(err("notFound", "sandbox not found"))));
+                };
+                let Some(m) = if_match else {
+                    drop(st);
+                    return Ok(self.reply(
+                        op,
+                        428,
+                        Some(err("failedPrecondition", "If-Match required")),
+                    ));
+                };
+                if m != s["core"]["etag"] {
+                    let cur = s["core"]["etag"].clone();
+                    drop(st);
+                    return Ok(self.reply(op, 412, Some(json!({"code": "failedPrecondition", "message": "etag mismatch",
+                        "details": [{"@type": "type.googleapis.com/docker.sandboxes.v1.EtagMismatch", "currentEtag": cur}]}))));
+                }
+                let (now, target) = match op {
+                    "startSandbox" => ("starting", "running"),
+                    "stopSandbox" => ("stopping", "stopped"),
+                    _ => ("deleting", "gone"),
+                };
+                let s = st.sandboxes.get_mut(&uid).unwrap();
+                s["core"]["status"] = json!(now);
+                bump(s);
+                let out = s.clone();
+                st.pending.insert(uid, (target.into(), 1));
+                drop(st);
+                Ok(self.reply(op, 202, Some(out)))
+            }
+            "createEndpointCredential" => {
+                let req = json_body.unwrap_or_default();
+                st.minted += 1;
+                let t = format!("ep-cred-{}-{}", st.minted, uuid::Uuid::new_v4().simple());
+                let ttl = st.cred_ttl;
+                st.creds
+                    .insert(t.clone(), (uid.clone(), Instant::now() + ttl));
+                drop(st);
+                Ok(self.reply(
+                    op,
+                    200,
+                    Some(json!({"token": t, "expireTime": rfc3339(SystemTime::now() + ttl),
+                        "permissions": req["permissions"], "sandbox": format!("sandboxes/{uid}"), "audience": "ep"})),
+                ))
+            }
+            "listPorts" => {
+                let v = json!({"published": st.ports.get(&uid).cloned().unwrap_or_default()});
+                drop(st);
+                Ok(self.reply(op, 200, Some(v)))
+            }
+            "createPort" => {
+                let n = json_body.unwrap_or_default()["port"]["number"]
+                    .as_u64()
+                    .unwrap_or(0);
+                let p = json!({"number": n, "protocol": "tcp", "url": format!("http://127.0.0.1:{}", 40000 + n),
+                    "etag": "\"1\"", "name": format!("sandboxes/{uid}/ports/{n}")});
+                st.ports.entry(uid).or_default().push(p.clone());
+                drop(st);
+                Ok(self.reply(op, 201, Some(p)))
+            }
+            "deletePort" => {
+                let n = segs[4].to_string();
+                if if_match.as_deref() != Some("\"1\"") {
+                    drop(st);
+                    return Ok(self.reply(
+                        op,
+                        428,
+                        Some(err("failedPrecondition", "If-Match required")),
+                    ));
+                }
+                if let Some(v) = st.ports.get_mut(&uid) {
+                    v.retain(|p| p["number"].as_u64().map(|x| x.to_string()) != Some(n.clone()));
+                }
+                drop(st);
+                Ok(self.reply(op, 204, None))
+            }
+            "getNetworkPolicies" => {
+                drop(st);
+                Ok(self.reply(op, 200, Some(json!({
+                    "effective": {"mode": "denyAll", "allowNetworks": [{"network": "api.example.com", "layer": "owner"}],
+                        "denyNetworks": [{"network": "10.0.0.0/8", "layer": "org"}]},
+                    "exact": {"revision": "3", "selectorVersion": "destination.v1", "nodes": [{"source": {"origin": "organization", "id": "org-default"}, "constant": "false"}]}
+                }))))
+            }
+            _ => {
+                let start: usize = query
+                    .get("pageToken")
+                    .and_then(|t| t.parse().ok())
+                    .unwrap_or(0);
+                drop(st);
+                let entries: Vec<Value> = (start..start + 2)
+                    .map(|i| json!({"resource": format!("h{i}.example.com:443"), "decision": if i % 2 == 0 {"allowed"} else {"blocked"},
+                        "proxyType": "forward", "rule": "r", "reason": "denied-by-rule", "count": "3",
+                        "firstSeen": "2026-12-05T08:00:00Z", "lastSeen": "2026-12-05T08:00:01Z",
+                        "sandbox": "sandboxes/u0001", "domain": "network"}))
+                    .collect();
+                let mut v = json!({"entries": entries});
+                if start == 0 {
+                    v["nextPageToken"] = json!("2");
+                }
+                Ok(self.reply(op, 200, Some(v)))
+            }
+        }
+    }
+
+    fn cred_ok(&self, uid: &str, bearer: &str) -> bool {
+        let mut st = self.st.lock().unwrap();
+        if self.unix.is_some() {
+            if !bearer.is_empty() {
+                st.violations
+                    .push("a credential sent to a localSocket endpoint".into());
+            }
+            return true;
+        }
+        st.creds
+            .get(bearer)
+            .is_some_and(|(u, until)| u == uid && Instant::now() < *until)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn endpoint(
+        &self,
+        method: &hyper::Method,
+        uid: &str,
+        sub: &str,
+        query: &HashMap<String, String>,
+        bearer: &str,
+        ct: &str,
+        json_body: Option<Value>,
+        raw: Bytes,
+        idem: Option<String>,
+    ) -> Resp {
+        let segs: Vec<&str> = sub.trim_start_matches('/').split('/').collect();
+        let op: &'static str = match (method.as_str(), segs.as_slice()) {
+            ("POST", ["v1", "processes", "exec"]) => "exec",
+            ("POST", ["v1", "processes"]) => "createProcess",
+            ("POST", ["v1", "processes", _, "signal"]) => "signal",
+            ("GET", ["v1", "files", "content"]) => "readFile",
+            ("PUT", ["v1", "files", "content"]) => "writeFile",
+            ("PUT", ["v1", "files", "directories"]) => "mkdir",
+            ("POST", ["v1", "files", "upload"]) => "upload",
+            _ => {
+                return self.reply(
+                    "exec",
+                    404,
+                    Some(err("notFound", &format!("no route {method} {sub}"))),
+                )
+            }
+        };
+        if let Some(b) = &json_body {
+            self.check_req(op, b);
+        }
+        self.st
+            .lock()
+            .unwrap()
+            .seen
+            .push((op.to_string(), idem, None));
+        if !self.cred_ok(uid, bearer) {
+            return self.reply(
+                op,
+                401,
+                Some(err(
+                    "unauthenticated",
+                    "scoped credential missing or expired",
+                )),
+            );
+        }
+        let mut st = self.st.lock().unwrap();
+        if let Some(i) = st.faults.iter().position(|f| f.op == op) {
+            let f = st.faults.remove(i).unwrap();
+            drop(st);
+            return self.reply(op, f.status, Some(f.body));
+        }
+        let b = json_body.unwrap_or_default();
+        match op {
+            "exec" => {
+                let cmd: Vec<String> = serde_json::from_value(b["cmd"].clone()).unwrap_or_default();
+                drop(st);
+                let out = cmd.join(" ");
+                self.reply(op, 200, Some(json!({"exitCode": 3, "stdout": base64::engine::general_purpose::STANDARD.encode(out), "stderr": "", "incomplete": false})))
+            }
+            "createProcess" => {
+                st.next_id += 1;
+                let id = format!("p{}", st.next_id);
+                let cmd: Vec<String> = serde_json::from_value(b["cmd"].clone()).unwrap_or_default();
+                let mut p = Proc::default();
+                if cmd.first().map(String::as_str) == Some("cat") {
+                    p.echo = true;
+                } else if cmd.first().map(String::as_str) == Some("sleep") {
+                } else {
+                    for i in 0..10 {
+                        p.chunks.push((
+                            if i % 3 == 2 { "stderr" } else { "stdout" }.into(),
+                            format!("line {i}\n").into_bytes(),
+                        ));
+                    }
+                    p.exit = Some(7);
+                }
+                st.processes.insert(id.clone(), p);
+                drop(st);
+                self.reply(op, 201, Some(json!({"uid": id, "pid": 42, "state": "running", "label": format!("l-{id}"),
+                    "name": format!("processes/{id}"), "lastStreamSequence": "0", "receiptKind": "fresh"})))
+            }
+            "signal" => {
+                let id = segs[2];
+                if let Some(p) = st.processes.get_mut(id) {
+                    p.killed = Some(b["signal"].as_str().unwrap_or("").to_string());
+                    p.exit = Some(if b["signal"] == "kill" { 137 } else { 143 });
+                }
+                drop(st);
+                self.reply(op, 200, Some(json!({})))
+            }
+            "readFile" => {
+                let path = query.get("path").cloned().unwrap_or_default();
+                match st.files.get(&path).cloned() {
+                    Some(d) => Response::builder()
+                        .status(200)
+                        .header("content-type", "application/octet-stream")
+                        .body(Full::new(Bytes::from(d)))
+                        .unwrap(),
+                    None => {
+                        drop(st);
+                        self.reply(op, 404, Some(err("notFound", "no such file")))
+                    }
+                }
+            }
+            "writeFile" => {
+                let path = query.get("path").cloned().unwrap_or_default();
+                let n = raw.len();
+                st.files.insert(path.clone(), raw.to_vec());
+                drop(st);
+                self.reply(op, 200, Some(json!({"info": {"path": path, "size": n.to_string(), "mode": 420, "isDir": false, "type": "regular"}})))
+            }
+            "mkdir" => {
+                drop(st);
+                self.reply(op, 200, Some(json!({"info": {"path": b["path"], "size": "0", "mode": 493, "isDir": true, "type": "directory"}})))
+            }
+            _ => {
+                // upload: parse metadata/content pairs
+                let boundary = ct.split("boundary=").nth(1).unwrap_or("").to_string();
+                let text = raw.to_vec();
+                let delim = format!("--{boundary}");
+                let mut n = 0;
+                let mut parts = split(&text, delim.as_bytes());
+                parts.retain(|p| !p.is_empty() && p != b"--\r\n");
+                let mut violations = vec![];
+                for pair in parts.chunks(2) {
+                    let meta = body_of(&pair[0]);
+                    let header: Value = serde_json::from_slice(meta).unwrap_or_default();
+                    if let Err(e) = contract().check_schema("FileHeader", &header) {
+                        violations.push(format!("upload FileHeader: {e:?}"));
+                    }
+                    let data = pair.get(1).map(|p| body_of(p)).unwrap_or_default();
+                    st.files.insert(
+                        header["path"].as_str().unwrap_or("").to_string(),
+                        data.to_vec(),
+                    );
+                    st.uploads.push(header);
+                    n += 1;
+                }
+                st.violations.extend(violations);
+                drop(st);
+                self.reply(op, 200, Some(json!({"filesWritten": n})))
+            }
+        }
+    }
+
+    fn interact(self: &Arc<Self>, mut req: Request<Incoming>, path: &str, bearer: &str) -> Resp {
+        let uid = path
+            .trim_start_matches("/ep/")
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        let id = path.rsplit('/').nth(1).unwrap_or("").to_string();
+        if !self.cred_ok(&uid, bearer) {
+            return self.reply(
+                "interact",
+                401,
+                Some(err(
+                    "unauthenticated",
+                    "scoped credential missing or expired",
+                )),
+            );
+        }
+        let proto = req
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if proto != "sandboxes.v1" {
+            return self.reply(
+                "interact",
+                400,
+                Some(err("invalidArgument", "no subprotocol")),
+            );
+        }
+        let key = req.headers().get("sec-websocket-key").cloned().unwrap();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let me = self.clone();
+        let fault = me.st.lock().unwrap().ws_faults.pop_front();
+        tokio::spawn(async move {
+            let up = hyper::upgrade::on(&mut req).await.unwrap();
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None).await;
+            me.session(ws, &id, fault).await;
+        });
+        Response::builder()
+            .status(101)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header("sec-websocket-accept", accept)
+            .header("sec-websocket-protocol", "sandboxes.v1")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    fn out_frame(&self, v: Value) -> Message {
+        if let Err(e) = contract().check_schema("ProcessOutput", &v) {
+            self.st
+                .lock()
+                .unwrap()
+                .violations
+                .push(format!("ProcessOutput: {e:?}"));
+        }
+        Message::text(v.to_string())
+    }
+
+    async fn session(
+        &self,
+        mut ws: WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>,
+        id: &str,
+        fault: Option<WsFault>,
+    ) {
+        let Some(Ok(Message::Text(first))) = ws.next().await else {
+            return;
+        };
+        let attach: Value = serde_json::from_str(first.as_str()).unwrap_or_default();
+        if let Err(e) = contract().check_schema("InteractRequest", &attach) {
+            self.st
+                .lock()
+                .unwrap()
+                .violations
+                .push(format!("attach: {e:?}"));
+        }
+        let from: usize =
+            super::interact::int64(&attach["attach"]["resumeFrom"]).unwrap_or(0) as usize;
+        self.st.lock().unwrap().attaches.push(from);
+        let close = |code: u16| CloseFrame {
+            code: CloseCode::from(code),
+            reason: "".into(),
+        };
+        match &fault {
+            Some(WsFault::Close(code, v1)) => {
+                let _ = ws.send(Message::text(err(v1, "refused").to_string())).await;
+                let _ = ws.send(Message::Close(Some(close(*code)))).await;
+                return;
+            }
+            Some(WsFault::Binary) => {
+                let _ = ws.send(Message::binary(vec![1u8, 2, 3])).await;
+                return;
+            }
+            Some(WsFault::Huge(n)) => {
+                let _ = ws.send(Message::text("x".repeat(*n))).await;
+                return;
+            }
+            _ => {}
+        }
+        let mut sent = 0;
+        let mut seq = from;
+        loop {
+            // the next chunk to send, if any
+            let (chunk, exit, echo) = {
+                let st = self.st.lock().unwrap();
+                let p = st.processes.get(id).unwrap();
+                (p.chunks.get(seq).cloned(), p.exit, p.echo)
+            };
+            if let Some((stream, data)) = chunk {
+                match &fault {
+                    Some(WsFault::DropAfter(n)) if sent == *n => return, // dropped: no close frame
+                    Some(WsFault::ExpireAfter(n)) if sent == *n => {
+                        self.st.lock().unwrap().creds.clear();
+                        let _ = ws
+                            .send(Message::text(
+                                err("unauthenticated", "credential expired").to_string(),
+                            ))
+                            .await;
+                        let _ = ws.send(Message::Close(Some(close(1008)))).await;
+                        return;
+                    }
+                    _ => {}
+                }
+                seq += 1;
+                sent += 1;
+                let f = self.out_frame(json!({"chunk": {"stream": stream, "data": base64::engine::general_purpose::STANDARD.encode(&data), "streamSequence": seq.to_string()}}));
+                if ws.send(f).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            if let Some(code) = exit {
+                let f = self.out_frame(json!({"exited": {"exitCode": code, "reason": "exited"}}));
+                let _ = ws.send(f).await;
+                let _ = ws.send(Message::Close(Some(close(1000)))).await;
+                return;
+            }
+            // wait for input (echo processes) or a signal
+            let msg = tokio::time::timeout(Duration::from_millis(20), ws.next()).await;
+            let Ok(msg) = msg else { continue };
+            let Some(Ok(Message::Text(t))) = msg else {
+                return;
+            };
+            let v: Value = serde_json::from_str(t.as_str()).unwrap_or_default();
+            if let Err(e) = contract().check_schema("InteractRequest", &v) {
+                self.st
+                    .lock()
+                    .unwrap()
+                    .violations
+                    .push(format!("frame: {e:?}"));
+            }
+            let mut st = self.st.lock().unwrap();
+            let p = st.processes.get_mut(id).unwrap();
+            if let Some(d) = v["stdin"].as_str() {
+                if echo {
+                    let data = base64::engine::general_purpose::STANDARD.decode(d).unwrap();
+                    p.chunks.push(("stdout".into(), data));
+                }
+            } else if v["closeStdin"] == true && echo {
+                p.exit = Some(0);
+            } else if let Some(r) = v.get("resize") {
+                p.chunks.push((
+                    "stdout".into(),
+                    format!("resized {}x{}\n", r["cols"], r["rows"]).into_bytes(),
+                ));
+            }
+        }
+    }
+}
+
+fn bump(s: &mut Value) {
+    let n: u64 = s["core"]["etag"]
+        .as_str()
+        .unwrap_or("\"0\"")
+        .trim_matches('"')
+        .parse()
+        .unwrap_or(0);
+    s["core"]["etag"] = json!(format!("\"{}\"", n + 1));
+}
+
+fn split(hay: &[u8], delim: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = vec![];
+    let mut start = 0;
+    let mut i = 0;
+    while i + delim.len() <= hay.len() {
+        if &hay[i..i + delim.len()] == delim {
+            out.push(hay[start..i].to_vec());
+            i += delim.len();
+            start = i;
+        } else {
+            i += 1;
+        }
+    }
+    out.push(hay[start..].to_vec());
+    out
+}
+
+/// The body of one multipart part (after the blank line, without the trailing CRLF).
+fn body_of(part: &[u8]) -> &[u8] {
+    let at = part
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .unwrap_or(0);
+    let b = &part[at..];
+    b.strip_suffix(b"\r\n").unwrap_or(b)
+}
+
+struct Pki {
+    pem: String,
+    cfg: Arc<rustls::ServerConfig>,
+}
+
+fn pki() -> Pki {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "v1 test CA");
+    let ca = params.self_signed(&key).unwrap();
+    let issuer = Issuer::new(params, key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone(), CertificateDer::from(ca.der().to_vec())],
+            der,
+        )
+        .unwrap();
+    Pki {
+        pem: ca.pem(),
+        cfg: Arc::new(cfg),
+    }
+}
+
+/// Start the fake cloud; returns it and the options that reach it with a PAT.
+async fn cloud() -> (Arc<Fake>, V1Options) {
+    let pki = pki();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fake = Arc::new(Fake {
+        st: Mutex::new(St {
+            access_ttl: 900,
+            cred_ttl: Duration::from_secs(300),
+            ..Default::default()
+        }),
+        port,
+        unix: None,
+    });
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.cfg.clone());
+    let f = fake.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, f) = (acceptor.clone(), f.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |req| f.clone().serve(req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    let o = V1Options {
+        endpoint: Some(format!("https://localhost:{port}/sandboxes")),
+        identifier: Some(ID.into()),
+        pat: Some(PAT.into()),
+        hub_url: Some(format!("https://localhost:{port}")),
+        ca_pem: Some(pki.pem),
+        ..Default::default()
+    };
+    (fake, o)
+}
+
+/// The fake over Unix sockets with `localSocket` authentication (LocalSandboxd's form); `dir` holds the sockets.
+async fn local(dir: &std::path::Path) -> (Arc<Fake>, V1Options) {
+    let fake = Arc::new(Fake {
+        st: Mutex::new(St::default()),
+        port: 0,
+        unix: Some(dir.to_path_buf()),
+    });
+    let mgmt = dir.join("mgmt.sock");
+    serve_unix(
+        tokio::net::UnixListener::bind(&mgmt).unwrap(),
+        fake.clone(),
+        "/sandboxes".into(),
+    );
+    let o = V1Options {
+        endpoint: Some(format!("unix://{}", mgmt.display())),
+        ..Default::default()
+    };
+    (fake, o)
+}
+
+fn backend(o: &V1Options) -> V1Backend {
+    V1Backend::new(o).unwrap()
+}
+
+fn call_ms(ms: u64) -> Call {
+    Call::new(Some(Duration::from_millis(ms)), CancellationToken::new())
+}
+
+fn spec(name: &str) -> SandboxSpec {
+    SandboxSpec {
+        name: Some(name.into()),
+        agent: "shell".into(),
+        workspace: "/work/proj".into(),
+        template: Some("docker/sandbox-templates:shell".into()),
+        environment: [("GREETING".to_string(), "hi".to_string())].into(),
+        labels: [("team".to_string(), "a".to_string())].into(),
+        ..Default::default()
+    }
+}
+
+/// No contract violation on either side, and no secret in `e`.
+fn clean(f: &Fake) {
+    let st = f.st.lock().unwrap();
+    assert!(
+        st.violations.is_empty(),
+        "contract violations: {:#?}",
+        st.violations
+    );
+}
+
+fn no_secret(e: &Error, f: &Fake) {
+    let text = format!("{e:?} {}", e.message);
+    assert!(
+        !text.contains(PAT) && !text.contains(STATIC),
+        "secret in {text}"
+    );
+    let st = f.st.lock().unwrap();
+    for t in st.access.iter().chain(st.creds.keys()) {
+        assert!(!text.contains(t.as_str()), "token in {text}");
+    }
+    assert!(!text.contains("ep-cred-"), "endpoint credential in {text}");
+}
+
+async fn created(f: &Arc<Fake>, b: &V1Backend, name: &str) {
+    b.create(&spec(name), &call_ms(10_000)).await.unwrap();
+    clean(f);
+}
+
+// ---------------------------------------------------------------- the must-show path
+
+#[tokio::test]
+async fn pat_exchange_create_202_poll_and_lifecycle_with_etags() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    assert_eq!(b.kind(), "v1");
+    let s = b.create(&spec("dev"), &call_ms(10_000)).await.unwrap();
+    assert_eq!((s.name.as_str(), s.status.as_str()), ("dev", "running"));
+    assert_eq!(s.workspace, "/work/proj");
+    assert_eq!(
+        s.template.as_deref(),
+        Some("docker/sandbox-templates:shell")
+    );
+    assert_eq!(s.labels.get("team").map(String::as_str), Some("a"));
+    assert_eq!(
+        f.st.lock().unwrap().exchanges,
+        1,
+        "one PAT exchange, reused"
+    );
+    // a 412 then a retry with the current etag
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "stopSandbox",
+        status: 412,
+        body: json!({"code": "failedPrecondition", "message": "etag mismatch",
+            "details": [{"@type": "type.googleapis.com/docker.sandboxes.v1.EtagMismatch", "currentEtag": "\"9\""}]}),
+    });
+    b.stop("dev", &call_ms(10_000)).await.unwrap();
+    assert_eq!(
+        b.get("dev", &call_ms(5000)).await.unwrap().unwrap().status,
+        "stopped"
+    );
+    b.start("dev", &call_ms(10_000)).await.unwrap();
+    b.remove("dev", false, &call_ms(10_000)).await.unwrap();
+    assert!(b.get("dev", &call_ms(5000)).await.unwrap().is_none());
+    b.remove("dev", true, &call_ms(5000)).await.unwrap();
+    let st = f.st.lock().unwrap();
+    let stops: Vec<_> = st.seen.iter().filter(|s| s.0 == "stopSandbox").collect();
+    assert_eq!(stops.len(), 2, "412 then one retry");
+    assert_eq!(
+        stops[0].1, stops[1].1,
+        "the same Idempotency-Key on the retry"
+    );
+    assert!(
+        stops.iter().all(|s| s.2.is_some()),
+        "If-Match on every lifecycle call"
+    );
+    assert!(st
+        .seen
+        .iter()
+        .any(|s| s.0 == "createSandbox" && s.1.is_some()));
+    assert_eq!(st.exchanges, 1);
+    drop(st);
+    clean(&f);
+}
+
+#[tokio::test]
+async fn a_401_is_answered_with_one_fresh_exchange_and_short_tokens_are_refreshed_early() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    b.list(&call_ms(5000)).await.unwrap();
+    f.st.lock().unwrap().access.clear(); // the service forgets the token: 401
+    b.list(&call_ms(5000)).await.unwrap();
+    assert_eq!(f.st.lock().unwrap().exchanges, 2);
+    // tokens living less than the refresh margin are exchanged again before use
+    f.st.lock().unwrap().access_ttl = 30;
+    f.st.lock().unwrap().access.clear();
+    b.list(&call_ms(5000)).await.unwrap(); // 401 → exchange (30 s token)
+    let n = f.st.lock().unwrap().exchanges;
+    b.list(&call_ms(5000)).await.unwrap();
+    assert_eq!(
+        f.st.lock().unwrap().exchanges,
+        n + 1,
+        "refreshed before expiry"
+    );
+    clean(&f);
+}
+
+#[tokio::test]
+async fn resource_exhausted_with_retry_info_is_retried_with_the_same_key() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "createSandbox",
+        status: 429,
+        body: retry_info("resourceExhausted", "0.2s"),
+    });
+    let t = Instant::now();
+    created(&f, &b, "dev").await;
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "RetryInfo honoured"
+    );
+    let st = f.st.lock().unwrap();
+    let keys: Vec<_> = st
+        .seen
+        .iter()
+        .filter(|s| s.0 == "createSandbox")
+        .map(|s| s.1.clone())
+        .collect();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], keys[1]);
+}
+
+#[tokio::test]
+async fn exec_spawn_files_and_credentials_cached_per_sandbox() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let t = b.target("dev", &call_ms(5000)).await.unwrap();
+    let out = t
+        .exec(
+            ExecSpec {
+                cmd: vec!["echo".into(), "hi".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice()),
+        (Some(3), &b"echo hi"[..])
+    );
+    t.write_file("/work/proj/a.txt", b"hello", None, &call_ms(5000))
+        .await
+        .unwrap();
+    assert_eq!(
+        t.read_file("/work/proj/a.txt", &call_ms(5000))
+            .await
+            .unwrap(),
+        b"hello"
+    );
+    let e = t.read_file("/nope", &call_ms(5000)).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::PathNotFound);
+    // an archive: directories + one multipart upload
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    tar.append_data(&mut h, "sub/", &[][..]).unwrap();
+    for (p, d) in [("sub/x.txt", &b"xx"[..]), ("y.bin", &b"\x00\xff"[..])] {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o600);
+        h.set_size(d.len() as u64);
+        tar.append_data(&mut h, p, d).unwrap();
+    }
+    t.write_files(
+        "/work/proj",
+        Bytes::from(tar.into_inner().unwrap()),
+        &call_ms(5000),
+    )
+    .await
+    .unwrap();
+    assert_eq!(f.st.lock().unwrap().files["/work/proj/y.bin"], b"\x00\xff");
+    assert_eq!(
+        f.st.lock().unwrap().uploads[0],
+        json!({"path": "/work/proj/sub/x.txt", "mode": 0o600})
+    );
+    // spawn: ordered output, exit code
+    let p = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["gen".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let (mut so, mut se) = (Vec::new(), Vec::new());
+    while let Some(c) = p.next().await {
+        let (err, d) = c.unwrap().into_parts();
+        if err {
+            se.extend_from_slice(&d)
+        } else {
+            so.extend_from_slice(&d)
+        }
+    }
+    assert_eq!(String::from_utf8(se).unwrap(), "line 2\nline 5\nline 8\n");
+    assert_eq!(p.wait(&call_ms(5000)).await.unwrap().exit_code, Some(7));
+    // stdin over the socket, closeStdin
+    let p = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["cat".into()],
+                interactive: true,
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    p.write(b"ping\n").await.unwrap();
+    let c = p.next().await.unwrap().unwrap();
+    assert_eq!(c.data().as_ref(), b"ping\n");
+    p.end().await.unwrap();
+    assert_eq!(p.wait(&call_ms(5000)).await.unwrap().exit_code, Some(0));
+    // buffered exec with stdin goes through a durable process
+    let out = t
+        .exec(
+            ExecSpec {
+                cmd: vec!["cat".into()],
+                stdin: Some(Bytes::from_static(b"abc")),
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.exit_code, out.stdout.as_slice()),
+        (Some(0), &b"abc"[..])
+    );
+    // kill
+    let p = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["sleep".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    p.kill("SIGKILL").await.unwrap();
+    let st = p.wait(&call_ms(5000)).await.unwrap();
+    assert_eq!(
+        (st.exit_code, st.signal.as_deref()),
+        (Some(137), Some("SIGKILL"))
+    );
+    let mint = f.st.lock().unwrap().minted;
+    assert!(
+        mint <= 3,
+        "credentials cached per sandbox and permission set, minted {mint}"
+    );
+    clean(&f);
+}
+
+#[tokio::test]
+async fn a_socket_dropped_mid_output_is_resumed_with_no_loss_and_no_duplicate() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let t = b.target("dev", &call_ms(5000)).await.unwrap();
+    f.st.lock()
+        .unwrap()
+        .ws_faults
+        .extend([WsFault::DropAfter(3), WsFault::DropAfter(2)]);
+    let p = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["gen".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    while let Some(c) = p.next().await {
+        all.extend_from_slice(c.unwrap().data());
+    }
+    let want: String = (0..10).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(String::from_utf8(all).unwrap(), want);
+    assert_eq!(p.wait(&call_ms(5000)).await.unwrap().exit_code, Some(7));
+    assert_eq!(
+        f.st.lock().unwrap().attaches,
+        [0, 3, 5],
+        "resumed from the last sequence each time"
+    );
+    clean(&f);
+}
+
+#[tokio::test]
+async fn a_credential_expiring_mid_process_is_renewed_and_the_stream_resumed() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let t = b.target("dev", &call_ms(5000)).await.unwrap();
+    f.st.lock()
+        .unwrap()
+        .ws_faults
+        .push_back(WsFault::ExpireAfter(4));
+    let p = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["gen".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let before = f.st.lock().unwrap().minted;
+    let mut all = Vec::new();
+    while let Some(c) = p.next().await {
+        all.extend_from_slice(c.unwrap().data());
+    }
+    assert_eq!(all.iter().filter(|c| **c == b'\n').count(), 10);
+    assert_eq!(
+        f.st.lock().unwrap().minted,
+        before + 1,
+        "one fresh credential"
+    );
+    assert_eq!(f.st.lock().unwrap().attaches, [0, 4]);
+    clean(&f);
+}
+
+// ---------------------------------------------------------------- bad input and faults (≥ 25 rows)
+
+async fn spawn_err(f: &Arc<Fake>, t: &Arc<dyn ExecTarget>, fault: WsFault) -> Error {
+    f.st.lock().unwrap().ws_faults.push_back(fault.clone());
+    // faults repeat so a retry meets them again
+    for _ in 0..4 {
+        f.st.lock().unwrap().ws_faults.push_back(fault.clone());
+    }
+    let began = Instant::now();
+    let r = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["gen".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await;
+    let e = match r {
+        Err(e) => e,
+        Ok(p) => {
+            let mut last = None;
+            while let Some(c) = p.next().await {
+                if let Err(e) = c {
+                    last = Some(e);
+                }
+            }
+            last.unwrap_or_else(p_wait_err)
+        }
+    };
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "bounded: {:?}",
+        began.elapsed()
+    );
+    f.st.lock().unwrap().ws_faults.clear();
+    e
+}
+
+fn p_wait_err() -> Error {
+    Error::internal("the process ended without an error")
+}
+
+#[tokio::test]
+async fn fault_rows() {
+    let rows = std::cell::Cell::new(0);
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let t = b.target("dev", &call_ms(5000)).await.unwrap();
+    let row = |name: &str, e: &Error, code: ErrorCode| {
+        assert_eq!(e.code, code, "{name}: {e:?}");
+        no_secret(e, &f);
+        rows.set(rows.get() + 1);
+    };
+
+    // 1. a wrong PAT
+    let mut bad = o.clone();
+    bad.pat = Some("dckr_pat_WRONGWRONG".into());
+    let e = backend(&bad).list(&call_ms(5000)).await.unwrap_err();
+    assert!(!format!("{e:?}").contains("WRONGWRONG"));
+    row("wrong PAT", &e, ErrorCode::Unauthenticated);
+    // 2. a wrong static token
+    let mut bad = o.clone();
+    (bad.identifier, bad.pat, bad.token) = (None, None, Some("wrong-static-token-123".into()));
+    let e = backend(&bad).list(&call_ms(5000)).await.unwrap_err();
+    assert!(!format!("{e:?}").contains("wrong-static-token-123"));
+    row("wrong token", &e, ErrorCode::Unauthenticated);
+    // 3. an expired token that keeps being refused after the one refresh
+    f.st.lock().unwrap().faults.extend([
+        Fault {
+            op: "listSandboxes",
+            status: 401,
+            body: err("unauthenticated", "expired"),
+        },
+        Fault {
+            op: "listSandboxes",
+            status: 401,
+            body: err("unauthenticated", "expired"),
+        },
+    ]);
+    let e = b.list(&call_ms(5000)).await.unwrap_err();
+    row("expired token twice", &e, ErrorCode::Unauthenticated);
+    // 4. a 428 (If-Match missing as far as the server is concerned)
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "stopSandbox",
+        status: 428,
+        body: err("failedPrecondition", "If-Match required"),
+    });
+    let e = b.stop("dev", &call_ms(5000)).await.unwrap_err();
+    row("428", &e, ErrorCode::SandboxdProtocol);
+    // 5. 412 twice: re-read once, then a typed conflict with the current etag
+    for _ in 0..2 {
+        f.st.lock().unwrap().faults.push_back(Fault { op: "stopSandbox", status: 412, body: json!({"code": "failedPrecondition", "message": "etag mismatch",
+            "details": [{"@type": "type.googleapis.com/docker.sandboxes.v1.EtagMismatch", "currentEtag": "\"77\""}]}) });
+    }
+    let e = b.stop("dev", &call_ms(5000)).await.unwrap_err();
+    assert_eq!(e.props["currentEtag"], "\"77\"");
+    row("412 twice", &e, ErrorCode::SandboxConflict);
+    // 6. 409 on create (alreadyExists from the service)
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "createSandbox",
+        status: 409,
+        body: err("alreadyExists", "exists"),
+    });
+    let e = b.create(&spec("other"), &call_ms(5000)).await.unwrap_err();
+    row("409", &e, ErrorCode::SandboxConflict);
+    // 7. an existing name (checked before sending)
+    let e = b.create(&spec("dev"), &call_ms(5000)).await.unwrap_err();
+    row("name taken", &e, ErrorCode::SandboxConflict);
+    // 8. pages that never end: the same token again
+    f.st.lock().unwrap().pages = 1;
+    let e = b.list(&call_ms(5000)).await.unwrap_err();
+    row("repeated page token", &e, ErrorCode::SandboxdProtocol);
+    // 9. pages that never end: always a new token (the page cap, or the deadline)
+    f.st.lock().unwrap().pages = 2;
+    let e = b.list(&call_ms(3000)).await.unwrap_err();
+    assert!(
+        matches!(e.code, ErrorCode::SandboxdProtocol | ErrorCode::Timeout),
+        "{e:?}"
+    );
+    row("endless pages", &e, e.code);
+    f.st.lock().unwrap().pages = 0;
+    // 10. resourceExhausted beyond the retry budget
+    for _ in 0..3 {
+        f.st.lock().unwrap().faults.push_back(Fault {
+            op: "listSandboxes",
+            status: 429,
+            body: retry_info("resourceExhausted", "0.01s"),
+        });
+    }
+    let e = b.list(&call_ms(5000)).await.unwrap_err();
+    assert_eq!(e.props["v1Code"], "resourceExhausted");
+    row("429 x3", &e, ErrorCode::ResourceExhausted);
+    // 11. a RetryInfo delay longer than the deadline: no sleep past it
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "listSandboxes",
+        status: 503,
+        body: retry_info("unavailable", "30s"),
+    });
+    let began = Instant::now();
+    let e = b.list(&call_ms(1000)).await.unwrap_err();
+    assert!(began.elapsed() < Duration::from_millis(900));
+    assert_eq!(e.props["retryDelayMs"], 30_000);
+    row(
+        "503 retry after the deadline",
+        &e,
+        ErrorCode::SandboxdUnavailable,
+    );
+    // 12. an unknown error code is kept
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "listSandboxes",
+        status: 500,
+        body: err("quotaGalaxyExceeded", "future"),
+    });
+    let e = b.list(&call_ms(5000)).await.unwrap_err();
+    assert_eq!(e.props["v1Code"], "quotaGalaxyExceeded");
+    row("unknown code", &e, ErrorCode::SandboxdProtocol);
+    // 13. unimplemented → ERR_UNSUPPORTED
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "getNetworkPolicies",
+        status: 501,
+        body: err("unimplemented", "no policies here"),
+    });
+    let e = b.policy_rules(&call_ms(5000)).await.unwrap_err();
+    row("501", &e, ErrorCode::Unsupported);
+    // 14. a sandbox that fails while being created
+    let e = {
+        let (sp, cl) = (spec("doomed"), call_ms(5000));
+        let r = b.create(&sp, &cl);
+        tokio::pin!(r);
+        // mark it failed as soon as it exists
+        loop {
+            tokio::select! {
+                r = &mut r => break r.unwrap_err(),
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                    let mut st = f.st.lock().unwrap();
+                    let uid = st.sandboxes.values().find(|s| s["displayName"] == "doomed").map(|s| s["uid"].as_str().unwrap().to_string());
+                    if let Some(uid) = uid {
+                        st.pending.remove(&uid);
+                        let s = st.sandboxes.get_mut(&uid).unwrap();
+                        s["core"]["status"] = json!("failed");
+                        s["failure"] = err("resourceExhausted", "no capacity in region");
+                    }
+                }
+            }
+        }
+    };
+    assert!(e.message.contains("no capacity"));
+    row("failed", &e, ErrorCode::ResourceExhausted);
+    // 15. a bad name
+    let e = b
+        .create(&spec("has space"), &call_ms(5000))
+        .await
+        .unwrap_err();
+    row("bad name", &e, ErrorCode::InvalidArgument);
+    // 16. a missing sandbox
+    let e = b.stop("ghost", &call_ms(5000)).await.unwrap_err();
+    row("missing", &e, ErrorCode::SandboxNotFound);
+    // 17. a deadline shorter than a 202 poll
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "getSandbox",
+        status: 200,
+        body: Value::Null,
+    });
+    f.st.lock().unwrap().faults.clear();
+    let e = {
+        let (sp, cl) = (spec("slow"), call_ms(5000));
+        let r = b.create(&sp, &cl);
+        tokio::pin!(r);
+        // keep it `creating`
+        loop {
+            tokio::select! {
+                r = &mut r => break r.unwrap_err(),
+                _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                    let mut st = f.st.lock().unwrap();
+                    let uid = st.sandboxes.values().find(|s| s["displayName"] == "slow").map(|s| s["uid"].as_str().unwrap().to_string());
+                    if let Some(uid) = uid { st.pending.insert(uid, ("running".into(), 1_000_000)); }
+                }
+            }
+        }
+    };
+    row("202 poll past the deadline", &e, ErrorCode::Timeout);
+    // 18. cancellation during a poll
+    let cancel = CancellationToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c2.cancel();
+    });
+    {
+        let mut st = f.st.lock().unwrap();
+        let uid = st
+            .sandboxes
+            .values()
+            .find(|s| s["displayName"] == "slow")
+            .map(|s| s["uid"].as_str().unwrap().to_string())
+            .unwrap();
+        let s = st.sandboxes.get_mut(&uid).unwrap();
+        s["core"]["status"] = json!("stopped");
+        st.pending.clear();
+    }
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "startSandbox",
+        status: 202,
+        body: Value::Null,
+    });
+    f.st.lock().unwrap().faults.clear();
+    let slow_uid =
+        f.st.lock()
+            .unwrap()
+            .sandboxes
+            .values()
+            .find(|s| s["displayName"] == "slow")
+            .map(|s| s["uid"].as_str().unwrap().to_string())
+            .unwrap();
+    let cl = Call::new(Some(Duration::from_secs(20)), cancel);
+    let start = b.start("slow", &cl);
+    tokio::pin!(start);
+    let e = loop {
+        tokio::select! {
+            r = &mut start => break r.unwrap_err(),
+            _ = tokio::time::sleep(Duration::from_millis(5)) => {
+                let mut st = f.st.lock().unwrap();
+                if st.pending.contains_key(&slow_uid) { st.pending.insert(slow_uid.clone(), ("running".into(), 1_000_000)); }
+            }
+        }
+    };
+    row("abort during a poll", &e, ErrorCode::Aborted);
+    f.st.lock().unwrap().pending.clear();
+    // 19. an endpoint credential refused twice (wrong token for the endpoint)
+    f.st.lock().unwrap().faults.extend([
+        Fault {
+            op: "readFile",
+            status: 401,
+            body: err("unauthenticated", "expired"),
+        },
+        Fault {
+            op: "readFile",
+            status: 401,
+            body: err("unauthenticated", "expired"),
+        },
+    ]);
+    let e = t.read_file("/x", &call_ms(5000)).await.unwrap_err();
+    row("endpoint 401 twice", &e, ErrorCode::Unauthenticated);
+    // 20. permission denied on the endpoint
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "writeFile",
+        status: 403,
+        body: err("permissionDenied", "no write"),
+    });
+    let e = t
+        .write_file("/x", b"1", None, &call_ms(5000))
+        .await
+        .unwrap_err();
+    row("403", &e, ErrorCode::PermissionDenied);
+    // 21. upload refused with failedPrecondition (symlink escape)
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "upload",
+        status: 409,
+        body: err("failedPrecondition", "path_authority_symlink_escape"),
+    });
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    tar.append_data(&mut h, "a", &b"1"[..]).unwrap();
+    let e = t
+        .write_files("/w", Bytes::from(tar.into_inner().unwrap()), &call_ms(5000))
+        .await
+        .unwrap_err();
+    row("upload 409", &e, ErrorCode::PathExists);
+    // 22. an archive with a symlink
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    tar.append_link(&mut h, "l", "/etc/passwd").unwrap();
+    let e = t
+        .write_files("/w", Bytes::from(tar.into_inner().unwrap()), &call_ms(5000))
+        .await
+        .unwrap_err();
+    row("symlink in archive", &e, ErrorCode::Unsupported);
+    // 23–29. the interact socket
+    let e = spawn_err(&f, &t, WsFault::Close(1008, "permissionDenied")).await;
+    assert_eq!(e.props["closeCode"], 1008);
+    row(
+        "close 1008 permissionDenied",
+        &e,
+        ErrorCode::PermissionDenied,
+    );
+    let e = spawn_err(&f, &t, WsFault::Close(1008, "unauthenticated")).await;
+    row(
+        "close 1008 unauthenticated, every time",
+        &e,
+        ErrorCode::StreamInterrupted,
+    );
+    let e = spawn_err(&f, &t, WsFault::Close(1011, "internal")).await;
+    assert_eq!(e.props["closeCode"], 1011);
+    row("close 1011, every time", &e, ErrorCode::StreamInterrupted);
+    let e = spawn_err(&f, &t, WsFault::Close(1003, "invalidArgument")).await;
+    row("close 1003", &e, ErrorCode::SandboxdProtocol);
+    let e = spawn_err(&f, &t, WsFault::Binary).await;
+    row("binary frame", &e, ErrorCode::SandboxdProtocol);
+    let e = spawn_err(&f, &t, WsFault::Huge(5 * 1024 * 1024)).await;
+    assert!(e.message.contains("above"), "{e:?}");
+    row("oversized frame", &e, ErrorCode::SandboxdProtocol);
+    let e = spawn_err(&f, &t, WsFault::DropAfter(0)).await;
+    row("dropped every time", &e, ErrorCode::StreamInterrupted);
+    // 30. a signal the contract lacks
+    let p = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["sleep".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let e = p.kill("SIGWINCH").await.unwrap_err();
+    row("signal not in v1", &e, ErrorCode::Unsupported);
+    p.kill("TERM").await.unwrap();
+    p.wait(&call_ms(5000)).await.unwrap();
+    // 31. a spawn timeout kills the process
+    let out = t
+        .exec(
+            ExecSpec {
+                cmd: vec!["sleep".into()],
+                timeout: Some(Duration::from_millis(100)),
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert!(out.timed_out && out.exit_code == Some(137), "{out:?}");
+    rows.set(rows.get() + 1);
+    // 32. additional workspaces
+    let mut s = spec("extra");
+    s.additional_workspaces = vec![("/tmp".into(), true)];
+    let e = b.create(&s, &call_ms(5000)).await.unwrap_err();
+    row("additional workspaces", &e, ErrorCode::Unsupported);
+    // 33. an HTTP endpoint without credentials
+    let e = V1Backend::new(&V1Options {
+        endpoint: Some("https://localhost:1/x".into()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    row("no credentials", &e, ErrorCode::Unauthenticated);
+    // 34. a CA that is not PEM
+    let e = V1Backend::new(&V1Options {
+        ca_pem: Some("not a pem".into()),
+        token: Some("t".into()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    row("bad CA", &e, ErrorCode::InvalidArgument);
+    // 35. a token and a PAT at once
+    let e = V1Backend::new(&V1Options {
+        token: Some("t".into()),
+        identifier: Some("i".into()),
+        pat: Some("p".into()),
+        ..Default::default()
+    })
+    .unwrap_err();
+    row("token and PAT", &e, ErrorCode::InvalidArgument);
+    // 36. a server that stops answering
+    f.st.lock().unwrap().hang = true;
+    let began = Instant::now();
+    let e = b.list(&call_ms(500)).await.unwrap_err();
+    assert!(began.elapsed() < Duration::from_secs(2));
+    row("server stops answering", &e, ErrorCode::Timeout);
+    f.st.lock().unwrap().hang = false;
+    // 37. nothing listens
+    let mut gone = o.clone();
+    gone.endpoint = Some("https://localhost:1/sandboxes".into());
+    let e = backend(&gone).list(&call_ms(5000)).await.unwrap_err();
+    row("refused", &e, ErrorCode::SandboxdUnavailable);
+    // 38. a TLS server the CA does not vouch for
+    let mut untrusted = o.clone();
+    untrusted.ca_pem = None;
+    let e = backend(&untrusted).list(&call_ms(5000)).await.unwrap_err();
+    assert!(e.message.contains("TLS"), "{e:?}");
+    row("untrusted certificate", &e, ErrorCode::SandboxdUnavailable);
+
+    assert!(rows.get() >= 25, "{} rows", rows.get());
+    clean(&f);
+}
+
+#[tokio::test]
+async fn policy_read_back_and_log_pages() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let rules = b.policy_rules(&call_ms(5000)).await.unwrap();
+    let got: Vec<_> = rules
+        .iter()
+        .map(|r| (r.action.as_str(), r.resource.as_str(), r.scope.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("deny", "*", "sandbox:dev"),
+            ("allow", "api.example.com", "sandbox:dev"),
+            ("deny", "10.0.0.0/8", "sandbox:dev")
+        ]
+    );
+    let log = b.policy_log(Some("dev"), &call_ms(5000)).await.unwrap();
+    assert_eq!(log.len(), 4, "two pages walked");
+    assert!(log[0].allowed && !log[1].allowed);
+    assert_eq!(log[0].count, 3);
+    assert_eq!(log[0].first_seen_ms, Some(1_796_457_600_000));
+    assert_eq!(b.policy_log(None, &call_ms(5000)).await.unwrap().len(), 4);
+    let raw = b.network_policies("dev", &call_ms(5000)).await.unwrap();
+    assert_eq!(raw["exact"]["revision"], "3");
+    clean(&f);
+}
+
+#[tokio::test]
+async fn the_validator_catches_a_wrong_field_from_the_client_side() {
+    // what the client would send with a misspelt field is refused by the contract (the checks can fail)
+    let c = contract();
+    assert!(c
+        .check_request(
+            "createSandbox",
+            &json!({"displayName": "dev", "imageReff": "x"})
+        )
+        .is_err());
+    assert!(c
+        .check_request("createProcess", &json!({"cmd": ["a"], "tty": true}))
+        .is_err());
+    assert!(c
+        .check_schema(
+            "InteractRequest",
+            &json!({"attach": {"name": "processes/p1"}, "stdin": "AA=="})
+        )
+        .is_err());
+    assert!(c
+        .check_request(
+            "createEndpointCredential",
+            &json!({"permissions": ["sandboxesExec"], "ttl": "300s"})
+        )
+        .is_ok());
+}
+
+#[tokio::test]
+async fn a_static_token_needs_no_exchange() {
+    let (f, mut o) = cloud().await;
+    (o.identifier, o.pat, o.token) = (None, None, Some(STATIC.into()));
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    assert_eq!(b.list(&call_ms(5000)).await.unwrap().len(), 1);
+    assert_eq!(f.st.lock().unwrap().exchanges, 0);
+    assert!(!format!("{o:?} {b:?}").contains(STATIC));
+    let _: &V1Target;
+}
+
+#[tokio::test]
+async fn a_local_socket_needs_no_token_and_mints_no_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let (f, o) = local(dir.path()).await;
+    let b = backend(&o);
+    assert!(b.socket().starts_with("unix://"));
+    created(&f, &b, "dev").await;
+    let t = b.target("dev", &call_ms(5000)).await.unwrap();
+    let out = t
+        .exec(
+            ExecSpec {
+                cmd: vec!["echo".into(), "local".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, b"echo local");
+    t.write_file("/w/a", b"1", Some(0o600), &call_ms(5000))
+        .await
+        .unwrap();
+    assert_eq!(t.read_file("/w/a", &call_ms(5000)).await.unwrap(), b"1");
+    f.st.lock()
+        .unwrap()
+        .ws_faults
+        .push_back(WsFault::DropAfter(6));
+    let p = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["gen".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let mut n = 0;
+    while let Some(c) = p.next().await {
+        n += c.unwrap().data().iter().filter(|b| **b == b'\n').count();
+    }
+    assert_eq!(n, 10);
+    assert_eq!(f.st.lock().unwrap().attaches, [0, 6]);
+    // a 1008 on a local socket is not a credential to renew: it ends the stream
+    f.st.lock()
+        .unwrap()
+        .ws_faults
+        .push_back(WsFault::Close(1008, "unauthenticated"));
+    let e = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["gen".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await;
+    let e = match e {
+        Err(e) => e,
+        Ok(p) => {
+            let mut last = None;
+            while let Some(c) = p.next().await {
+                if let Err(e) = c {
+                    last = Some(e);
+                }
+            }
+            last.unwrap()
+        }
+    };
+    assert_eq!(e.code, ErrorCode::Unauthenticated, "{e:?}");
+    b.stop("dev", &call_ms(5000)).await.unwrap();
+    b.remove("dev", false, &call_ms(5000)).await.unwrap();
+    let st = f.st.lock().unwrap();
+    assert_eq!((st.minted, st.exchanges), (0, 0));
+    drop(st);
+    clean(&f);
+}
+
+#[tokio::test]
+async fn ports_publish_list_and_unpublish() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let spec = |p: u16| crate::core::sbx::PortSpec {
+        sandbox_port: p,
+        ..Default::default()
+    };
+    let got = b
+        .publish("dev", &[spec(8080), spec(3000)], &call_ms(5000))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        (
+            got[0].host_ip.as_str(),
+            got[0].host_port,
+            got[0].sandbox_port
+        ),
+        ("127.0.0.1", 48080, 8080)
+    );
+    b.unpublish("dev", &[spec(8080)], &call_ms(5000))
+        .await
+        .unwrap();
+    let left = b.ports("dev", &call_ms(5000)).await.unwrap();
+    assert_eq!(
+        left.iter().map(|p| p.sandbox_port).collect::<Vec<_>>(),
+        [3000]
+    );
+    let mut fixed = spec(1);
+    fixed.host_port = Some(9);
+    let e = b
+        .publish("dev", &[fixed], &call_ms(5000))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unsupported);
+    clean(&f);
+}

@@ -750,8 +750,14 @@ async fn durable_process_with_stdin_over_interact() {
     }
     // shutdown kills what still runs
     let left = f.create(json!({"cmd": ["sleep", "300"]})).await;
+    let l = left["uid"].as_str().unwrap().to_string();
+    let mut ws = f.ws(&l, Some("sandboxes.v1")).await;
+    send(&mut ws, attach(&l, 0)).await;
     f.ep.shutdown().await;
-    f.exited(left["uid"].as_str().unwrap()).await;
+    f.exited(&l).await;
+    // an open stream ends: the sandbox is stopping (1011 after an unavailable error frame)
+    let (e, code) = refused(&mut ws).await;
+    assert_eq!((e["code"].as_str(), code), (Some("unavailable"), 1011));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -499,7 +499,7 @@ impl Endpoint {
                 ApiError::invalid("mode must be an integer").field("mode", "integer")
             })?),
         };
-        if req.headers().get(hyper::header::CONTENT_LENGTH).is_none() {
+        if req.headers().contains_key(hyper::header::TRANSFER_ENCODING) {
             return Err(ApiError::invalid(
                 "writeFile needs an exact Content-Length (no chunked bodies)",
             ));

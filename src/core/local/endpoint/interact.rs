@@ -33,6 +33,8 @@ pub(super) const MAX_CLIENT_FRAME: usize = 1024 * 1024;
 const PAGE_BYTES: usize = 256 * 1024;
 /// An idle stream gets a `heartbeat` this often.
 const HEARTBEAT: Duration = Duration::from_secs(15);
+/// How long a PTY's first input waits for the launcher's PID line (see [`pty_ready`]).
+const PTY_READY_WAIT: Duration = Duration::from_secs(2);
 /// How long the client has to send `attach` after the upgrade.
 const ATTACH_WAIT: Duration = Duration::from_secs(30);
 
@@ -220,6 +222,9 @@ impl Endpoint {
     }
 
     async fn apply(&self, p: &Proc, f: In) -> Result<(), End> {
+        if matches!(f, In::Stdin(_) | In::CloseStdin(true)) {
+            pty_ready(p).await;
+        }
         match f {
             In::Attach { .. } => {
                 Err(ApiError::invalid("attach may only be the first frame").into())
@@ -270,6 +275,23 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// On a PTY, input echoed before the exec layer's launcher has printed its PID line would be taken for that line
+/// (a TTY has one output stream): hold the first input until the PID is known (or the process ended), at most
+/// [`PTY_READY_WAIT`].
+async fn pty_ready(p: &Proc) {
+    if !p.pty || p.input_ready.load(Ordering::SeqCst) {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + PTY_READY_WAIT;
+    while p.handle.pid().is_none()
+        && p.handle.exit_now().is_none()
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    p.input_ready.store(true, Ordering::SeqCst);
 }
 
 /// The next client frame, parsed. Pings are answered by the library; a close (or a broken connection) ends the

@@ -197,6 +197,8 @@ pub(super) struct Proc {
     pub changed: watch::Sender<u64>,
     /// Set once `closeStdin` closed a pipe stdin.
     pub stdin_closed: std::sync::atomic::AtomicBool,
+    /// A PTY's input may flow (see `interact::pty_ready`).
+    pub input_ready: std::sync::atomic::AtomicBool,
 }
 
 impl Proc {
@@ -504,6 +506,7 @@ impl Endpoint {
             output: Mutex::new(Output::default()),
             changed,
             stdin_closed: Default::default(),
+            input_ready: Default::default(),
         });
         pump(p.clone(), self.retain_bytes());
         let v = p.json("fresh");

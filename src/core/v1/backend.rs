@@ -954,7 +954,11 @@ impl ExecTarget for V1Target {
         Box::pin(async move {
             crate::core::container::validate_container_path(path)?;
             let b = Budget::of(call, DEFAULT_TIMEOUT);
-            let ctx = self.file_ctx("reading", path);
+            // a directory (or another non-file) at the path is the endpoint's failedPrecondition
+            let ctx = Ctx {
+                conflict: ErrorCode::NotAFile,
+                ..self.file_ctx("reading", path)
+            };
             let res = self
                 .client
                 .on_endpoint(

@@ -534,15 +534,24 @@ impl Client {
         if s.core.status == "running" {
             return Ok(s);
         }
-        self.wait_for(&s.uid, display, &["running"], b)
-            .await?
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorCode::SandboxNotFound,
-                    format!("v1 sandbox {display:?} vanished while it was being created"),
-                )
-                .with("sandbox", display.to_string())
-            })
+        let ran = match self.wait_for(&s.uid, display, &["running"], b).await {
+            Err(e) if e.props.get("status").and_then(|v| v.as_str()) == Some("failed") => {
+                // a create that rejects leaves nothing behind: the failed sandbox is deleted (best effort)
+                let clean = Budget::of(&Call::default(), Duration::from_secs(30));
+                if let Ok(Some(cur)) = self.get_sandbox(&s.uid, display, &clean).await {
+                    let _ = self.lifecycle(&cur, "delete", &clean).await;
+                }
+                return Err(e);
+            }
+            r => r?,
+        };
+        ran.ok_or_else(|| {
+            Error::new(
+                ErrorCode::SandboxNotFound,
+                format!("v1 sandbox {display:?} vanished while it was being created"),
+            )
+            .with("sandbox", display.to_string())
+        })
     }
 
     /// Read the sandbox until its status is one of `states` (`None`: it is gone); `failed` is an error with the

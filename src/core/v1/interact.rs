@@ -623,7 +623,12 @@ fn interrupted(why: &str, close: Option<u16>) -> Error {
 /// The error of a close that is not retried.
 fn close_error(code: Option<u16>, said: &str, body: Option<&Value>) -> Error {
     let c = code.unwrap_or(1005);
+    // LocalSandboxd's `ErrorInfo` for a program that could not be started (the contract names no reason)
+    let not_started = body
+        .and_then(|b| b["details"].as_array())
+        .is_some_and(|d| d.iter().any(|x| x["reason"] == "PROCESS_START_FAILED"));
     let kind = match (c, body.and_then(|b| b["code"].as_str())) {
+        _ if not_started => ErrorCode::ExecFailed,
         (_, Some("unauthenticated")) => ErrorCode::Unauthenticated,
         (_, Some("permissionDenied")) => ErrorCode::PermissionDenied,
         (_, Some("notFound")) => ErrorCode::ProcessFinished,

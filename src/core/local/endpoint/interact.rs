@@ -59,6 +59,25 @@ enum In {
 /// Why a session ends: a close code and the error frame sent before it (none for a clean end).
 struct End(u16, Option<ApiError>);
 
+/// Counts a session in [`Proc::attached`] while it lives (the retention then holds the process back rather than
+/// drop what the session has not sent).
+struct Attached<'a>(&'a Proc);
+
+impl<'a> Attached<'a> {
+    fn new(p: &'a Proc) -> Attached<'a> {
+        p.attached.fetch_add(1, Ordering::SeqCst);
+        p.progress.notify_waiters();
+        Attached(p)
+    }
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        self.0.attached.fetch_sub(1, Ordering::SeqCst);
+        self.0.progress.notify_waiters();
+    }
+}
+
 impl From<ApiError> for End {
     fn from(e: ApiError) -> End {
         let code = if e.status() >= 500 { 1011 } else { 1008 };
@@ -184,6 +203,7 @@ impl Endpoint {
         rx: &mut Rx,
     ) -> Result<(), End> {
         let mut changed = p.changed.subscribe();
+        let _attached = Attached::new(p);
         let start = tokio::time::Instant::now() + HEARTBEAT;
         let mut heartbeat = tokio::time::interval_at(start, HEARTBEAT);
         loop {
@@ -192,7 +212,7 @@ impl Endpoint {
                     Page::Chunks(chunks, exited) => {
                         if chunks.is_empty() {
                             if let Some(e) = exited {
-                                if e.lost {
+                                if e.lost.is_some() {
                                     return Err(e.lost_error().into());
                                 }
                                 send(tx, &json!({"exited": e.json()})).await?;
@@ -203,6 +223,8 @@ impl Endpoint {
                         for c in chunks {
                             send(tx, &json!({"chunk": c.json()})).await?;
                             cursor = c.seq;
+                            p.delivered.fetch_max(cursor, Ordering::SeqCst);
+                            p.progress.notify_waiters();
                         }
                         heartbeat.reset();
                     }

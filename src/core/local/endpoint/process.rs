@@ -81,19 +81,43 @@ impl Table {
 pub(super) struct Exited {
     pub code: i64,
     pub reason: String,
-    /// The exit could not be read (the engine or the container went away mid-stream): no exit happened that can
-    /// be reported. `interact` and `readOutput` answer `unavailable` instead of an `exited` frame, so a client
-    /// sees an interrupted stream, never an exit code made up here.
-    pub lost: bool,
+    /// No exit happened that can be reported: `interact` and `readOutput` answer this error instead of an
+    /// `exited` frame, so a client never reads an exit code made up here. `None` for a real exit.
+    pub lost: Option<Lost>,
 }
 
+/// Why a process has no exit to report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lost {
+    /// The engine or the container went away mid-stream: `unavailable`.
+    Gone,
+    /// The program could not be started (not there, not executable, bad user or directory): `failedPrecondition`
+    /// with an `ErrorInfo` of reason [`START_FAILED`], which the SDK reads as `ERR_EXEC_FAILED`.
+    NotStarted,
+}
+
+/// The `ErrorInfo.reason` of a process whose program could not be started (LocalSandboxd's choice: the contract
+/// names none).
+pub const START_FAILED: &str = "PROCESS_START_FAILED";
+
 impl Exited {
-    /// The `unavailable` error a lost process answers with.
+    /// The error a process without an exit answers with.
     pub fn lost_error(&self) -> ApiError {
-        ApiError::new(
-            "unavailable",
-            format!("the process's exit cannot be read: {}", self.reason),
-        )
+        match self.lost {
+            Some(Lost::NotStarted) => {
+                let mut e = ApiError::precondition(self.reason.clone());
+                e.details.push(json!({
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": START_FAILED,
+                    "domain": "sandboxd.local",
+                }));
+                e
+            }
+            _ => ApiError::new(
+                "unavailable",
+                format!("the process's exit cannot be read: {}", self.reason),
+            ),
+        }
     }
 }
 
@@ -157,6 +181,16 @@ impl Output {
         }
     }
 
+    /// Bytes retained after sequence `after` (the newest chunks, counted from the back).
+    fn bytes_after(&self, after: u64) -> usize {
+        self.chunks
+            .iter()
+            .rev()
+            .take_while(|c| c.seq > after)
+            .map(|c| c.data.len())
+            .sum()
+    }
+
     /// The chunks after `after`, at most `max_bytes` of data (whole chunks; the first always fits).
     pub fn page(&self, after: u64, max_bytes: usize) -> Page {
         if after > self.last_seq {
@@ -199,9 +233,35 @@ pub(super) struct Proc {
     pub stdin_closed: std::sync::atomic::AtomicBool,
     /// A PTY's input may flow (see `interact::pty_ready`).
     pub input_ready: std::sync::atomic::AtomicBool,
+    /// Interact sessions attached now, and the highest sequence one of them has sent: while a session is
+    /// attached, retention never drops output it has not sent yet: the process is held back instead (the
+    /// client's backpressure reaches the program, as on every other backend).
+    pub attached: std::sync::atomic::AtomicUsize,
+    pub delivered: std::sync::atomic::AtomicU64,
+    /// Woken when `delivered` or `attached` changes.
+    pub progress: tokio::sync::Notify,
 }
 
 impl Proc {
+    /// Wait until `len` more bytes fit in retention without dropping output an attached session has not sent.
+    async fn room(&self, len: usize, limit: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let full = self.attached.load(SeqCst) > 0
+                && self
+                    .output
+                    .lock()
+                    .is_ok_and(|o| o.bytes_after(self.delivered.load(SeqCst)) + len > limit);
+            if !full {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     pub fn exited(&self) -> Option<Exited> {
         self.output.lock().ok().and_then(|o| o.exited.clone())
     }
@@ -259,26 +319,31 @@ fn pump(p: Arc<Proc>, limit: usize) {
                         (Chunk::Stdout(_), false) => "stdout",
                     };
                     let mut data = c.into_parts().1;
-                    if let Ok(mut o) = p.output.lock() {
-                        while !data.is_empty() {
-                            let piece = data.split_to(data.len().min(MAX_STORED_CHUNK));
+                    while !data.is_empty() {
+                        let piece = data.split_to(data.len().min(MAX_STORED_CHUNK));
+                        p.room(piece.len(), limit).await;
+                        if let Ok(mut o) = p.output.lock() {
                             o.push(stream, piece, limit);
                         }
                     }
                     p.changed.send_modify(|n| *n += 1);
                 }
                 Some(Err(e)) => {
-                    failure = Some(e.message);
+                    failure = Some((e.code, e.message));
                     break;
                 }
                 None => break,
             }
         }
         let exited = match (failure, p.handle.wait(&Call::default()).await) {
-            (Some(msg), _) => Exited {
+            (Some((code, msg)), _) => Exited {
                 code: -1,
                 reason: msg,
-                lost: true,
+                lost: Some(if code == crate::core::error::ErrorCode::ExecFailed {
+                    Lost::NotStarted
+                } else {
+                    Lost::Gone
+                }),
             },
             (None, Ok(st)) => Exited {
                 code: st.exit_code.unwrap_or(-1),
@@ -290,12 +355,16 @@ fn pump(p: Arc<Proc>, limit: usize) {
                     (None, Some(c)) => format!("exited with status {c}"),
                     (None, None) => "the exit status is unknown".into(),
                 },
-                lost: st.exit_code.is_none(),
+                lost: st.exit_code.is_none().then_some(Lost::Gone),
             },
             (None, Err(e)) => Exited {
                 code: -1,
                 reason: e.message,
-                lost: true,
+                lost: Some(if e.code == crate::core::error::ErrorCode::ExecFailed {
+                    Lost::NotStarted
+                } else {
+                    Lost::Gone
+                }),
             },
         };
         if let Ok(mut o) = p.output.lock() {
@@ -507,6 +576,9 @@ impl Endpoint {
             changed,
             stdin_closed: Default::default(),
             input_ready: Default::default(),
+            attached: Default::default(),
+            delivered: Default::default(),
+            progress: Default::default(),
         });
         pump(p.clone(), self.retain_bytes());
         let v = p.json("fresh");
@@ -626,8 +698,8 @@ impl Endpoint {
                 });
                 match exited {
                     // the output first; the next read answers the error
-                    Some(e) if e.lost && chunks.is_empty() => return Err(e.lost_error()),
-                    Some(e) if !e.lost => v["exited"] = e.json(),
+                    Some(e) if e.lost.is_some() && chunks.is_empty() => return Err(e.lost_error()),
+                    Some(e) if e.lost.is_none() => v["exited"] = e.json(),
                     _ => {}
                 }
                 Ok(json_response(200, &v))

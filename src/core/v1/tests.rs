@@ -893,6 +893,14 @@ impl Fake {
     }
 }
 
+/// The stdout of the fake's scripted process (lines 0–9, every third on stderr).
+fn scripted_stdout() -> Vec<u8> {
+    (0..10)
+        .filter(|i| i % 3 != 2)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect()
+}
+
 fn bump(s: &mut Value) {
     let n: u64 = s["core"]["etag"]
         .as_str()
@@ -1201,9 +1209,10 @@ async fn exec_spawn_files_and_credentials_cached_per_sandbox() {
         )
         .await
         .unwrap();
+    // exec runs a durable process (the fake's scripted one: ten lines, exit 7), not the one-shot exec
     assert_eq!(
         (out.exit_code, out.stdout.as_slice()),
-        (Some(3), &b"echo hi"[..])
+        (Some(7), scripted_stdout().as_slice())
     );
     t.write_file("/work/proj/a.txt", b"hello", None, &call_ms(5000))
         .await
@@ -1907,7 +1916,7 @@ async fn a_local_socket_needs_no_token_and_mints_no_credential() {
         )
         .await
         .unwrap();
-    assert_eq!(out.stdout, b"echo local");
+    assert_eq!(out.stdout, scripted_stdout());
     t.write_file("/w/a", b"1", Some(0o600), &call_ms(5000))
         .await
         .unwrap();
@@ -1931,7 +1940,8 @@ async fn a_local_socket_needs_no_token_and_mints_no_credential() {
         n += c.unwrap().data().iter().filter(|b| **b == b'\n').count();
     }
     assert_eq!(n, 10);
-    assert_eq!(f.st.lock().unwrap().attaches, [0, 6]);
+    // the exec above attached once from 0; this process from 0, then resumed from 6
+    assert_eq!(f.st.lock().unwrap().attaches, [0, 0, 6]);
     // a 1008 on a local socket is not a credential to renew: it ends the stream
     f.st.lock()
         .unwrap()

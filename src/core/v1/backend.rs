@@ -760,8 +760,9 @@ impl V1Target {
             }
         } else if !spec.interactive && !spec.tty {
             // Nothing to read: stdin at EOF at once, as a container exec without stdin. (On a PTY `closeStdin` is
-            // a VEOF the program would read as input, so a tty keeps its stdin.)
-            proc.end().await?;
+            // a VEOF the program would read as input, so a tty keeps its stdin.) A socket that failed already
+            // reports why through the output, which says more than this frame's failure would.
+            let _ = proc.end().await;
         }
         Ok(proc)
     }

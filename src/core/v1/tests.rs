@@ -55,6 +55,8 @@ enum WsFault {
     Binary,
     /// Send a text frame of this many bytes.
     Huge(usize),
+    /// Send `n` chunks, then neither read nor write (no pong) for a minute.
+    Silent(usize),
 }
 
 #[derive(Default)]
@@ -834,6 +836,10 @@ impl Fake {
             if let Some((stream, data)) = chunk {
                 match &fault {
                     Some(WsFault::DropAfter(n)) if sent == *n => return, // dropped: no close frame
+                    Some(WsFault::Silent(n)) if sent == *n => {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return;
+                    }
                     Some(WsFault::ExpireAfter(n)) if sent == *n => {
                         self.st.lock().unwrap().creds.clear();
                         let _ = ws
@@ -1353,6 +1359,38 @@ async fn a_socket_dropped_mid_output_is_resumed_with_no_loss_and_no_duplicate() 
         [0, 3, 5],
         "resumed from the last sequence each time"
     );
+    clean(&f);
+}
+
+#[tokio::test]
+async fn a_server_that_goes_quiet_mid_stream_is_noticed_and_the_stream_resumed() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let t = b.target("dev", &call_ms(5000)).await.unwrap();
+    f.st.lock().unwrap().ws_faults.push_back(WsFault::Silent(5));
+    let began = Instant::now();
+    let p = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["gen".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    while let Some(c) = p.next().await {
+        all.extend_from_slice(c.unwrap().data());
+    }
+    assert_eq!(all.iter().filter(|c| **c == b'\n').count(), 10);
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(f.st.lock().unwrap().attaches, [0, 5]);
     clean(&f);
 }
 

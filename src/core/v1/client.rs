@@ -376,7 +376,14 @@ impl Client {
                 continue;
             }
             if (res.status == 429 || res.status == 503) && retries < MAX_RETRIES {
+                // RetryInfo, else an HTTP Retry-After in seconds, else a short backoff.
+                let after = res
+                    .headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                    .map(|s| Duration::from_secs(s.min(86_400)));
                 let delay = retry_delay(&res.body)
+                    .or(after)
                     .unwrap_or(Duration::from_millis(200 << retries))
                     .max(Duration::from_millis(10));
                 if delay < b.left() {

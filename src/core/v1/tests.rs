@@ -1545,7 +1545,7 @@ async fn fault_rows() {
     row("repeated page token", &e, ErrorCode::SandboxdProtocol);
     // 9. pages that never end: always a new token (the page cap, or the deadline)
     f.st.lock().unwrap().pages = 2;
-    let e = b.list(&call_ms(3000)).await.unwrap_err();
+    let e = b.list(&call_ms(1500)).await.unwrap_err();
     assert!(
         matches!(e.code, ErrorCode::SandboxdProtocol | ErrorCode::Timeout),
         "{e:?}"
@@ -1636,7 +1636,7 @@ async fn fault_rows() {
     });
     f.st.lock().unwrap().faults.clear();
     let e = {
-        let (sp, cl) = (spec("slow"), call_ms(5000));
+        let (sp, cl) = (spec("slow"), call_ms(1000));
         let r = b.create(&sp, &cl);
         tokio::pin!(r);
         // keep it `creating`

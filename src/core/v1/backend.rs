@@ -230,22 +230,17 @@ fn not_found(name: &str) -> Error {
     .with("sandbox", name.to_string())
 }
 
-/// A v1 displayName: 1–64 of `[a-zA-Z0-9_-]`.
+/// A sandbox name every backend accepts: the sbx hostname rule (2–63 of `[A-Za-z0-9.-]`, starting and ending with
+/// a letter or digit) within v1's displayName alphabet (`[a-zA-Z0-9_-]`): so no `.`.
 fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "a v1 sandbox name is 1-64 characters of [a-zA-Z0-9_-], not {}",
-            crate::core::validate::shown(name)
+    crate::core::sbx::validate_sandbox_name(name)?;
+    if name.contains('.') {
+        return Err(Error::invalid(format!(
+            "invalid sandbox name {name:?}: a v1 sandbox name may contain only letters, digits and '-'"
         ))
-        .with("argument", "name"))
+        .with("argument", "name"));
     }
+    Ok(())
 }
 
 /// `"2g"`, `"1024m"`, `"512"` (MiB) → MiB.
@@ -327,8 +322,25 @@ impl SandboxBackend for V1Backend {
             let b = Budget::of(opts, LIFECYCLE_TIMEOUT);
             let name = spec.name.clone().unwrap_or_default();
             check_name(&name)?;
-            match self.client.find(&name, &b).await? {
-                None => self.do_create(spec, &b).await,
+            let found = match self.client.find(&name, &b).await? {
+                Some(s) => Some(s),
+                None => match self.do_create(spec, &b).await {
+                    Ok(made) => return Ok(made),
+                    // Another caller created it between the look-up and the create: use theirs (compared below).
+                    Err(e) if e.code == ErrorCode::SandboxConflict => {
+                        let s = self.client.find(&name, &b).await?.ok_or(e)?;
+                        if s.core.status != "running" && s.core.status != "stopped" {
+                            self.client
+                                .wait_for(&s.uid, &name, &["running", "stopped"], &b)
+                                .await?;
+                        }
+                        Some(s)
+                    }
+                    Err(e) => return Err(e),
+                },
+            };
+            match found {
+                None => unreachable!("created above"),
                 Some(s) => {
                     let have = summary(&s);
                     let agent = if spec.agent.is_empty() {
@@ -356,12 +368,13 @@ impl SandboxBackend for V1Backend {
                         )
                         .with("sandbox", name));
                     }
+                    let s = self.require(&name, &b).await?;
                     if s.core.status == "stopped" {
                         self.client.lifecycle(&s, "start", &b).await?;
                         let s = self.require(&name, &b).await?;
                         return Ok(summary(&s));
                     }
-                    Ok(have)
+                    Ok(summary(&s))
                 }
             }
         })
@@ -539,7 +552,7 @@ impl SandboxBackend for V1Backend {
                 }
                 n += 1;
             }
-            Ok(format!("unpublished {n} port(s)"))
+            Ok(format!("unpublished {n} port key(s)"))
         })
     }
 
@@ -592,6 +605,7 @@ impl SandboxBackend for V1Backend {
                         not_found: ErrorCode::Unsupported,
                         conflict: ErrorCode::SandboxdProtocol,
                         subject: None,
+                        files: false,
                     },
                 ),
             };
@@ -773,6 +787,79 @@ impl V1Target {
             path,
         )
     }
+
+    /// `e`, unless the sandbox is no longer running: then `ERR_SANDBOX_STOPPED` (or `ERR_SANDBOX_NOT_FOUND`), which
+    /// says why an endpoint call failed better than the endpoint's own refusal.
+    async fn explain(&self, e: Error) -> Error {
+        if matches!(
+            e.code,
+            ErrorCode::Aborted
+                | ErrorCode::Timeout
+                | ErrorCode::InvalidArgument
+                | ErrorCode::Unauthenticated
+        ) {
+            return e;
+        }
+        let b = Budget::of(&Call::default(), Duration::from_secs(10));
+        match self
+            .client
+            .get_sandbox(&self.ep.uid, &self.ep.display, &b)
+            .await
+        {
+            Ok(Some(s)) if s.core.status != "running" => Error::new(
+                ErrorCode::SandboxStopped,
+                format!(
+                    "v1 sandbox {:?} is {} ({})",
+                    self.ep.display, s.core.status, e.message
+                ),
+            )
+            .with("sandbox", self.ep.display.clone())
+            .with("status", s.core.status),
+            Ok(None) => not_found(&self.ep.display),
+            _ => e,
+        }
+    }
+
+    /// [`ExecTarget::exec`] before [`V1Target::explain`].
+    async fn exec_inner(&self, spec: ExecSpec, cancel: CancellationToken) -> Result<ExecOutput> {
+        let began = Instant::now();
+        let one_shot = spec.stdin.is_none()
+            && spec.timeout.is_none()
+            && !spec.tty
+            && !spec.interactive
+            && spec.output.is_none();
+        if !one_shot {
+            let p = self.start_process(&spec, cancel).await?;
+            return collect(p, &spec, began).await;
+        }
+        if spec.cmd.first().is_none_or(|c| c.is_empty()) {
+            return Err(Error::invalid("exec needs a non-empty command").with("argument", "cmd"));
+        }
+        let req = ExecRequest {
+            cmd: spec.cmd.clone(),
+            env: spec.env.iter().cloned().collect(),
+            working_dir: spec.cwd.clone(),
+            user: spec.user.clone(),
+        };
+        // No deadline of its own: a one-shot exec runs as long as its command (abort returns at once).
+        let b = Budget::of(&Call::new(None, cancel), Duration::from_secs(1 << 30));
+        let r = self.client.exec(&self.ep, &req, &b).await?;
+        let cap = spec.max_output_bytes.unwrap_or(usize::MAX);
+        let truncated = r.incomplete || r.stdout.len() > cap || r.stderr.len() > cap;
+        let (mut stdout, mut stderr) = (r.stdout, r.stderr);
+        stdout.truncate(cap);
+        stderr.truncate(cap);
+        Ok(ExecOutput {
+            exit_code: Some(r.exit_code as i64),
+            signal: None,
+            stdout,
+            stderr,
+            timed_out: false,
+            aborted: false,
+            truncated,
+            duration_ms: began.elapsed().as_millis() as u64,
+        })
+    }
 }
 
 /// Collect a process's output into an [`ExecOutput`] (caps applied, the sink fed).
@@ -862,45 +949,10 @@ impl ExecTarget for V1Target {
 
     fn exec(&self, spec: ExecSpec, cancel: CancellationToken) -> BoxFuture<'_, Result<ExecOutput>> {
         Box::pin(async move {
-            let began = Instant::now();
-            let one_shot = spec.stdin.is_none()
-                && spec.timeout.is_none()
-                && !spec.tty
-                && !spec.interactive
-                && spec.output.is_none();
-            if !one_shot {
-                let p = self.start_process(&spec, cancel).await?;
-                return collect(p, &spec, began).await;
+            match self.exec_inner(spec, cancel).await {
+                Err(e) => Err(self.explain(e).await),
+                ok => ok,
             }
-            if spec.cmd.first().is_none_or(|c| c.is_empty()) {
-                return Err(
-                    Error::invalid("exec needs a non-empty command").with("argument", "cmd")
-                );
-            }
-            let req = ExecRequest {
-                cmd: spec.cmd.clone(),
-                env: spec.env.iter().cloned().collect(),
-                working_dir: spec.cwd.clone(),
-                user: spec.user.clone(),
-            };
-            // No deadline of its own: a one-shot exec runs as long as its command (abort returns at once).
-            let b = Budget::of(&Call::new(None, cancel), Duration::from_secs(1 << 30));
-            let r = self.client.exec(&self.ep, &req, &b).await?;
-            let cap = spec.max_output_bytes.unwrap_or(usize::MAX);
-            let truncated = r.incomplete || r.stdout.len() > cap || r.stderr.len() > cap;
-            let (mut stdout, mut stderr) = (r.stdout, r.stderr);
-            stdout.truncate(cap);
-            stderr.truncate(cap);
-            Ok(ExecOutput {
-                exit_code: Some(r.exit_code as i64),
-                signal: None,
-                stdout,
-                stderr,
-                timed_out: false,
-                aborted: false,
-                truncated,
-                duration_ms: began.elapsed().as_millis() as u64,
-            })
         })
     }
 
@@ -910,7 +962,12 @@ impl ExecTarget for V1Target {
         abort: CancellationToken,
     ) -> BoxFuture<'_, Result<Box<dyn ProcessHandle>>> {
         Box::pin(async move {
-            let p = self.start_process(&spec, abort).await?;
+            let mut spec = spec;
+            spec.interactive = true; // a spawned process keeps stdin open for writes, as a container's does
+            let p = match self.start_process(&spec, abort).await {
+                Ok(p) => p,
+                Err(e) => return Err(self.explain(e).await),
+            };
             Ok(Box::new(p) as Box<dyn ProcessHandle>)
         })
     }

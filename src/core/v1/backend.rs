@@ -230,22 +230,17 @@ fn not_found(name: &str) -> Error {
     .with("sandbox", name.to_string())
 }
 
-/// A v1 displayName: 1–64 of `[a-zA-Z0-9_-]`.
+/// A sandbox name every backend accepts: the sbx hostname rule (2–63 of `[A-Za-z0-9.-]`, starting and ending with
+/// a letter or digit) within v1's displayName alphabet (`[a-zA-Z0-9_-]`): so no `.`.
 fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "a v1 sandbox name is 1-64 characters of [a-zA-Z0-9_-], not {}",
-            crate::core::validate::shown(name)
+    crate::core::sbx::validate_sandbox_name(name)?;
+    if name.contains('.') {
+        return Err(Error::invalid(format!(
+            "invalid sandbox name {name:?}: a v1 sandbox name may contain only letters, digits and '-'"
         ))
-        .with("argument", "name"))
+        .with("argument", "name"));
     }
+    Ok(())
 }
 
 /// `"2g"`, `"1024m"`, `"512"` (MiB) → MiB.
@@ -619,6 +614,7 @@ impl SandboxBackend for V1Backend {
                         not_found: ErrorCode::Unsupported,
                         conflict: ErrorCode::SandboxdProtocol,
                         subject: None,
+                        files: false,
                     },
                 ),
             };
@@ -720,44 +716,6 @@ impl V1Target {
 
     /// Start a durable process for `spec`.
     async fn start_process(&self, spec: &ExecSpec, abort: CancellationToken) -> Result<V1Process> {
-        match self.start_process_once(spec, abort).await {
-            Err(e) => Err(self.stopped_or(e).await),
-            ok => ok,
-        }
-    }
-
-    /// `e` from the sandbox's endpoint, or `ERR_SANDBOX_STOPPED` when the endpoint refused because the sandbox
-    /// is not running (`failedPrecondition`/`unavailable`, then the management API says so: one extra read, on
-    /// failures only).
-    async fn stopped_or(&self, e: Error) -> Error {
-        let v1code = e.props.get("v1Code").and_then(|c| c.as_str()).unwrap_or("");
-        if !matches!(v1code, "failedPrecondition" | "unavailable") {
-            return e;
-        }
-        let b = Budget::of(&Call::default(), Duration::from_secs(10));
-        match self
-            .client
-            .get_sandbox(&self.ep.uid, &self.ep.display, &b)
-            .await
-        {
-            Ok(Some(s)) if s.core.status != "running" => Error::new(
-                ErrorCode::SandboxStopped,
-                format!(
-                    "v1 sandbox {:?} is {} (start it first)",
-                    self.ep.display, s.core.status
-                ),
-            )
-            .with("sandbox", self.ep.display.clone())
-            .with("status", s.core.status),
-            _ => e,
-        }
-    }
-
-    async fn start_process_once(
-        &self,
-        spec: &ExecSpec,
-        abort: CancellationToken,
-    ) -> Result<V1Process> {
         if spec.cmd.first().is_none_or(|c| c.is_empty()) {
             return Err(Error::invalid("exec needs a non-empty command").with("argument", "cmd"));
         }
@@ -825,8 +783,9 @@ impl V1Target {
             }
         } else if !spec.interactive && !spec.tty {
             // Nothing to read: stdin at EOF at once, as a container exec without stdin. (On a PTY `closeStdin` is
-            // a VEOF the program would read as input, so a tty keeps its stdin.)
-            proc.end().await?;
+            // a VEOF the program would read as input, so a tty keeps its stdin.) A socket that failed already
+            // reports why through the output, which says more than this frame's failure would.
+            let _ = proc.end().await;
         }
         Ok(proc)
     }
@@ -836,6 +795,47 @@ impl V1Target {
             format!("{what} {path:?} in v1 sandbox {:?}", self.ep.display),
             path,
         )
+    }
+
+    /// `e`, unless the sandbox is no longer running: then `ERR_SANDBOX_STOPPED` (or `ERR_SANDBOX_NOT_FOUND`), which
+    /// says why an endpoint call failed better than the endpoint's own refusal.
+    async fn explain(&self, e: Error) -> Error {
+        if matches!(
+            e.code,
+            ErrorCode::Aborted
+                | ErrorCode::Timeout
+                | ErrorCode::InvalidArgument
+                | ErrorCode::Unauthenticated
+        ) {
+            return e;
+        }
+        let b = Budget::of(&Call::default(), Duration::from_secs(10));
+        match self
+            .client
+            .get_sandbox(&self.ep.uid, &self.ep.display, &b)
+            .await
+        {
+            Ok(Some(s)) if s.core.status != "running" => Error::new(
+                ErrorCode::SandboxStopped,
+                format!(
+                    "v1 sandbox {:?} is {} ({})",
+                    self.ep.display, s.core.status, e.message
+                ),
+            )
+            .with("sandbox", self.ep.display.clone())
+            .with("status", s.core.status),
+            Ok(None) => not_found(&self.ep.display),
+            _ => e,
+        }
+    }
+
+    /// [`ExecTarget::exec`] before [`V1Target::explain`].
+    async fn exec_inner(&self, spec: ExecSpec, cancel: CancellationToken) -> Result<ExecOutput> {
+        let began = Instant::now();
+        // Always a durable process: the one-shot `POST /v1/processes/exec` has no stdin, no timeout and no way to
+        // stop its command, and an abort must kill the process tree (`Client::exec` is the one-shot form).
+        let p = self.start_process(&spec, cancel).await?;
+        collect(p, &spec, began).await
     }
 }
 
@@ -926,11 +926,10 @@ impl ExecTarget for V1Target {
 
     fn exec(&self, spec: ExecSpec, cancel: CancellationToken) -> BoxFuture<'_, Result<ExecOutput>> {
         Box::pin(async move {
-            let began = Instant::now();
-            // Always a durable process: the one-shot `POST /v1/processes/exec` has no stdin, no timeout and no way
-            // to stop its command, and an abort must kill the process tree (`Client::exec` is the one-shot form).
-            let p = self.start_process(&spec, cancel).await?;
-            collect(p, &spec, began).await
+            match self.exec_inner(spec, cancel).await {
+                Err(e) => Err(self.explain(e).await),
+                ok => ok,
+            }
         })
     }
 
@@ -940,12 +939,12 @@ impl ExecTarget for V1Target {
         abort: CancellationToken,
     ) -> BoxFuture<'_, Result<Box<dyn ProcessHandle>>> {
         Box::pin(async move {
-            // stdin stays open for `write`/`end`, as on every backend
-            let spec = ExecSpec {
-                interactive: true,
-                ..spec
+            let mut spec = spec;
+            spec.interactive = true; // a spawned process keeps stdin open for writes, as a container's does
+            let p = match self.start_process(&spec, abort).await {
+                Ok(p) => p,
+                Err(e) => return Err(self.explain(e).await),
             };
-            let p = self.start_process(&spec, abort).await?;
             Ok(Box::new(p) as Box<dyn ProcessHandle>)
         })
     }

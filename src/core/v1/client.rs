@@ -106,6 +106,8 @@ pub struct Ctx {
     pub not_found: ErrorCode,
     pub conflict: ErrorCode,
     pub subject: Option<(&'static str, String)>,
+    /// A file operation: `failedPrecondition` is read as not-a-file, not-a-directory or an escape by its message.
+    pub files: bool,
 }
 
 impl Ctx {
@@ -116,6 +118,7 @@ impl Ctx {
             not_found: ErrorCode::SandboxNotFound,
             conflict: ErrorCode::SandboxConflict,
             subject: Some(("sandbox", name.to_string())),
+            files: false,
         }
     }
     /// About `path` in a sandbox.
@@ -125,6 +128,7 @@ impl Ctx {
             not_found: ErrorCode::PathNotFound,
             conflict: ErrorCode::PathExists,
             subject: Some(("path", path.to_string())),
+            files: true,
         }
     }
     /// About a process.
@@ -134,6 +138,7 @@ impl Ctx {
             not_found: ErrorCode::ProcessFinished,
             conflict: ErrorCode::ExecFailed,
             subject: None,
+            files: false,
         }
     }
 }
@@ -376,7 +381,14 @@ impl Client {
                 continue;
             }
             if (res.status == 429 || res.status == 503) && retries < MAX_RETRIES {
+                // RetryInfo, else an HTTP Retry-After in seconds, else a short backoff.
+                let after = res
+                    .headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+                    .map(|s| Duration::from_secs(s.min(86_400)));
                 let delay = retry_delay(&res.body)
+                    .or(after)
                     .unwrap_or(Duration::from_millis(200 << retries))
                     .max(Duration::from_millis(10));
                 if delay < b.left() {
@@ -430,6 +442,7 @@ impl Client {
             not_found: ErrorCode::SandboxdProtocol,
             conflict: ErrorCode::SandboxConflict,
             subject: None,
+            files: false,
         };
         let mut out = Vec::new();
         let mut seen = HashSet::new();
@@ -913,6 +926,7 @@ pub fn api_error(status: u16, body: &[u8], ctx: &Ctx) -> Error {
         (_, 428) => ErrorCode::SandboxdProtocol,
         (_, 412) => ctx.conflict,
         ("notFound", _) | ("", 404) => ctx.not_found,
+        ("failedPrecondition", _) if ctx.files => file_precondition(body),
         ("alreadyExists" | "failedPrecondition" | "aborted", _) | ("", 409) => ctx.conflict,
         (c, s) => code_for(c, s),
     };
@@ -953,6 +967,21 @@ pub fn api_error(status: u16, body: &[u8], ctx: &Ctx) -> Error {
         None => e = e.with("body", super::super::error::excerpt(body)),
     }
     e
+}
+
+/// A file operation's `failedPrecondition`, by what its message and details say.
+fn file_precondition(body: &[u8]) -> ErrorCode {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    if text.contains("escape") || text.contains("symlink") {
+        ErrorCode::PathEscapes
+    } else if text.contains("not a directory") {
+        ErrorCode::NotADirectory
+    } else if text.contains("directory") || text.contains("regular") || text.contains("not a file")
+    {
+        ErrorCode::NotAFile
+    } else {
+        ErrorCode::PathExists
+    }
 }
 
 /// The `RetryInfo.retryDelay` of an error body (`"1.5s"`).

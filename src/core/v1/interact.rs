@@ -7,7 +7,7 @@
 //! is dropped, so output is neither lost nor repeated. Stdin is never replayed: a write whose frame could not be
 //! sent fails. At most [`MAX_RECONNECTS`] re-attachments in a row without new output; then the process reports
 //! `ERR_STREAM_INTERRUPTED`. Close codes 1002/1003/1007/1009, binary frames and frames above [`MAX_FRAME`] are
-//! protocol errors (no retry).
+//! protocol errors (no retry). A quiet socket is pinged; one where nothing arrives for [`IDLE_LIMIT`] is re-attached.
 
 use super::super::call::Call;
 use super::super::error::{Error, ErrorCode, Result};
@@ -33,6 +33,18 @@ use tokio_util::sync::CancellationToken;
 pub const MAX_FRAME: usize = 4 * 1024 * 1024;
 /// Re-attachments in a row without new output before the process is given up as interrupted.
 pub const MAX_RECONNECTS: u32 = 3;
+/// A socket is pinged when quiet this long, and given up (re-attached) when nothing at all, not even a pong or a
+/// heartbeat, came for [`IDLE_LIMIT`]: a server that stops answering is noticed in bounded time.
+const IDLE_PING: Duration = if cfg!(test) {
+    Duration::from_millis(200)
+} else {
+    Duration::from_secs(20)
+};
+const IDLE_LIMIT: Duration = if cfg!(test) {
+    Duration::from_millis(700)
+} else {
+    Duration::from_secs(60)
+};
 /// How long opening (and attaching) one socket may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// The most stdin bytes in one frame.
@@ -80,6 +92,8 @@ struct Reader {
     tx: mpsc::Sender<Result<Chunk>>,
     cmd: mpsc::Receiver<Cmd>,
     exit: watch::Sender<Option<Result<ExitStatus>>>,
+    /// The handle was dropped (its command channel is closed).
+    handle_gone: bool,
 }
 
 /// How a socket ended.
@@ -150,6 +164,7 @@ impl V1Process {
             tx,
             cmd: cmd_rx,
             exit: exit_tx,
+            handle_gone: false,
         };
         // The first socket is opened here so a refused attach is the spawn's error.
         let ws = reader.open(0, false).await?;
@@ -508,9 +523,13 @@ impl Reader {
         ended_by: &mut Option<&'static str>,
     ) -> End {
         let mut last_error: Option<Value> = None;
+        let mut last_rx = Instant::now();
+        let mut idle = tokio::time::interval(IDLE_PING);
+        idle.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        idle.tick().await;
         loop {
             tokio::select! {
-                msg = ws.next() => match msg {
+                msg = ws.next() => match stamped(&mut last_rx, msg) {
                     Some(Ok(Message::Text(t))) => {
                         let v: Value = match serde_json::from_str(t.as_str()) {
                             Ok(v) => v,
@@ -573,17 +592,21 @@ impl Reader {
                     Some(Err(e)) => return End::Retry(false, format!("the socket broke: {e}"), None),
                     None => return End::Retry(false, "the socket ended".into(), None),
                 },
-                cmd = self.cmd.recv() => match cmd {
+                cmd = self.cmd.recv(), if !self.handle_gone => match cmd {
                     Some(Cmd::Frame(v, ack)) => {
                         let r = ws.send(Message::text(v.to_string())).await.map_err(|e| interrupted(&format!("the frame could not be sent ({e}); stdin is not replayed"), None));
-                        let failed = r.is_err();
+                        // A failed send leaves the read side to drain what already arrived; its end re-attaches.
                         let _ = ack.send(r);
-                        if failed {
-                            return End::Retry(false, "sending a frame failed".into(), None);
-                        }
                     }
-                    None => {} // the handle is gone; keep reading to the exit
+                    // The handle is gone: keep reading to the exit (and stop polling the closed channel).
+                    None => self.handle_gone = true,
                 },
+                _ = idle.tick() => {
+                    if last_rx.elapsed() >= IDLE_LIMIT {
+                        return End::Retry(false, format!("nothing came for {} ms", IDLE_LIMIT.as_millis()), None);
+                    }
+                    let _ = ws.send(Message::Ping(Default::default())).await;
+                }
                 _ = deadline.as_mut(), if ended_by.is_none() => {
                     *ended_by = Some("timeout");
                     self.kill_in_background();
@@ -602,6 +625,12 @@ impl Reader {
             let _ = signal_process(&c, &ep, &id, "kill").await;
         });
     }
+}
+
+/// `v`, with `at` set to now (when something arrived).
+fn stamped<T>(at: &mut Instant, v: T) -> T {
+    *at = Instant::now();
+    v
 }
 
 /// An int64 that may arrive as a string or a number.

@@ -177,6 +177,56 @@ async fn the_v1_backend_over_local_sandboxd() {
     let st = p.wait(&call(10)).await.unwrap();
     assert_ne!(st.exit_code, Some(0), "{st:?}");
 
+    // a detached server outlives its launcher
+    t.start_detached(cmd(&["sleep", "37"]), &call(10))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out = t
+        .exec(
+            cmd(&["sh", "-c", "ps | grep -v grep | grep -c 'sleep 37'"]),
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "{out:?}");
+    let e = t
+        .start_detached(cmd(&["no-such-program"]), &call(10))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ExecFailed, "{e:?}");
+
+    // the agent tunnel's relay: an HTTP request to a server in the sandbox through a spawned nc
+    t.write_file("/work/proj/index.html", b"tunnelled", None, &call(10))
+        .await
+        .unwrap();
+    t.start_detached(
+        cmd(&["httpd", "-f", "-p", "127.0.0.1:8099", "-h", "/work/proj"]),
+        &call(10),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let relay = crate::core::tunnel::probe_relay(t.as_ref()).await.unwrap();
+    let mut tun = crate::core::tunnel::Tunnel::open(t.as_ref(), relay, 8099)
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tun.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tun.read_to_end(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    let got = String::from_utf8_lossy(&got);
+    assert!(
+        got.starts_with("HTTP/1.") && got.ends_with("tunnelled"),
+        "{got}"
+    );
+    drop(tun);
+
     // policy read-back and log, ports
     let rules = b.policy_rules(&call(10)).await.unwrap();
     assert!(

@@ -90,6 +90,12 @@ describe('process exit', () => {
     expect(r.exitAfterMs).toBeLessThan(2000)
   })
 
+  it('exits promptly after v1 sandboxes, their interact sockets and LocalSandboxd are closed or abandoned', async () => {
+    const r = await runChild('v1', 90_000)
+    expect(r.code).toBe(0)
+    expect(r.exitAfterMs).toBeLessThan(2000)
+  })
+
   it('exits promptly after agent sessions are closed or their turn iterators abandoned', async () => {
     const r = await runChild('sessions', 60_000)
     expect(r.code).toBe(0)

@@ -754,3 +754,24 @@ describe.each(BACKENDS)('an agent from an image without sandbox-agent on the %s 
     expect(e.message).toContain('/nonexistent/sandbox-agent')
   })
 })
+
+describe('network policy read-back on the v1 backend', () => {
+  it("rules set through sbx read back through v1; the sandbox's blocked request is in its v1 log", async () => {
+    const sbx = await Sandboxes.connect({ socketPath: local.socketPath, backend: 'sbx' })
+    const v1 = await Sandboxes.connect({ socketPath: local.socketPath, backend: 'v1' })
+    await using box = await v1.create({ name: 'pol-v1', agent: 'shell', workspace: ws.dir, template: IMAGE })
+    await sbx.policy.deny('blocked.v1.test', { sandbox: 'pol-v1' })
+    const rules = await box.policy.rules()
+    expect(rules).toContainEqual(expect.objectContaining({ action: 'deny', destination: 'blocked.v1.test', sandbox: 'pol-v1' }))
+    // the proxy refuses it (403 from the proxy: nothing leaves the machine) and the v1 log says so
+    const got = await box.sh('wget -q -O- http://blocked.v1.test/ 2>&1; echo rc=$?', { timeoutMs: 15_000 })
+    expect(got.text()).not.toContain('rc=0')
+    const log = await box.policy.log()
+    const row = log.find((e) => e.host.startsWith('blocked.v1.test'))
+    expect(row, JSON.stringify(log)).toMatchObject({ allowed: false, sandbox: 'pol-v1' })
+    expect(row!.count).toBeGreaterThanOrEqual(1)
+    // v1 has no policy writes: a typed error, the rules unchanged
+    expect((await rejection(box.policy.allow('x.v1.test'))).code).toBe('ERR_UNSUPPORTED')
+    expect(await box.policy.rules()).toEqual(rules)
+  }, 120_000)
+})

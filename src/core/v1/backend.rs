@@ -619,7 +619,26 @@ impl SandboxBackend for V1Backend {
                 ),
             };
             let entries = self.client.list_all(&path, "entries", &b, &ctx).await?;
-            Ok(entries.iter().map(policy_log_entry).collect())
+            let mut out: Vec<PolicyLogEntry> = entries.iter().map(policy_log_entry).collect();
+            // rows name the sandbox by resource (`sandboxes/<uid>`): the SDK's name is the displayName
+            let names: std::collections::HashMap<String, String> = match sandbox {
+                Some(_) => Default::default(),
+                None => self
+                    .client
+                    .list_sandboxes(None, &b)
+                    .await?
+                    .into_iter()
+                    .filter_map(|s| Some((s.name.clone(), s.display_name.clone()?)))
+                    .collect(),
+            };
+            for e in &mut out {
+                e.sandbox = match (sandbox, e.sandbox.take()) {
+                    (Some(name), _) => Some(name.to_string()),
+                    (None, Some(res)) => Some(names.get(&res).cloned().unwrap_or(res)),
+                    (None, None) => None,
+                };
+            }
+            Ok(out)
         })
     }
 }

@@ -1,5 +1,6 @@
 // The files API (`sandbox.files`), written once in the Rust core over every exec target, run against a sandbox on
-// the sbx backend and one on the desktop backend (whose sandbox is a container), both served by one LocalSandboxd
+// the sbx backend, one on the desktop backend (whose sandbox is a container) and one on the v1 backend (the files
+// endpoint: content, directories, multipart upload), all served by one LocalSandboxd
 // with the busybox template. A table of path cases (spaces, unicode, leading dashes, `..`, symbolic links in and
 // out, missing parents, a directory read as a file, a file listed as a directory) each asserts a result or a
 // typed error; then list/stat/exists/mkdir/remove/rename, many files in one write, and 0-byte and 64 MiB files.
@@ -93,7 +94,7 @@ const CASES: Case[] = [
   ['a 0-byte file', async (f) => { await f.write(`${B}/zero`, new Uint8Array(0)); return [(await f.read(`${B}/zero`)).length, (await f.stat(`${B}/zero`)).size] }, { value: [0, 0] }],
 ]
 
-describe.each<BackendKind>(['sbx', 'desktop'])('files on the %s backend', (backend) => {
+describe.each<BackendKind>(['sbx', 'desktop', 'v1'])('files on the %s backend', (backend) => {
   let box: Sandbox
   let files: Files
 

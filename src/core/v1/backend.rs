@@ -1047,7 +1047,17 @@ impl ExecTarget for V1Target {
         Box::pin(async move {
             crate::core::container::validate_container_path(dir)?;
             let b = Budget::of(call, DEFAULT_TIMEOUT);
-            let (dirs, files) = untar(dir, &tar)?;
+            let (mut dirs, files) = untar(dir, &tar)?;
+            // an archive extracts into the parents its paths name (as the engine's archive API does); an upload
+            // needs them made first
+            let top = dir.trim_end_matches('/');
+            for f in &files {
+                if let Some((parent, _)) = f.path.rsplit_once('/') {
+                    if parent.len() > top.len() && !dirs.iter().any(|d| d == parent) {
+                        dirs.push(parent.to_string());
+                    }
+                }
+            }
             for d in &dirs {
                 self.mkdir(d, &b).await?;
             }

@@ -1174,7 +1174,7 @@ fn humantime_now() -> String {
 }
 
 /// `YYYY-MM-DDThh:mm:ssZ` for Unix seconds.
-pub(super) fn rfc3339(secs: i64) -> String {
+pub(crate) fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil-from-days (Howard Hinnant's algorithm).

@@ -200,6 +200,16 @@ impl V1Backend {
             .await?;
         Ok(v["published"].as_array().cloned().unwrap_or_default())
     }
+
+    /// The sandbox's published ports as bindings.
+    async fn published(&self, s: &Sandbox, name: &str, b: &Budget) -> Result<Vec<PortBinding>> {
+        Ok(self
+            .list_ports(s, name, b)
+            .await?
+            .iter()
+            .map(port_binding)
+            .collect())
+    }
 }
 
 /// A v1 `Port` as a binding: the host and port parsed from its `url` (`http://127.0.0.1:49152`, `tcp://h:p`).
@@ -461,12 +471,7 @@ impl SandboxBackend for V1Backend {
         Box::pin(async move {
             let b = Budget::of(opts, DEFAULT_TIMEOUT);
             let s = self.require(name, &b).await?;
-            Ok(self
-                .list_ports(&s, name, &b)
-                .await?
-                .iter()
-                .map(port_binding)
-                .collect())
+            self.published(&s, name, &b).await
         })
     }
 
@@ -508,12 +513,7 @@ impl SandboxBackend for V1Backend {
                     .await?;
                 self.client.json::<Value>(&res, &[200, 201], &ctx)?;
             }
-            Ok(self
-                .list_ports(&s, name, &b)
-                .await?
-                .iter()
-                .map(port_binding)
-                .collect())
+            self.published(&s, name, &b).await
         })
     }
 

@@ -16,6 +16,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
 source scripts/lib.sh
 
+# Free space on the disk that holds target/ (CI's disk is shared: a full one fails builds, so say what it was).
+disk_free() { df -h --output=avail . 2>/dev/null | tail -n1 | tr -d ' ' || echo '?'; }
+DISK0=$(disk_free)
+
 T0=$SECONDS
 STEP=""
 STEP_T0=$SECONDS
@@ -65,7 +69,8 @@ finish() {
     stop_private_dockerd
     step_done
   fi
-  printf '\n==> summary (%ds total)\n' $((SECONDS - T0))
+  printf '\n==> summary (%ds total; disk free: %s at the start, %s at the end)\n' $((SECONDS - T0)) \
+    "$DISK0" "$(disk_free)"
   local entry name result took
   for entry in "${STEP_LOG[@]}"; do
     IFS='|' read -r name result took <<<"$entry"
@@ -157,6 +162,6 @@ run_test_step "cargo test --no-default-features (engine tests included)" cargo t
 run_test_step "tsc --noEmit -p __test__" npx tsc --noEmit -p __test__
 run_test_step "tsc -p examples (example + ESM/CJS consumers)" npx tsc -p examples
 run_test_step "vitest" npx vitest run --reporter=default --reporter=json --outputFile=.tmp/vitest.json
-run_test_step "cross-compile targets" bash scripts/targets.sh
+run_test_step "cross-compile targets" bash scripts/targets.sh --prune
 
 # finish (EXIT trap) stops the engine, prints the summary and sets the exit code

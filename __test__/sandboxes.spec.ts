@@ -282,6 +282,47 @@ describe.each(BACKENDS)('a sandbox on the %s backend', (backend) => {
     expect((await box.exec(['echo', 'still'])).text()).toBe('still\n')
   })
 
+  it('snapshots: v1 captures the files and restores them as a new sandbox; other backends say ERR_UNSUPPORTED', async () => {
+    if (backend !== 'v1') {
+      expect((await rejection(box.snapshot())).code).toBe('ERR_UNSUPPORTED')
+      expect((await rejection(sandboxes.snapshots())).code).toBe('ERR_UNSUPPORTED')
+      expect((await rejection(sandboxes.restore('any', { name: `rs-${backend}` }))).code).toBe('ERR_UNSUPPORTED')
+      return
+    }
+    const file = join(ws.dir, 'snapshot-note.txt')
+    await box.writeFile(file, 'kept by the snapshot')
+    const snap = await box.snapshot({ name: 'before-change', description: 'a test snapshot' })
+    expect(snap).toMatchObject({ name: 'before-change', status: 'ready', captureMode: 'disk', sandboxId: box.info.id })
+    expect(snap.createdAt).toMatch(/^\d{4}-\d\d-\d\dT/)
+    await box.writeFile(file, 'changed after it')
+    expect((await sandboxes.snapshots()).map((s) => s.id)).toContain(snap.id)
+    {
+      await using copy = await sandboxes.restore(snap, { name: 'restored-v1' })
+      expect(copy).toMatchObject({ name: 'restored-v1', owned: true })
+      expect(copy.info).toMatchObject({ status: 'running', workspace: ws.dir })
+      expect((await copy.readFile(file)).toString()).toBe('kept by the snapshot')
+      expect((await box.readFile(file)).toString()).toBe('changed after it')
+      const dup = await rejection(sandboxes.restore(snap.id, { name: 'restored-v1' }))
+      expect(dup.code).toBe('ERR_SANDBOX_CONFLICT')
+    }
+    expect(await sandboxes.get('restored-v1')).toBeNull()
+    // bad input: typed, nothing made
+    const missing = await rejection(sandboxes.restore('no-such-snapshot', { name: 'restored-never' }))
+    expect(missing).toMatchObject({ code: 'ERR_SNAPSHOT_NOT_FOUND', snapshot: 'no-such-snapshot' })
+    expect((await rejection(sandboxes.restore(snap, {} as never))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(sandboxes.restore(snap, { name: 'bad name' }))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(sandboxes.restore({} as never, { name: 'restored-never' }))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(box.snapshot({ captureMode: 'memory' as never }))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(box.snapshot({ name: 'a/b' }))).code).toBe('ERR_INVALID_ARGUMENT')
+    // LocalSandboxd cannot capture memory: the service's `unimplemented`
+    expect((await rejection(box.snapshot({ captureMode: 'all' }))).code).toBe('ERR_UNSUPPORTED')
+    expect(await sandboxes.get('restored-never')).toBeNull()
+    await sandboxes.removeSnapshot(snap)
+    expect((await sandboxes.snapshots()).map((s) => s.id)).not.toContain(snap.id)
+    expect((await rejection(sandboxes.removeSnapshot(snap.id))).code).toBe('ERR_SNAPSHOT_NOT_FOUND')
+    await sandboxes.removeSnapshot(snap.id, { force: true })
+  }, 180_000)
+
   it('await using removes a sandbox this handle created, and leaves one it only found', async () => {
     {
       await using tmp = await sandboxes.create({ name: `tmp-${backend}`, agent: 'shell', workspace: ws.dir, template: IMAGE })

@@ -419,8 +419,8 @@ export declare class PolicyLogFollow {
 export declare class Sandbox {
   /** The sandbox name. */
   get name(): string
-  /** Which backend it lives on: `'sbx'` or `'desktop'`. */
-  get backend(): 'sbx' | 'desktop'
+  /** Which backend it lives on: `'sbx'`, `'desktop'` or `'v1'`. */
+  get backend(): 'sbx' | 'desktop' | 'v1'
   /** What the backend said when this handle was made (`refresh()` asks again). */
   get info(): SandboxInfo
   /** Whether `await using` removes it (true for handles from `create()`). */
@@ -464,6 +464,11 @@ export declare class Sandbox {
   unpublish(ports: Array<PortRequest>, options?: CallOptions | undefined | null): Promise<string>
   /** Save the sandbox as a template image `tag` (sbx; LocalSandboxd answers 501: `ERR_SBX_UNSUPPORTED`). */
   saveTemplate(tag: string, options?: SaveOptions | undefined | null): Promise<string>
+  /**
+   * Snapshot it (v1: it must be running); resolves once the snapshot is ready. Restore it with
+   * `Sandboxes.restore()`.
+   */
+  snapshot(options?: SnapshotOptions | undefined | null): Promise<SnapshotInfo>
   /** Start it if it is stopped. */
   start(options?: CallOptions | undefined | null): Promise<void>
   /** Stop it (its files stay; `start()` resumes it). */
@@ -544,8 +549,8 @@ export declare class Sandboxes {
    * `api_version` range with `ERR_SBX_VERSION_UNSUPPORTED`.
    */
   static connect(options?: SandboxesOptions | undefined | null): Promise<Sandboxes>
-  /** Which backend answered: `'sbx'` or `'desktop'`. */
-  get backend(): 'sbx' | 'desktop'
+  /** Which backend answered: `'sbx'`, `'desktop'` or `'v1'`. */
+  get backend(): 'sbx' | 'desktop' | 'v1'
   /** The daemon's socket. */
   get socketPath(): string
   /** Every sandbox. */
@@ -567,6 +572,12 @@ export declare class Sandboxes {
   get policy(): NetworkPolicy
   /** Remove a sandbox by name. */
   remove(name: string, options?: RemoveSandboxOptions | undefined | null): Promise<void>
+  /** Every snapshot (v1; other backends reject with `ERR_UNSUPPORTED`). */
+  snapshots(options?: CallOptions | undefined | null): Promise<Array<SnapshotInfo>>
+  /** A new sandbox `name` from the snapshot `id`, once it runs. The handle owns it, as from `create()`. */
+  restore(id: string, options: RestoreOptions): Promise<Sandbox>
+  /** Delete the snapshot `id` (`force`: one already gone is success). */
+  removeSnapshot(id: string, options?: RemoveSnapshotOptions | undefined | null): Promise<void>
 }
 
 /** The events of one turn: `for await (const ev of session.prompt('…'))`. */
@@ -1252,6 +1263,14 @@ export interface RemoveSandboxOptions {
   timeoutMs?: number
 }
 
+/** Options for `removeSnapshot()`. */
+export interface RemoveSnapshotOptions {
+  /** Succeed when the snapshot is already gone instead of rejecting with `ERR_SNAPSHOT_NOT_FOUND`. */
+  force?: boolean
+  signal?: AbortSignal
+  timeoutMs?: number
+}
+
 /** Options for `remove()`. */
 export interface RemoveVmOptions {
   /** Succeed when the VM is already gone instead of rejecting with `ERR_VM_NOT_FOUND`. */
@@ -1267,6 +1286,15 @@ export interface RenameOptions {
   /** Replace a file or link at the destination (a directory there is still `ERR_PATH_EXISTS`). */
   overwrite?: boolean
   signal?: AbortSignal
+  timeoutMs?: number
+}
+
+/** Options for `restore()`. */
+export interface RestoreOptions {
+  /** The new sandbox's name (rules as for `create()`). */
+  name: string
+  signal?: AbortSignal
+  /** Deadline in milliseconds (default 5 min). */
   timeoutMs?: number
 }
 
@@ -1437,6 +1465,36 @@ export interface SessionStart {
   serverStarted: boolean
   /** The server listed the agent as not installed and this call installed it. */
   agentInstalled: boolean
+}
+
+/** A saved state of a sandbox that restores as a new sandbox (backends with snapshots: v1). */
+export interface SnapshotInfo {
+  /** The backend's id: what `restore()` and `removeSnapshot()` take. */
+  id: string
+  /** The name given to `snapshot()`. */
+  name: string
+  description: string
+  /** The id of the sandbox it was taken from. */
+  sandboxId: string
+  /** The backend's status word, unchanged (`ready` once `snapshot()` resolves). */
+  status: 'creating' | 'ready' | 'failed' | 'deleted' | (string & {})
+  /** `'disk'` (files only) or `'all'` (memory too). */
+  captureMode: 'disk' | 'all' | (string & {})
+  sizeBytes?: number
+  /** RFC 3339. */
+  createdAt: string
+}
+
+/** Options for `snapshot()`. */
+export interface SnapshotOptions {
+  /** Its name (not empty, no `/`). Default: the sandbox name and the time in milliseconds. */
+  name?: string
+  description?: string
+  /** `'disk'` (the default: files only) or `'all'` (memory too, where the backend can). */
+  captureMode?: 'disk' | 'all'
+  signal?: AbortSignal
+  /** Deadline in milliseconds (default 5 min). */
+  timeoutMs?: number
 }
 
 /** Options for `startSession()`. */

@@ -81,6 +81,8 @@ export const ErrorCodes = {
   SANDBOX_CONFLICT: 'ERR_SANDBOX_CONFLICT',
   /** The sandbox exists but is stopped (`sandbox`). */
   SANDBOX_STOPPED: 'ERR_SANDBOX_STOPPED',
+  /** No snapshot with that id (`snapshot`). */
+  SNAPSHOT_NOT_FOUND: 'ERR_SNAPSHOT_NOT_FOUND',
   /** The backend in use cannot do that (`backend`); another backend can. */
   UNSUPPORTED: 'ERR_UNSUPPORTED',
   /** The v1 service refused the credentials: missing, expired or wrong token, or a refused PAT exchange (`v1Code`). */

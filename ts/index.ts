@@ -52,8 +52,12 @@ export {
   type PortRequest,
   type PublishedPort,
   type RemoveSandboxOptions,
+  type RemoveSnapshotOptions,
+  type RestoreOptions,
   type SandboxInfo,
   type SandboxesOptions,
+  type SnapshotInfo,
+  type SnapshotOptions,
 } from './sandboxes'
 export {
   ArchiveStream,

@@ -95,6 +95,33 @@ export type PublishedPort = native.PublishedPort
 /** A port to publish, or the key of published ports to remove (unset fields match any). */
 export type PortRequest = native.PortRequest
 
+/**
+ * A saved state of a sandbox, restorable as a new sandbox with `Sandboxes.restore()` (the v1 backend; the others
+ * reject snapshot calls with `ERR_UNSUPPORTED`).
+ */
+export type SnapshotInfo = native.SnapshotInfo
+
+/** Options for `sandbox.snapshot()`. */
+export interface SnapshotOptions extends CallOptions {
+  /** Its name (not empty, no `/`). Default: the sandbox name and the time in milliseconds. */
+  name?: string
+  description?: string
+  /** `'disk'` (the default: files only) or `'all'` (memory too, where the backend can capture it). */
+  captureMode?: 'disk' | 'all'
+}
+
+/** Options for `Sandboxes.restore()`. */
+export interface RestoreOptions extends CallOptions {
+  /** The new sandbox's name (the rules of `create()`'s `name`). */
+  name: string
+}
+
+/** Options for `Sandboxes.removeSnapshot()`. */
+export interface RemoveSnapshotOptions extends CallOptions {
+  /** Succeed when the snapshot is already gone instead of rejecting with `ERR_SNAPSHOT_NOT_FOUND`. */
+  force?: boolean
+}
+
 /** Options for removing a sandbox. */
 export interface RemoveSandboxOptions extends CallOptions {
   /** Succeed when the sandbox is already gone instead of rejecting with `ERR_SANDBOX_NOT_FOUND`. */
@@ -128,6 +155,15 @@ const CREATE: check.Shape = {
   labels: 'record',
 }
 const REMOVE: check.Shape = { ...check.CALL, force: 'boolean' }
+const SNAPSHOT: check.Shape = { ...check.CALL, name: 'string', description: 'string', captureMode: 'string' }
+const RESTORE: check.Shape = { ...check.CALL, name: 'string' }
+
+/** A snapshot id, or the snapshot itself (its `id`). */
+function snapshotId(snapshot: string | Pick<SnapshotInfo, 'id'>): string {
+  const id = typeof snapshot === 'object' && snapshot !== null ? snapshot.id : snapshot
+  check.arg('snapshot', id, 'string')
+  return id
+}
 const PORT: check.Shape = { sandboxPort: 'number', hostPort: 'number', hostIp: 'string', protocol: 'string' }
 
 /** `publish(p)` / `publish([p, q])`: one request or several, each checked. */
@@ -223,6 +259,36 @@ export class Sandboxes {
       check.arg('name', name, 'string')
       check.opts('options', options, REMOVE)
       return this.#inner.remove(name, options)
+    })
+  }
+
+  /** Every snapshot (v1; other backends reject with `ERR_UNSUPPORTED`). */
+  snapshots(options?: CallOptions): Promise<SnapshotInfo[]> {
+    return call(options?.signal, () => {
+      check.opts('options', options, check.CALL)
+      return this.#inner.snapshots(options)
+    })
+  }
+
+  /**
+   * A new sandbox `name` from a snapshot (its id, or what `snapshot()` resolved with), resolving once it runs. The
+   * handle owns it, as one from `create()` does. An unknown id rejects with `ERR_SNAPSHOT_NOT_FOUND`; a sandbox of
+   * that name existing already with `ERR_SANDBOX_CONFLICT`.
+   */
+  restore(snapshot: string | Pick<SnapshotInfo, 'id'>, options: RestoreOptions): Promise<Sandbox> {
+    return call(options?.signal, async () => {
+      const id = snapshotId(snapshot)
+      check.opts('options', options, RESTORE, ['name'])
+      return Sandbox.wrap(await this.#inner.restore(id, options))
+    })
+  }
+
+  /** Delete a snapshot (`force`: one already gone is success). Sandboxes restored from it are not affected. */
+  removeSnapshot(snapshot: string | Pick<SnapshotInfo, 'id'>, options?: RemoveSnapshotOptions): Promise<void> {
+    return call(options?.signal, () => {
+      const id = snapshotId(snapshot)
+      check.opts('options', options, REMOVE)
+      return this.#inner.removeSnapshot(id, options)
     })
   }
 
@@ -368,6 +434,18 @@ export class Sandbox {
       check.arg('tag', tag, 'string')
       check.opts('options', options, check.CALL)
       return this.#inner.saveTemplate(tag, options)
+    })
+  }
+
+  /**
+   * Snapshot it (v1: it must be running; other backends reject with `ERR_UNSUPPORTED`), resolving once the
+   * snapshot is ready. `Sandboxes.restore(snapshot, { name })` makes a new sandbox from it; the snapshot stays until
+   * `removeSnapshot()`.
+   */
+  snapshot(options?: SnapshotOptions): Promise<SnapshotInfo> {
+    return call(options?.signal, () => {
+      check.opts('options', options, SNAPSHOT)
+      return this.#inner.snapshot(options)
     })
   }
 

@@ -8,7 +8,9 @@ use super::container::{
 use super::exec::ExecProcess;
 use super::forward::{forward_on, port_arg, Forward, ForwardOptions};
 use super::policy::{secrets_of, set_secrets_on, NetworkPolicy, SecretInput, SecretPlaceholder};
-use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary};
+use crate::core::backend::{
+    ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary, SnapshotSpec, SnapshotSummary,
+};
 use crate::core::netpolicy;
 use crate::core::sandboxes::{self, Choice, ConnectOptions};
 use crate::core::sbx::VersionMode;
@@ -197,11 +199,83 @@ pub struct SaveOptions<'a> {
     pub timeout_ms: Option<f64>,
 }
 
+/// A saved state of a sandbox that restores as a new sandbox (backends with snapshots: v1).
+#[napi(object)]
+pub struct SnapshotInfo {
+    /// The backend's id: what `restore()` and `removeSnapshot()` take.
+    pub id: String,
+    /// The name given to `snapshot()`.
+    pub name: String,
+    pub description: String,
+    /// The id of the sandbox it was taken from.
+    pub sandbox_id: String,
+    /// The backend's status word, unchanged (`ready` once `snapshot()` resolves).
+    #[napi(ts_type = "'creating' | 'ready' | 'failed' | 'deleted' | (string & {})")]
+    pub status: String,
+    /// `'disk'` (files only) or `'all'` (memory too).
+    #[napi(ts_type = "'disk' | 'all' | (string & {})")]
+    pub capture_mode: String,
+    pub size_bytes: Option<f64>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl From<SnapshotSummary> for SnapshotInfo {
+    fn from(s: SnapshotSummary) -> Self {
+        SnapshotInfo {
+            id: s.id,
+            name: s.name,
+            description: s.description,
+            sandbox_id: s.sandbox_id,
+            status: s.status,
+            capture_mode: s.capture_mode,
+            size_bytes: s.size_bytes.map(|n| n as f64),
+            created_at: s.created_at,
+        }
+    }
+}
+
+/// Options for `snapshot()`.
+#[napi(object, object_to_js = false)]
+pub struct SnapshotOptions<'a> {
+    /// Its name (not empty, no `/`). Default: the sandbox name and the time in milliseconds.
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `'disk'` (the default: files only) or `'all'` (memory too, where the backend can).
+    #[napi(ts_type = "'disk' | 'all'")]
+    pub capture_mode: Option<String>,
+    pub signal: Option<AbortSignal<'a>>,
+    /// Deadline in milliseconds (default 5 min).
+    pub timeout_ms: Option<f64>,
+}
+
+/// Options for `restore()`.
+#[napi(object, object_to_js = false)]
+pub struct RestoreOptions<'a> {
+    /// The new sandbox's name (rules as for `create()`).
+    pub name: String,
+    pub signal: Option<AbortSignal<'a>>,
+    /// Deadline in milliseconds (default 5 min).
+    pub timeout_ms: Option<f64>,
+}
+
+/// Options for `removeSnapshot()`.
+#[napi(object, object_to_js = false)]
+pub struct RemoveSnapshotOptions<'a> {
+    /// Succeed when the snapshot is already gone instead of rejecting with `ERR_SNAPSHOT_NOT_FOUND`.
+    pub force: Option<bool>,
+    pub signal: Option<AbortSignal<'a>>,
+    pub timeout_ms: Option<f64>,
+}
+
 has_call!(
     SandboxesOptions,
     CreateSandboxOptions,
     RemoveSandboxOptions,
-    SaveOptions
+    SaveOptions,
+    SnapshotOptions,
+    RestoreOptions,
+    RemoveSnapshotOptions
 );
 
 fn connect_options(o: Option<&SandboxesOptions>) -> CoreResult<ConnectOptions> {
@@ -302,8 +376,8 @@ impl Sandboxes {
         })
     }
 
-    /// Which backend answered: `'sbx'` or `'desktop'`.
-    #[napi(catch_unwind, getter, ts_return_type = "'sbx' | 'desktop'")]
+    /// Which backend answered: `'sbx'`, `'desktop'` or `'v1'`.
+    #[napi(catch_unwind, getter, ts_return_type = "'sbx' | 'desktop' | 'v1'")]
     pub fn backend(&self) -> String {
         self.backend.kind().to_string()
     }
@@ -390,6 +464,54 @@ impl Sandboxes {
             b.remove(&name, force, &call).await
         })
     }
+
+    /// Every snapshot (v1; other backends reject with `ERR_UNSUPPORTED`).
+    #[napi(catch_unwind)]
+    pub fn snapshots(
+        &self,
+        env: Env,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<Vec<SnapshotInfo>>> {
+        let b = self.backend.clone();
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(b.snapshots(&call)
+                .await?
+                .into_iter()
+                .map(Into::into)
+                .collect())
+        })
+    }
+
+    /// A new sandbox `name` from the snapshot `id`, once it runs. The handle owns it, as from `create()`.
+    #[napi(catch_unwind)]
+    pub fn restore(
+        &self,
+        env: Env,
+        id: String,
+        options: RestoreOptions,
+    ) -> Result<Promise<Sandbox>> {
+        let b = self.backend.clone();
+        let name = options.name.clone();
+        run(&env, Some(&options), move |call| async move {
+            let s = b.restore(&id, &name, &call).await?;
+            open(b, s, true, &call).await
+        })
+    }
+
+    /// Delete the snapshot `id` (`force`: one already gone is success).
+    #[napi(catch_unwind, ts_return_type = "Promise<void>")]
+    pub fn remove_snapshot(
+        &self,
+        env: Env,
+        id: String,
+        options: Option<RemoveSnapshotOptions>,
+    ) -> Result<Promise<()>> {
+        let b = self.backend.clone();
+        let force = options.as_ref().and_then(|o| o.force).unwrap_or(false);
+        run(&env, options.as_ref(), move |call| async move {
+            b.remove_snapshot(&id, force, &call).await
+        })
+    }
 }
 
 /// One sandbox: exec, spawn and files work the same on every backend.
@@ -416,8 +538,8 @@ impl Sandbox {
         self.info.name.clone()
     }
 
-    /// Which backend it lives on: `'sbx'` or `'desktop'`.
-    #[napi(catch_unwind, getter, ts_return_type = "'sbx' | 'desktop'")]
+    /// Which backend it lives on: `'sbx'`, `'desktop'` or `'v1'`.
+    #[napi(catch_unwind, getter, ts_return_type = "'sbx' | 'desktop' | 'v1'")]
     pub fn backend(&self) -> String {
         self.backend.kind().to_string()
     }
@@ -637,6 +759,25 @@ impl Sandbox {
         let (b, name) = (self.backend.clone(), self.info.name.clone());
         run(&env, options.as_ref(), move |call| async move {
             b.save(&name, &tag, &call).await
+        })
+    }
+
+    /// Snapshot it (v1: it must be running); resolves once the snapshot is ready. Restore it with
+    /// `Sandboxes.restore()`.
+    #[napi(catch_unwind)]
+    pub fn snapshot(
+        &self,
+        env: Env,
+        options: Option<SnapshotOptions>,
+    ) -> Result<Promise<SnapshotInfo>> {
+        let (b, name) = (self.backend.clone(), self.info.name.clone());
+        let spec = SnapshotSpec {
+            name: options.as_ref().and_then(|o| o.name.clone()),
+            description: options.as_ref().and_then(|o| o.description.clone()),
+            capture_mode: options.as_ref().and_then(|o| o.capture_mode.clone()),
+        };
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(b.snapshot(&name, &spec, &call).await?.into())
         })
     }
 

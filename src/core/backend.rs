@@ -215,6 +215,34 @@ pub struct SandboxSpec {
     pub labels: BTreeMap<String, String>,
 }
 
+/// A saved state of a sandbox that restores as a new sandbox (backends with snapshots: v1).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotSummary {
+    /// The backend's immutable id (what `restore` and `remove_snapshot` take).
+    pub id: String,
+    /// The name given at creation.
+    pub name: String,
+    pub description: String,
+    /// The id of the sandbox it was taken from.
+    pub sandbox_id: String,
+    /// The backend's status word (`creating`, `ready`, `failed`, …), unchanged.
+    pub status: String,
+    /// `disk` or `all` (memory and disk).
+    pub capture_mode: String,
+    pub size_bytes: Option<u64>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// What to snapshot a sandbox as; unset fields take the backend's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotSpec {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `disk` (the default) or `all`.
+    pub capture_mode: Option<String>,
+}
+
 /// Deadline and cancellation for one backend call.
 use super::call::Call;
 
@@ -335,6 +363,41 @@ pub trait SandboxBackend: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<SecretPlaceholder>>> {
         let _ = (name, secrets, opts);
         Box::pin(async move { Err(unsupported(self.kind(), "secrets")) })
+    }
+    /// Snapshot the sandbox `name`, resolving once the snapshot is ready. Default: `ERR_UNSUPPORTED`.
+    fn snapshot<'a>(
+        &'a self,
+        name: &'a str,
+        spec: &'a SnapshotSpec,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<SnapshotSummary>> {
+        let _ = (name, spec, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "snapshots")) })
+    }
+    /// Every snapshot. Default: `ERR_UNSUPPORTED`.
+    fn snapshots<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<SnapshotSummary>>> {
+        let _ = opts;
+        Box::pin(async move { Err(unsupported(self.kind(), "snapshots")) })
+    }
+    /// A new sandbox `name` from the snapshot `id`, resolving once it runs. Default: `ERR_UNSUPPORTED`.
+    fn restore<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<SandboxSummary>> {
+        let _ = (id, name, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "snapshots")) })
+    }
+    /// Delete the snapshot `id`; with `force`, one already gone is success. Default: `ERR_UNSUPPORTED`.
+    fn remove_snapshot<'a>(
+        &'a self,
+        id: &'a str,
+        force: bool,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<()>> {
+        let _ = (id, force, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "snapshots")) })
     }
     /// The proxy's decision log (one sandbox's rows, or all).
     fn policy_log<'a>(

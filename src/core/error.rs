@@ -80,6 +80,8 @@ pub enum ErrorCode {
     SandboxConflict,
     /// The sandbox exists but is stopped (exec, files and ports need it running).
     SandboxStopped,
+    /// No snapshot with that id (`snapshot`).
+    SnapshotNotFound,
     /// The backend in use cannot do that (`backend` attached); another backend can.
     Unsupported,
     /// The v1 service refused the credentials (missing, expired or wrong token; a refused PAT exchange).
@@ -129,6 +131,7 @@ impl ErrorCode {
             ErrorCode::SandboxNotFound => "ERR_SANDBOX_NOT_FOUND",
             ErrorCode::SandboxConflict => "ERR_SANDBOX_CONFLICT",
             ErrorCode::SandboxStopped => "ERR_SANDBOX_STOPPED",
+            ErrorCode::SnapshotNotFound => "ERR_SNAPSHOT_NOT_FOUND",
             ErrorCode::Unsupported => "ERR_UNSUPPORTED",
             ErrorCode::Unauthenticated => "ERR_UNAUTHENTICATED",
             ErrorCode::ResourceExhausted => "ERR_RESOURCE_EXHAUSTED",

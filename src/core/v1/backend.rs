@@ -12,11 +12,13 @@
 //! - Files: `GET/PUT /v1/files/content`; an archive becomes `PUT /v1/files/directories` for its directories and
 //!   one multipart `POST /v1/files/upload` for its files (symlinks and other entry types are `ERR_UNSUPPORTED`).
 //! - Ports: `listPorts` / `createPort` (TCP, the service picks the host address) / `deletePort` with its etag.
+//! - Snapshots ([`super::snapshots`]): `createSnapshot` until ready, `restoreSnapshot` as a new sandbox.
 //! - Policy read-back: `getNetworkPolicies` per sandbox as [`PolicyRule`]s (the effective mode as a `*` rule);
 //!   the log: `listPolicyLogEntries`.
 
 use super::super::backend::{
     unsupported, ExecTarget, ProcessHandle, SandboxBackend, SandboxSpec, SandboxSummary,
+    SnapshotSpec, SnapshotSummary,
 };
 use super::super::call::Call;
 use super::super::error::{Error, ErrorCode, Result};
@@ -107,7 +109,7 @@ impl V1Backend {
         &self.client
     }
 
-    async fn require(&self, name: &str, b: &Budget) -> Result<Sandbox> {
+    pub(super) async fn require(&self, name: &str, b: &Budget) -> Result<Sandbox> {
         self.client
             .find(name, b)
             .await?
@@ -242,7 +244,7 @@ fn not_found(name: &str) -> Error {
 
 /// A sandbox name every backend accepts: the sbx hostname rule (2–63 of `[A-Za-z0-9.-]`, starting and ending with
 /// a letter or digit) within v1's displayName alphabet (`[a-zA-Z0-9_-]`): so no `.`.
-fn check_name(name: &str) -> Result<()> {
+pub(super) fn check_name(name: &str) -> Result<()> {
     crate::core::sbx::validate_sandbox_name(name)?;
     if name.contains('.') {
         return Err(Error::invalid(format!(
@@ -562,6 +564,53 @@ impl SandboxBackend for V1Backend {
                 n += 1;
             }
             Ok(format!("unpublished {n} port key(s)"))
+        })
+    }
+
+    fn snapshot<'a>(
+        &'a self,
+        name: &'a str,
+        spec: &'a SnapshotSpec,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<SnapshotSummary>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, LIFECYCLE_TIMEOUT);
+            self.do_snapshot(name, spec, &b).await
+        })
+    }
+
+    fn snapshots<'a>(&'a self, opts: &'a Call) -> BoxFuture<'a, Result<Vec<SnapshotSummary>>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            let all = self.client.list_snapshots(&b).await?;
+            Ok(all.iter().map(super::snapshots::snapshot_summary).collect())
+        })
+    }
+
+    fn restore<'a>(
+        &'a self,
+        id: &'a str,
+        name: &'a str,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<SandboxSummary>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, LIFECYCLE_TIMEOUT);
+            self.do_restore(id, name, &b).await
+        })
+    }
+
+    fn remove_snapshot<'a>(
+        &'a self,
+        id: &'a str,
+        force: bool,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            match self.client.delete_snapshot(id, &b).await? {
+                false if !force => Err(super::snapshots::no_snapshot(id)),
+                _ => Ok(()),
+            }
         })
     }
 

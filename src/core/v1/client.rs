@@ -519,31 +519,48 @@ impl Client {
     /// Create (`CreateSandboxRequest` JSON) and wait until it runs.
     pub async fn create_sandbox(&self, req: Value, display: &str, b: &Budget) -> Result<Sandbox> {
         let ctx = Ctx::sandbox(format!("creating v1 sandbox {display:?}"), display);
+        let res = self.post_idempotent("/v1/sandboxes", req, b, &ctx).await?;
+        let s: Sandbox = self.json(&res, &[200, 201, 202], &ctx)?;
+        self.settle_new(s, display, b).await
+    }
+
+    /// A POST that creates something, with an `Idempotency-Key`: a connection that broke before the answer is
+    /// sent once more with the same key (the service replays the first result).
+    pub async fn post_idempotent(
+        &self,
+        path: &str,
+        req: Value,
+        b: &Budget,
+        ctx: &Ctx,
+    ) -> Result<Response> {
         let key = uuid::Uuid::new_v4().to_string();
         let body = Body::Json(req);
         let headers = [("idempotency-key", key)];
         let mut attempt = 0;
-        let res = loop {
+        loop {
             attempt += 1;
             match self
                 .exchange(
                     &self.base,
                     Cred::Management,
                     Method::POST,
-                    "/v1/sandboxes",
+                    path,
                     &body,
                     &headers,
                     b,
-                    &ctx,
+                    ctx,
                 )
                 .await
             {
-                // The connection broke before an answer: send it again with the same key (the service replays).
                 Err(e) if e.code == ErrorCode::SandboxdUnavailable && attempt < 2 => continue,
-                r => break r?,
+                r => return r,
             }
-        };
-        let s: Sandbox = self.json(&res, &[200, 201, 202], &ctx)?;
+        }
+    }
+
+    /// A sandbox just created (or restored) once it runs; one that fails is deleted (best effort) and the
+    /// failure is the error.
+    pub async fn settle_new(&self, s: Sandbox, display: &str, b: &Budget) -> Result<Sandbox> {
         if s.core.status == "running" {
             return Ok(s);
         }
@@ -894,7 +911,7 @@ fn failed(s: &Sandbox, display: &str) -> Error {
 }
 
 /// The SDK code for a v1 error `code` (HTTP `status` when the code says nothing).
-fn code_for(code: &str, status: u16) -> ErrorCode {
+pub(super) fn code_for(code: &str, status: u16) -> ErrorCode {
     match code {
         "unauthenticated" => ErrorCode::Unauthenticated,
         "permissionDenied" => ErrorCode::PermissionDenied,

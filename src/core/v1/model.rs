@@ -96,6 +96,46 @@ pub struct ListSandboxesResponse {
     pub next_page_token: String,
 }
 
+/// `Snapshot`: a captured sandbox (`name` is `snapshots/<uid>`), restorable as a new sandbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub uid: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_uid: Option<String>,
+    /// `creating | ready | failed | deleted` (kept as sent).
+    pub status: String,
+    /// An int64: a decimal string on the wire (a number is read too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_size_bytes: Option<Value>,
+    pub created_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_mode: Option<String>,
+    /// Why the snapshot is `failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<ApiError>,
+    /// Empty in a list's `SnapshotSummary` (which has none): a delete reads the snapshot for it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub etag: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl Snapshot {
+    /// `totalSizeBytes` as a number, when it is one.
+    pub fn size(&self) -> Option<u64> {
+        match self.total_size_bytes.as_ref()? {
+            Value::String(s) => s.parse().ok(),
+            v => v.as_u64(),
+        }
+    }
+}
+
 /// `Error`: every failure's body. `code` is kept as sent (the contract promises "future strings"); `details`
 /// carry `@type`d entries such as `google.rpc.RetryInfo` and `docker.sandboxes.v1.EtagMismatch`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,6 +288,30 @@ mod tests {
             }
         }
         assert_eq!(n, 5, "sandbox examples");
+    }
+
+    #[test]
+    fn snapshots_match_the_contract_and_round_trip() {
+        let c = contract();
+        let v = json!({
+            "uid": "s1",
+            "name": "snapshots/s1",
+            "displayName": "before-upgrade",
+            "sandbox": "sandboxes/0f3c",
+            "sandboxUid": "0f3c",
+            "status": "ready",
+            "totalSizeBytes": "1048576",
+            "createdAt": "2026-12-05T02:00:00Z",
+            "captureMode": "disk",
+            "etag": "\"2\"",
+        });
+        c.check_response("getSnapshot", 200, &v).unwrap();
+        let s: Snapshot = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(s.size(), Some(1_048_576));
+        assert_eq!(s.sandbox_uid.as_deref(), Some("0f3c"));
+        assert_eq!(serde_json::to_value(&s).unwrap(), v, "unknown fields kept");
+        // a `ready` snapshot is not a 202 answer: the contract's own rule bites
+        assert!(c.check_response("createSnapshot", 202, &v).is_err());
     }
 
     #[test]

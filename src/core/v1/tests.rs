@@ -7,7 +7,7 @@
 use super::backend::{V1Backend, V1Target};
 use super::contract::contract;
 use super::V1Options;
-use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec};
+use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SnapshotSpec};
 use crate::core::call::Call;
 use crate::core::error::{Error, ErrorCode};
 use crate::core::exec::ExecSpec;
@@ -98,6 +98,10 @@ struct St {
     attaches: Vec<usize>,
     /// createSandbox idempotency keys → uid.
     keys: HashMap<String, String>,
+    /// snapshot uid → (snapshot, reads left before it settles).
+    snapshots: BTreeMap<String, (Value, usize)>,
+    /// The next snapshot settles as `failed` instead of `ready`.
+    snapshot_fails: bool,
 }
 
 struct Fake {
@@ -338,6 +342,11 @@ impl Fake {
             ("GET", ["v1", "sandboxes", _, "ports"]) => "listPorts",
             ("POST", ["v1", "sandboxes", _, "ports"]) => "createPort",
             ("DELETE", ["v1", "sandboxes", _, "ports", _]) => "deletePort",
+            ("POST", ["v1", "sandboxes", _, "snapshots"]) => "createSnapshot",
+            ("GET", ["v1", "snapshots"]) => "listSnapshots",
+            ("GET", ["v1", "snapshots", _]) => "getSnapshot",
+            ("DELETE", ["v1", "snapshots", _]) => "deleteSnapshot",
+            ("POST", ["v1", "snapshots", _, "restore"]) => "restoreSnapshot",
             _ => return Ok(self.reply("getSandbox", 404, Some(err("notFound", "no route")))),
         };
         if let Some(b) = &json_body {
@@ -394,7 +403,78 @@ impl Fake {
                 drop(st);
                 Ok(self.reply(op, 200, Some(v)))
             }
-            "createSandbox" => {
+            "createSnapshot" => {
+                let req = json_body.unwrap_or_default();
+                if !st.sandboxes.contains_key(&uid) {
+                    drop(st);
+                    return Ok(self.reply(op, 404, Some(err("notFound", "sandbox not found"))));
+                }
+                st.next_id += 1;
+                let id = format!("snap{:04}", st.next_id);
+                let v = json!({"uid": id, "name": format!("snapshots/{id}"), "displayName": req["displayName"],
+                    "sandbox": format!("sandboxes/{uid}"), "sandboxUid": uid, "status": "creating",
+                    "createdAt": "2026-12-05T09:00:00Z", "captureMode": req["captureMode"], "etag": "\"1\""});
+                st.snapshots.insert(id, (v.clone(), 1));
+                drop(st);
+                Ok(self.reply(op, 202, Some(v)))
+            }
+            "getSnapshot" => {
+                let fails = st.snapshot_fails;
+                let Some((v, left)) = st.snapshots.get_mut(&uid) else {
+                    drop(st);
+                    return Ok(self.reply(op, 404, Some(err("notFound", "snapshot not found"))));
+                };
+                if *left > 0 {
+                    *left -= 1;
+                } else if v["status"] == "creating" {
+                    v["etag"] = json!("\"2\"");
+                    if fails {
+                        v["status"] = json!("failed");
+                        v["failure"] = err("resourceExhausted", "snapshot storage is full");
+                    } else {
+                        v["status"] = json!("ready");
+                        v["totalSizeBytes"] = json!("4096");
+                    }
+                }
+                let v = v.clone();
+                drop(st);
+                Ok(self.reply(op, 200, Some(v)))
+            }
+            "listSnapshots" => {
+                let all: Vec<Value> = st
+                    .snapshots
+                    .values()
+                    .map(|(v, _)| {
+                        let mut v = v.clone();
+                        for k in ["etag", "failure", "description"] {
+                            v.as_object_mut().unwrap().remove(k);
+                        }
+                        v
+                    })
+                    .collect();
+                drop(st);
+                Ok(self.reply(op, 200, Some(json!({"snapshots": all}))))
+            }
+            "deleteSnapshot" => {
+                let Some((v, _)) = st.snapshots.get(&uid) else {
+                    drop(st);
+                    return Ok(self.reply(op, 404, Some(err("notFound", "snapshot not found"))));
+                };
+                if if_match.as_deref() != v["etag"].as_str() {
+                    let cur = v["etag"].clone();
+                    drop(st);
+                    return Ok(self.reply(op, 412, Some(json!({"code": "failedPrecondition", "message": "etag mismatch",
+                        "details": [{"@type": "type.googleapis.com/docker.sandboxes.v1.EtagMismatch", "currentEtag": cur}]}))));
+                }
+                st.snapshots.remove(&uid);
+                drop(st);
+                Ok(self.reply(op, 204, None))
+            }
+            "restoreSnapshot" | "createSandbox" => {
+                if op == "restoreSnapshot" && !st.snapshots.contains_key(&uid) {
+                    drop(st);
+                    return Ok(self.reply(op, 404, Some(err("notFound", "snapshot not found"))));
+                }
                 let req = json_body.unwrap_or_default();
                 // the same key replays the first result
                 let replay = idem.as_ref().and_then(|k| st.keys.get(k).cloned());
@@ -412,6 +492,22 @@ impl Fake {
                     }
                 }
                 let s = self.sandbox_json(&uid, &display, "creating", 1, &req);
+                let s = match st.snapshots.get(segs.get(2).copied().unwrap_or("")) {
+                    // a restore is the source's sandbox again: its agent, labels and image
+                    Some((snap, _)) if op == "restoreSnapshot" => {
+                        let src = snap["sandboxUid"].as_str().unwrap_or("");
+                        let mut s = s;
+                        if let Some(from) = st.sandboxes.get(src) {
+                            for k in ["agent", "labels", "imageRef", "environment"] {
+                                if let Some(v) = from["core"].get(k) {
+                                    s["core"][k] = v.clone();
+                                }
+                            }
+                        }
+                        s
+                    }
+                    _ => s,
+                };
                 st.sandboxes.insert(uid.clone(), s.clone());
                 st.pending.insert(uid, ("running".into(), 2));
                 drop(st);
@@ -1131,6 +1227,108 @@ async fn pat_exchange_create_202_poll_and_lifecycle_with_etags() {
         .iter()
         .any(|s| s.0 == "createSandbox" && s.1.is_some()));
     assert_eq!(st.exchanges, 1);
+    drop(st);
+    clean(&f);
+}
+
+#[tokio::test]
+async fn snapshots_wait_until_ready_restore_as_new_sandboxes_and_delete_with_etags() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "snap-src").await;
+    let want = SnapshotSpec {
+        name: Some("before".into()),
+        ..Default::default()
+    };
+    let snap = b
+        .snapshot("snap-src", &want, &call_ms(10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            snap.name.as_str(),
+            snap.status.as_str(),
+            snap.capture_mode.as_str()
+        ),
+        ("before", "ready", "disk"),
+        "the 202 was polled until ready"
+    );
+    assert_eq!(snap.size_bytes, Some(4096), "int64 string read");
+    let listed = b.snapshots(&call_ms(5000)).await.unwrap();
+    assert_eq!(listed.iter().map(|s| &s.id).collect::<Vec<_>>(), [&snap.id]);
+    // restored: a new sandbox with the source's labels (so its workspace), waited until it runs
+    let r = b
+        .restore(&snap.id, "snap-copy", &call_ms(10_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.name.as_str(), r.status.as_str()),
+        ("snap-copy", "running")
+    );
+    assert_eq!(r.workspace, "/work/proj");
+    let dup = b
+        .restore(&snap.id, "snap-copy", &call_ms(5000))
+        .await
+        .unwrap_err();
+    assert_eq!(dup.code, ErrorCode::SandboxConflict);
+    let missing = b
+        .restore("nope", "snap-other", &call_ms(5000))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code, ErrorCode::SnapshotNotFound);
+    assert_eq!(missing.props["snapshot"], "nope");
+    let bad = b
+        .snapshot(
+            "snap-src",
+            &SnapshotSpec {
+                capture_mode: Some("memory".into()),
+                ..Default::default()
+            },
+            &call_ms(5000),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code, ErrorCode::InvalidArgument);
+    // a 412 on delete: read again once, then the current etag
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "deleteSnapshot",
+        status: 412,
+        body: json!({"code": "failedPrecondition", "message": "etag mismatch",
+            "details": [{"@type": "type.googleapis.com/docker.sandboxes.v1.EtagMismatch", "currentEtag": "\"7\""}]}),
+    });
+    b.remove_snapshot(&snap.id, false, &call_ms(5000))
+        .await
+        .unwrap();
+    assert!(b.snapshots(&call_ms(5000)).await.unwrap().is_empty());
+    let gone = b
+        .remove_snapshot(&snap.id, false, &call_ms(5000))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code, ErrorCode::SnapshotNotFound);
+    b.remove_snapshot(&snap.id, true, &call_ms(5000))
+        .await
+        .unwrap();
+    // a snapshot that fails is the failure's error, typed, in bounded time
+    f.st.lock().unwrap().snapshot_fails = true;
+    let e = b
+        .snapshot("snap-src", &SnapshotSpec::default(), &call_ms(10_000))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::ResourceExhausted);
+    assert_eq!(e.props["status"], "failed");
+    no_secret(&e, &f);
+    let st = f.st.lock().unwrap();
+    for op in ["createSnapshot", "restoreSnapshot"] {
+        assert!(
+            st.seen.iter().any(|s| s.0 == op && s.1.is_some()),
+            "{op} carries an Idempotency-Key"
+        );
+    }
+    let deletes: Vec<_> = st.seen.iter().filter(|s| s.0 == "deleteSnapshot").collect();
+    assert!(
+        deletes.len() >= 2 && deletes.iter().all(|s| s.2.is_some()),
+        "If-Match on every delete"
+    );
     drop(st);
     clean(&f);
 }

@@ -796,6 +796,22 @@ describe.each(BACKENDS)('an agent from an image without sandbox-agent on the %s 
   })
 })
 
+describe('secrets on the v1 backend over a local socket', () => {
+  it("a local daemon answers the secret store's unimplemented: ERR_UNSUPPORTED, nothing made, no value shown", async () => {
+    const v1 = await Sandboxes.connect({ socketPath: local.socketPath, backend: 'v1' })
+    const secret = { env: 'GH_TOKEN', value: 'ghp_localSECRETvalue42', hosts: ['api.github.test'], format: 'Bearer %s' }
+    const e = await rejection(v1.create({ name: 'sec-v1', agent: 'shell', workspace: ws.dir, template: IMAGE, secrets: [secret] }))
+    expect(e).toMatchObject({ code: 'ERR_UNSUPPORTED', backend: 'v1', status: 501, v1Code: 'unimplemented' })
+    expect(JSON.stringify({ ...e, message: e.message })).not.toContain(secret.value)
+    expect(await v1.get('sec-v1')).toBeNull()
+    // proxy-managed secrets do not exist on v1; secrets after create are not a v1 verb
+    const managed = await rejection(v1.create({ name: 'sec-v1', agent: 'shell', workspace: ws.dir, template: IMAGE, secrets: [{ ...secret, managed: true }] }))
+    expect(managed.code).toBe('ERR_UNSUPPORTED')
+    await using box = await v1.create({ name: 'sec-v1', agent: 'shell', workspace: ws.dir, template: IMAGE })
+    expect((await rejection(box.setSecrets([secret]))).code).toBe('ERR_UNSUPPORTED')
+  }, 120_000)
+})
+
 describe('network policy read-back on the v1 backend', () => {
   it("rules set through sbx read back through v1; the sandbox's blocked request is in its v1 log", async () => {
     const sbx = await Sandboxes.connect({ socketPath: local.socketPath, backend: 'sbx' })

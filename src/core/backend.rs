@@ -264,6 +264,26 @@ pub trait SandboxBackend: Send + Sync {
         spec: &'a SandboxSpec,
         opts: &'a Call,
     ) -> BoxFuture<'a, Result<SandboxSummary>>;
+    /// Create a sandbox that holds `secrets` (already checked). Default: create, then [`Self::set_secrets`]; if
+    /// the secrets cannot be set, the new sandbox is removed again and the error returned.
+    fn create_with_secrets<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+        secrets: &'a [SecretSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<SandboxSummary>> {
+        Box::pin(async move {
+            let made = self.create(spec, opts).await?;
+            if secrets.is_empty() {
+                return Ok(made);
+            }
+            if let Err(e) = self.set_secrets(&made.name, secrets, opts).await {
+                let _ = self.remove(&made.name, true, &Call::default()).await;
+                return Err(e);
+            }
+            Ok(made)
+        })
+    }
     /// Get-or-create: an existing sandbox that differs from `spec` (workspace, agent, template) is a conflict,
     /// never silently reused.
     fn ensure<'a>(

@@ -326,8 +326,8 @@ impl SecretSpec {
     }
 }
 
-/// Creates a sandbox and gives it `secrets`; if the secrets cannot be set, the new sandbox is removed again and
-/// the error returned (nothing is left half made).
+/// Creates a sandbox with `secrets` (each checked first); nothing is left half made when a part fails (see
+/// [`SandboxBackend::create_with_secrets`]).
 pub async fn create_with_secrets(
     backend: &dyn SandboxBackend,
     spec: &crate::core::backend::SandboxSpec,
@@ -337,13 +337,5 @@ pub async fn create_with_secrets(
     for (i, s) in secrets.iter().enumerate() {
         s.validate(i)?;
     }
-    let made = backend.create(spec, call).await?;
-    if secrets.is_empty() {
-        return Ok(made);
-    }
-    if let Err(e) = backend.set_secrets(&made.name, secrets, call).await {
-        let _ = backend.remove(&made.name, true, &Call::default()).await;
-        return Err(e);
-    }
-    Ok(made)
+    backend.create_with_secrets(spec, secrets, call).await
 }

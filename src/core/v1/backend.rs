@@ -12,6 +12,8 @@
 //! - Files: `GET/PUT /v1/files/content`; an archive becomes `PUT /v1/files/directories` for its directories and
 //!   one multipart `POST /v1/files/upload` for its files (symlinks and other entry types are `ERR_UNSUPPORTED`).
 //! - Ports: `listPorts` / `createPort` (TCP, the service picks the host address) / `deletePort` with its etag.
+//! - Secrets ([`super::secrets`]): stored at create and attached as `features.storedSecrets`; deleted with the
+//!   sandbox.
 //! - Snapshots ([`super::snapshots`]): `createSnapshot` until ready, `restoreSnapshot` as a new sandbox.
 //! - Policy read-back: `getNetworkPolicies` per sandbox as [`PolicyRule`]s (the effective mode as a `*` rule);
 //!   the log: `listPolicyLogEntries`.
@@ -23,13 +25,14 @@ use super::super::backend::{
 use super::super::call::Call;
 use super::super::error::{Error, ErrorCode, Result};
 use super::super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Run};
-use super::super::netpolicy::{PolicyLogEntry, PolicyRule};
+use super::super::netpolicy::{PolicyLogEntry, PolicyRule, SecretPlaceholder, SecretSpec};
 use super::super::sbx::{PortBinding, PortSpec};
 use super::client::{
     enc, Body, Budget, Client, Ctx, EndpointRef, DEFAULT_TIMEOUT, LIFECYCLE_TIMEOUT,
 };
 use super::interact::{int64, V1Process};
 use super::model::Sandbox;
+use super::secrets::SECRETS_LABEL;
 use super::transport::{tls_config, Base};
 use super::V1Options;
 use bytes::Bytes;
@@ -133,7 +136,12 @@ impl V1Backend {
             .await
     }
 
-    async fn do_create(&self, spec: &SandboxSpec, b: &Budget) -> Result<SandboxSummary> {
+    async fn do_create(
+        &self,
+        spec: &SandboxSpec,
+        secrets: &[SecretSpec],
+        b: &Budget,
+    ) -> Result<SandboxSummary> {
         let name = spec.name.clone().unwrap_or_default();
         check_name(&name)?;
         if !spec.additional_workspaces.is_empty() {
@@ -167,9 +175,6 @@ impl V1Backend {
         if !spec.environment.is_empty() {
             req.insert("environment".into(), json!(spec.environment));
         }
-        if !labels.is_empty() {
-            req.insert("labels".into(), json!(labels));
-        }
         let mut resources = Map::new();
         if let Some(c) = spec.cpus {
             resources.insert("cpus".into(), json!(c));
@@ -180,10 +185,29 @@ impl V1Backend {
         if !resources.is_empty() {
             req.insert("resources".into(), Value::Object(resources));
         }
-        let s = self
+        let stored = self.client.create_secrets(&name, secrets, b).await?;
+        if !stored.is_empty() {
+            labels.insert(SECRETS_LABEL.into(), stored.join(","));
+            let names: Vec<String> = stored.iter().map(|u| format!("secrets/{u}")).collect();
+            req.insert(
+                "features".into(),
+                json!({ "storedSecrets": { "secrets": names } }),
+            );
+        }
+        if !labels.is_empty() {
+            req.insert("labels".into(), json!(labels));
+        }
+        let s = match self
             .client
             .create_sandbox(Value::Object(req), &name, b)
-            .await?;
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                self.client.delete_secrets(&stored).await;
+                return Err(e);
+            }
+        };
         if !spec.workspace.is_empty() {
             let ep = self.client.endpoint(&s)?;
             let target = V1Target::new(self.client.clone(), ep);
@@ -279,6 +303,7 @@ fn memory_mib(m: &str) -> Result<u64> {
 pub fn summary(s: &Sandbox) -> SandboxSummary {
     let mut labels = s.core.labels.clone();
     let workspace = labels.remove(WORKSPACE_LABEL).unwrap_or_default();
+    labels.remove(SECRETS_LABEL);
     SandboxSummary {
         name: s.display_name.clone().unwrap_or_else(|| s.uid.clone()),
         id: s.uid.clone(),
@@ -321,7 +346,7 @@ impl SandboxBackend for V1Backend {
     ) -> BoxFuture<'a, Result<SandboxSummary>> {
         Box::pin(async move {
             let b = Budget::of(opts, LIFECYCLE_TIMEOUT);
-            self.do_create(spec, &b).await
+            self.do_create(spec, &[], &b).await
         })
     }
 
@@ -337,7 +362,7 @@ impl SandboxBackend for V1Backend {
             let mut pause = Duration::from_millis(50);
             loop {
                 let s = match self.client.find(&name, &b).await? {
-                    None => match self.do_create(spec, &b).await {
+                    None => match self.do_create(spec, &[], &b).await {
                         // another caller made it between the look and the create: look again
                         Err(e) if e.code == ErrorCode::SandboxConflict => {
                             b.sleep(
@@ -434,7 +459,24 @@ impl SandboxBackend for V1Backend {
             match self.client.find(name, &b).await? {
                 None if force => Ok(()),
                 None => Err(not_found(name)),
-                Some(s) => self.client.lifecycle(&s, "delete", &b).await,
+                Some(s) => {
+                    self.client.lifecycle(&s, "delete", &b).await?;
+                    // the stored secrets the SDK made for it go with it, unless a sandbox restored from one of
+                    // its snapshots still uses them (the last one removed deletes them)
+                    if let Some(ids) = s.core.labels.get(SECRETS_LABEL) {
+                        let shared = match self.client.list_sandboxes(None, &b).await {
+                            Ok(all) => all.iter().any(|o| {
+                                o.uid != s.uid && o.core.labels.get(SECRETS_LABEL) == Some(ids)
+                            }),
+                            Err(_) => true,
+                        };
+                        if !shared {
+                            let ids: Vec<String> = ids.split(',').map(str::to_string).collect();
+                            self.client.delete_secrets(&ids).await;
+                        }
+                    }
+                    Ok(())
+                }
             }
         })
     }
@@ -564,6 +606,34 @@ impl SandboxBackend for V1Backend {
                 n += 1;
             }
             Ok(format!("unpublished {n} port key(s)"))
+        })
+    }
+
+    fn create_with_secrets<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+        secrets: &'a [SecretSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<SandboxSummary>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, LIFECYCLE_TIMEOUT);
+            self.do_create(spec, secrets, &b).await
+        })
+    }
+
+    /// v1 attaches stored secrets when a sandbox is created, and has no verb that changes them afterwards.
+    fn set_secrets<'a>(
+        &'a self,
+        name: &'a str,
+        secrets: &'a [SecretSpec],
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<SecretPlaceholder>>> {
+        let _ = (name, secrets, opts);
+        Box::pin(async move {
+            Err(unsupported(
+                "v1",
+                "secrets changed after create (pass them to create(): v1 attaches stored secrets then)",
+            ))
         })
     }
 

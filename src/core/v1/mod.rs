@@ -4,6 +4,7 @@
 //! - [`connect`] / [`V1Options`]: the backend ([`backend::V1Backend`], `kind() == "v1"`).
 //! - [`client`]: the contract's rules (auth, retries, etags, idempotency, 202 polling, pages, errors).
 //! - [`interact`]: durable processes over the `interact` WebSocket, resumed after a dropped socket.
+//! - [`secrets`]: the SDK's secrets as stored custom secrets attached at create.
 //! - [`snapshots`]: create (until ready), list, restore as a new sandbox, delete.
 //! - [`transport`] (Unix socket / HTTPS), [`auth`] (token, PAT exchange, redaction), [`model`] (wire types).
 //! - `contract` (tests only): the validator that checks every request and response the tests see.
@@ -23,6 +24,8 @@ pub mod interact;
 #[cfg(all(test, unix))]
 mod local_tests;
 pub mod model;
+#[cfg(unix)]
+pub mod secrets;
 #[cfg(unix)]
 pub mod snapshots;
 #[cfg(all(test, unix))]

@@ -6,11 +6,13 @@
 
 use super::backend::{V1Backend, V1Target};
 use super::contract::contract;
+use super::secrets::SECRETS_LABEL;
 use super::V1Options;
 use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SnapshotSpec};
 use crate::core::call::Call;
 use crate::core::error::{Error, ErrorCode};
 use crate::core::exec::ExecSpec;
+use crate::core::netpolicy::SecretSpec;
 use base64::Engine;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -102,6 +104,12 @@ struct St {
     snapshots: BTreeMap<String, (Value, usize)>,
     /// The next snapshot settles as `failed` instead of `ready`.
     snapshot_fails: bool,
+    /// secret uid → the stored `Secret` (no value).
+    secrets: BTreeMap<String, Value>,
+    /// Every secret value received (to prove none comes back in an error).
+    secret_values: Vec<String>,
+    /// The body of every createSandbox.
+    create_requests: Vec<Value>,
 }
 
 struct Fake {
@@ -347,6 +355,9 @@ impl Fake {
             ("GET", ["v1", "snapshots", _]) => "getSnapshot",
             ("DELETE", ["v1", "snapshots", _]) => "deleteSnapshot",
             ("POST", ["v1", "snapshots", _, "restore"]) => "restoreSnapshot",
+            ("POST", ["v1", "secrets"]) => "createSecret",
+            ("GET", ["v1", "secrets", _]) => "getSecret",
+            ("DELETE", ["v1", "secrets", _]) => "deleteSecret",
             _ => return Ok(self.reply("getSandbox", 404, Some(err("notFound", "no route")))),
         };
         if let Some(b) = &json_body {
@@ -402,6 +413,45 @@ impl Fake {
                 }
                 drop(st);
                 Ok(self.reply(op, 200, Some(v)))
+            }
+            "createSecret" => {
+                let req = json_body.unwrap_or_default();
+                st.next_id += 1;
+                let id = format!("sec{:04}", st.next_id);
+                st.secret_values
+                    .push(req["custom"]["value"].as_str().unwrap_or("").to_string());
+                let v = json!({"uid": id, "name": format!("secrets/{id}"), "type": "custom",
+                    "displayName": req["displayName"], "injection": req["custom"]["injection"],
+                    "placeholder": format!("sbx-cs-{id}"), "createdAt": "2026-12-05T09:00:00Z",
+                    "updatedAt": "2026-12-05T09:00:00Z", "etag": "\"1\""});
+                st.secrets.insert(id, v.clone());
+                drop(st);
+                Ok(self.reply(op, 201, Some(v)))
+            }
+            "getSecret" => {
+                let v = st.secrets.get(&uid).cloned();
+                drop(st);
+                Ok(match v {
+                    Some(v) => self.reply(op, 200, Some(v)),
+                    None => self.reply(op, 404, Some(err("notFound", "secret not found"))),
+                })
+            }
+            "deleteSecret" => {
+                let Some(v) = st.secrets.get(&uid) else {
+                    drop(st);
+                    return Ok(self.reply(op, 404, Some(err("notFound", "secret not found"))));
+                };
+                if if_match.as_deref() != v["etag"].as_str() {
+                    drop(st);
+                    return Ok(self.reply(
+                        op,
+                        428,
+                        Some(err("failedPrecondition", "If-Match required")),
+                    ));
+                }
+                st.secrets.remove(&uid);
+                drop(st);
+                Ok(self.reply(op, 200, Some(json!({}))))
             }
             "createSnapshot" => {
                 let req = json_body.unwrap_or_default();
@@ -476,6 +526,25 @@ impl Fake {
                     return Ok(self.reply(op, 404, Some(err("notFound", "snapshot not found"))));
                 }
                 let req = json_body.unwrap_or_default();
+                if op == "createSandbox" {
+                    st.create_requests.push(req.clone());
+                    // stored secrets are resolved at admission: an unknown one is refused
+                    for r in req["features"]["storedSecrets"]["secrets"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                    {
+                        let id = r.as_str().unwrap_or("").trim_start_matches("secrets/");
+                        if !st.secrets.contains_key(id) {
+                            drop(st);
+                            return Ok(self.reply(
+                                op,
+                                400,
+                                Some(err("invalidArgument", "unknown secret")),
+                            ));
+                        }
+                    }
+                }
                 // the same key replays the first result
                 let replay = idem.as_ref().and_then(|k| st.keys.get(k).cloned());
                 st.next_id += 1;
@@ -1330,6 +1399,80 @@ async fn snapshots_wait_until_ready_restore_as_new_sandboxes_and_delete_with_eta
         "If-Match on every delete"
     );
     drop(st);
+    clean(&f);
+}
+
+fn github_secret(managed: bool) -> SecretSpec {
+    SecretSpec {
+        env: "GH_TOKEN".into(),
+        value: "ghp_SUPERSECRETVALUE123".into(),
+        hosts: vec!["api.github.com".into()],
+        header: None,
+        format: Some("Bearer %s".into()),
+        managed,
+    }
+}
+
+#[tokio::test]
+async fn secrets_are_stored_attached_at_create_and_deleted_with_the_sandbox() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    let made = b
+        .create_with_secrets(&spec("sec"), &[github_secret(false)], &call_ms(10_000))
+        .await
+        .unwrap();
+    assert!(
+        !made.labels.contains_key(SECRETS_LABEL),
+        "an SDK label, not shown"
+    );
+    {
+        let st = f.st.lock().unwrap();
+        let (uid, sec) = st.secrets.iter().next().expect("one stored secret");
+        assert_eq!(sec["injection"]["envVar"], "GH_TOKEN");
+        assert_eq!(sec["injection"]["header"], "authorization");
+        assert_eq!(sec["injection"]["format"], "Bearer %s");
+        assert_eq!(sec["displayName"], "sec-GH_TOKEN");
+        let req = st.create_requests.last().unwrap();
+        assert_eq!(
+            req["features"]["storedSecrets"]["secrets"],
+            json!([format!("secrets/{uid}")])
+        );
+        assert_eq!(req["labels"][SECRETS_LABEL], json!(uid));
+    }
+    // v1 attaches secrets at creation only; proxy-managed ones do not exist there
+    let later = b
+        .set_secrets("sec", &[github_secret(false)], &call_ms(5000))
+        .await
+        .unwrap_err();
+    assert_eq!(later.code, ErrorCode::Unsupported);
+    let managed = b
+        .create_with_secrets(&spec("sec-m"), &[github_secret(true)], &call_ms(5000))
+        .await
+        .unwrap_err();
+    assert_eq!(managed.code, ErrorCode::Unsupported);
+    assert!(b.get("sec-m", &call_ms(5000)).await.unwrap().is_none());
+    // a create refused after the secret was stored deletes the secret; no value in the error
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "createSandbox",
+        status: 400,
+        body: err("invalidArgument", "imageRef is not allowed"),
+    });
+    let e = b
+        .create_with_secrets(&spec("sec-f"), &[github_secret(false)], &call_ms(10_000))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::InvalidArgument);
+    no_secret(&e, &f);
+    assert!(!format!("{e:?}").contains("ghp_SUPERSECRETVALUE123"));
+    assert_eq!(
+        f.st.lock().unwrap().secrets.len(),
+        1,
+        "only the first sandbox's secret is left"
+    );
+    // removing the sandbox deletes its secret
+    b.remove("sec", false, &call_ms(10_000)).await.unwrap();
+    assert!(f.st.lock().unwrap().secrets.is_empty());
+    assert_eq!(f.st.lock().unwrap().secret_values.len(), 2);
     clean(&f);
 }
 

@@ -323,6 +323,21 @@ describe.each(BACKENDS)('a sandbox on the %s backend', (backend) => {
     await sandboxes.removeSnapshot(snap.id, { force: true })
   }, 180_000)
 
+  it('expiry: a v1 cloud feature; a local socket and the other backends say ERR_UNSUPPORTED, bad input is typed', async () => {
+    const base = { agent: 'shell', workspace: ws.dir, template: IMAGE }
+    const e = await rejection(sandboxes.create({ ...base, name: `exp-${backend}`, expiry: { afterMs: 60_000 } }))
+    expect(e).toMatchObject({ code: 'ERR_UNSUPPORTED', backend })
+    expect(await sandboxes.get(`exp-${backend}`)).toBeNull()
+    expect((await rejection(box.renewExpiry(60_000))).code).toBe('ERR_UNSUPPORTED')
+    for (const bad of [{ afterMs: 0 }, { afterMs: -5 }, { afterMs: 60_000, action: 'explode' }, { action: 'stop' }]) {
+      const b = await rejection(sandboxes.create({ ...base, name: `exp-${backend}`, expiry: bad as never }))
+      expect(b.code, JSON.stringify(bad)).toBe('ERR_INVALID_ARGUMENT')
+    }
+    expect((await rejection(box.renewExpiry(Number.NaN))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect((await rejection(box.renewExpiry('60s' as never))).code).toBe('ERR_INVALID_ARGUMENT')
+    expect(box.info.expiresAt ?? null).toBeNull()
+  })
+
   it('await using removes a sandbox this handle created, and leaves one it only found', async () => {
     {
       await using tmp = await sandboxes.create({ name: `tmp-${backend}`, agent: 'shell', workspace: ws.dir, template: IMAGE })

@@ -469,6 +469,11 @@ export declare class Sandbox {
    * `Sandboxes.restore()`.
    */
   snapshot(options?: SnapshotOptions | undefined | null): Promise<SnapshotInfo>
+  /**
+   * Re-arm its deadline to `afterMs` from now (v1: a cloud operation; a local daemon answers `unimplemented`,
+   * `ERR_UNSUPPORTED`); resolves with what the backend reports afterwards (`expiresAt`).
+   */
+  renewExpiry(afterMs: number, options?: CallOptions | undefined | null): Promise<SandboxInfo>
   /** Start it if it is stopped. */
   start(options?: CallOptions | undefined | null): Promise<void>
   /** Stop it (its files stay; `start()` resumes it). */
@@ -796,8 +801,10 @@ export interface CreateSandboxOptions {
   /** More host directories, mounted at the same paths. */
   additionalWorkspaces?: Array<AdditionalWorkspace>
   labels?: Record<string, string>
-  /** Credentials the sandbox uses through the proxy without holding them (`create` only; sbx). */
+  /** Credentials the sandbox uses through the proxy without holding them (`create` only; sbx, v1). */
   secrets?: Array<SecretInput>
+  /** Delete or stop it by itself after a while (v1; other backends reject with `ERR_UNSUPPORTED`). */
+  expiry?: ExpiryOptions
   /** Aborting rejects with `ABORT_ERR`. */
   signal?: AbortSignal
   /** Deadline in milliseconds (default 15 min: a first create pulls the template). */
@@ -953,6 +960,14 @@ export interface ExitStatus {
   /** True when the spawn's `signal` aborted while the process ran and the process tree was killed. */
   aborted: boolean
   durationMs: number
+}
+
+/** A deadline after which the backend deletes or stops the sandbox by itself. */
+export interface ExpiryOptions {
+  /** Milliseconds from when the sandbox is ready (1 ms to a year; the service may round or cap it). */
+  afterMs: number
+  /** `'delete'` (the default) or `'stop'`. */
+  action?: 'delete' | 'stop'
 }
 
 /** One directory entry or `stat` result. */
@@ -1411,6 +1426,8 @@ export interface SandboxInfo {
   workspace: string
   template?: string
   labels: Record<string, string>
+  /** When the backend deletes or stops it by itself (RFC 3339; v1 with `expiry`), while a deadline is armed. */
+  expiresAt?: string
 }
 
 /** Options for `saveTemplate()`. */

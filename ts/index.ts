@@ -49,6 +49,7 @@ export {
   type AdditionalWorkspace,
   type BackendKind,
   type CreateSandboxOptions,
+  type ExpiryOptions,
   type PortRequest,
   type PublishedPort,
   type RemoveSandboxOptions,

@@ -87,7 +87,15 @@ export interface CreateSandboxOptions extends CallOptions {
    * sandbox whose secrets cannot be set is removed again and `create` rejects.
    */
   secrets?: SecretInput[]
+  /**
+   * Delete (or stop) it by itself `afterMs` after it is ready (v1 `features.timeouts`; other backends reject with
+   * `ERR_UNSUPPORTED`). `info.expiresAt` says when; `renewExpiry()` re-arms it.
+   */
+  expiry?: ExpiryOptions
 }
+
+/** A deadline after which the backend deletes or stops a sandbox by itself. */
+export type ExpiryOptions = native.ExpiryOptions
 
 /** A published port. */
 export type PublishedPort = native.PublishedPort
@@ -153,7 +161,9 @@ const CREATE: check.Shape = {
   env: 'record',
   additionalWorkspaces: 'object',
   labels: 'record',
+  expiry: 'object',
 }
+const EXPIRY: check.Shape = { afterMs: 'number', action: 'string' }
 const REMOVE: check.Shape = { ...check.CALL, force: 'boolean' }
 const SNAPSHOT: check.Shape = { ...check.CALL, name: 'string', description: 'string', captureMode: 'string' }
 const RESTORE: check.Shape = { ...check.CALL, name: 'string' }
@@ -232,6 +242,7 @@ export class Sandboxes {
   create(options: CreateSandboxOptions): Promise<Sandbox> {
     return call(options?.signal, async () => {
       check.opts('options', options, CREATE, ['agent', 'workspace'])
+      if (options.expiry !== undefined) check.opts('expiry', options.expiry, EXPIRY, ['afterMs'])
       if (options.secrets !== undefined) checkSecrets('secrets', options.secrets)
       return Sandbox.wrap(await this.#inner.create(options))
     })
@@ -244,6 +255,7 @@ export class Sandboxes {
   ensure(options: CreateSandboxOptions): Promise<Sandbox> {
     return call(options?.signal, async () => {
       check.opts('options', options, CREATE, ['agent', 'workspace'])
+      if (options.expiry !== undefined) check.opts('expiry', options.expiry, EXPIRY, ['afterMs'])
       return Sandbox.wrap(await this.#inner.ensure(options))
     })
   }
@@ -446,6 +458,18 @@ export class Sandbox {
     return call(options?.signal, () => {
       check.opts('options', options, SNAPSHOT)
       return this.#inner.snapshot(options)
+    })
+  }
+
+  /**
+   * Re-arm its deadline to `afterMs` from now (v1, in the cloud: a local daemon answers `unimplemented`, and the
+   * other backends have no deadline: `ERR_UNSUPPORTED`). Resolves with what the backend reports (`expiresAt`).
+   */
+  renewExpiry(afterMs: number, options?: CallOptions): Promise<SandboxInfo> {
+    return call(options?.signal, () => {
+      check.arg('afterMs', afterMs, 'number')
+      check.opts('options', options, check.CALL)
+      return this.#inner.renewExpiry(afterMs, options)
     })
   }
 

@@ -9,7 +9,7 @@ use super::exec::ExecProcess;
 use super::forward::{forward_on, port_arg, Forward, ForwardOptions};
 use super::policy::{secrets_of, set_secrets_on, NetworkPolicy, SecretInput, SecretPlaceholder};
 use crate::core::backend::{
-    ExecTarget, SandboxBackend, SandboxSpec, SandboxSummary, SnapshotSpec, SnapshotSummary,
+    ExecTarget, Expiry, SandboxBackend, SandboxSpec, SandboxSummary, SnapshotSpec, SnapshotSummary,
 };
 use crate::core::netpolicy;
 use crate::core::sandboxes::{self, Choice, ConnectOptions};
@@ -76,6 +76,8 @@ pub struct SandboxInfo {
     pub workspace: String,
     pub template: Option<String>,
     pub labels: HashMap<String, String>,
+    /// When the backend deletes or stops it by itself (RFC 3339; v1 with `expiry`), while a deadline is armed.
+    pub expires_at: Option<String>,
 }
 
 impl From<SandboxSummary> for SandboxInfo {
@@ -88,6 +90,7 @@ impl From<SandboxSummary> for SandboxInfo {
             workspace: s.workspace,
             template: s.template,
             labels: s.labels.into_iter().collect(),
+            expires_at: s.expires_at,
         }
     }
 }
@@ -99,6 +102,16 @@ pub struct AdditionalWorkspace {
     pub path: String,
     /// Mount it read-only.
     pub read_only: Option<bool>,
+}
+
+/// A deadline after which the backend deletes or stops the sandbox by itself.
+#[napi(object)]
+pub struct ExpiryOptions {
+    /// Milliseconds from when the sandbox is ready (1 ms to a year; the service may round or cap it).
+    pub after_ms: f64,
+    /// `'delete'` (the default) or `'stop'`.
+    #[napi(ts_type = "'delete' | 'stop'")]
+    pub action: Option<String>,
 }
 
 /// What to create: `create({ agent, workspace, … })` / `ensure(…)`.
@@ -122,8 +135,10 @@ pub struct CreateSandboxOptions<'a> {
     /// More host directories, mounted at the same paths.
     pub additional_workspaces: Option<Vec<AdditionalWorkspace>>,
     pub labels: Option<HashMap<String, String>>,
-    /// Credentials the sandbox uses through the proxy without holding them (`create` only; sbx).
+    /// Credentials the sandbox uses through the proxy without holding them (`create` only; sbx, v1).
     pub secrets: Option<Vec<SecretInput>>,
+    /// Delete or stop it by itself after a while (v1; other backends reject with `ERR_UNSUPPORTED`).
+    pub expiry: Option<ExpiryOptions>,
     /// Aborting rejects with `ABORT_ERR`.
     pub signal: Option<AbortSignal<'a>>,
     /// Deadline in milliseconds (default 15 min: a first create pulls the template).
@@ -321,8 +336,13 @@ fn connect_options(o: Option<&SandboxesOptions>) -> CoreResult<ConnectOptions> {
     })
 }
 
-fn spec_of(o: &CreateSandboxOptions) -> SandboxSpec {
-    SandboxSpec {
+fn spec_of(o: &CreateSandboxOptions) -> CoreResult<SandboxSpec> {
+    let expiry = o
+        .expiry
+        .as_ref()
+        .map(|x| Expiry::new(x.after_ms, x.action.as_deref(), "expiry.afterMs"))
+        .transpose()?;
+    Ok(SandboxSpec {
         name: o.name.clone(),
         agent: o.agent.clone(),
         workspace: o.workspace.clone(),
@@ -337,7 +357,8 @@ fn spec_of(o: &CreateSandboxOptions) -> SandboxSpec {
             .map(|w| (w.path.clone(), w.read_only.unwrap_or(false)))
             .collect(),
         labels: o.labels.clone().unwrap_or_default().into_iter().collect(),
-    }
+        expiry,
+    })
 }
 
 /// The front door: a client for whichever sandbox daemon answers. Holds no connection: nothing to close.
@@ -427,6 +448,7 @@ impl Sandboxes {
         let spec = spec_of(&options);
         let secrets = secrets_of(options.secrets.take());
         run(&env, Some(&options), move |call| async move {
+            let spec = spec?;
             let s = netpolicy::create_with_secrets(&*b, &spec, &secrets, &call).await?;
             open(b, s, true, &call).await
         })
@@ -439,7 +461,7 @@ impl Sandboxes {
         let b = self.backend.clone();
         let spec = spec_of(&options);
         run(&env, Some(&options), move |call| async move {
-            let s = b.ensure(&spec, &call).await?;
+            let s = b.ensure(&spec?, &call).await?;
             open(b, s, false, &call).await
         })
     }
@@ -778,6 +800,22 @@ impl Sandbox {
         };
         run(&env, options.as_ref(), move |call| async move {
             Ok(b.snapshot(&name, &spec, &call).await?.into())
+        })
+    }
+
+    /// Re-arm its deadline to `afterMs` from now (v1: a cloud operation; a local daemon answers `unimplemented`,
+    /// `ERR_UNSUPPORTED`); resolves with what the backend reports afterwards (`expiresAt`).
+    #[napi(catch_unwind)]
+    pub fn renew_expiry(
+        &self,
+        env: Env,
+        after_ms: f64,
+        options: Option<CallOptions>,
+    ) -> Result<Promise<SandboxInfo>> {
+        let (b, name) = (self.backend.clone(), self.info.name.clone());
+        let expiry = Expiry::new(after_ms, None, "afterMs");
+        run(&env, options.as_ref(), move |call| async move {
+            Ok(b.renew_expiry(&name, expiry?.after, &call).await?.into())
         })
     }
 

@@ -197,6 +197,48 @@ pub struct SandboxSummary {
     pub workspace: String,
     pub template: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// When the backend will act on it (delete or stop), RFC 3339; `None` when no deadline is armed.
+    pub expires_at: Option<String>,
+}
+
+/// A deadline after which the backend deletes or stops a sandbox by itself (v1 `features.timeouts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiry {
+    /// From when the sandbox is ready (a renewal: from when the backend accepts it).
+    pub after: std::time::Duration,
+    /// `delete` (the default) or `stop`.
+    pub action: String,
+}
+
+impl Expiry {
+    /// The longest deadline the SDK passes on (a year); the backend may allow less.
+    pub const MAX: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
+    /// Checks `after_ms` (a positive number of milliseconds up to [`Self::MAX`]) and the action.
+    pub fn new(after_ms: f64, action: Option<&str>, argument: &str) -> Result<Expiry> {
+        if !after_ms.is_finite() || after_ms < 1.0 || after_ms > Self::MAX.as_millis() as f64 {
+            return Err(Error::invalid(format!(
+                "{argument} must be a number of milliseconds from 1 to {} (a year)",
+                Self::MAX.as_millis()
+            ))
+            .with("argument", argument.to_string()));
+        }
+        let action = match action {
+            None | Some("delete") => "delete",
+            Some("stop") => "stop",
+            Some(other) => {
+                return Err(Error::invalid(format!(
+                    "expiry.action must be 'delete' or 'stop', got {}",
+                    super::validate::shown(other)
+                ))
+                .with("argument", "expiry.action"))
+            }
+        };
+        Ok(Expiry {
+            after: std::time::Duration::from_millis(after_ms as u64),
+            action: action.into(),
+        })
+    }
 }
 
 /// What to create. `agent` and `workspace` are required by every backend; the rest is optional.
@@ -213,6 +255,8 @@ pub struct SandboxSpec {
     /// Extra host directories mounted at the same path: `(dir, read_only)`.
     pub additional_workspaces: Vec<(String, bool)>,
     pub labels: BTreeMap<String, String>,
+    /// A deadline for the sandbox (v1 only; the other backends answer `ERR_UNSUPPORTED`).
+    pub expiry: Option<Expiry>,
 }
 
 /// A saved state of a sandbox that restores as a new sandbox (backends with snapshots: v1).
@@ -383,6 +427,17 @@ pub trait SandboxBackend: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<SecretPlaceholder>>> {
         let _ = (name, secrets, opts);
         Box::pin(async move { Err(unsupported(self.kind(), "secrets")) })
+    }
+    /// Re-arm the sandbox's deadline to `after` from now; what the backend reports afterwards. Default:
+    /// `ERR_UNSUPPORTED`.
+    fn renew_expiry<'a>(
+        &'a self,
+        name: &'a str,
+        after: std::time::Duration,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<SandboxSummary>> {
+        let _ = (name, after, opts);
+        Box::pin(async move { Err(unsupported(self.kind(), "sandbox expiry")) })
     }
     /// Snapshot the sandbox `name`, resolving once the snapshot is ready. Default: `ERR_UNSUPPORTED`.
     fn snapshot<'a>(

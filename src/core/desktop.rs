@@ -157,6 +157,7 @@ impl DesktopBackend {
             workspace: vm.info.workspace_dir.clone(),
             template: label(LABEL_TEMPLATE),
             labels,
+            expires_at: None,
         }
     }
 
@@ -241,6 +242,12 @@ impl DesktopBackend {
                 "the desktop backend's /vm API takes no cpus or memory: its VMs are sized by Docker Desktop",
             )
             .with("backend", "desktop"));
+        }
+        if spec.expiry.is_some() {
+            return Err(super::backend::unsupported(
+                "desktop",
+                "sandbox expiry (the /vm API has no deadline for a VM)",
+            ));
         }
         Ok(name)
     }

@@ -318,6 +318,7 @@ fn summary(w: WireSandbox, body: &[u8]) -> Result<SandboxSummary> {
         workspace: w.workspace.unwrap_or_default(),
         template: w.template.filter(|t| !t.is_empty()),
         labels,
+        expires_at: None,
     })
 }
 
@@ -666,6 +667,12 @@ impl SbxClient {
         }
         if !spec.labels.is_empty() {
             body["labels"] = serde_json::to_value(&spec.labels).unwrap_or_default();
+        }
+        if spec.expiry.is_some() {
+            return Err(super::super::backend::unsupported(
+                "sbx",
+                "sandbox expiry (the daemon has no deadline for a sandbox)",
+            ));
         }
         Ok(body)
     }

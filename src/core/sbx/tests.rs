@@ -558,6 +558,7 @@ async fn create_sends_the_snake_case_body() {
         environment: [("A".to_string(), "1".to_string())].into(),
         additional_workspaces: vec![(extra.path().to_str().unwrap().into(), true)],
         labels: [("team".to_string(), "x".to_string())].into(),
+        expiry: None,
     };
     let s = f.client().create(&spec, &opts()).await.unwrap();
     assert_eq!((s.name.as_str(), s.status.as_str()), ("dev", "running"));

@@ -185,14 +185,21 @@ impl V1Backend {
         if !resources.is_empty() {
             req.insert("resources".into(), Value::Object(resources));
         }
+        let mut features = Map::new();
+        if let Some(x) = &spec.expiry {
+            features.insert(
+                "timeouts".into(),
+                json!({ "timeout": duration(x.after), "onTimeout": x.action }),
+            );
+        }
         let stored = self.client.create_secrets(&name, secrets, b).await?;
         if !stored.is_empty() {
             labels.insert(SECRETS_LABEL.into(), stored.join(","));
             let names: Vec<String> = stored.iter().map(|u| format!("secrets/{u}")).collect();
-            req.insert(
-                "features".into(),
-                json!({ "storedSecrets": { "secrets": names } }),
-            );
+            features.insert("storedSecrets".into(), json!({ "secrets": names }));
+        }
+        if !features.is_empty() {
+            req.insert("features".into(), Value::Object(features));
         }
         if !labels.is_empty() {
             req.insert("labels".into(), json!(labels));
@@ -279,6 +286,18 @@ pub(super) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A protobuf JSON duration (`"90s"`, `"1.5s"`).
+pub fn duration(d: Duration) -> String {
+    match d.subsec_millis() {
+        0 => format!("{}s", d.as_secs()),
+        ms => format!(
+            "{}.{}s",
+            d.as_secs(),
+            format!("{ms:03}").trim_end_matches('0')
+        ),
+    }
+}
+
 /// `"2g"`, `"1024m"`, `"512"` (MiB) → MiB.
 fn memory_mib(m: &str) -> Result<u64> {
     let t = m.trim().to_ascii_lowercase();
@@ -312,6 +331,11 @@ pub fn summary(s: &Sandbox) -> SandboxSummary {
         workspace,
         template: s.core.image_ref.clone(),
         labels,
+        expires_at: s
+            .extra
+            .get("effectiveFeatures")
+            .and_then(|f| f["timeouts"]["expiresAt"].as_str())
+            .map(str::to_string),
     }
 }
 
@@ -606,6 +630,39 @@ impl SandboxBackend for V1Backend {
                 n += 1;
             }
             Ok(format!("unpublished {n} port key(s)"))
+        })
+    }
+
+    /// `renewSandboxTimeout`: the deadline re-armed from the service's acceptance (a cloud operation: a local
+    /// daemon answers `unimplemented`).
+    fn renew_expiry<'a>(
+        &'a self,
+        name: &'a str,
+        after: Duration,
+        opts: &'a Call,
+    ) -> BoxFuture<'a, Result<SandboxSummary>> {
+        Box::pin(async move {
+            let b = Budget::of(opts, DEFAULT_TIMEOUT);
+            let s = self.require(name, &b).await?;
+            let ctx = Ctx::sandbox(
+                format!("renewing the deadline of v1 sandbox {name:?}"),
+                name,
+            );
+            let res = self
+                .client
+                .exchange(
+                    &self.client.base,
+                    super::client::Cred::Management,
+                    Method::POST,
+                    &format!("/v1/sandboxes/{}/renew-timeout", enc(&s.uid)),
+                    &Body::Json(json!({ "timeout": duration(after) })),
+                    &[],
+                    &b,
+                    &ctx,
+                )
+                .await?;
+            let s: Sandbox = self.client.json(&res, &[200], &ctx)?;
+            Ok(summary(&s))
         })
     }
 

@@ -5,10 +5,11 @@
 //! (`check_response`) against the contract; a violation is recorded and fails the test, so neither side can drift.
 
 use super::backend::{V1Backend, V1Target};
+use super::client::parse_duration;
 use super::contract::contract;
 use super::secrets::SECRETS_LABEL;
 use super::V1Options;
-use crate::core::backend::{ExecTarget, SandboxBackend, SandboxSpec, SnapshotSpec};
+use crate::core::backend::{ExecTarget, Expiry, SandboxBackend, SandboxSpec, SnapshotSpec};
 use crate::core::call::Call;
 use crate::core::error::{Error, ErrorCode};
 use crate::core::exec::ExecSpec;
@@ -110,6 +111,8 @@ struct St {
     secret_values: Vec<String>,
     /// The body of every createSandbox.
     create_requests: Vec<Value>,
+    /// The body of every renewSandboxTimeout.
+    renewals: Vec<Value>,
 }
 
 struct Fake {
@@ -356,6 +359,7 @@ impl Fake {
             ("DELETE", ["v1", "snapshots", _]) => "deleteSnapshot",
             ("POST", ["v1", "snapshots", _, "restore"]) => "restoreSnapshot",
             ("POST", ["v1", "secrets"]) => "createSecret",
+            ("POST", ["v1", "sandboxes", _, "renew-timeout"]) => "renewSandboxTimeout",
             ("GET", ["v1", "secrets", _]) => "getSecret",
             ("DELETE", ["v1", "secrets", _]) => "deleteSecret",
             _ => return Ok(self.reply("getSandbox", 404, Some(err("notFound", "no route")))),
@@ -413,6 +417,22 @@ impl Fake {
                 }
                 drop(st);
                 Ok(self.reply(op, 200, Some(v)))
+            }
+            "renewSandboxTimeout" => {
+                let req = json_body.unwrap_or_default();
+                st.renewals.push(req.clone());
+                let Some(s) = st.sandboxes.get_mut(&uid) else {
+                    drop(st);
+                    return Ok(self.reply(op, 404, Some(err("notFound", "sandbox not found"))));
+                };
+                let secs =
+                    parse_duration(req["timeout"].as_str().unwrap_or("")).unwrap_or_default();
+                s["effectiveFeatures"]["timeouts"]["expiresAt"] =
+                    json!(rfc3339(SystemTime::now() + secs));
+                bump(s);
+                let out = s.clone();
+                drop(st);
+                Ok(self.reply(op, 200, Some(out)))
             }
             "createSecret" => {
                 let req = json_body.unwrap_or_default();
@@ -560,7 +580,17 @@ impl Fake {
                         serve_unix(l, self.clone(), format!("/ep/{uid}"));
                     }
                 }
-                let s = self.sandbox_json(&uid, &display, "creating", 1, &req);
+                let mut s = self.sandbox_json(&uid, &display, "creating", 1, &req);
+                if let Some(t) = req["features"].get("timeouts") {
+                    let after =
+                        parse_duration(t["timeout"].as_str().unwrap_or("")).unwrap_or_default();
+                    s["effectiveFeatures"] = json!({
+                        "lifecycle": {"stopMemoryOutcome": "discard"},
+                        "outputRetention": {"minDuration": "300s"},
+                        "timeouts": {"onTimeout": t["onTimeout"], "initialTimeout": t["timeout"],
+                            "expiresAt": rfc3339(SystemTime::now() + after)},
+                    });
+                }
                 let s = match st.snapshots.get(segs.get(2).copied().unwrap_or("")) {
                     // a restore is the source's sandbox again: its agent, labels and image
                     Some((snap, _)) if op == "restoreSnapshot" => {
@@ -1399,6 +1429,60 @@ async fn snapshots_wait_until_ready_restore_as_new_sandboxes_and_delete_with_eta
         "If-Match on every delete"
     );
     drop(st);
+    clean(&f);
+}
+
+#[tokio::test]
+async fn an_expiry_is_armed_at_create_and_renewed() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    let mut sp = spec("ttl");
+    sp.expiry = Some(Expiry::new(90_000.0, Some("stop"), "expiry.afterMs").unwrap());
+    let s = b.create(&sp, &call_ms(10_000)).await.unwrap();
+    let armed = s.expires_at.clone().expect("expiresAt reported");
+    assert_eq!(
+        f.st.lock().unwrap().create_requests.last().unwrap()["features"]["timeouts"],
+        json!({"timeout": "90s", "onTimeout": "stop"})
+    );
+    let r = b
+        .renew_expiry("ttl", Duration::from_millis(1500), &call_ms(5000))
+        .await
+        .unwrap();
+    assert_eq!(
+        f.st.lock().unwrap().renewals.last().unwrap()["timeout"],
+        "1.5s"
+    );
+    assert!(
+        r.expires_at.is_some() && r.expires_at != Some(armed),
+        "re-armed"
+    );
+    // bad input before anything is sent; a service without renewal is ERR_UNSUPPORTED
+    for (ms, action) in [
+        (0.0, None),
+        (f64::NAN, None),
+        (4e10, None),
+        (1000.0, Some("explode")),
+    ] {
+        let e = Expiry::new(ms, action, "expiry.afterMs").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidArgument, "{ms} {action:?}");
+    }
+    f.st.lock().unwrap().faults.push_back(Fault {
+        op: "renewSandboxTimeout",
+        status: 501,
+        body: err(
+            "unimplemented",
+            "This operation is not available on this service.",
+        ),
+    });
+    let e = b
+        .renew_expiry("ttl", Duration::from_secs(60), &call_ms(5000))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::Unsupported);
+    assert!(b
+        .renew_expiry("nope", Duration::from_secs(1), &call_ms(5000))
+        .await
+        .is_err());
     clean(&f);
 }
 

@@ -154,6 +154,9 @@ pub struct EndpointRef {
     pub uid: String,
     /// The SDK's name for the sandbox (its displayName), for messages.
     pub display: String,
+    /// The endpoint takes a WebSocket credential only as a `sandboxes.bearer.v1.<token>` subprotocol offer (it
+    /// advertises `webSocketSubprotocol` and not `authorizationHeader`).
+    pub ws_subprotocol_auth: bool,
 }
 
 /// Which credential a request carries.
@@ -795,7 +798,10 @@ impl Client {
                 b"",
             )
         })?;
+        let transports = &ep.authentication.credential_transports;
         Ok(EndpointRef {
+            ws_subprotocol_auth: transports.iter().any(|t| t == "webSocketSubprotocol")
+                && !transports.iter().any(|t| t == "authorizationHeader"),
             local: ep.authentication.scheme == "localSocket",
             base,
             sandbox: if ep.sandbox.is_empty() {

@@ -361,11 +361,29 @@ impl Reader {
                     .into_client_request()
                     .map_err(|e| Error::internal(format!("building the interact request: {e}")))?;
                 let h = req.headers_mut();
-                h.insert(
-                    "sec-websocket-protocol",
-                    hyper::header::HeaderValue::from_static("sandboxes.v1"),
-                );
-                if let Some(t) = &token {
+                match &token {
+                    // the credential as the non-echoed subprotocol offer, beside the API's own
+                    Some(t) if self.ep.ws_subprotocol_auth => {
+                        use base64::Engine;
+                        let enc =
+                            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(t.expose());
+                        let mut v = hyper::header::HeaderValue::from_str(&format!(
+                            "sandboxes.v1, sandboxes.bearer.v1.{enc}"
+                        ))
+                        .map_err(|_| {
+                            Error::new(ErrorCode::Unauthenticated, "bad credential subprotocol")
+                        })?;
+                        v.set_sensitive(true);
+                        h.insert("sec-websocket-protocol", v);
+                    }
+                    _ => {
+                        h.insert(
+                            "sec-websocket-protocol",
+                            hyper::header::HeaderValue::from_static("sandboxes.v1"),
+                        );
+                    }
+                }
+                if let Some(t) = token.as_ref().filter(|_| !self.ep.ws_subprotocol_auth) {
                     let mut v =
                         hyper::header::HeaderValue::from_str(&format!("Bearer {}", t.expose()))
                             .map_err(|_| {

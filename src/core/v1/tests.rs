@@ -113,6 +113,10 @@ struct St {
     create_requests: Vec<Value>,
     /// The body of every renewSandboxTimeout.
     renewals: Vec<Value>,
+    /// Endpoints advertise only the `webSocketSubprotocol` credential transport (a browser-first service).
+    subprotocol_only: bool,
+    /// How each interact attachment carried its credential: `header` or `subprotocol`.
+    ws_auth: Vec<&'static str>,
 }
 
 struct Fake {
@@ -581,6 +585,10 @@ impl Fake {
                     }
                 }
                 let mut s = self.sandbox_json(&uid, &display, "creating", 1, &req);
+                if st.subprotocol_only {
+                    s["core"]["endpoint"]["authentication"]["credentialTransports"] =
+                        json!(["webSocketSubprotocol"]);
+                }
                 if let Some(t) = req["features"].get("timeouts") {
                     let after =
                         parse_duration(t["timeout"].as_str().unwrap_or("")).unwrap_or_default();
@@ -911,7 +919,43 @@ impl Fake {
             .unwrap_or("")
             .to_string();
         let id = path.rsplit('/').nth(1).unwrap_or("").to_string();
-        if !self.cred_ok(&uid, bearer) {
+        let offered: Vec<String> = req
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(',')
+            .map(|p| p.trim().to_string())
+            .collect();
+        let carried: Vec<String> = offered
+            .iter()
+            .filter_map(|p| p.strip_prefix("sandboxes.bearer.v1."))
+            .filter_map(|t| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(t)
+                    .ok()
+            })
+            .map(|t| String::from_utf8_lossy(&t).into_owned())
+            .collect();
+        let only = self.st.lock().unwrap().subprotocol_only;
+        // exactly one carrier: never both, never the header where only the subprotocol is advertised
+        if carried.len() > 1
+            || (!carried.is_empty() && !bearer.is_empty())
+            || (only && !bearer.is_empty())
+        {
+            return self.reply(
+                "interact",
+                400,
+                Some(err("invalidArgument", "mixed or misplaced credentials")),
+            );
+        }
+        let token = carried.first().map(String::as_str).unwrap_or(bearer);
+        self.st.lock().unwrap().ws_auth.push(if carried.is_empty() {
+            "header"
+        } else {
+            "subprotocol"
+        });
+        if !self.cred_ok(&uid, token) {
             return self.reply(
                 "interact",
                 401,
@@ -921,12 +965,7 @@ impl Fake {
                 )),
             );
         }
-        let proto = req
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if proto != "sandboxes.v1" {
+        if !offered.iter().any(|p| p == "sandboxes.v1") {
             return self.reply(
                 "interact",
                 400,
@@ -1777,6 +1816,46 @@ async fn a_socket_dropped_mid_output_is_resumed_with_no_loss_and_no_duplicate() 
         [0, 3, 5],
         "resumed from the last sequence each time"
     );
+    clean(&f);
+}
+
+#[tokio::test]
+async fn an_endpoint_that_takes_credentials_only_as_a_subprotocol_gets_them_there() {
+    let (f, o) = cloud().await;
+    f.st.lock().unwrap().subprotocol_only = true;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let t = b.target("dev", &call_ms(5000)).await.unwrap();
+    // a dropped socket is re-attached the same way, with no loss
+    f.st.lock()
+        .unwrap()
+        .ws_faults
+        .push_back(WsFault::DropAfter(4));
+    let p = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["gen".into()],
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    while let Some(c) = p.next().await {
+        all.extend_from_slice(c.unwrap().data());
+    }
+    let want: String = (0..10).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(String::from_utf8(all).unwrap(), want);
+    assert_eq!(p.wait(&call_ms(5000)).await.unwrap().exit_code, Some(7));
+    let st = f.st.lock().unwrap();
+    assert!(st.ws_auth.len() >= 2);
+    assert!(
+        st.ws_auth.iter().all(|a| *a == "subprotocol"),
+        "{:?}",
+        st.ws_auth
+    );
+    drop(st);
     clean(&f);
 }
 

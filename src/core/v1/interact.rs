@@ -8,6 +8,11 @@
 //! sent fails. At most [`MAX_RECONNECTS`] re-attachments in a row without new output; then the process reports
 //! `ERR_STREAM_INTERRUPTED`. Close codes 1002/1003/1007/1009, binary frames and frames above [`MAX_FRAME`] are
 //! protocol errors (no retry). A quiet socket is pinged; one where nothing arrives for [`IDLE_LIMIT`] is re-attached.
+//!
+//! When no socket can be had at all (the first handshake fails at the transport level — a proxy that does not pass
+//! WebSockets — or the re-attachments run out), the output is **polled** with `readOutput` from the same cursor, so
+//! it is still neither lost nor repeated, until the exit. Polling carries no stdin, `closeStdin` or resize: those
+//! fail with `ERR_STREAM_INTERRUPTED`; signals still work (they are plain requests).
 
 use super::super::call::Call;
 use super::super::error::{Error, ErrorCode, Result};
@@ -47,6 +52,9 @@ const IDLE_LIMIT: Duration = if cfg!(test) {
 };
 /// How long opening (and attaching) one socket may take.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Polling waits this long after an empty page at first, doubling up to [`POLL_MAX`].
+const POLL_MIN: Duration = Duration::from_millis(50);
+const POLL_MAX: Duration = Duration::from_secs(1);
 /// The most stdin bytes in one frame.
 const STDIN_FRAME: usize = 512 * 1024;
 /// Output chunks queued ahead of the reader.
@@ -80,6 +88,8 @@ struct Shared {
     killed: AtomicBool,
     /// Re-attachments made (tests read it).
     reconnects: AtomicUsize,
+    /// The output is being polled (no socket).
+    polling: AtomicBool,
 }
 
 /// What the reader task needs.
@@ -154,6 +164,7 @@ impl V1Process {
             stdin_closed: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             reconnects: AtomicUsize::new(0),
+            polling: AtomicBool::new(false),
         });
         let reader = Reader {
             shared: Arc::downgrade(&shared),
@@ -166,8 +177,18 @@ impl V1Process {
             exit: exit_tx,
             handle_gone: false,
         };
-        // The first socket is opened here so a refused attach is the spawn's error.
-        let ws = reader.open(0, false).await?;
+        // The first socket is opened here so a refused attach is the spawn's error. One that cannot be had at the
+        // transport level is replaced by polling, if the endpoint answers `readOutput`.
+        let ws = match reader.open(0, false).await {
+            Ok(ws) => Some(ws),
+            Err(e) if e.code == ErrorCode::SandboxdUnavailable => {
+                read_output(&reader.client, &reader.ep, &reader.id, 0)
+                    .await
+                    .map_err(|_| e)?;
+                None
+            }
+            Err(e) => return Err(e),
+        };
         tokio::spawn(reader.run(ws, timeout, abort));
         Ok(V1Process { shared })
     }
@@ -175,6 +196,11 @@ impl V1Process {
     /// Re-attachments so far.
     pub fn reconnects(&self) -> usize {
         self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Whether the output is being polled (no interact socket could be had).
+    pub fn polling(&self) -> bool {
+        self.shared.polling.load(Ordering::Relaxed)
     }
 
     async fn frame(&self, v: Value) -> Result<()> {
@@ -438,9 +464,9 @@ impl Reader {
         }
     }
 
-    async fn run(mut self, first: Ws, timeout: Option<Duration>, abort: CancellationToken) {
+    async fn run(mut self, first: Option<Ws>, timeout: Option<Duration>, abort: CancellationToken) {
         let began = Instant::now();
-        let mut ws = Some(first);
+        let mut ws = first;
         let mut last_seq: i64 = 0;
         let mut failures: u32 = 0;
         let mut ended_by: Option<&'static str> = None;
@@ -448,7 +474,15 @@ impl Reader {
         tokio::pin!(deadline);
         let outcome: Result<i64> = 'outer: loop {
             let Some(mut sock) = ws.take() else {
-                break Err(Error::internal("no interact socket"));
+                // no socket to be had: poll the output to the exit
+                let end = self
+                    .poll(&mut last_seq, &mut deadline, &abort, &mut ended_by)
+                    .await;
+                break match end {
+                    End::Exited(code) => Ok(code),
+                    End::Fail(e) => Err(e),
+                    End::Retry(_, why, close) => Err(interrupted(&why, close)),
+                };
             };
             let end = self
                 .pump(
@@ -464,43 +498,58 @@ impl Reader {
             match end {
                 End::Exited(code) => break Ok(code),
                 End::Fail(e) => break Err(e),
-                End::Retry(mut fresh, mut why, close) => loop {
-                    failures += 1;
-                    if failures > MAX_RECONNECTS {
-                        break 'outer Err(interrupted(&why, close));
-                    }
-                    if let Some(s) = self.shared.upgrade() {
-                        s.reconnects.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if fresh {
-                        self.client
-                            .drop_credential(&self.ep, &["sandboxesExec"])
-                            .await;
-                    }
-                    tokio::time::sleep(Duration::from_millis(50 * failures as u64)).await;
-                    match self.open(last_seq, fresh).await {
-                        Ok(s) => {
-                            ws = Some(s);
+                End::Retry(mut fresh, mut why, close) => {
+                    let mut unopenable = false;
+                    loop {
+                        failures += 1;
+                        if failures > MAX_RECONNECTS {
+                            // No socket could be opened again (the handshake itself failed, as behind a proxy that
+                            // does not pass WebSockets): poll, if the endpoint answers readOutput. A server that keeps
+                            // closing the sockets it opened is not second-guessed.
+                            if !unopenable
+                                || read_output(&self.client, &self.ep, &self.id, last_seq)
+                                    .await
+                                    .is_err()
+                            {
+                                break 'outer Err(interrupted(&why, close));
+                            }
+                            ws = None;
                             break;
                         }
-                        // A refusal that a fresh credential cannot fix ends it now.
-                        Err(e)
-                            if !matches!(
-                                e.code,
-                                ErrorCode::Unauthenticated
-                                    | ErrorCode::SandboxdUnavailable
-                                    | ErrorCode::StreamInterrupted
-                                    | ErrorCode::Timeout
-                            ) =>
-                        {
-                            break 'outer Err(e);
+                        if let Some(s) = self.shared.upgrade() {
+                            s.reconnects.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(e) => {
-                            fresh = e.code == ErrorCode::Unauthenticated;
-                            why = e.message;
+                        if fresh {
+                            self.client
+                                .drop_credential(&self.ep, &["sandboxesExec"])
+                                .await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50 * failures as u64)).await;
+                        match self.open(last_seq, fresh).await {
+                            Ok(s) => {
+                                ws = Some(s);
+                                break;
+                            }
+                            // A refusal that a fresh credential cannot fix ends it now.
+                            Err(e)
+                                if !matches!(
+                                    e.code,
+                                    ErrorCode::Unauthenticated
+                                        | ErrorCode::SandboxdUnavailable
+                                        | ErrorCode::StreamInterrupted
+                                        | ErrorCode::Timeout
+                                ) =>
+                            {
+                                break 'outer Err(e);
+                            }
+                            Err(e) => {
+                                fresh = e.code == ErrorCode::Unauthenticated;
+                                unopenable = e.code == ErrorCode::SandboxdUnavailable;
+                                why = e.message;
+                            }
                         }
                     }
-                },
+                }
             }
         };
         let killed = ended_by.is_some()
@@ -637,6 +686,84 @@ impl Reader {
         }
     }
 
+    /// Output by `readOutput` from `last_seq` to the exit (no socket): chunks in order, none repeated; frames
+    /// (stdin, `closeStdin`, resize) refused; the deadline and the abort still kill the process.
+    async fn poll(
+        &mut self,
+        last_seq: &mut i64,
+        deadline: &mut Pin<&mut tokio::time::Sleep>,
+        abort: &CancellationToken,
+        ended_by: &mut Option<&'static str>,
+    ) -> End {
+        if let Some(s) = self.shared.upgrade() {
+            s.polling.store(true, Ordering::Relaxed);
+        }
+        let mut wait = Duration::ZERO;
+        let mut errors = 0u32;
+        loop {
+            let (client, ep, id, from) = (
+                self.client.clone(),
+                self.ep.clone(),
+                self.id.clone(),
+                *last_seq,
+            );
+            let step = async move {
+                tokio::time::sleep(wait).await;
+                read_output(&client, &ep, &id, from).await
+            };
+            tokio::select! {
+                page = step => match page {
+                    Ok(page) => {
+                        errors = 0;
+                        let mut fresh = false;
+                        for c in page["chunks"].as_array().into_iter().flatten() {
+                            let Some(seq) = int64(&c["streamSequence"]) else { continue };
+                            if seq <= *last_seq {
+                                continue;
+                            }
+                            *last_seq = seq;
+                            fresh = true;
+                            let Ok(data) = base64::engine::general_purpose::STANDARD.decode(c["data"].as_str().unwrap_or("")) else {
+                                return End::Fail(Error::protocol("an output chunk's data is not base64", None, b""));
+                            };
+                            let stderr = c["stream"].as_str() == Some("stderr");
+                            let discard = self.shared.upgrade().is_none_or(|s| s.discard.load(Ordering::Relaxed));
+                            if !discard && !data.is_empty() {
+                                let _ = self.tx.send(Ok(Chunk::new(stderr, data.into()))).await;
+                            }
+                        }
+                        if let Some(next) = int64(&page["nextResumeFrom"]) {
+                            *last_seq = (*last_seq).max(next);
+                        }
+                        if let Some(x) = page.get("exited").filter(|x| x.is_object()) {
+                            return End::Exited(x["exitCode"].as_i64().unwrap_or(0));
+                        }
+                        wait = if fresh { Duration::ZERO } else { (wait * 2).clamp(POLL_MIN, POLL_MAX) };
+                    }
+                    Err(e) if errors < MAX_RECONNECTS && matches!(e.code, ErrorCode::SandboxdUnavailable | ErrorCode::Timeout | ErrorCode::Unauthenticated) => {
+                        errors += 1;
+                        wait = POLL_MAX;
+                    }
+                    Err(e) => return End::Fail(e),
+                },
+                cmd = self.cmd.recv(), if !self.handle_gone => match cmd {
+                    Some(Cmd::Frame(_, ack)) => {
+                        let _ = ack.send(Err(interrupted("no interact socket could be had and the output is polled: stdin, closeStdin and resize need the socket", None)));
+                    }
+                    None => self.handle_gone = true,
+                },
+                _ = deadline.as_mut(), if ended_by.is_none() => {
+                    *ended_by = Some("timeout");
+                    self.kill_in_background();
+                }
+                _ = abort.cancelled(), if ended_by.is_none() => {
+                    *ended_by = Some("abort");
+                    self.kill_in_background();
+                }
+            }
+        }
+    }
+
     fn kill_in_background(&self) {
         let (c, ep, id) = (self.client.clone(), self.ep.clone(), self.id.clone());
         tokio::spawn(async move {
@@ -649,6 +776,28 @@ impl Reader {
 fn stamped<T>(at: &mut Instant, v: T) -> T {
     *at = Instant::now();
     v
+}
+
+/// One page of `readOutput` after `from`.
+async fn read_output(client: &Client, ep: &EndpointRef, id: &str, from: i64) -> Result<Value> {
+    let b = Budget::of(&Call::default(), OPEN_TIMEOUT);
+    let ctx = Ctx::process(format!(
+        "reading the output of a process in v1 sandbox {:?}",
+        ep.display
+    ));
+    let res = client
+        .on_endpoint(
+            ep,
+            &["sandboxesExec"],
+            Method::GET,
+            &format!("/v1/processes/{}/output?resumeFrom={from}", enc(id)),
+            &Body::Empty,
+            &[],
+            &b,
+            &ctx,
+        )
+        .await?;
+    client.json(&res, &[200], &ctx)
 }
 
 /// An int64 that may arrive as a string or a number.

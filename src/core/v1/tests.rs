@@ -60,6 +60,8 @@ enum WsFault {
     Huge(usize),
     /// Send `n` chunks, then neither read nor write (no pong) for a minute.
     Silent(usize),
+    /// The handshake is answered 502 by "a proxy" (no upgrade, no contract body).
+    Refuse,
 }
 
 #[derive(Default)]
@@ -99,6 +101,8 @@ struct St {
     ports: HashMap<String, Vec<Value>>,
     /// The `resumeFrom` of every attach.
     attaches: Vec<usize>,
+    /// The `resumeFrom` of every readOutput.
+    polls: Vec<usize>,
     /// createSandbox idempotency keys → uid.
     keys: HashMap<String, String>,
     /// snapshot uid → (snapshot, reads left before it settles).
@@ -781,6 +785,7 @@ impl Fake {
             ("POST", ["v1", "processes", "exec"]) => "exec",
             ("POST", ["v1", "processes"]) => "createProcess",
             ("POST", ["v1", "processes", _, "signal"]) => "signal",
+            ("GET", ["v1", "processes", _, "output"]) => "readOutput",
             ("GET", ["v1", "files", "content"]) => "readFile",
             ("PUT", ["v1", "files", "content"]) => "writeFile",
             ("PUT", ["v1", "files", "directories"]) => "mkdir",
@@ -846,6 +851,38 @@ impl Fake {
                 drop(st);
                 self.reply(op, 201, Some(json!({"uid": id, "pid": 42, "state": "running", "label": format!("l-{id}"),
                     "name": format!("processes/{id}"), "lastStreamSequence": "0", "receiptKind": "fresh"})))
+            }
+            "readOutput" => {
+                let id = segs[2];
+                let from: usize = query
+                    .get("resumeFrom")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                st.polls.push(from);
+                let Some(p) = st.processes.get(id) else {
+                    drop(st);
+                    return self.reply(op, 404, Some(err("notFound", "process not found")));
+                };
+                // pages of at most 3 chunks, so the cursor has to move
+                let page: Vec<Value> = p
+                    .chunks
+                    .iter()
+                    .enumerate()
+                    .skip(from)
+                    .take(3)
+                    .map(|(i, (stream, data))| {
+                        json!({"stream": stream,
+                        "data": base64::engine::general_purpose::STANDARD.encode(data),
+                        "streamSequence": (i + 1).to_string()})
+                    })
+                    .collect();
+                let next = from + page.len();
+                let mut v = json!({"chunks": page, "nextResumeFrom": next.to_string()});
+                if let Some(code) = p.exit.filter(|_| next >= p.chunks.len()) {
+                    v["exited"] = json!({"exitCode": code, "reason": "exited"});
+                }
+                drop(st);
+                self.reply(op, 200, Some(v))
             }
             "signal" => {
                 let id = segs[2];
@@ -976,6 +1013,15 @@ impl Fake {
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let me = self.clone();
         let fault = me.st.lock().unwrap().ws_faults.pop_front();
+        if fault == Some(WsFault::Refuse) {
+            return Response::builder()
+                .status(502)
+                .header("content-type", "text/plain")
+                .body(Full::new(Bytes::from_static(
+                    b"Bad Gateway (the proxy does not pass WebSockets)",
+                )))
+                .unwrap();
+        }
         tokio::spawn(async move {
             let up = hyper::upgrade::on(&mut req).await.unwrap();
             let ws = WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, None).await;
@@ -1856,6 +1902,72 @@ async fn an_endpoint_that_takes_credentials_only_as_a_subprotocol_gets_them_ther
         st.ws_auth
     );
     drop(st);
+    clean(&f);
+}
+
+#[tokio::test]
+async fn no_socket_to_be_had_means_polled_output_with_no_loss_and_no_duplicate() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let t = b.target("dev", &call_ms(5000)).await.unwrap();
+    let want: String = (0..10).map(|i| format!("line {i}\n")).collect();
+    let gen = || ExecSpec {
+        cmd: vec!["gen".into()],
+        ..Default::default()
+    };
+    // 1. a proxy refuses every handshake: polled from the start
+    f.st.lock().unwrap().ws_faults.push_back(WsFault::Refuse);
+    let p = t.spawn(gen(), CancellationToken::new()).await.unwrap();
+    let mut all = Vec::new();
+    while let Some(c) = p.next().await {
+        all.extend_from_slice(c.unwrap().data());
+    }
+    assert_eq!(String::from_utf8(all).unwrap(), want);
+    assert_eq!(p.wait(&call_ms(5000)).await.unwrap().exit_code, Some(7));
+    assert_eq!(
+        f.st.lock().unwrap().polls[..4],
+        [0, 0, 3, 6],
+        "probe, then pages"
+    );
+    // 2. a socket that drops after 4 chunks and cannot be re-attached: polled on from the last sequence
+    {
+        let mut st = f.st.lock().unwrap();
+        st.polls.clear();
+        st.ws_faults.push_back(WsFault::DropAfter(4));
+        st.ws_faults.extend([
+            WsFault::Refuse,
+            WsFault::Refuse,
+            WsFault::Refuse,
+            WsFault::Refuse,
+        ]);
+    }
+    let p = t.spawn(gen(), CancellationToken::new()).await.unwrap();
+    let mut all = Vec::new();
+    while let Some(c) = p.next().await {
+        all.extend_from_slice(c.unwrap().data());
+    }
+    assert_eq!(String::from_utf8(all).unwrap(), want, "no loss, no repeat");
+    assert_eq!(p.wait(&call_ms(5000)).await.unwrap().exit_code, Some(7));
+    assert_eq!(f.st.lock().unwrap().polls.first(), Some(&4));
+    // 3. polling carries no stdin (a typed error), but a kill still ends the process
+    f.st.lock().unwrap().ws_faults.push_back(WsFault::Refuse);
+    let p = t
+        .spawn(
+            ExecSpec {
+                cmd: vec!["cat".into()],
+                interactive: true,
+                ..Default::default()
+            },
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    let e = p.write(b"hello").await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::StreamInterrupted);
+    p.kill("SIGTERM").await.unwrap();
+    let st = p.wait(&call_ms(5000)).await.unwrap();
+    assert_eq!(st.exit_code, Some(143));
     clean(&f);
 }
 

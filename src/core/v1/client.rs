@@ -491,22 +491,63 @@ impl Client {
         b: &Budget,
     ) -> Result<Option<Sandbox>> {
         let ctx = Ctx::sandbox(format!("reading v1 sandbox {display:?}"), display);
+        self.get_opt(&format!("/v1/sandboxes/{}", enc(uid)), b, &ctx)
+            .await
+    }
+
+    /// DELETE the resource at `path` with its current etag as `If-Match` (read first; on 412 read again once and
+    /// retry); `false` when it was gone already.
+    pub async fn delete_with_etag(&self, path: &str, b: &Budget, ctx: &Ctx) -> Result<bool> {
+        let mut reread = false;
+        loop {
+            let Some(cur) = self.get_opt::<Value>(path, b, ctx).await? else {
+                return Ok(false);
+            };
+            let etag = cur["etag"].as_str().unwrap_or("").to_string();
+            let res = self
+                .exchange(
+                    &self.base,
+                    Cred::Management,
+                    Method::DELETE,
+                    path,
+                    &Body::Empty,
+                    &[("if-match", etag)],
+                    b,
+                    ctx,
+                )
+                .await?;
+            match res.status {
+                200..=299 => return Ok(true),
+                404 => return Ok(false),
+                412 if !reread => reread = true,
+                _ => return Err(self.error(&res, ctx)),
+            }
+        }
+    }
+
+    /// A GET on the management plane: the resource, or `None` on 404.
+    pub async fn get_opt<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        b: &Budget,
+        ctx: &Ctx,
+    ) -> Result<Option<T>> {
         let res = self
             .exchange(
                 &self.base,
                 Cred::Management,
                 Method::GET,
-                &format!("/v1/sandboxes/{}", enc(uid)),
+                path,
                 &Body::Empty,
                 &[],
                 b,
-                &ctx,
+                ctx,
             )
             .await?;
         if res.status == 404 {
             return Ok(None);
         }
-        self.json(&res, &[200], &ctx).map(Some)
+        self.json(&res, &[200], ctx).map(Some)
     }
 
     /// The sandbox whose displayName is `name` (the SDK's name), or `None`.

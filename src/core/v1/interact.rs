@@ -603,20 +603,10 @@ impl Reader {
                             Err(_) => return End::Fail(Error::protocol("the interact socket sent a frame that is not JSON", None, t.as_bytes())),
                         };
                         if let Some(c) = v.get("chunk") {
-                            let seq = int64(&c["streamSequence"]).unwrap_or(*last_seq + 1);
-                            if seq <= *last_seq {
-                                continue; // replayed on resume: already delivered
-                            }
-                            *last_seq = seq;
-                            *failures = 0;
-                            let data = match base64::engine::general_purpose::STANDARD.decode(c["data"].as_str().unwrap_or("")) {
-                                Ok(d) => d,
-                                Err(_) => return End::Fail(Error::protocol("an output chunk's data is not base64", None, b"")),
-                            };
-                            let stderr = c["stream"].as_str() == Some("stderr");
-                            let discard = self.shared.upgrade().is_none_or(|s| s.discard.load(Ordering::Relaxed));
-                            if !discard && !data.is_empty() {
-                                let _ = self.tx.send(Ok(Chunk::new(stderr, data.into()))).await;
+                            match self.deliver(c, last_seq).await {
+                                Ok(true) => *failures = 0,
+                                Ok(false) => {}
+                                Err(e) => return End::Fail(e),
                             }
                         } else if let Some(x) = v.get("exited") {
                             return End::Exited(x["exitCode"].as_i64().unwrap_or(0));
@@ -686,6 +676,28 @@ impl Reader {
         }
     }
 
+    /// Hand on one `ProcessChunk` (from a frame or a page) that comes after `last_seq`; one at or below it was
+    /// delivered already (a replay on resume) and is skipped. Whether it was new.
+    async fn deliver(&self, c: &Value, last_seq: &mut i64) -> Result<bool> {
+        let seq = int64(&c["streamSequence"]).unwrap_or(*last_seq + 1);
+        if seq <= *last_seq {
+            return Ok(false);
+        }
+        *last_seq = seq;
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(c["data"].as_str().unwrap_or(""))
+            .map_err(|_| Error::protocol("an output chunk's data is not base64", None, b""))?;
+        let stderr = c["stream"].as_str() == Some("stderr");
+        let discard = self
+            .shared
+            .upgrade()
+            .is_none_or(|s| s.discard.load(Ordering::Relaxed));
+        if !discard && !data.is_empty() {
+            let _ = self.tx.send(Ok(Chunk::new(stderr, data.into()))).await;
+        }
+        Ok(true)
+    }
+
     /// Output by `readOutput` from `last_seq` to the exit (no socket): chunks in order, none repeated; frames
     /// (stdin, `closeStdin`, resize) refused; the deadline and the abort still kill the process.
     async fn poll(
@@ -717,19 +729,9 @@ impl Reader {
                         errors = 0;
                         let mut fresh = false;
                         for c in page["chunks"].as_array().into_iter().flatten() {
-                            let Some(seq) = int64(&c["streamSequence"]) else { continue };
-                            if seq <= *last_seq {
-                                continue;
-                            }
-                            *last_seq = seq;
-                            fresh = true;
-                            let Ok(data) = base64::engine::general_purpose::STANDARD.decode(c["data"].as_str().unwrap_or("")) else {
-                                return End::Fail(Error::protocol("an output chunk's data is not base64", None, b""));
-                            };
-                            let stderr = c["stream"].as_str() == Some("stderr");
-                            let discard = self.shared.upgrade().is_none_or(|s| s.discard.load(Ordering::Relaxed));
-                            if !discard && !data.is_empty() {
-                                let _ = self.tx.send(Ok(Chunk::new(stderr, data.into()))).await;
+                            match self.deliver(c, last_seq).await {
+                                Ok(new) => fresh |= new,
+                                Err(e) => return End::Fail(e),
                             }
                         }
                         if let Some(next) = int64(&page["nextResumeFrom"]) {

@@ -8,8 +8,7 @@
 use super::super::call::Call;
 use super::super::error::{Error, ErrorCode, Result};
 use super::super::netpolicy::SecretSpec;
-use super::client::{enc, Body, Budget, Client, Cred, Ctx};
-use hyper::Method;
+use super::client::{enc, Budget, Client, Ctx};
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
@@ -98,50 +97,12 @@ impl Client {
         }
     }
 
-    /// Delete one stored secret with its etag as `If-Match` (412: read again once); gone already is success.
+    /// Delete one stored secret (its etag as `If-Match`); gone already is success.
     async fn delete_secret(&self, uid: &str, b: &Budget) -> Result<()> {
         let ctx = Ctx::secret(format!("deleting v1 secret {uid:?}"), uid);
-        let path = format!("/v1/secrets/{}", enc(uid));
-        for _ in 0..2 {
-            let res = self
-                .exchange(
-                    &self.base,
-                    Cred::Management,
-                    Method::GET,
-                    &path,
-                    &Body::Empty,
-                    &[],
-                    b,
-                    &ctx,
-                )
-                .await?;
-            if res.status == 404 {
-                return Ok(());
-            }
-            let cur: Value = self.json(&res, &[200], &ctx)?;
-            let etag = cur["etag"].as_str().unwrap_or("").to_string();
-            let res = self
-                .exchange(
-                    &self.base,
-                    Cred::Management,
-                    Method::DELETE,
-                    &path,
-                    &Body::Empty,
-                    &[("if-match", etag)],
-                    b,
-                    &ctx,
-                )
-                .await?;
-            match res.status {
-                200..=299 | 404 => return Ok(()),
-                412 => continue,
-                _ => return Err(self.error(&res, &ctx)),
-            }
-        }
-        Err(Error::new(
-            ErrorCode::SandboxConflict,
-            format!("v1 secret {uid:?} kept changing while it was being deleted"),
-        ))
+        self.delete_with_etag(&format!("/v1/secrets/{}", enc(uid)), b, &ctx)
+            .await
+            .map(|_| ())
     }
 }
 

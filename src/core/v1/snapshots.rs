@@ -5,9 +5,8 @@
 use super::super::backend::{SandboxSummary, SnapshotSpec, SnapshotSummary};
 use super::super::error::{Error, ErrorCode, Result};
 use super::backend::{check_name, summary, V1Backend};
-use super::client::{code_for, enc, Body, Budget, Client, Cred, Ctx};
+use super::client::{code_for, enc, Budget, Client, Ctx};
 use super::model::{Sandbox, Snapshot};
-use hyper::Method;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 
@@ -73,23 +72,8 @@ impl Client {
     /// The snapshot `id`, or `None` when it is gone.
     pub async fn get_snapshot(&self, id: &str, b: &Budget) -> Result<Option<Snapshot>> {
         let ctx = Ctx::snapshot(format!("reading v1 snapshot {id:?}"), id);
-        let path = format!("/v1/snapshots/{}", enc(id));
-        let res = self
-            .exchange(
-                &self.base,
-                Cred::Management,
-                Method::GET,
-                &path,
-                &Body::Empty,
-                &[],
-                b,
-                &ctx,
-            )
-            .await?;
-        if res.status == 404 {
-            return Ok(None);
-        }
-        self.json(&res, &[200], &ctx).map(Some)
+        self.get_opt(&format!("/v1/snapshots/{}", enc(id)), b, &ctx)
+            .await
     }
 
     /// Capture the running sandbox `s` (SDK name `display`); resolves once the snapshot is `ready`.
@@ -169,31 +153,8 @@ impl Client {
     /// was gone already.
     pub async fn delete_snapshot(&self, id: &str, b: &Budget) -> Result<bool> {
         let ctx = Ctx::snapshot(format!("deleting v1 snapshot {id:?}"), id);
-        let path = format!("/v1/snapshots/{}", enc(id));
-        let mut reread = false;
-        loop {
-            let Some(snap) = self.get_snapshot(id, b).await? else {
-                return Ok(false);
-            };
-            let res = self
-                .exchange(
-                    &self.base,
-                    Cred::Management,
-                    Method::DELETE,
-                    &path,
-                    &Body::Empty,
-                    &[("if-match", snap.etag.clone())],
-                    b,
-                    &ctx,
-                )
-                .await?;
-            match res.status {
-                200..=299 => return Ok(true),
-                404 => return Ok(false),
-                412 if !reread => reread = true,
-                _ => return Err(self.error(&res, &ctx)),
-            }
-        }
+        self.delete_with_etag(&format!("/v1/snapshots/{}", enc(id)), b, &ctx)
+            .await
     }
 }
 

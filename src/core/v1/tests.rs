@@ -9,7 +9,9 @@ use super::client::parse_duration;
 use super::contract::contract;
 use super::secrets::SECRETS_LABEL;
 use super::V1Options;
-use crate::core::backend::{ExecTarget, Expiry, SandboxBackend, SandboxSpec, SnapshotSpec};
+use crate::core::backend::{
+    ExecTarget, Expiry, ProcessHandle, SandboxBackend, SandboxSpec, SnapshotSpec,
+};
 use crate::core::call::Call;
 use crate::core::error::{Error, ErrorCode};
 use crate::core::exec::ExecSpec;
@@ -1850,11 +1852,8 @@ async fn a_socket_dropped_mid_output_is_resumed_with_no_loss_and_no_duplicate() 
         )
         .await
         .unwrap();
-    let mut all = Vec::new();
-    while let Some(c) = p.next().await {
-        all.extend_from_slice(c.unwrap().data());
-    }
-    let want: String = (0..10).map(|i| format!("line {i}\n")).collect();
+    let all = all_output(&*p).await;
+    let want = gen_lines();
     assert_eq!(String::from_utf8(all).unwrap(), want);
     assert_eq!(p.wait(&call_ms(5000)).await.unwrap().exit_code, Some(7));
     assert_eq!(
@@ -1887,11 +1886,8 @@ async fn an_endpoint_that_takes_credentials_only_as_a_subprotocol_gets_them_ther
         )
         .await
         .unwrap();
-    let mut all = Vec::new();
-    while let Some(c) = p.next().await {
-        all.extend_from_slice(c.unwrap().data());
-    }
-    let want: String = (0..10).map(|i| format!("line {i}\n")).collect();
+    let all = all_output(&*p).await;
+    let want = gen_lines();
     assert_eq!(String::from_utf8(all).unwrap(), want);
     assert_eq!(p.wait(&call_ms(5000)).await.unwrap().exit_code, Some(7));
     let st = f.st.lock().unwrap();
@@ -1911,7 +1907,7 @@ async fn no_socket_to_be_had_means_polled_output_with_no_loss_and_no_duplicate()
     let b = backend(&o);
     created(&f, &b, "dev").await;
     let t = b.target("dev", &call_ms(5000)).await.unwrap();
-    let want: String = (0..10).map(|i| format!("line {i}\n")).collect();
+    let want = gen_lines();
     let gen = || ExecSpec {
         cmd: vec!["gen".into()],
         ..Default::default()
@@ -1919,10 +1915,7 @@ async fn no_socket_to_be_had_means_polled_output_with_no_loss_and_no_duplicate()
     // 1. a proxy refuses every handshake: polled from the start
     f.st.lock().unwrap().ws_faults.push_back(WsFault::Refuse);
     let p = t.spawn(gen(), CancellationToken::new()).await.unwrap();
-    let mut all = Vec::new();
-    while let Some(c) = p.next().await {
-        all.extend_from_slice(c.unwrap().data());
-    }
+    let all = all_output(&*p).await;
     assert_eq!(String::from_utf8(all).unwrap(), want);
     assert_eq!(p.wait(&call_ms(5000)).await.unwrap().exit_code, Some(7));
     assert_eq!(
@@ -1943,10 +1936,7 @@ async fn no_socket_to_be_had_means_polled_output_with_no_loss_and_no_duplicate()
         ]);
     }
     let p = t.spawn(gen(), CancellationToken::new()).await.unwrap();
-    let mut all = Vec::new();
-    while let Some(c) = p.next().await {
-        all.extend_from_slice(c.unwrap().data());
-    }
+    let all = all_output(&*p).await;
     assert_eq!(String::from_utf8(all).unwrap(), want, "no loss, no repeat");
     assert_eq!(p.wait(&call_ms(5000)).await.unwrap().exit_code, Some(7));
     assert_eq!(f.st.lock().unwrap().polls.first(), Some(&4));
@@ -1989,10 +1979,7 @@ async fn a_server_that_goes_quiet_mid_stream_is_noticed_and_the_stream_resumed()
         )
         .await
         .unwrap();
-    let mut all = Vec::new();
-    while let Some(c) = p.next().await {
-        all.extend_from_slice(c.unwrap().data());
-    }
+    let all = all_output(&*p).await;
     assert_eq!(all.iter().filter(|c| **c == b'\n').count(), 10);
     assert!(
         began.elapsed() < Duration::from_secs(5),
@@ -2024,10 +2011,7 @@ async fn a_credential_expiring_mid_process_is_renewed_and_the_stream_resumed() {
         .await
         .unwrap();
     let before = f.st.lock().unwrap().minted;
-    let mut all = Vec::new();
-    while let Some(c) = p.next().await {
-        all.extend_from_slice(c.unwrap().data());
-    }
+    let all = all_output(&*p).await;
     assert_eq!(all.iter().filter(|c| **c == b'\n').count(), 10);
     assert_eq!(
         f.st.lock().unwrap().minted,
@@ -2075,6 +2059,20 @@ async fn spawn_err(f: &Arc<Fake>, t: &Arc<dyn ExecTarget>, fault: WsFault) -> Er
     );
     f.st.lock().unwrap().ws_faults.clear();
     e
+}
+
+/// Every byte a spawned process prints, to its end.
+async fn all_output(p: &dyn ProcessHandle) -> Vec<u8> {
+    let mut all = Vec::new();
+    while let Some(c) = p.next().await {
+        all.extend_from_slice(c.unwrap().data());
+    }
+    all
+}
+
+/// What the fake's `gen` process prints.
+fn gen_lines() -> String {
+    (0..10).map(|i| format!("line {i}\n")).collect()
 }
 
 fn p_wait_err() -> Error {

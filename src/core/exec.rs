@@ -883,6 +883,70 @@ impl ProcShared {
     }
 }
 
+/// The reading side of a process's output, as the daemon-backed processes (sbx, v1) hold it: the channel their
+/// reader task fills, output put back by `unread`, the last run's size for coalescing ([`next_run`]), whether output
+/// is still wanted, and whether anyone has read it (`wait()` discards output nobody reads).
+pub(crate) struct OutputQueue {
+    rx: tokio::sync::Mutex<mpsc::Receiver<Result<Chunk>>>,
+    held: Mutex<VecDeque<Result<Chunk>>>,
+    last_run: std::sync::atomic::AtomicUsize,
+    discard: AtomicBool,
+    consumed: AtomicBool,
+}
+
+impl OutputQueue {
+    /// A queue over what the reader task sends into `rx`.
+    pub(crate) fn new(rx: mpsc::Receiver<Result<Chunk>>) -> OutputQueue {
+        OutputQueue {
+            rx: tokio::sync::Mutex::new(rx),
+            held: Mutex::new(VecDeque::new()),
+            last_run: std::sync::atomic::AtomicUsize::new(0),
+            discard: AtomicBool::new(false),
+            consumed: AtomicBool::new(false),
+        }
+    }
+
+    /// The next run of one stream's output, at most `max` bytes (see [`next_run`]); `None` at the end.
+    pub(crate) async fn next_run(&self, max: usize, coalesce: bool) -> Option<Result<Run>> {
+        self.mark_read();
+        let mut rx = self.rx.lock().await;
+        next_run(&mut rx, &self.held, &self.last_run, max, coalesce).await
+    }
+
+    /// Put output back in front of what is queued.
+    pub(crate) fn unread(&self, c: Result<Chunk>) {
+        if let Ok(mut held) = self.held.lock() {
+            held.push_front(c);
+        }
+    }
+
+    /// Drop all further output, and what is queued.
+    pub(crate) fn discard(&self) {
+        self.discard.store(true, Ordering::Relaxed);
+        if let Ok(mut held) = self.held.lock() {
+            held.clear();
+        }
+        if let Ok(mut rx) = self.rx.try_lock() {
+            while rx.try_recv().is_ok() {}
+        }
+    }
+
+    /// Output is no longer wanted (the reader task drops it instead of queueing it).
+    pub(crate) fn discarding(&self) -> bool {
+        self.discard.load(Ordering::Relaxed)
+    }
+
+    /// Output nobody has asked for yet is kept for a reader from now on.
+    pub(crate) fn mark_read(&self) {
+        self.consumed.store(true, Ordering::SeqCst);
+    }
+
+    /// Someone has read (or means to read) the output.
+    pub(crate) fn consumed(&self) -> bool {
+        self.consumed.load(Ordering::SeqCst)
+    }
+}
+
 /// The next run of output from one stream, read from a process's output queue `rx` (its reader task's frames)
 /// and `held` (output put back: the rest of a split frame, a chunk of the other stream): what is already queued
 /// for that stream, at most `max` bytes (`max` ≥ 1), as the frames it arrived in (no copy, so the binding copies

@@ -16,7 +16,8 @@ use crate::core::backend::ProcessHandle;
 use crate::core::call::bounded;
 use crate::core::error::{chain_message, Error, ErrorCode, Result};
 use crate::core::exec::{
-    validate_env, Chunk, ExecOutput, ExecSpec, ExitStatus, Run, SinkFeed, EXEC_MARKER, MAX_CHUNK,
+    validate_env, Chunk, ExecOutput, ExecSpec, ExitStatus, OutputQueue, Run, SinkFeed, EXEC_MARKER,
+    MAX_CHUNK,
 };
 use crate::core::http::encode_segment;
 use crate::core::Call;
@@ -26,7 +27,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
@@ -472,16 +473,9 @@ struct Shared {
     name: String,
     exec_id: String,
     marker: String,
-    rx: Mutex<mpsc::Receiver<Result<Chunk>>>,
-    /// Output put back by [`SbxProcess::unread`], read before the queue.
-    held: std::sync::Mutex<std::collections::VecDeque<Result<Chunk>>>,
-    /// The size of the last run handed out (coalescing, see [`crate::core::exec::next_run`]).
-    last_run: AtomicUsize,
+    out: OutputQueue,
     input: Mutex<Option<Input>>,
     exit: watch::Receiver<Option<Result<ExitStatus>>>,
-    discard: AtomicBool,
-    /// Output has been read (`next_run`): `wait()` then leaves it to the reader.
-    consumed: AtomicBool,
     killed: AtomicBool,
 }
 
@@ -506,13 +500,9 @@ impl SbxProcess {
             name: name.to_string(),
             exec_id: exec_id.clone(),
             marker: marker.clone(),
-            rx: Mutex::new(rx),
-            held: Default::default(),
-            last_run: AtomicUsize::new(0),
+            out: OutputQueue::new(rx),
             input: Mutex::new(Some(input)),
             exit: exit_rx,
-            discard: AtomicBool::new(false),
-            consumed: AtomicBool::new(false),
             killed: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&shared);
@@ -534,7 +524,7 @@ impl SbxProcess {
                                 LogOutput::StdOut { message } | LogOutput::Console { message } => Chunk::new(false, message),
                                 LogOutput::StdIn { .. } => continue,
                             };
-                            let discard = weak.upgrade().is_none_or(|s| s.discard.load(Ordering::Relaxed));
+                            let discard = weak.upgrade().is_none_or(|s| s.out.discarding());
                             if !discard && tx.send(Ok(c)).await.is_err() {
                                 // Nobody reads any more: keep draining so the process is not blocked.
                             }
@@ -626,28 +616,17 @@ impl SbxProcess {
     /// ([`crate::core::exec::next_run`]: no copy, and with `coalesce` bulk output gathered into fewer, larger
     /// runs, each of which costs a JS consumer one promise round trip). `None` at the end.
     pub async fn next_run(&self, max: usize, coalesce: bool) -> Option<Result<Run>> {
-        self.shared.consumed.store(true, Ordering::SeqCst);
-        let mut rx = self.shared.rx.lock().await;
-        let s = &self.shared;
-        crate::core::exec::next_run(&mut rx, &s.held, &s.last_run, max, coalesce).await
+        self.shared.out.next_run(max, coalesce).await
     }
 
     /// Put output back in front of what is queued.
     pub fn unread(&self, c: Result<Chunk>) {
-        if let Ok(mut held) = self.shared.held.lock() {
-            held.push_front(c);
-        }
+        self.shared.out.unread(c);
     }
 
     /// Drop all further output (and what is queued).
     pub fn discard_output(&self) {
-        self.shared.discard.store(true, Ordering::Relaxed);
-        if let Ok(mut held) = self.shared.held.lock() {
-            held.clear();
-        }
-        if let Ok(mut rx) = self.shared.rx.try_lock() {
-            while rx.try_recv().is_ok() {}
-        }
+        self.shared.out.discard();
     }
 
     /// Let go of it: output discarded and, if it still runs, TERM to its tree, KILL after 2 s, then its exit
@@ -711,7 +690,7 @@ impl SbxProcess {
     /// Wait for the exit (bounded by the call's deadline and cancellation). If nobody is reading the output, it is
     /// discarded so the process cannot stall (as for containers: a reader that runs beside `wait()` keeps it).
     pub async fn wait(&self, call: &Call) -> Result<ExitStatus> {
-        if !self.shared.consumed.load(Ordering::SeqCst) {
+        if !self.shared.out.consumed() {
             self.discard_output();
         }
         call.run(
@@ -734,7 +713,7 @@ impl ProcessHandle for SbxProcess {
         SbxProcess::unread(self, chunk)
     }
     fn mark_read(&self) {
-        self.shared.consumed.store(true, Ordering::SeqCst);
+        self.shared.out.mark_read();
     }
     fn resize(&self, cols: u16, rows: u16) -> BoxFuture<'_, Result<()>> {
         Box::pin(SbxProcess::resize(self, cols, rows))

@@ -16,19 +16,18 @@
 
 use super::super::call::Call;
 use super::super::error::{Error, ErrorCode, Result};
-use super::super::exec::{Chunk, ExitStatus, Run, MAX_CHUNK};
+use super::super::exec::{Chunk, ExitStatus, OutputQueue, Run, MAX_CHUNK};
 use super::client::{enc, Body, Budget, Client, Cred, Ctx, EndpointRef};
 use super::transport::Io;
 use base64::Engine;
 use futures::{SinkExt, StreamExt};
 use hyper::Method;
 use serde_json::{json, Value};
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, watch, Mutex};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, Message};
 use tokio_tungstenite::WebSocketStream;
@@ -77,13 +76,9 @@ struct Shared {
     id: String,
     pid: Option<i64>,
     tty: bool,
-    rx: Mutex<mpsc::Receiver<Result<Chunk>>>,
-    held: std::sync::Mutex<VecDeque<Result<Chunk>>>,
-    last_run: AtomicUsize,
+    out: OutputQueue,
     cmd: mpsc::Sender<Cmd>,
     exit: watch::Receiver<Option<Result<ExitStatus>>>,
-    discard: AtomicBool,
-    consumed: AtomicBool,
     stdin_closed: AtomicBool,
     killed: AtomicBool,
     /// Re-attachments made (tests read it).
@@ -154,13 +149,9 @@ impl V1Process {
             id: id.clone(),
             pid: process["pid"].as_i64(),
             tty,
-            rx: Mutex::new(rx),
-            held: Default::default(),
-            last_run: AtomicUsize::new(0),
+            out: OutputQueue::new(rx),
             cmd: cmd_tx,
             exit: exit_rx,
-            discard: AtomicBool::new(false),
-            consumed: AtomicBool::new(false),
             stdin_closed: AtomicBool::new(false),
             killed: AtomicBool::new(false),
             reconnects: AtomicUsize::new(0),
@@ -226,28 +217,17 @@ impl V1Process {
 
     /// The next run of one stream's output (see [`crate::core::exec::next_run`]).
     pub async fn next_run(&self, max: usize, coalesce: bool) -> Option<Result<Run>> {
-        self.shared.consumed.store(true, Ordering::SeqCst);
-        let mut rx = self.shared.rx.lock().await;
-        let s = &self.shared;
-        crate::core::exec::next_run(&mut rx, &s.held, &s.last_run, max, coalesce).await
+        self.shared.out.next_run(max, coalesce).await
     }
 
     /// Put output back in front.
     pub fn unread(&self, c: Result<Chunk>) {
-        if let Ok(mut held) = self.shared.held.lock() {
-            held.push_front(c);
-        }
+        self.shared.out.unread(c);
     }
 
     /// Drop all further output.
     pub fn discard_output(&self) {
-        self.shared.discard.store(true, Ordering::Relaxed);
-        if let Ok(mut held) = self.shared.held.lock() {
-            held.clear();
-        }
-        if let Ok(mut rx) = self.shared.rx.try_lock() {
-            while rx.try_recv().is_ok() {}
-        }
+        self.shared.out.discard();
     }
 
     /// Write stdin (split into frames of at most 512 KiB). Never replayed after a dropped socket.
@@ -300,7 +280,7 @@ impl V1Process {
 
     /// Wait for the exit.
     pub async fn wait(&self, call: &Call) -> Result<ExitStatus> {
-        if !self.shared.consumed.load(Ordering::SeqCst) {
+        if !self.shared.out.consumed() {
             self.discard_output();
         }
         call.run(
@@ -340,7 +320,7 @@ impl V1Process {
 
     /// Output nobody has asked for yet is kept for a reader from now on.
     pub fn mark_read(&self) {
-        self.shared.consumed.store(true, Ordering::SeqCst);
+        self.shared.out.mark_read();
     }
 }
 
@@ -688,10 +668,7 @@ impl Reader {
             .decode(c["data"].as_str().unwrap_or(""))
             .map_err(|_| Error::protocol("an output chunk's data is not base64", None, b""))?;
         let stderr = c["stream"].as_str() == Some("stderr");
-        let discard = self
-            .shared
-            .upgrade()
-            .is_none_or(|s| s.discard.load(Ordering::Relaxed));
+        let discard = self.shared.upgrade().is_none_or(|s| s.out.discarding());
         if !discard && !data.is_empty() {
             let _ = self.tx.send(Ok(Chunk::new(stderr, data.into()))).await;
         }

@@ -418,16 +418,10 @@ pub(super) async fn route(inner: &Arc<Inner>, req: Request<Incoming>) -> Resp {
     let a = match (&m, &segs[1..]) {
         (&Method::GET, ["sandboxes"]) => inner.v1_list(&query(&req)),
         (&Method::POST, ["sandboxes"]) => {
-            let key = idempotency_key(req.headers());
-            match body_object(req).await {
-                Ok(b) => {
-                    let fp = Value::Object(b.clone()).to_string();
-                    inner
-                        .v1_idempotent("createSandbox", "", key, fp, async { inner.v1_create(b) })
-                        .await
-                }
-                Err(a) => a,
-            }
+            create_once(inner, req, "createSandbox", "", |b| async {
+                inner.v1_create(b)
+            })
+            .await
         }
         (&Method::GET, ["sandboxes", uid]) => inner.v1_get(uid, req.headers()),
         (&Method::PATCH, ["sandboxes", _]) => error(
@@ -472,16 +466,10 @@ pub(super) async fn route(inner: &Arc<Inner>, req: Request<Incoming>) -> Resp {
         (&Method::GET, ["sandboxes", uid, "ports"]) => inner.v1_list_ports(uid),
         (&Method::POST, ["sandboxes", uid, "ports"]) => {
             let uid = uid.to_string();
-            let key = idempotency_key(req.headers());
-            match body_object(req).await {
-                Ok(b) => {
-                    let fp = Value::Object(b.clone()).to_string();
-                    inner
-                        .v1_idempotent("createPort", &uid, key, fp, inner.v1_create_port(&uid, b))
-                        .await
-                }
-                Err(a) => a,
-            }
+            create_once(inner, req, "createPort", &uid, |b| {
+                inner.v1_create_port(&uid, b)
+            })
+            .await
         }
         (&Method::GET, ["sandboxes", uid, "ports", port]) => {
             inner.v1_get_port(uid, port, req.headers())
@@ -491,36 +479,20 @@ pub(super) async fn route(inner: &Arc<Inner>, req: Request<Incoming>) -> Resp {
         }
         (&Method::POST, ["sandboxes", uid, "snapshots"]) => {
             let uid = uid.to_string();
-            let key = idempotency_key(req.headers());
-            match body_object(req).await {
-                Ok(b) => {
-                    let fp = Value::Object(b.clone()).to_string();
-                    inner
-                        .v1_idempotent("createSnapshot", &uid, key, fp, async {
-                            inner.v1_create_snapshot(&uid, b)
-                        })
-                        .await
-                }
-                Err(a) => a,
-            }
+            create_once(inner, req, "createSnapshot", &uid, |b| async {
+                inner.v1_create_snapshot(&uid, b)
+            })
+            .await
         }
         (&Method::GET, ["snapshots"]) => inner.v1_list_snapshots(&query(&req)),
         (&Method::GET, ["snapshots", id]) => inner.v1_get_snapshot(id, req.headers()),
         (&Method::DELETE, ["snapshots", id]) => inner.v1_delete_snapshot(id, req.headers()),
         (&Method::POST, ["snapshots", id, "restore"]) => {
             let id = id.to_string();
-            let key = idempotency_key(req.headers());
-            match body_object(req).await {
-                Ok(b) => {
-                    let fp = Value::Object(b.clone()).to_string();
-                    inner
-                        .v1_idempotent("restoreSnapshot", &id, key, fp, async {
-                            inner.v1_restore_snapshot(&id, b)
-                        })
-                        .await
-                }
-                Err(a) => a,
-            }
+            create_once(inner, req, "restoreSnapshot", &id, |b| async {
+                inner.v1_restore_snapshot(&id, b)
+            })
+            .await
         }
         (&Method::GET, ["policy-logs"]) => inner.v1_policy_logs(None, &query(&req)),
         _ if segs.first() == Some(&"v1") => error(
@@ -530,6 +502,29 @@ pub(super) async fn route(inner: &Arc<Inner>, req: Request<Incoming>) -> Resp {
         _ => error("notFound", format!("no route for {path}")),
     };
     a.into_resp()
+}
+
+/// A POST that makes something: its JSON object body handed to `f`, run once per `Idempotency-Key` (the body is
+/// the key's fingerprint: see [`Inner::v1_idempotent`]).
+async fn create_once<F, Fut>(
+    inner: &Arc<Inner>,
+    req: Request<Incoming>,
+    op: &str,
+    target: &str,
+    f: F,
+) -> Answer
+where
+    F: FnOnce(Map<String, Value>) -> Fut,
+    Fut: std::future::Future<Output = Answer>,
+{
+    let key = idempotency_key(req.headers());
+    match body_object(req).await {
+        Ok(b) => {
+            let fp = Value::Object(b.clone()).to_string();
+            inner.v1_idempotent(op, target, key, fp, f(b)).await
+        }
+        Err(a) => a,
+    }
 }
 
 fn idempotency_key(h: &HeaderMap) -> Option<String> {

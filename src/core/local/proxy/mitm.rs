@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use std::convert::Infallible;
@@ -375,12 +375,7 @@ pub(super) async fn intercept(p: Pending, on_upgrade: hyper::upgrade::OnUpgrade,
             async move { Ok::<_, Infallible>(handle(session, req).await) }
         })
     };
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.opts.header_timeout)
-        .keep_alive(true);
-    let served = builder
+    let served = super::server_builder(&shared)
         .serve_connection(TokioIo::new(tls), svc)
         .with_upgrades();
     let result = tokio::select! {

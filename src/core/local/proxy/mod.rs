@@ -354,12 +354,7 @@ async fn serve_connection(shared: Arc<Shared>, conn: Arc<Conn>, stream: TcpStrea
             async move { Ok::<_, Infallible>(handle(shared, conn, req).await) }
         })
     };
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(shared.opts.header_timeout)
-        .keep_alive(true);
-    let served = builder
+    let served = server_builder(&shared)
         .serve_connection(TokioIo::new(stream), svc)
         .with_upgrades();
     let result = tokio::select! {
@@ -832,4 +827,15 @@ where
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// The HTTP/1 server both the proxy's own connections and the intercepted (TLS-terminated) ones are served with:
+/// keep-alive, and a deadline for each request's header.
+fn server_builder(shared: &Shared) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.opts.header_timeout)
+        .keep_alive(true);
+    builder
 }

@@ -6,7 +6,8 @@
 #           warnings fail too, since code gated away from a platform easily leaves dead code behind there)
 #   build   napi build --cross-compile (cargo-zigbuild, zig as C compiler and linker), debug profile:
 #           the .node file, in target/cross/node/
-#   symbol  the .node exports napi_register_module_v1 (llvm-nm, which reads ELF and Mach-O)
+#   symbol  the .node exports napi_register_module_v1 (llvm-nm: the dynamic table of an ELF file, the external
+#           symbols of a Mach-O one)
 #
 # x86_64-pc-windows-msvc is checked only: linking needs MSVC's link.exe and the Windows SDK's import
 # libraries, which no registry reachable here provides (cargo-xwin downloads them from Microsoft).
@@ -148,8 +149,9 @@ file_format() {
 }
 
 symbol_ok() { # NODE_FILE LOG
-  llvm-nm --defined-only --extern-only "$1" >"$2" 2>&1 || return 1
-  # Mach-O prefixes C symbols with an underscore.
+  # What Node's dlopen sees: the dynamic symbol table (ELF; a build without debug info has no static one left),
+  # else the external symbols (Mach-O has one table). Mach-O prefixes C symbols with an underscore.
+  { llvm-nm -D --defined-only "$1" 2>&1; llvm-nm --defined-only --extern-only "$1" 2>&1; } >"$2" || true
   grep -Eq ' T _?napi_register_module_v1$' "$2"
 }
 

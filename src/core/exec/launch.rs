@@ -253,10 +253,19 @@ pub async fn host_kill(
     }
     let pid = pid as i32;
     let marker = marker.to_string();
-    let m = marker.clone();
-    let visible = tokio::task::spawn_blocking(move || proc_has_marker(pid, &m))
-        .await
-        .unwrap_or(false);
+    // The PID is reported from when the runtime forks, before it `execve`s the program: until then its environ
+    // is the runtime's and holds no marker. Look again for a moment before deciding the PID is not this host's.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    let visible = loop {
+        let m = marker.clone();
+        let seen = tokio::task::spawn_blocking(move || proc_has_marker(pid, &m))
+            .await
+            .unwrap_or(false);
+        if seen || tokio::time::Instant::now() >= deadline {
+            break seen;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     if !visible {
         return Err(cannot_kill(
             container,

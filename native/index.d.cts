@@ -980,9 +980,12 @@ export interface FileEntry {
   type: 'file' | 'directory' | 'symlink' | 'other'
   /** Size in bytes (a symbolic link: the length of its target). */
   size: number
-  /** Permission bits (`0o7777` part of the mode). */
+  /** Permission bits (`0o7777` part of the mode; a v1 `stat`: `0o777`). */
   mode: number
-  /** Last modification in milliseconds since the epoch (whole seconds: what `stat` reports). */
+  /**
+   * Last modification in milliseconds since the epoch (whole seconds: what `stat` reports); `NaN` where the
+   * backend does not say (a v1 `stat`).
+   */
   mtimeMs: number
   /** Where a symbolic link points, as stored in the link. */
   linkTarget?: string

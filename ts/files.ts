@@ -5,7 +5,9 @@
  * does: `.` and empty segments are dropped, `..` removes the segment before it (above `/` it stays at `/`), so
  * `/a/link/../b` is `/a/b` whatever `/a/link` is. No path ever goes through a shell: metadata comes from
  * argv-only runs of `stat`, `find`, `readlink`, `mkdir`, `rm`, `mv` (busybox or GNU), contents move through the
- * backend's archive routes. Names with spaces, newlines, unicode or a leading `-` work as any other.
+ * backend's archive routes. Names with spaces, newlines, unicode or a leading `-` work as any other. On the v1
+ * backend `stat`, `exists`, `mkdir`, `remove`, `rename` and `write` use the sandbox endpoint's own file operations
+ * (no process; see the README for what differs).
  */
 import native = require('../native/index.cjs')
 import { call, type CallOptions } from './call'
@@ -22,9 +24,12 @@ export interface FileEntry {
   type: 'file' | 'directory' | 'symlink' | 'other'
   /** Size in bytes (a symbolic link: the length of its target). */
   size: number
-  /** Permission bits (`mode & 0o7777`). */
+  /** Permission bits (`mode & 0o7777`; a v1 `stat`: `& 0o777`, the v1 contract has no setuid/setgid/sticky bit). */
   mode: number
-  /** Last modification, milliseconds since the epoch (whole seconds: what `stat` reports). */
+  /**
+   * Last modification, milliseconds since the epoch (whole seconds: what `stat` reports). `NaN` where the backend
+   * does not say: a v1 `stat` (the v1 contract has no modification time).
+   */
   mtimeMs: number
   /** Where a symbolic link points, as stored in the link (only for `type: 'symlink'`). */
   linkTarget?: string

@@ -12,6 +12,7 @@
 use super::container::{single_file_tar, validate_container_path, Container};
 use super::error::{Error, ErrorCode, Result};
 use super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Process, Run};
+use super::files::FileOps;
 use super::netpolicy::{
     PolicyCheck, PolicyLogEntry, PolicyRule, RuleChange, SecretPlaceholder, SecretSpec,
 };
@@ -120,6 +121,13 @@ pub trait ExecTarget: Send + Sync {
             let tar = single_file_tar(name, data, mode.unwrap_or(0o644))?;
             self.write_files(dir, Bytes::from(tar), call).await
         })
+    }
+    /// The target's own file operations, when its backend has them (the v1 sandbox endpoint): [`Files`] then
+    /// answers metadata and tree changes with them instead of running tools. Default: none.
+    ///
+    /// [`Files`]: super::files::Files
+    fn native_files(&self) -> Option<&dyn FileOps> {
+        None
     }
     /// Start `spec` detached (a server): it runs on after this returns, with its output discarded and nobody
     /// waiting for it; `spec.env` is its environment, `spec.cwd`/`spec.user` apply. The call's deadline and signal

@@ -14,6 +14,13 @@
 //! - Output is parsed without trusting names: `find -print0` separates names with NUL; `stat` prints fixed
 //!   numeric fields followed by the path it was given, matched against the known path (so names with spaces,
 //!   newlines or unicode cannot shift a record).
+//! - A target whose backend has its own file operations ([`ExecTarget::native_files`], the v1 sandbox endpoint)
+//!   answers `stat` (through links), `exists`, `mkdir`, `remove`, `rename` and the checks of `write`,
+//!   `downloadDir` and `list` with them: no process is started. The v1 contract has no modification time, no
+//!   setuid/setgid/sticky bits and no `lstat` (its `Stat` and `List` describe what an in-jail link leads to), so
+//!   a native `stat` reports `mtime_ms` as NaN and `mode & 0o777`, and `lstat` and `list` (which describe links
+//!   as links, with their times) still run the tools, falling back to the native answers (links resolved, times
+//!   NaN) only where the target cannot run them (`ERR_EXEC_FAILED`: no `stat` or `find`, no shell).
 
 use super::backend::ExecTarget;
 use super::call::Call;
@@ -21,6 +28,7 @@ use super::container::single_file_tar;
 use super::error::{excerpt, Error, ErrorCode, Result};
 use super::exec::{ExecOutput, ExecSpec};
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +91,73 @@ pub struct FileEntry {
     pub link_target: Option<String>,
 }
 
+/// What a backend's own file service says about a path ([`FileOps`]): final symbolic links resolved, as the v1
+/// contract's `Stat` and `List` do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NativeInfo {
+    /// What the path leads to; [`FileKind::Symlink`] only for a link that does not resolve (dangling, looping,
+    /// or leading out of the service's jail).
+    pub kind: FileKind,
+    /// Size in bytes (a link that does not resolve: the length of its target).
+    pub size: u64,
+    /// Permission bits (`0o777`: the v1 contract carries no setuid, setgid or sticky bit).
+    pub mode: u32,
+    /// For a link that does not resolve: what it holds.
+    pub link_target: Option<String>,
+}
+
+/// What a native recursive removal did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// Paths removed.
+    pub count: u64,
+    /// Where a removal stopped partway (the service does not say why); `None` on full success.
+    pub failed_path: Option<String>,
+}
+
+/// A backend's own file operations, used by [`Files`] instead of exec'd tools where a target offers them
+/// ([`ExecTarget::native_files`]). Paths are normalised absolute paths. Errors carry the files codes
+/// (`ERR_PATH_NOT_FOUND`, `ERR_NOT_A_DIRECTORY`, `ERR_NOT_A_FILE`, `ERR_PATH_EXISTS`, …) with `path`.
+pub trait FileOps: Send + Sync {
+    /// What is at `path`, final links resolved. Missing: `ERR_PATH_NOT_FOUND`.
+    fn stat<'a>(&'a self, path: &'a str, call: &'a Call) -> BoxFuture<'a, Result<NativeInfo>>;
+    /// The entries of directory `dir` as `(absolute path, info)`, in any order. Missing: `ERR_PATH_NOT_FOUND`;
+    /// not a directory: `ERR_NOT_A_DIRECTORY`.
+    fn list<'a>(
+        &'a self,
+        dir: &'a str,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<(String, NativeInfo)>>>;
+    /// Make directory `path` (mode 0755); `parents` makes missing parents. An existing directory is success; an
+    /// existing other object `ERR_PATH_EXISTS`; a missing parent without `parents` `ERR_PATH_NOT_FOUND`.
+    fn mkdir<'a>(
+        &'a self,
+        path: &'a str,
+        parents: bool,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<()>>;
+    /// Remove `path` (a link itself); an absent path is success. A directory that is not empty needs
+    /// `recursive` (else `ERR_NOT_A_FILE`); an empty one is removed without it.
+    fn remove<'a>(
+        &'a self,
+        path: &'a str,
+        recursive: bool,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<Removed>>;
+    /// Move `from` to exactly `to` (a regular file or link there is replaced; a directory there, or anything
+    /// there when `from` is a directory, is `ERR_PATH_EXISTS`). A missing `from` or parent of `to`:
+    /// `ERR_PATH_NOT_FOUND`.
+    fn rename<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<()>>;
+}
+
+/// Native stats of a batch run this many at a time.
+const NATIVE_CONCURRENCY: usize = 8;
+
 /// One file to write.
 #[derive(Debug, Clone)]
 pub struct WriteEntry {
@@ -135,6 +210,16 @@ fn join(dir: &str, name: &str) -> String {
 
 fn name_of(path: &str) -> String {
     split(path).map_or_else(|| "/".to_string(), |(_, n)| n.to_string())
+}
+
+/// The `st_mode` type bits of a kind (`Other`: a character device).
+fn type_bits(kind: FileKind) -> u32 {
+    match kind {
+        FileKind::File => 0o100000,
+        FileKind::Directory => 0o040000,
+        FileKind::Symlink => 0o120000,
+        FileKind::Other => 0o020000,
+    }
 }
 
 /// One `stat` record: `(raw mode, size, mtime seconds)`.
@@ -350,6 +435,110 @@ impl Files {
         Ok(String::from_utf8_lossy(t).into_owned())
     }
 
+    /// The target's own file operations, if its backend has them.
+    fn native(&self) -> Option<&dyn FileOps> {
+        self.target.native_files()
+    }
+
+    /// Native stats of many paths (links resolved) as `(index, record)` for each path that exists, a few at a
+    /// time; a missing path (or one under a file) is skipped, as `lstat_many` skips it. The record's mode holds
+    /// the kind's type bits and its mtime is 0 (its callers read only the kind).
+    async fn native_many(
+        ops: &dyn FileOps,
+        paths: &[String],
+        call: &Call,
+    ) -> Result<Vec<(usize, RawStat)>> {
+        let mut found = Vec::with_capacity(paths.len());
+        for (c, chunk) in paths.chunks(NATIVE_CONCURRENCY).enumerate() {
+            let answers = futures::future::join_all(chunk.iter().map(|p| ops.stat(p, call))).await;
+            for (k, a) in answers.into_iter().enumerate() {
+                match a {
+                    Ok(n) => found.push((
+                        c * NATIVE_CONCURRENCY + k,
+                        (type_bits(n.kind) | n.mode, n.size, 0),
+                    )),
+                    Err(e)
+                        if matches!(e.code, ErrorCode::PathNotFound | ErrorCode::NotADirectory) => {
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// A native stat through final links, as `stat -L` answers: a link that does not resolve is
+    /// `ERR_PATH_NOT_FOUND` (with its `linkTarget`), a missing path under something that is not a directory
+    /// `ERR_NOT_A_DIRECTORY`.
+    async fn native_stat(ops: &dyn FileOps, path: &str, call: &Call) -> Result<NativeInfo> {
+        match ops.stat(path, call).await {
+            Ok(n) if n.kind == FileKind::Symlink => {
+                let target = n.link_target.unwrap_or_default();
+                Err(Error::new(
+                    ErrorCode::PathNotFound,
+                    format!("stat {path}: a symbolic link that does not resolve (to {target:?})"),
+                )
+                .with("path", path)
+                .with("linkTarget", target))
+            }
+            Ok(n) => Ok(n),
+            Err(e) if e.code == ErrorCode::PathNotFound => {
+                Err(Self::why_missing(ops, path, e, call).await)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Why `path` is missing, as the kernel would say: the nearest ancestor that exists is a file (or another
+    /// non-directory) → `ERR_NOT_A_DIRECTORY` naming `path`; else `e`. (The v1 endpoint may answer `notFound`
+    /// for both.) Asks only on the error path.
+    async fn why_missing(ops: &dyn FileOps, path: &str, e: Error, call: &Call) -> Error {
+        let mut cur = path;
+        while let Some((parent, _)) = split(cur) {
+            if parent == "/" {
+                break;
+            }
+            match ops.stat(parent, call).await {
+                Ok(n) if matches!(n.kind, FileKind::File | FileKind::Other) => {
+                    let kind = n.kind.as_str();
+                    return Error::new(
+                        ErrorCode::NotADirectory,
+                        format!("{path}: a parent of the path is not a directory ({parent} is a {kind})"),
+                    )
+                    .with("path", path)
+                    .with("fileType", kind);
+                }
+                Err(x) if x.code == ErrorCode::PathNotFound => cur = parent,
+                _ => break,
+            }
+        }
+        e
+    }
+
+    /// What is at `path` (through a final link when `follow`): natively where the target can, links then always
+    /// resolved.
+    async fn kind_of(&self, path: &str, follow: bool, call: &Call) -> Result<FileKind> {
+        match self.native() {
+            Some(ops) => Ok(Self::native_stat(ops, path, call).await?.kind),
+            None => Ok(FileKind::of_mode(
+                self.raw_stat(path, follow, call).await?.0,
+            )),
+        }
+    }
+
+    /// A native answer as an entry: no modification time in the v1 contract (NaN).
+    fn native_entry(path: &str, n: NativeInfo) -> FileEntry {
+        FileEntry {
+            name: name_of(path),
+            path: path.to_string(),
+            kind: n.kind,
+            size: n.size,
+            mode: n.mode & 0o7777,
+            mtime_ms: f64::NAN,
+            link_target: n.link_target,
+        }
+    }
+
     fn entry(path: &str, (raw, size, mtime): RawStat) -> FileEntry {
         FileEntry {
             name: name_of(path),
@@ -364,14 +553,39 @@ impl Files {
 
     /// What is at `path`. `follow` (as `fs.stat`) describes what a final symbolic link leads to; without it (as
     /// `fs.lstat`) the link itself, with `link_target`. Missing: `ERR_PATH_NOT_FOUND`.
+    ///
+    /// On a target with native file operations (v1), `follow` is answered natively (`mtime_ms` NaN, `mode`
+    /// without setuid/setgid/sticky bits); without `follow` the tools run, and where the target cannot run them
+    /// the native answer is given (a link that resolves is then described as what it leads to).
     pub async fn stat(&self, path: &str, follow: bool, call: &Call) -> Result<FileEntry> {
         let path = normalize(path, "path")?;
         call.run("files.stat", Some(FILES_TIMEOUT), async {
-            let mut e = Self::entry(&path, self.raw_stat(&path, follow, call).await?);
-            if e.kind == FileKind::Symlink {
-                e.link_target = Some(self.readlink(&path, call).await?);
+            let native = self.native();
+            if let (Some(ops), true) = (native, follow) {
+                return Ok(Self::native_entry(
+                    &path,
+                    Self::native_stat(ops, &path, call).await?,
+                ));
             }
-            Ok(e)
+            let exec = async {
+                let mut e = Self::entry(&path, self.raw_stat(&path, follow, call).await?);
+                if e.kind == FileKind::Symlink {
+                    e.link_target = Some(self.readlink(&path, call).await?);
+                }
+                Ok::<FileEntry, Error>(e)
+            };
+            match (exec.await, native) {
+                (Err(e), Some(ops)) if e.code == ErrorCode::ExecFailed => {
+                    match ops.stat(&path, call).await {
+                        Ok(n) => Ok(Self::native_entry(&path, n)),
+                        Err(m) if m.code == ErrorCode::PathNotFound => {
+                            Err(Self::why_missing(ops, &path, m, call).await)
+                        }
+                        Err(m) => Err(m),
+                    }
+                }
+                (r, _) => r,
+            }
         })
         .await
     }
@@ -381,6 +595,17 @@ impl Files {
     pub async fn exists(&self, path: &str, call: &Call) -> Result<bool> {
         let path = normalize(path, "path")?;
         call.run("files.exists", Some(FILES_TIMEOUT), async {
+            if let Some(ops) = self.native() {
+                return match ops.stat(&path, call).await {
+                    Ok(n) => Ok(n.kind != FileKind::Symlink),
+                    Err(e)
+                        if matches!(e.code, ErrorCode::PathNotFound | ErrorCode::NotADirectory) =>
+                    {
+                        Ok(false)
+                    }
+                    Err(e) => Err(e),
+                };
+            }
             match self.raw_stat(&path, true, call).await {
                 Ok(_) => Ok(true),
                 Err(e) if matches!(e.code, ErrorCode::PathNotFound | ErrorCode::NotADirectory) => {
@@ -394,54 +619,72 @@ impl Files {
 
     /// The entries of directory `dir` (a symbolic link to one is followed), sorted by name, each described
     /// without following links. Missing: `ERR_PATH_NOT_FOUND`; not a directory: `ERR_NOT_A_DIRECTORY`.
+    ///
+    /// The entries come from the tools on every target (a native listing cannot tell a link that resolves from
+    /// what it leads to, nor give times); where the target cannot run them, from its native listing (links that
+    /// resolve described as their targets, `mtime_ms` NaN).
     pub async fn list(&self, dir: &str, call: &Call) -> Result<Vec<FileEntry>> {
         let dir = normalize(dir, "dir")?;
         call.run("files.list", Some(FILES_TIMEOUT), async {
-            let (raw, _, _) = self.raw_stat(&dir, true, call).await?;
-            let kind = FileKind::of_mode(raw);
-            if kind != FileKind::Directory {
-                return Err(Error::new(
-                    ErrorCode::NotADirectory,
-                    format!("list {dir}: not a directory (a {})", kind.as_str()),
-                )
-                .with("path", dir.as_str())
-                .with("fileType", kind.as_str()));
-            }
-            let start = if dir == "/" {
-                "/.".to_string()
-            } else {
-                format!("{dir}/.")
-            };
-            let argv = vec![
-                "find".into(),
-                start,
-                "-mindepth".into(),
-                "1".into(),
-                "-maxdepth".into(),
-                "1".into(),
-                "-print0".into(),
-            ];
-            let out = self.tool(argv, call).await?;
-            if out.exit_code != Some(0) {
-                return Err(tool_error("list", &dir, &out));
-            }
-            let mut names = parse_find_names(&out.stdout)?;
-            names.sort();
-            let paths: Vec<String> = names.iter().map(|n| join(&dir, n)).collect();
-            let mut entries = Vec::with_capacity(paths.len());
-            for (k, raw) in self.lstat_many(&paths, call).await? {
-                entries.push(Self::entry(&paths[k], raw));
-            }
-            for e in entries.iter_mut().filter(|e| e.kind == FileKind::Symlink) {
-                match self.readlink(&e.path, call).await {
-                    Ok(t) => e.link_target = Some(t),
-                    Err(err) if err.code == ErrorCode::PathNotFound => {}
-                    Err(err) => return Err(err),
+            match (self.list_tools(&dir, call).await, self.native()) {
+                (Err(e), Some(ops)) if e.code == ErrorCode::ExecFailed => {
+                    let mut entries = Vec::new();
+                    for (p, n) in ops.list(&dir, call).await? {
+                        entries.push(Self::native_entry(&p, n));
+                    }
+                    entries.sort_by(|a, b| a.name.cmp(&b.name));
+                    Ok(entries)
                 }
+                (r, _) => r,
             }
-            Ok(entries)
         })
         .await
+    }
+
+    /// [`Files::list`] with the tools (the directory itself checked natively where the target can).
+    async fn list_tools(&self, dir: &str, call: &Call) -> Result<Vec<FileEntry>> {
+        let kind = self.kind_of(dir, true, call).await?;
+        if kind != FileKind::Directory {
+            return Err(Error::new(
+                ErrorCode::NotADirectory,
+                format!("list {dir}: not a directory (a {})", kind.as_str()),
+            )
+            .with("path", dir)
+            .with("fileType", kind.as_str()));
+        }
+        let start = if dir == "/" {
+            "/.".to_string()
+        } else {
+            format!("{dir}/.")
+        };
+        let argv = vec![
+            "find".into(),
+            start,
+            "-mindepth".into(),
+            "1".into(),
+            "-maxdepth".into(),
+            "1".into(),
+            "-print0".into(),
+        ];
+        let out = self.tool(argv, call).await?;
+        if out.exit_code != Some(0) {
+            return Err(tool_error("list", dir, &out));
+        }
+        let mut names = parse_find_names(&out.stdout)?;
+        names.sort();
+        let paths: Vec<String> = names.iter().map(|n| join(dir, n)).collect();
+        let mut entries = Vec::with_capacity(paths.len());
+        for (k, raw) in self.lstat_many(&paths, call).await? {
+            entries.push(Self::entry(&paths[k], raw));
+        }
+        for e in entries.iter_mut().filter(|e| e.kind == FileKind::Symlink) {
+            match self.readlink(&e.path, call).await {
+                Ok(t) => e.link_target = Some(t),
+                Err(err) if err.code == ErrorCode::PathNotFound => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(entries)
     }
 
     /// Make directory `path`; `recursive` makes missing parents and accepts an existing directory (as
@@ -449,6 +692,9 @@ impl Files {
     pub async fn mkdir(&self, path: &str, recursive: bool, call: &Call) -> Result<()> {
         let path = normalize(path, "path")?;
         call.run("files.mkdir", Some(FILES_TIMEOUT), async {
+            if let Some(ops) = self.native() {
+                return Self::native_mkdir(ops, &path, recursive, call).await;
+            }
             let mut argv = vec!["mkdir".to_string()];
             if recursive {
                 argv.push("-p".into());
@@ -463,8 +709,53 @@ impl Files {
         .await
     }
 
+    /// [`Files::mkdir`] natively: the service's mkdir converges on an existing directory, so without `recursive`
+    /// an existing path is looked for first.
+    async fn native_mkdir(
+        ops: &dyn FileOps,
+        path: &str,
+        recursive: bool,
+        call: &Call,
+    ) -> Result<()> {
+        let exists = |kind: FileKind| {
+            Error::new(
+                ErrorCode::PathExists,
+                format!("mkdir {path}: a {} exists there", kind.as_str()),
+            )
+            .with("path", path)
+            .with("fileType", kind.as_str())
+        };
+        if !recursive {
+            match ops.stat(path, call).await {
+                Ok(n) => return Err(exists(n.kind)),
+                Err(e) if e.code == ErrorCode::PathNotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        match ops.mkdir(path, recursive, call).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.code == ErrorCode::PathNotFound => {
+                Err(Self::why_missing(ops, path, e, call).await)
+            }
+            // With parents, "exists" is either the path itself or a parent that is a file (`mkdir -p`: ENOTDIR).
+            Err(e) if e.code == ErrorCode::PathExists => match ops.stat(path, call).await {
+                Ok(n) => Err(exists(n.kind)),
+                Err(m) if m.code == ErrorCode::PathNotFound => {
+                    Err(Self::why_missing(ops, path, e, call).await)
+                }
+                Err(_) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     /// Remove `path` (a symbolic link itself, never what it points to). A directory needs `recursive`
     /// (else `ERR_NOT_A_FILE`); a missing path is `ERR_PATH_NOT_FOUND` unless `force`. `/` is refused.
+    ///
+    /// Natively (v1), an *empty* directory is removed without `recursive` (the service's removal is `rmdir`-like
+    /// and cannot tell a link to a directory from a directory beforehand); a recursive removal that stops partway
+    /// is `ERR_PERMISSION_DENIED` naming where (`path`) with the count removed (`removed`): the service does not
+    /// say why.
     pub async fn remove(
         &self,
         path: &str,
@@ -477,6 +768,9 @@ impl Files {
             return Err(Error::invalid("remove refuses to remove /").with("argument", "path"));
         }
         call.run("files.remove", Some(FILES_TIMEOUT), async {
+            if let Some(ops) = self.native() {
+                return Self::native_remove(ops, &path, recursive, force, call).await;
+            }
             let mut argv = vec!["rm".to_string()];
             if recursive {
                 argv.push("-r".into());
@@ -498,12 +792,66 @@ impl Files {
         .await
     }
 
+    /// [`Files::remove`] natively: the service answers success for an absent path, so it is looked for first.
+    async fn native_remove(
+        ops: &dyn FileOps,
+        path: &str,
+        recursive: bool,
+        force: bool,
+        call: &Call,
+    ) -> Result<()> {
+        let found = match ops.stat(path, call).await {
+            Ok(n) => n,
+            Err(e) if e.code == ErrorCode::PathNotFound => {
+                let e = Self::why_missing(ops, path, e, call).await;
+                if force && e.code == ErrorCode::PathNotFound {
+                    return Ok(());
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let done = match ops.remove(path, recursive, call).await {
+            Ok(done) => done,
+            // Not recursive, a directory with something in it: the service's failedPrecondition.
+            Err(e)
+                if found.kind == FileKind::Directory
+                    && !recursive
+                    && matches!(e.code, ErrorCode::NotAFile | ErrorCode::PathExists) =>
+            {
+                let mut e = e.with("fileType", "directory");
+                e.code = ErrorCode::NotAFile;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        match done.failed_path {
+            None => Ok(()),
+            Some(at) => Err(Error::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "remove {path}: stopped at {at} after removing {} paths (the sandbox does not say why)",
+                    done.count
+                ),
+            )
+            .with("path", at)
+            .with("removed", done.count)),
+        }
+    }
+
     /// Rename `from` to `to`. Something at `to` is `ERR_PATH_EXISTS`, unless `overwrite` and it is not a
     /// directory (then it is replaced). A missing `from`, or a missing parent of `to`: `ERR_PATH_NOT_FOUND`.
+    ///
+    /// Natively (v1) links are resolved when `to` is looked at, so a link to a directory there is
+    /// `ERR_PATH_EXISTS` (the tools would move `from` into that directory); a move across file systems is
+    /// `ERR_UNSUPPORTED` (the service never copies).
     pub async fn rename(&self, from: &str, to: &str, overwrite: bool, call: &Call) -> Result<()> {
         let from = normalize(from, "from")?;
         let to = normalize(to, "to")?;
         call.run("files.rename", Some(FILES_TIMEOUT), async {
+            if let Some(ops) = self.native() {
+                return Self::native_rename(ops, &from, &to, overwrite, call).await;
+            }
             self.raw_stat(&from, false, call).await?;
             match self.raw_stat(&to, false, call).await {
                 Ok((raw, _, _)) => {
@@ -535,10 +883,56 @@ impl Files {
         .await
     }
 
+    /// [`Files::rename`] natively.
+    async fn native_rename(
+        ops: &dyn FileOps,
+        from: &str,
+        to: &str,
+        overwrite: bool,
+        call: &Call,
+    ) -> Result<()> {
+        match ops.stat(from, call).await {
+            Ok(_) => {}
+            Err(e) if e.code == ErrorCode::PathNotFound => {
+                return Err(Self::why_missing(ops, from, e.with("path", from), call).await)
+            }
+            Err(e) => return Err(e),
+        }
+        match ops.stat(to, call).await {
+            Ok(n) if !overwrite || n.kind == FileKind::Directory => {
+                let kind = n.kind.as_str();
+                return Err(Error::new(
+                    ErrorCode::PathExists,
+                    format!("rename {from} to {to}: a {kind} exists there"),
+                )
+                .with("path", to)
+                .with("fileType", kind));
+            }
+            Ok(_) => {}
+            Err(e) if e.code == ErrorCode::PathNotFound => {}
+            Err(e) => return Err(e),
+        }
+        match ops.rename(from, to, call).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.code == ErrorCode::PathNotFound => {
+                // `from` was there a moment ago: what is missing is the destination's directory.
+                let e = e.with("path", to);
+                Err(Self::why_missing(ops, to, e, call)
+                    .await
+                    .with("destination", to))
+            }
+            Err(e) => Err(e.with("destination", to)),
+        }
+    }
+
     /// Write `files` in one archive through the backend's archive route. With `parents`, missing parent
     /// directories are made (mode 0755); without it, a missing one is `ERR_PATH_NOT_FOUND` naming it. A file
     /// replaces what is at its path (a symbolic link is replaced, not written through); a directory there is
     /// `ERR_NOT_A_FILE`.
+    ///
+    /// On a backend with its own file operations (v1) nothing is looked at first: the service refuses a directory
+    /// (or a link to one) at a file's path itself, and is then asked which path it was; an existing link to a file
+    /// is written through, as the v1 upload does.
     pub async fn write(&self, files: Vec<WriteEntry>, parents: bool, call: &Call) -> Result<()> {
         let mut norm = Vec::with_capacity(files.len());
         for (i, f) in files.into_iter().enumerate() {
@@ -564,15 +958,12 @@ impl Files {
         }
         call.run("files.write", Some(FILES_TIMEOUT), async {
             // The engine's extraction replaces a directory with a file silently (removing the tree): refuse first.
+            // A backend with its own file operations (v1) refuses a directory there itself: named after the fact.
             let paths: Vec<String> = norm.iter().map(|(p, _, _)| p.clone()).collect();
-            for (k, (raw, _, _)) in self.lstat_many(&paths, call).await? {
-                if FileKind::of_mode(raw) == FileKind::Directory {
-                    return Err(Error::new(
-                        ErrorCode::NotAFile,
-                        format!("write {}: a directory is there", paths[k]),
-                    )
-                    .with("path", paths[k].as_str())
-                    .with("fileType", "directory"));
+            if self.native().is_none() {
+                if let Some(e) = Self::directory_there(&paths, self.lstat_many(&paths, call).await?)
+                {
+                    return Err(e);
                 }
             }
             let dirs: BTreeSet<&str> = norm
@@ -596,16 +987,31 @@ impl Files {
             match self.target.write_files(&base, Bytes::from(tar), call).await {
                 Ok(()) => Ok(()),
                 Err(e) if matches!(e.code, ErrorCode::Aborted | ErrorCode::Timeout) => Err(e),
-                Err(e) => Err(self.diagnose_write(e, &dirs, parents, call).await),
+                Err(e) => Err(self.diagnose_write(e, &dirs, &paths, parents, call).await),
             }
         })
         .await
     }
 
+    /// `ERR_NOT_A_FILE` for the first of `paths` that `found` (stat records by index) says is a directory.
+    fn directory_there(paths: &[String], found: Vec<(usize, RawStat)>) -> Option<Error> {
+        let k = found
+            .into_iter()
+            .find(|(_, (raw, _, _))| FileKind::of_mode(*raw) == FileKind::Directory)?
+            .0;
+        Some(
+            Error::new(
+                ErrorCode::NotAFile,
+                format!("write {}: a directory is there", paths[k]),
+            )
+            .with("path", paths[k].as_str())
+            .with("fileType", "directory"),
+        )
+    }
+
     /// `dir` must exist and be a directory.
     async fn need_dir(&self, dir: &str, call: &Call) -> Result<()> {
-        let (raw, _, _) = self.raw_stat(dir, true, call).await?;
-        let kind = FileKind::of_mode(raw);
+        let kind = self.kind_of(dir, true, call).await?;
         if kind != FileKind::Directory {
             return Err(Error::new(
                 ErrorCode::NotADirectory,
@@ -617,12 +1023,13 @@ impl Files {
         Ok(())
     }
 
-    /// A typed error for a failed write when the backend gave a generic one: a missing or non-directory parent.
-    /// Else the backend's own error.
+    /// A typed error for a failed write when the backend gave a generic one: a missing or non-directory parent,
+    /// or (natively, where nothing was checked before) a directory at a file's path. Else the backend's own error.
     async fn diagnose_write(
         &self,
         e: Error,
         dirs: &BTreeSet<&str>,
+        paths: &[String],
         parents: bool,
         call: &Call,
     ) -> Error {
@@ -630,6 +1037,13 @@ impl Files {
             for d in dirs {
                 if let Err(found) = self.need_dir(d, call).await {
                     return found;
+                }
+            }
+        }
+        if let (Some(ops), ErrorCode::NotAFile) = (self.native(), e.code) {
+            if let Ok(found) = Self::native_many(ops, paths, call).await {
+                if let Some(there) = Self::directory_there(paths, found) {
+                    return there;
                 }
             }
         }

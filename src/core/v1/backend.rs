@@ -11,6 +11,7 @@
 //!   cannot be killed: an abort returns at once and the command runs on in the sandbox.
 //! - Files: `GET/PUT /v1/files/content`; an archive becomes `PUT /v1/files/directories` for its directories and
 //!   one multipart `POST /v1/files/upload` for its files (symlinks and other entry types are `ERR_UNSUPPORTED`).
+//!   `V1Target` is also the files API's [`FileOps`] (stat, list, mkdir, remove, move on the endpoint: no exec).
 //! - Ports: `listPorts` / `createPort` (TCP, the service picks the host address) / `deletePort` with its etag.
 //! - Secrets ([`super::secrets`]): stored at create and attached as `features.storedSecrets`; deleted with the
 //!   sandbox.
@@ -25,10 +26,12 @@ use super::super::backend::{
 use super::super::call::Call;
 use super::super::error::{Error, ErrorCode, Result};
 use super::super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Run};
+use super::super::files::{FileKind, FileOps, NativeInfo, Removed};
 use super::super::netpolicy::{PolicyLogEntry, PolicyRule, SecretPlaceholder, SecretSpec};
 use super::super::sbx::{PortBinding, PortSpec};
 use super::client::{
-    enc, Body, Budget, Client, Ctx, EndpointRef, DEFAULT_TIMEOUT, LIFECYCLE_TIMEOUT,
+    enc, endless, Body, Budget, Client, Ctx, EndpointRef, DEFAULT_TIMEOUT, LIFECYCLE_TIMEOUT,
+    MAX_PAGES,
 };
 use super::interact::{int64, V1Process};
 use super::model::Sandbox;
@@ -1032,6 +1035,241 @@ impl V1Target {
         let p = self.start_process(&spec, cancel).await?;
         collect(p, &spec, began).await
     }
+
+    /// One files request on the endpoint.
+    async fn files_request(
+        &self,
+        perm: &'static str,
+        method: Method,
+        path_and_query: &str,
+        body: Body,
+        call: &Call,
+        ctx: &Ctx,
+    ) -> Result<super::transport::Response> {
+        let b = Budget::of(call, DEFAULT_TIMEOUT);
+        self.client
+            .on_endpoint(
+                &self.ep,
+                &[perm],
+                method,
+                path_and_query,
+                &body,
+                &[],
+                &b,
+                ctx,
+            )
+            .await
+    }
+
+    /// `GET /v1/files/stat`: what `path` leads to.
+    async fn file_stat(&self, path: &str, call: &Call) -> Result<NativeInfo> {
+        let ctx = self.file_ctx("looking at", path);
+        let q = format!("/v1/files/stat?path={}", enc(path));
+        let res = self
+            .files_request(
+                "sandboxesFilesRead",
+                Method::GET,
+                &q,
+                Body::Empty,
+                call,
+                &ctx,
+            )
+            .await?;
+        let v: Value = self.client.json(&res, &[200], &ctx)?;
+        if !v["info"].is_object() {
+            return Err(Error::protocol(
+                format!("{}: the answer has no info", ctx.what),
+                Some(res.status),
+                &res.body,
+            ));
+        }
+        Ok(native_info(&v["info"]))
+    }
+
+    /// `GET /v1/files`, every page: the entries of `dir` as `(path under dir, info)`.
+    async fn file_list(&self, dir: &str, call: &Call) -> Result<Vec<(String, NativeInfo)>> {
+        let ctx = self.file_ctx("listing", dir);
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut token = String::new();
+        for _ in 0..MAX_PAGES {
+            let mut q = format!("/v1/files?path={}", enc(dir));
+            if !token.is_empty() {
+                q += &format!("&pageToken={}", enc(&token));
+            }
+            let res = self
+                .files_request(
+                    "sandboxesFilesRead",
+                    Method::GET,
+                    &q,
+                    Body::Empty,
+                    call,
+                    &ctx,
+                )
+                .await?;
+            let v: Value = self.client.json(&res, &[200], &ctx)?;
+            for e in v["entries"].as_array().into_iter().flatten() {
+                // The entry's own name (its path's last segment), placed under the directory asked for.
+                let p = e["path"].as_str().unwrap_or_default().trim_end_matches('/');
+                let name = p.rsplit('/').next().unwrap_or_default();
+                if name.is_empty() || name == "." || name == ".." {
+                    return Err(Error::protocol(
+                        format!("{}: an entry without a name: {e}", ctx.what),
+                        Some(res.status),
+                        &res.body,
+                    ));
+                }
+                let path = if dir == "/" {
+                    format!("/{name}")
+                } else {
+                    format!("{}/{name}", dir.trim_end_matches('/'))
+                };
+                out.push((path, native_info(e)));
+            }
+            let next = v["nextPageToken"].as_str().unwrap_or_default().to_string();
+            if next.is_empty() {
+                return Ok(out);
+            }
+            if !seen.insert(next.clone()) {
+                return Err(endless(&ctx.what, "a page token came back twice"));
+            }
+            token = next;
+        }
+        Err(endless(&ctx.what, &format!("more than {MAX_PAGES} pages")))
+    }
+
+    /// `PUT /v1/files/directories` (mode 0755): an existing directory converges; another object there is
+    /// `ERR_PATH_EXISTS`.
+    async fn file_mkdir(&self, path: &str, parents: bool, call: &Call) -> Result<()> {
+        let ctx = self.file_ctx("creating directory", path);
+        let body = Body::Json(json!({"path": path, "mode": 0o755, "parents": parents}));
+        let res = self
+            .files_request(
+                "sandboxesFilesWrite",
+                Method::PUT,
+                "/v1/files/directories",
+                body,
+                call,
+                &ctx,
+            )
+            .await?;
+        self.client.json::<Value>(&res, &[200], &ctx).map(|_| ())
+    }
+
+    /// `DELETE /v1/files`: an absent path succeeds; a recursive removal that stops partway says where.
+    async fn file_remove(&self, path: &str, recursive: bool, call: &Call) -> Result<Removed> {
+        let ctx = self.file_ctx("removing", path);
+        let q = format!("/v1/files?path={}&recursive={recursive}", enc(path));
+        let res = self
+            .files_request(
+                "sandboxesFilesWrite",
+                Method::DELETE,
+                &q,
+                Body::Empty,
+                call,
+                &ctx,
+            )
+            .await?;
+        let v: Value = self.client.json(&res, &[200], &ctx)?;
+        let listed = v["completedPaths"].as_array().map_or(0, Vec::len) as u64;
+        Ok(Removed {
+            count: int64(&v["completedCount"]).map_or(listed, |n| n.max(0) as u64),
+            failed_path: v["failedPath"]
+                .as_str()
+                .filter(|p| !p.is_empty())
+                .map(str::to_string),
+        })
+    }
+
+    /// `POST /v1/files/move`: the destination is exact. A directory there (or anything there when `from` is a
+    /// directory) is `ERR_PATH_EXISTS` naming `to`; a move across file systems `ERR_UNSUPPORTED`.
+    async fn file_move(&self, from: &str, to: &str, call: &Call) -> Result<()> {
+        let ctx = self.file_ctx("moving", from);
+        let body = Body::Json(json!({"from": from, "to": to}));
+        let res = self
+            .files_request(
+                "sandboxesFilesWrite",
+                Method::POST,
+                "/v1/files/move",
+                body,
+                call,
+                &ctx,
+            )
+            .await?;
+        if res.status == 200 {
+            return self.client.json::<Value>(&res, &[200], &ctx).map(|_| ());
+        }
+        let mut e = self.client.error(&res, &ctx);
+        let said = String::from_utf8_lossy(&res.body).to_ascii_lowercase();
+        if said.contains("move_destination_is_directory")
+            || said.contains("move_destination_occupied")
+        {
+            e.code = ErrorCode::PathExists;
+            e = e.with("path", to);
+        } else if said.contains("move_crosses_filesystem") {
+            e.code = ErrorCode::Unsupported;
+            e = e.with("backend", "v1");
+        }
+        Err(e)
+    }
+}
+
+/// A v1 `FileInfo` as a [`NativeInfo`]: its `type` (else `isDir`), `size` (an int64 as a number or a string),
+/// `mode & 0o777`, and `linkTarget` for a link that did not resolve.
+pub fn native_info(v: &Value) -> NativeInfo {
+    let kind = match v["type"].as_str() {
+        Some("regular") => FileKind::File,
+        Some("directory") => FileKind::Directory,
+        Some("symlink") => FileKind::Symlink,
+        Some("other") => FileKind::Other,
+        // `unspecified` (the contract says Stat and List always classify): what `isDir` says.
+        _ if v["isDir"] == json!(true) => FileKind::Directory,
+        _ => FileKind::File,
+    };
+    NativeInfo {
+        kind,
+        size: int64(&v["size"]).unwrap_or(0).max(0) as u64,
+        mode: (v["mode"].as_u64().unwrap_or(0) as u32) & 0o777,
+        link_target: (kind == FileKind::Symlink)
+            .then(|| v["linkTarget"].as_str().unwrap_or_default().to_string()),
+    }
+}
+
+impl FileOps for V1Target {
+    fn stat<'a>(&'a self, path: &'a str, call: &'a Call) -> BoxFuture<'a, Result<NativeInfo>> {
+        Box::pin(self.file_stat(path, call))
+    }
+    fn list<'a>(
+        &'a self,
+        dir: &'a str,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<(String, NativeInfo)>>> {
+        Box::pin(self.file_list(dir, call))
+    }
+    fn mkdir<'a>(
+        &'a self,
+        path: &'a str,
+        parents: bool,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.file_mkdir(path, parents, call))
+    }
+    fn remove<'a>(
+        &'a self,
+        path: &'a str,
+        recursive: bool,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<Removed>> {
+        Box::pin(self.file_remove(path, recursive, call))
+    }
+    fn rename<'a>(
+        &'a self,
+        from: &'a str,
+        to: &'a str,
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<()>> {
+        Box::pin(self.file_move(from, to, call))
+    }
 }
 
 /// Collect a process's output into an [`ExecOutput`] (caps applied, the sink fed).
@@ -1111,6 +1349,9 @@ impl ProcessHandle for V1Process {
 }
 
 impl ExecTarget for V1Target {
+    fn native_files(&self) -> Option<&dyn FileOps> {
+        Some(self)
+    }
     fn describe(&self) -> String {
         format!("v1 sandbox {}", self.ep.display)
     }

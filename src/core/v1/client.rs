@@ -910,7 +910,7 @@ impl Client {
 }
 
 /// ERR_SANDBOXD_PROTOCOL for a list that never ends.
-fn endless(what: &str, why: &str) -> Error {
+pub(super) fn endless(what: &str, why: &str) -> Error {
     Error::new(
         ErrorCode::SandboxdProtocol,
         format!("{what}: the pages never end ({why})"),

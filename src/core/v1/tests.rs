@@ -98,6 +98,10 @@ struct St {
     /// Stop answering (accept, read, never reply).
     hang: bool,
     files: HashMap<String, Vec<u8>>,
+    /// Directories made on the endpoint (`/` is always one).
+    dirs: std::collections::BTreeSet<String>,
+    /// Symbolic links that do not resolve: path → what they hold.
+    dangling: HashMap<String, String>,
     uploads: Vec<Value>,
     /// uid → published ports.
     ports: HashMap<String, Vec<Value>>,
@@ -792,6 +796,10 @@ impl Fake {
             ("PUT", ["v1", "files", "content"]) => "writeFile",
             ("PUT", ["v1", "files", "directories"]) => "mkdir",
             ("POST", ["v1", "files", "upload"]) => "upload",
+            ("GET", ["v1", "files", "stat"]) => "stat",
+            ("GET", ["v1", "files"]) => "list",
+            ("DELETE", ["v1", "files"]) => "remove",
+            ("POST", ["v1", "files", "move"]) => "move",
             _ => {
                 return self.reply(
                     "exec",
@@ -803,6 +811,7 @@ impl Fake {
         if let Some(b) = &json_body {
             self.check_req(op, b);
         }
+        self.check_query(op, query);
         self.st
             .lock()
             .unwrap()
@@ -917,8 +926,174 @@ impl Fake {
                 self.reply(op, 200, Some(json!({"info": {"path": path, "size": n.to_string(), "mode": 420, "isDir": false, "type": "regular"}})))
             }
             "mkdir" => {
+                let path = b["path"].as_str().unwrap_or_default().to_string();
+                let answer = match fake_info(&st, &path) {
+                    Err(()) => (
+                        400,
+                        err("failedPrecondition", "a parent is not a directory"),
+                    ),
+                    Ok(Some(i)) if i["type"] == "directory" => (200, json!({})),
+                    Ok(Some(_)) => (409, err("alreadyExists", &format!("{path} exists"))),
+                    Ok(None) if b["parents"] == json!(true) => {
+                        let mut at = String::new();
+                        for seg in path.split('/').filter(|s| !s.is_empty()) {
+                            at = format!("{at}/{seg}");
+                            st.dirs.insert(at.clone());
+                        }
+                        (200, json!({}))
+                    }
+                    Ok(None) => match fake_info(&st, fake_parent(&path)) {
+                        Ok(Some(p)) if p["type"] == "directory" => {
+                            st.dirs.insert(path);
+                            (200, json!({}))
+                        }
+                        _ => (404, err("notFound", "the parent does not exist")),
+                    },
+                };
                 drop(st);
-                self.reply(op, 200, Some(json!({"info": {"path": b["path"], "size": "0", "mode": 493, "isDir": true, "type": "directory"}})))
+                self.reply(op, answer.0, Some(answer.1))
+            }
+            "stat" => {
+                let path = query.get("path").cloned().unwrap_or_default();
+                let answer = match fake_info(&st, &path) {
+                    Ok(Some(i)) => (200, json!({"info": i})),
+                    Ok(None) => (404, err("notFound", &format!("no such path: {path}"))),
+                    Err(()) => (
+                        400,
+                        err("failedPrecondition", &format!("{path}: not a directory")),
+                    ),
+                };
+                drop(st);
+                self.reply(op, answer.0, Some(answer.1))
+            }
+            "list" => {
+                let path = query.get("path").cloned().unwrap_or_default();
+                let answer = match fake_info(&st, &path) {
+                    Ok(Some(i)) if i["type"] == "directory" => {
+                        let mut all: Vec<String> = st
+                            .dirs
+                            .iter()
+                            .chain(st.files.keys())
+                            .chain(st.dangling.keys())
+                            .filter(|p| *p != "/" && fake_parent(p) == path)
+                            .cloned()
+                            .collect();
+                        all.sort();
+                        // pages of two, so a listing of three or more walks pages
+                        let start: usize = query
+                            .get("pageToken")
+                            .map_or(0, |t| t.trim_start_matches('t').parse().unwrap_or(0));
+                        let entries: Vec<Value> = all
+                            .iter()
+                            .skip(start)
+                            .take(2)
+                            .map(|p| fake_info(&st, p).unwrap().unwrap())
+                            .collect();
+                        let next = if start + 2 < all.len() {
+                            format!("t{}", start + 2)
+                        } else {
+                            String::new()
+                        };
+                        (200, json!({"entries": entries, "nextPageToken": next}))
+                    }
+                    Ok(Some(_)) | Err(()) => (
+                        400,
+                        err("failedPrecondition", &format!("{path} is not a directory")),
+                    ),
+                    Ok(None) => (404, err("notFound", &format!("no such directory: {path}"))),
+                };
+                drop(st);
+                self.reply(op, answer.0, Some(answer.1))
+            }
+            "remove" => {
+                let path = query.get("path").cloned().unwrap_or_default();
+                let recursive = query.get("recursive").map(String::as_str) == Some("true");
+                let under = format!("{path}/");
+                let inside: Vec<String> = st
+                    .dirs
+                    .iter()
+                    .chain(st.files.keys())
+                    .chain(st.dangling.keys())
+                    .filter(|p| p.starts_with(&under))
+                    .cloned()
+                    .collect();
+                let answer = if !inside.is_empty() && !recursive {
+                    (
+                        400,
+                        err(
+                            "failedPrecondition",
+                            &format!("{path}: directory not empty"),
+                        ),
+                    )
+                } else {
+                    let mut done = inside;
+                    done.sort_by(|a, b| b.cmp(a));
+                    if st.dirs.contains(&path)
+                        || st.files.contains_key(&path)
+                        || st.dangling.contains_key(&path)
+                    {
+                        done.push(path.clone());
+                    }
+                    for p in &done {
+                        st.dirs.remove(p);
+                        st.files.remove(p);
+                        st.dangling.remove(p);
+                    }
+                    (
+                        200,
+                        json!({"completedPaths": done, "completedCount": done.len()}),
+                    )
+                };
+                drop(st);
+                self.reply(op, answer.0, Some(answer.1))
+            }
+            "move" => {
+                let (from, to) = (
+                    b["from"].as_str().unwrap_or_default().to_string(),
+                    b["to"].as_str().unwrap_or_default().to_string(),
+                );
+                let answer = match (
+                    fake_info(&st, &from),
+                    fake_info(&st, &to),
+                    fake_info(&st, fake_parent(&to)),
+                ) {
+                    (Ok(None) | Err(()), _, _) => {
+                        (404, err("notFound", &format!("no such path: {from}")))
+                    }
+                    (_, Ok(Some(t)), _) if t["type"] == "directory" => (
+                        409,
+                        err(
+                            "failedPrecondition",
+                            &format!("move_destination_is_directory: {to} is a directory"),
+                        ),
+                    ),
+                    (_, _, Ok(Some(p))) if p["type"] == "directory" => {
+                        let under = format!("{from}/");
+                        let moved: Vec<String> = st
+                            .dirs
+                            .iter()
+                            .chain(st.files.keys())
+                            .filter(|p| **p == from || p.starts_with(&under))
+                            .cloned()
+                            .collect();
+                        for p in moved {
+                            let q = format!("{to}{}", &p[from.len()..]);
+                            if st.dirs.remove(&p) {
+                                st.dirs.insert(q.clone());
+                            }
+                            if let Some(d) = st.files.remove(&p) {
+                                st.files.insert(q, d);
+                            }
+                        }
+                        (200, json!({}))
+                    }
+                    _ => (
+                        404,
+                        err("notFound", &format!("the directory of {to} does not exist")),
+                    ),
+                };
+                drop(st);
+                self.reply(op, answer.0, Some(answer.1))
             }
             _ => {
                 // upload: parse metadata/content pairs
@@ -929,6 +1104,17 @@ impl Fake {
                 let mut parts = split(&text, delim.as_bytes());
                 parts.retain(|p| !p.is_empty() && p != b"--\r\n");
                 let mut violations = vec![];
+                // a directory where a file is to go refuses the whole upload (the contract's nonregular object)
+                for pair in parts.chunks(2) {
+                    let header: Value =
+                        serde_json::from_slice(body_of(&pair[0])).unwrap_or_default();
+                    let path = header["path"].as_str().unwrap_or_default();
+                    if st.dirs.contains(path) {
+                        drop(st);
+                        return self.reply(op, 409, Some(err("failedPrecondition", &format!(
+                            "path_authority_nonregular_object: {path} names a directory where a regular file is required"))));
+                    }
+                }
                 for pair in parts.chunks(2) {
                     let meta = body_of(&pair[0]);
                     let header: Value = serde_json::from_slice(meta).unwrap_or_default();
@@ -948,6 +1134,44 @@ impl Fake {
                 self.reply(op, 200, Some(json!({"filesWritten": n})))
             }
         }
+    }
+
+    /// Check the query of endpoint operation `op` against its declared query parameters: none unknown, the
+    /// required ones there, each value valid for its schema (booleans and integers read from their text).
+    fn check_query(&self, op: &str, query: &HashMap<String, String>) {
+        let Some(o) = contract().operation(op) else {
+            return;
+        };
+        let params: Vec<&Value> = o.spec["parameters"]
+            .as_array()
+            .map(|a| a.iter().filter(|p| p["in"] == "query").collect())
+            .unwrap_or_default();
+        let mut bad = Vec::new();
+        for p in &params {
+            let name = p["name"].as_str().unwrap_or_default();
+            if p["required"] == json!(true) && !query.contains_key(name) {
+                bad.push(format!("{op}: query parameter {name} is required"));
+            }
+        }
+        for (k, v) in query {
+            let Some(p) = params.iter().find(|p| p["name"] == json!(k)) else {
+                bad.push(format!("{op}: unknown query parameter {k}"));
+                continue;
+            };
+            let value = match p["schema"]["type"].as_str() {
+                Some("boolean") => match v.as_str() {
+                    "true" => json!(true),
+                    "false" => json!(false),
+                    _ => json!(v),
+                },
+                Some("integer") => v.parse::<i64>().map_or(json!(v), |n| json!(n)),
+                _ => json!(v),
+            };
+            if let Err(e) = contract().check(&format!("{op} query {k}"), &p["schema"], &value) {
+                bad.extend(e);
+            }
+        }
+        self.st.lock().unwrap().violations.extend(bad);
     }
 
     fn interact(self: &Arc<Self>, mut req: Request<Incoming>, path: &str, bearer: &str) -> Resp {
@@ -1166,6 +1390,36 @@ impl Fake {
 }
 
 /// The stdout of the fake's scripted process (lines 0–9, every third on stderr).
+/// The parent of an absolute path (`/` for `/x`).
+fn fake_parent(p: &str) -> &str {
+    match p.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &p[..i],
+    }
+}
+
+/// The fake endpoint's `FileInfo` for `path`: `Err` when a parent is a file, `None` when nothing is there.
+fn fake_info(st: &St, path: &str) -> Result<Option<Value>, ()> {
+    let mut at = String::new();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    for seg in segs.iter().take(segs.len().saturating_sub(1)) {
+        at = format!("{at}/{seg}");
+        if st.files.contains_key(&at) {
+            return Err(());
+        }
+    }
+    Ok(if path == "/" || st.dirs.contains(path) {
+        Some(json!({"path": path, "size": "4096", "mode": 493, "isDir": true, "type": "directory"}))
+    } else if let Some(d) = st.files.get(path) {
+        // the size as a number here (an int64 may come as either)
+        Some(json!({"path": path, "size": d.len(), "mode": 420, "isDir": false, "type": "regular"}))
+    } else {
+        st.dangling.get(path).map(|t| {
+            json!({"path": path, "size": t.len().to_string(), "mode": 511, "isDir": false, "type": "symlink", "linkTarget": t})
+        })
+    })
+}
+
 fn scripted_stdout() -> Vec<u8> {
     (0..10)
         .filter(|i| i % 3 != 2)
@@ -2652,5 +2906,236 @@ async fn ports_publish_list_and_unpublish() {
         .await
         .unwrap_err();
     assert_eq!(e.code, ErrorCode::Unsupported);
+    clean(&f);
+}
+
+// ---------------------------------------------------------------- files over the endpoint's own operations
+
+/// How many processes the fake endpoint was asked to start (durable or one-shot).
+fn processes_started(f: &Fake) -> usize {
+    f.st.lock()
+        .unwrap()
+        .seen
+        .iter()
+        .filter(|(op, _, _)| op == "createProcess" || op == "exec")
+        .count()
+}
+
+#[tokio::test]
+async fn files_use_the_endpoints_stat_list_mkdir_remove_and_move_without_exec() {
+    use crate::core::files::{FileKind, Files, WriteEntry};
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let t = b.target("dev", &call_ms(5000)).await.unwrap();
+    let files = Files::new(t.clone());
+    let c = call_ms(5000);
+    let code = |r: Result<(), Error>| r.unwrap_err().code;
+
+    // mkdir: with parents, converging; without, an existing path and a missing parent are typed
+    files.mkdir("/w/a/b", true, &c).await.unwrap();
+    files.mkdir("/w/a/b", true, &c).await.unwrap();
+    let e = files.mkdir("/w/a", false, &c).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.props["path"].clone()),
+        (ErrorCode::PathExists, json!("/w/a"))
+    );
+    let e = files.mkdir("/w/no/such", false, &c).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.props["path"].clone()),
+        (ErrorCode::PathNotFound, json!("/w/no/such"))
+    );
+    files.mkdir("/w/a/c", false, &c).await.unwrap();
+    let w = |p: &str, d: &str| WriteEntry {
+        path: p.into(),
+        data: Bytes::from(d.to_string()),
+        mode: None,
+    };
+    files
+        .write(
+            vec![w("/w/a/f.txt", "hello"), w("/w/a/g.txt", "g")],
+            false,
+            &c,
+        )
+        .await
+        .unwrap();
+    // a directory where a file is to go: the endpoint refuses, the path is named
+    let e = files
+        .write(vec![w("/w/a/ok", "x"), w("/w/a/b", "x")], false, &c)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.props["path"].clone(), e.props["fileType"].clone()),
+        (ErrorCode::NotAFile, json!("/w/a/b"), json!("directory"))
+    );
+    // mkdir over a file: exists; under a file (recursive): not a directory
+    assert_eq!(
+        code(files.mkdir("/w/a/f.txt", true, &c).await),
+        ErrorCode::PathExists
+    );
+    assert_eq!(
+        code(files.mkdir("/w/a/f.txt/x", false, &c).await),
+        ErrorCode::NotADirectory
+    );
+
+    // stat: through the endpoint; no modification time in the contract
+    let s = files.stat("/w/a/f.txt", true, &c).await.unwrap();
+    assert_eq!(
+        (
+            s.name.as_str(),
+            s.path.as_str(),
+            s.kind,
+            s.size,
+            s.mode,
+            s.link_target.clone()
+        ),
+        ("f.txt", "/w/a/f.txt", FileKind::File, 5, 0o644, None)
+    );
+    assert!(s.mtime_ms.is_nan());
+    let d = files.stat("/w/a/", true, &c).await.unwrap();
+    assert_eq!((d.kind, d.mode, d.size), (FileKind::Directory, 0o755, 4096));
+    // the not-found row and the not-a-directory row (the endpoint's failedPrecondition)
+    let e = files.stat("/w/nope", true, &c).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.props["path"].clone()),
+        (ErrorCode::PathNotFound, json!("/w/nope"))
+    );
+    let e = files.stat("/w/a/f.txt/x", true, &c).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.props["path"].clone()),
+        (ErrorCode::NotADirectory, json!("/w/a/f.txt/x"))
+    );
+    // a link that does not resolve: missing through it, exists is false
+    f.st.lock()
+        .unwrap()
+        .dangling
+        .insert("/w/a/dl".into(), "/nowhere".into());
+    let e = files.stat("/w/a/dl", true, &c).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.props["linkTarget"].clone()),
+        (ErrorCode::PathNotFound, json!("/nowhere"))
+    );
+    assert!(!files.exists("/w/a/dl", &c).await.unwrap());
+    assert!(files.exists("/w/a/f.txt", &c).await.unwrap());
+    assert!(!files.exists("/w/nope", &c).await.unwrap());
+    assert!(!files.exists("/w/a/f.txt/x", &c).await.unwrap());
+
+    // list, natively: every page walked, entries under the directory asked for
+    let ops = t.native_files().unwrap();
+    let mut l = ops.list("/w/a", &c).await.unwrap();
+    l.sort_by(|x, y| x.0.cmp(&y.0));
+    let got: Vec<(&str, FileKind)> = l.iter().map(|(p, n)| (p.as_str(), n.kind)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("/w/a/b", FileKind::Directory),
+            ("/w/a/c", FileKind::Directory),
+            ("/w/a/dl", FileKind::Symlink),
+            ("/w/a/f.txt", FileKind::File),
+            ("/w/a/g.txt", FileKind::File),
+        ]
+    );
+    assert_eq!(l[2].1.link_target.as_deref(), Some("/nowhere"));
+    assert_eq!(l[3].1.size, 5);
+    let e = ops.list("/w/a/f.txt", &c).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.props["path"].clone()),
+        (ErrorCode::NotADirectory, json!("/w/a/f.txt"))
+    );
+    let e = ops.list("/w/nope", &c).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::PathNotFound);
+
+    // rename: onto something without overwrite, a missing source, a missing destination directory, a directory
+    assert_eq!(
+        code(files.rename("/w/a/f.txt", "/w/a/g.txt", false, &c).await),
+        ErrorCode::PathExists
+    );
+    let e = files
+        .rename("/w/nope", "/w/x", false, &c)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.props["path"].clone()),
+        (ErrorCode::PathNotFound, json!("/w/nope"))
+    );
+    let e = files
+        .rename("/w/a/f.txt", "/w/no/x", false, &c)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.props["path"].clone()),
+        (ErrorCode::PathNotFound, json!("/w/no/x"))
+    );
+    let e = files
+        .rename("/w/a/f.txt", "/w/a/b", true, &c)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.props["fileType"].clone()),
+        (ErrorCode::PathExists, json!("directory"))
+    );
+    files
+        .rename("/w/a/f.txt", "/w/a/g.txt", true, &c)
+        .await
+        .unwrap();
+    assert_eq!(f.st.lock().unwrap().files["/w/a/g.txt"], b"hello");
+    files.rename("/w/a/c", "/w/c2", false, &c).await.unwrap();
+    assert!(files.exists("/w/c2", &c).await.unwrap());
+    // the endpoint's own refusal of a directory destination is ERR_PATH_EXISTS naming it
+    let e = ops.rename("/w/a/g.txt", "/w/a/b", &c).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.props["path"].clone()),
+        (ErrorCode::PathExists, json!("/w/a/b"))
+    );
+
+    // remove: a non-empty directory needs recursive; missing is typed unless forced
+    files
+        .write(vec![w("/w/a/b/deep", "d")], false, &c)
+        .await
+        .unwrap();
+    let e = files.remove("/w/a/b", false, false, &c).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.props["fileType"].clone()),
+        (ErrorCode::NotAFile, json!("directory"))
+    );
+    let e = files.remove("/w/gone", false, false, &c).await.unwrap_err();
+    assert_eq!(
+        (e.code, e.props["path"].clone()),
+        (ErrorCode::PathNotFound, json!("/w/gone"))
+    );
+    files.remove("/w/gone", false, true, &c).await.unwrap();
+    assert_eq!(
+        code(files.remove("/w/a/g.txt/x", false, true, &c).await),
+        ErrorCode::NotADirectory
+    );
+    files.remove("/w/a/b", true, false, &c).await.unwrap();
+    assert!(!files.exists("/w/a/b/deep", &c).await.unwrap());
+    files.remove("/w/a/dl", false, false, &c).await.unwrap();
+    assert_eq!(ops.remove("/w/a/absent", false, &c).await.unwrap().count, 0);
+
+    // none of it started a process
+    assert_eq!(processes_started(&f), 0);
+
+    // list and lstat run the tools (the contract cannot describe a resolving link as a link, nor give times);
+    // on a target that cannot run them they fall back to the endpoint
+    for _ in 0..2 {
+        f.st.lock().unwrap().faults.push_back(Fault {
+            op: "createProcess",
+            status: 400,
+            body: json!({"code": "failedPrecondition", "message": "find: executable file not found",
+                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "PROCESS_START_FAILED", "domain": "sandboxd.local"}]}),
+        });
+    }
+    let names: Vec<String> = files
+        .list("/w", &c)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, vec!["a", "c2"]);
+    let dl = files.stat("/w/c2", false, &c).await.unwrap();
+    assert_eq!(dl.kind, FileKind::Directory);
+    assert_eq!(processes_started(&f), 2);
     clean(&f);
 }

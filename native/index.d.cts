@@ -980,11 +980,11 @@ export interface FileEntry {
   type: 'file' | 'directory' | 'symlink' | 'other'
   /** Size in bytes (a symbolic link: the length of its target). */
   size: number
-  /** Permission bits (`0o7777` part of the mode; a v1 `stat`: `0o777`). */
+  /** Permission bits (`0o7777` part of the mode; `0o777` at most where a v1 sandbox cannot run `stat`). */
   mode: number
   /**
    * Last modification in milliseconds since the epoch (whole seconds: what `stat` reports); `NaN` where the
-   * backend does not say (a v1 `stat`).
+   * backend does not say (a v1 sandbox that cannot run `stat`).
    */
   mtimeMs: number
   /** Where a symbolic link points, as stored in the link. */

@@ -24,11 +24,14 @@ export interface FileEntry {
   type: 'file' | 'directory' | 'symlink' | 'other'
   /** Size in bytes (a symbolic link: the length of its target). */
   size: number
-  /** Permission bits (`mode & 0o7777`; a v1 `stat`: `& 0o777`, the v1 contract has no setuid/setgid/sticky bit). */
+  /**
+   * Permission bits (`mode & 0o7777`; `& 0o777` where a v1 sandbox cannot run `stat`: the v1 contract has no
+   * setuid/setgid/sticky bit).
+   */
   mode: number
   /**
    * Last modification, milliseconds since the epoch (whole seconds: what `stat` reports). `NaN` where the backend
-   * does not say: a v1 `stat` (the v1 contract has no modification time).
+   * does not say: a v1 sandbox that cannot run `stat` (the v1 contract has no modification time).
    */
   mtimeMs: number
   /** Where a symbolic link points, as stored in the link (only for `type: 'symlink'`). */

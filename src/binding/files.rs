@@ -23,10 +23,10 @@ pub struct FileEntry {
     pub kind: String,
     /// Size in bytes (a symbolic link: the length of its target).
     pub size: f64,
-    /// Permission bits (`0o7777` part of the mode; a v1 `stat`: `0o777`).
+    /// Permission bits (`0o7777` part of the mode; `0o777` at most where a v1 sandbox cannot run `stat`).
     pub mode: u32,
     /// Last modification in milliseconds since the epoch (whole seconds: what `stat` reports); `NaN` where the
-    /// backend does not say (a v1 `stat`).
+    /// backend does not say (a v1 sandbox that cannot run `stat`).
     pub mtime_ms: f64,
     /// Where a symbolic link points, as stored in the link.
     pub link_target: Option<String>,

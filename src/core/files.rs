@@ -15,12 +15,12 @@
 //!   numeric fields followed by the path it was given, matched against the known path (so names with spaces,
 //!   newlines or unicode cannot shift a record).
 //! - A target whose backend has its own file operations ([`ExecTarget::native_files`], the v1 sandbox endpoint)
-//!   answers `stat` (through links), `exists`, `mkdir`, `remove`, `rename` and the checks of `write`,
-//!   `downloadDir` and `list` with them: no process is started. The v1 contract has no modification time, no
-//!   setuid/setgid/sticky bits and no `lstat` (its `Stat` and `List` describe what an in-jail link leads to), so
-//!   a native `stat` reports `mtime_ms` as NaN and `mode & 0o777`, and `lstat` and `list` (which describe links
-//!   as links, with their times) still run the tools, falling back to the native answers (links resolved, times
-//!   NaN) only where the target cannot run them (`ERR_EXEC_FAILED`: no `stat` or `find`, no shell).
+//!   answers `exists`, `mkdir`, `remove`, `rename` and the checks of `write`, `downloadDir` and `list` with them:
+//!   no process is started. The v1 contract has no modification time, no setuid/setgid/sticky bits and no
+//!   `lstat` (its `Stat` and `List` describe what an in-jail link leads to), so `stat`, `lstat` and `list` (whose
+//!   entries carry those) still run the tools, falling back to the native answers (links resolved, `mtime_ms`
+//!   NaN, `mode & 0o777`) only where the target cannot run them (`ERR_EXEC_FAILED`: no `stat` or `find`, no
+//!   shell), so the same call answers the same on every backend where it can.
 
 use super::backend::ExecTarget;
 use super::call::Call;
@@ -560,13 +560,9 @@ impl Files {
     pub async fn stat(&self, path: &str, follow: bool, call: &Call) -> Result<FileEntry> {
         let path = normalize(path, "path")?;
         call.run("files.stat", Some(FILES_TIMEOUT), async {
+            // The tools first (the v1 contract's `Stat` has no modification time and no special bits); the
+            // backend's own stat where the target cannot run them.
             let native = self.native();
-            if let (Some(ops), true) = (native, follow) {
-                return Ok(Self::native_entry(
-                    &path,
-                    Self::native_stat(ops, &path, call).await?,
-                ));
-            }
             let exec = async {
                 let mut e = Self::entry(&path, self.raw_stat(&path, follow, call).await?);
                 if e.kind == FileKind::Symlink {
@@ -576,6 +572,11 @@ impl Files {
             };
             match (exec.await, native) {
                 (Err(e), Some(ops)) if e.code == ErrorCode::ExecFailed => {
+                    if follow {
+                        return Self::native_stat(ops, &path, call)
+                            .await
+                            .map(|n| Self::native_entry(&path, n));
+                    }
                     match ops.stat(&path, call).await {
                         Ok(n) => Ok(Self::native_entry(&path, n)),
                         Err(m) if m.code == ErrorCode::PathNotFound => {

@@ -2922,7 +2922,7 @@ fn processes_started(f: &Fake) -> usize {
 }
 
 #[tokio::test]
-async fn files_use_the_endpoints_stat_list_mkdir_remove_and_move_without_exec() {
+async fn files_use_the_endpoints_mkdir_remove_and_move_without_exec_and_its_stat_as_a_fallback() {
     use crate::core::files::{FileKind, Files, WriteEntry};
     let (f, o) = cloud().await;
     let b = backend(&o);
@@ -2978,7 +2978,16 @@ async fn files_use_the_endpoints_stat_list_mkdir_remove_and_move_without_exec() 
         ErrorCode::NotADirectory
     );
 
-    // stat: through the endpoint; no modification time in the contract
+    // stat runs the tools first (for times and special bits); in a sandbox that cannot run them (each attempt
+    // refused here) it is the endpoint's stat, with no modification time (the contract has none)
+    for _ in 0..5 {
+        f.st.lock().unwrap().faults.push_back(Fault {
+            op: "createProcess",
+            status: 400,
+            body: json!({"code": "failedPrecondition", "message": "stat: executable file not found",
+                "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "PROCESS_START_FAILED", "domain": "sandboxd.local"}]}),
+        });
+    }
     let s = files.stat("/w/a/f.txt", true, &c).await.unwrap();
     assert_eq!(
         (
@@ -3113,8 +3122,9 @@ async fn files_use_the_endpoints_stat_list_mkdir_remove_and_move_without_exec() 
     files.remove("/w/a/dl", false, false, &c).await.unwrap();
     assert_eq!(ops.remove("/w/a/absent", false, &c).await.unwrap().count, 0);
 
-    // none of it started a process
-    assert_eq!(processes_started(&f), 0);
+    // none of it started a process but the five stats' refused attempts
+    assert_eq!(processes_started(&f), 5);
+    assert!(f.st.lock().unwrap().faults.is_empty());
 
     // list and lstat run the tools (the contract cannot describe a resolving link as a link, nor give times);
     // on a target that cannot run them they fall back to the endpoint
@@ -3136,6 +3146,6 @@ async fn files_use_the_endpoints_stat_list_mkdir_remove_and_move_without_exec() 
     assert_eq!(names, vec!["a", "c2"]);
     let dl = files.stat("/w/c2", false, &c).await.unwrap();
     assert_eq!(dl.kind, FileKind::Directory);
-    assert_eq!(processes_started(&f), 2);
+    assert_eq!(processes_started(&f), 7);
     clean(&f);
 }

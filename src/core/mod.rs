@@ -19,6 +19,7 @@ pub mod forward;
 pub mod http;
 pub mod images;
 pub mod lines;
+pub mod multipart;
 pub mod netpolicy;
 pub mod policy;
 // LocalSandboxd serves a Unix socket; where there is none (Windows) a stand-in with the same API refuses to start.

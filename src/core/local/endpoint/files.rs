@@ -12,6 +12,7 @@ use super::{
 use crate::core::call::Call;
 use crate::core::container::{single_file_tar, MAX_READ_BYTES};
 use crate::core::exec::{ExecOutput, ExecSpec};
+use crate::core::multipart;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -687,11 +688,11 @@ impl Endpoint {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let boundary = boundary_of(&ctype, "multipart/form-data").ok_or_else(|| {
+        let boundary = multipart::boundary_of(&ctype, "multipart/form-data").ok_or_else(|| {
             ApiError::invalid("upload needs Content-Type: multipart/form-data; boundary=…")
         })?;
         let body = body_bytes(req.into_body(), MAX_FILE_BODY).await?;
-        let parts = parse_multipart(&body, &boundary)?;
+        let parts = multipart::parse(&body, &boundary, "form-data").map_err(ApiError::invalid)?;
         let mut files = Vec::new();
         let mut it = parts.into_iter().enumerate().peekable();
         let mut item = 0usize;
@@ -781,8 +782,11 @@ impl Endpoint {
                 )),
             }
         }
-        let (boundary, body) = multipart_mixed(&parts);
-        let mut r = Response::new(Full::new(Bytes::from(body)));
+        let parts: Vec<(&str, &str, &[u8])> =
+            parts.iter().map(|(n, t, d)| (*n, *t, &d[..])).collect();
+        let boundary = multipart::boundary_for(&parts);
+        let body = multipart::write(&boundary, "attachment", &parts);
+        let mut r = Response::new(Full::new(body));
         r.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
             format!("multipart/mixed; boundary={boundary}")
@@ -801,139 +805,4 @@ fn octets(data: Vec<u8>) -> Resp {
         hyper::header::HeaderValue::from_static("application/octet-stream"),
     );
     r
-}
-
-/// The boundary of a `multipart/…` Content-Type of the `expected` type.
-pub(super) fn boundary_of(ctype: &str, expected: &str) -> Option<String> {
-    let mut parts = ctype.split(';');
-    if !parts.next()?.trim().eq_ignore_ascii_case(expected) {
-        return None;
-    }
-    parts
-        .find_map(|p| {
-            let (k, v) = p.split_once('=')?;
-            k.trim()
-                .eq_ignore_ascii_case("boundary")
-                .then(|| v.trim().trim_matches('"').to_string())
-        })
-        .filter(|b| !b.is_empty() && b.len() <= 70)
-}
-
-/// One part of a multipart body.
-pub(super) struct Part {
-    pub name: String,
-    pub data: Bytes,
-}
-
-fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if from > hay.len() {
-        return None;
-    }
-    hay[from..]
-        .windows(needle.len())
-        .position(|w| w == needle)
-        .map(|i| i + from)
-}
-
-/// Parse a whole `multipart/form-data` body (RFC 7578): parts named by `Content-Disposition: form-data;
-/// name=…`; `Content-Transfer-Encoding` refused; the closing delimiter required.
-pub(super) fn parse_multipart(body: &Bytes, boundary: &str) -> Result<Vec<Part>, ApiError> {
-    let delim = format!("--{boundary}");
-    let bad = |m: &str| ApiError::invalid(format!("malformed multipart body: {m}"));
-    let mut pos = if body.starts_with(delim.as_bytes()) {
-        delim.len()
-    } else {
-        find(body, format!("\r\n{delim}").as_bytes(), 0)
-            .ok_or_else(|| bad("no opening delimiter"))?
-            + 2
-            + delim.len()
-    };
-    let next_delim = format!("\r\n{delim}");
-    let mut parts = Vec::new();
-    loop {
-        if body[pos..].starts_with(b"--") {
-            return Ok(parts);
-        }
-        while body.get(pos).is_some_and(|b| *b == b' ' || *b == b'\t') {
-            pos += 1;
-        }
-        if !body[pos..].starts_with(b"\r\n") {
-            return Err(bad("a delimiter is not followed by CRLF"));
-        }
-        pos += 2;
-        let (head, start) = if body[pos..].starts_with(b"\r\n") {
-            ("", pos + 2)
-        } else {
-            let end =
-                find(body, b"\r\n\r\n", pos).ok_or_else(|| bad("unterminated part headers"))?;
-            (
-                std::str::from_utf8(&body[pos..end])
-                    .map_err(|_| bad("part headers are not UTF-8"))?,
-                end + 4,
-            )
-        };
-        let mut name = None;
-        for line in head.split("\r\n") {
-            let (k, v) = line
-                .split_once(':')
-                .ok_or_else(|| bad("a header line without ':'"))?;
-            let k = k.trim().to_ascii_lowercase();
-            if k == "content-transfer-encoding" {
-                return Err(ApiError::invalid(
-                    "Content-Transfer-Encoding is refused in upload parts",
-                ));
-            }
-            if k == "content-disposition" {
-                let mut ps = v.split(';').map(str::trim);
-                if !ps
-                    .next()
-                    .is_some_and(|d| d.eq_ignore_ascii_case("form-data"))
-                {
-                    return Err(bad("Content-Disposition must be form-data"));
-                }
-                name = ps.find_map(|p| {
-                    let (a, b) = p.split_once('=')?;
-                    a.trim()
-                        .eq_ignore_ascii_case("name")
-                        .then(|| b.trim().trim_matches('"').to_string())
-                });
-            }
-        }
-        let end = find(body, next_delim.as_bytes(), start)
-            .ok_or_else(|| bad("truncated: no closing delimiter"))?;
-        parts.push(Part {
-            name: name.ok_or_else(|| bad("a part without Content-Disposition name"))?,
-            data: body.slice(start..end),
-        });
-        pos = end + next_delim.len();
-        if pos + 2 > body.len() {
-            return Err(bad("truncated after a delimiter"));
-        }
-    }
-}
-
-/// A `multipart/mixed` body of `(name, content type, data)` parts with a boundary none of them contains.
-pub(super) fn multipart_mixed(parts: &[(&str, &str, Bytes)]) -> (String, Vec<u8>) {
-    let boundary = loop {
-        let b = format!("sbx-{}", uuid::Uuid::new_v4().simple());
-        if !parts
-            .iter()
-            .any(|(_, _, d)| find(d, b.as_bytes(), 0).is_some())
-        {
-            break b;
-        }
-    };
-    let mut out = Vec::with_capacity(parts.iter().map(|p| p.2.len() + 128).sum());
-    for (name, ctype, data) in parts {
-        out.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Type: {ctype}\r\nContent-Disposition: attachment; name={name}\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        out.extend_from_slice(data);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    (boundary, out)
 }

@@ -1556,76 +1556,13 @@ async fn files_operations() {
     }
 }
 
-/// Split a `multipart/mixed` body: `(name, content type, data)` per part; the closing delimiter is required.
+/// Split a `multipart/mixed` download: `(name, content type, data)` per part; the closing delimiter is required.
 fn parse_mixed(body: &[u8], boundary: &str) -> Vec<(String, String, Vec<u8>)> {
-    let delim = format!("--{boundary}");
-    let text = body.to_vec();
-    let mut out = Vec::new();
-    let mut rest: &[u8] = &text;
-    assert!(rest.starts_with(delim.as_bytes()));
-    rest = &rest[delim.len()..];
-    loop {
-        if rest.starts_with(b"--") {
-            return out;
-        }
-        rest = rest.strip_prefix(b"\r\n").expect("CRLF after a delimiter");
-        let head_end = rest
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("headers end");
-        let head = String::from_utf8_lossy(&rest[..head_end]).to_string();
-        rest = &rest[head_end + 4..];
-        let next = format!("\r\n{delim}");
-        let end = rest
-            .windows(next.len())
-            .position(|w| w == next.as_bytes())
-            .expect("a closing delimiter");
-        let mut name = String::new();
-        let mut ctype = String::new();
-        for line in head.split("\r\n") {
-            let (k, v) = line.split_once(':').unwrap();
-            match k.to_ascii_lowercase().as_str() {
-                "content-type" => ctype = v.trim().to_string(),
-                "content-disposition" => {
-                    name = v.split("name=").nth(1).unwrap().trim().to_string();
-                    assert!(v.trim().starts_with("attachment;"));
-                }
-                _ => {}
-            }
-        }
-        out.push((name, ctype, rest[..end].to_vec()));
-        rest = &rest[end + next.len()..];
-    }
-}
-
-#[test]
-fn the_multipart_reader_and_writer_agree() {
-    let parts = [
-        ("metadata", "application/json", Bytes::from_static(b"{}")),
-        (
-            "content",
-            "application/octet-stream",
-            Bytes::from_static(b"\r\n--x\r\n"),
-        ),
-    ];
-    let (b, body) = super::files::multipart_mixed(&parts);
-    let back = parse_mixed(&body, &b);
-    assert_eq!(back.len(), 2);
-    assert_eq!(back[1].2, b"\r\n--x\r\n");
-    assert_eq!(
-        super::files::boundary_of(
-            "multipart/form-data; boundary=\"a b\"",
-            "multipart/form-data"
-        )
-        .as_deref(),
-        Some("a b")
-    );
-    assert!(super::files::boundary_of("text/plain; boundary=x", "multipart/form-data").is_none());
-    let form = Bytes::from_static(b"preamble\r\n--B\r\nContent-Disposition: form-data; name=a\r\n\r\n1\r\n--B\r\nContent-Disposition: form-data; name=\"b\"\r\n\r\n\r\n--B--");
-    let p = super::files::parse_multipart(&form, "B").unwrap();
-    assert_eq!((p[0].name.as_str(), &p[0].data[..]), ("a", &b"1"[..]));
-    assert_eq!((p[1].name.as_str(), &p[1].data[..]), ("b", &b""[..]));
-    assert!(super::files::parse_multipart(&Bytes::from_static(b"--B\r\n\r\nx"), "B").is_err());
+    crate::core::multipart::parse(&Bytes::copy_from_slice(body), boundary, "attachment")
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.name, p.content_type.unwrap_or_default(), p.data.to_vec()))
+        .collect()
 }
 
 #[test]

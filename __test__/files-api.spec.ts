@@ -180,6 +180,31 @@ describe.each<BackendKind>(['sbx', 'desktop', 'v1'])('files on the %s backend', 
     expect(mode).toMatchObject({ code: 'ERR_INVALID_ARGUMENT', argument: 'mode' })
   })
 
+  it('read many files in one call, in order; the first that cannot be read names its path', async () => {
+    const bin = Buffer.from([0, 255, 13, 10, 45, 45])
+    await files.write([{ path: `${B}/rmany/a`, data: 'alpha' }, { path: `${B}/rmany/b b`, data: bin }], { parents: true })
+    const [a, b, again, linked] = await files.read([`${B}/rmany/a`, `${B}/rmany/b b`, `${B}/rmany/./x/../a`, `${B}/link-file`])
+    expect([a!.toString(), [...b!], again!.toString(), linked!.toString()]).toEqual(['alpha', [...bin], 'alpha', 'in dir'])
+    expect(await files.read([`${B}/rmany/a`, `${B}/rmany/a`], { encoding: 'utf8' })).toEqual(['alpha', 'alpha'])
+    expect(await files.read([])).toEqual([])
+    const many = Array.from({ length: 120 }, (_, i) => `${B}/rmany/${i % 2 ? 'a' : 'b b'}`)
+    const all = await files.read(many)
+    expect(all.map((x) => x.length)).toEqual(many.map((p) => (p.endsWith('a') ? 5 : bin.length)))
+    expect(await rejection(files.read([`${B}/rmany/a`, `${B}/rmany/none`]))).toMatchObject({
+      code: 'ERR_PATH_NOT_FOUND',
+      path: `${B}/rmany/none`,
+    })
+    expect(await rejection(files.read([`${B}/rmany`]))).toMatchObject({ code: 'ERR_NOT_A_FILE', path: `${B}/rmany` })
+    expect(await rejection(files.read([`${B}/rmany/a`, 7 as never]))).toMatchObject({
+      code: 'ERR_INVALID_ARGUMENT',
+      argument: 'paths[1]',
+    })
+    expect(await rejection(files.read([`${B}/rmany/a`, 'rel']))).toMatchObject({
+      code: 'ERR_INVALID_ARGUMENT',
+      argument: 'paths[1]',
+    })
+  })
+
   it('rename moves files and directories, overwrite replaces a file but never a directory', async () => {
     await files.write(`${B}/mv/a`, 'A', { parents: true })
     await files.write(`${B}/mv/b`, 'B')

@@ -51,7 +51,7 @@ afterAll(async () => {
 }, 60_000)
 
 describe('files on the v1 backend use the endpoint, not exec', () => {
-  it('exists, mkdir, write, rename and remove start no process; an exec, stat and list do', async () => {
+  it('exists, mkdir, write, read, rename and remove start no process; an exec, stat and list do', async () => {
     const f = box.files
     const before = await processes()
 
@@ -83,6 +83,7 @@ describe('files on the v1 backend use the endpoint, not exec', () => {
     await f.rename(`${B}/a/c`, `${B}/c2`)
     expect(await f.read(`${B}/a/moved.txt`, { encoding: 'utf8' })).toBe('hello')
     expect(await f.read(`${B}/c2/h`, { encoding: 'utf8' })).toBe('h')
+    expect(await f.read([`${B}/a/moved.txt`, `${B}/c2/h`], { encoding: 'utf8' })).toEqual(['hello', 'h'])
     await f.remove(`${B}/a/moved.txt`)
     await f.remove(`${B}/a`, { recursive: true })
     expect([await f.exists(`${B}/a`), await f.exists(`${B}/c2`)]).toEqual([false, true])

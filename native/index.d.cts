@@ -312,6 +312,8 @@ export declare class Files {
   writeMany(files: Array<FileToWrite>, options?: FilesWriteOptions | undefined | null): Promise<void>
   /** The bytes of a regular file (links followed); with `encoding: 'utf8'` a string. */
   read(path: string, options?: FilesReadOptions | undefined | null): Promise<Buffer | string>
+  /** The bytes of each regular file in `paths`, in order (one request on v1); with `encoding: 'utf8'` strings. */
+  readMany(paths: Array<string>, options?: FilesReadOptions | undefined | null): Promise<Array<Buffer | string>>
   /**
    * Copy host directory `hostDir` into sandbox directory `dir` (made if missing), streamed. A link in the
    * host tree that leads outside it is `ERR_PATH_ESCAPES`.

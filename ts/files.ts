@@ -216,11 +216,23 @@ export class Files {
     })
   }
 
-  /** The bytes of a regular file, links followed; with `{ encoding: 'utf8' }` a string. */
+  /**
+   * The bytes of a regular file, links followed; with `{ encoding: 'utf8' }` a string. Given an array of paths,
+   * the files' contents in the same order (a path given twice comes twice), in one request on the v1 backend
+   * (its multipart download); the first path that cannot be read rejects the call with its error
+   * (`ERR_PATH_NOT_FOUND`, `ERR_NOT_A_FILE`, naming the path).
+   */
   read(path: string, options: FilesReadOptions & { encoding: 'utf8' | 'utf-8' }): Promise<string>
   read(path: string, options?: FilesReadOptions): Promise<Buffer>
-  read(path: string, options?: FilesReadOptions): Promise<Buffer | string> {
-    return call(options?.signal, () => {
+  read(paths: string[], options: FilesReadOptions & { encoding: 'utf8' | 'utf-8' }): Promise<string[]>
+  read(paths: string[], options?: FilesReadOptions): Promise<Buffer[]>
+  read(path: string | string[], options?: FilesReadOptions): Promise<Buffer | string | Array<Buffer | string>> {
+    return call<Buffer | string | Array<Buffer | string>>(options?.signal, () => {
+      if (Array.isArray(path)) {
+        path.forEach((p, i) => check.arg(`paths[${i}]`, p, 'string'))
+        check.opts('options', options, READ)
+        return this.#inner.readMany(path, options)
+      }
       check.arg('path', path, 'string')
       check.opts('options', options, READ)
       return this.#inner.read(path, options)

@@ -113,6 +113,31 @@ pub struct FileToWrite {
     pub mode: Option<u32>,
 }
 
+/// Whether `files.read()`'s `encoding` asks for text; anything but `'utf8'` is `ERR_INVALID_ARGUMENT`.
+fn wants_text(encoding: Option<&str>) -> std::result::Result<bool, CoreError> {
+    match encoding {
+        None => Ok(false),
+        Some("utf8" | "utf-8") => Ok(true),
+        Some(other) => Err(CoreError::invalid(format!(
+            "encoding must be 'utf8', got {}",
+            crate::core::validate::shown(other)
+        ))
+        .with("argument", "encoding")),
+    }
+}
+
+/// A file's bytes as JavaScript gets them: a Buffer, or a string (invalid sequences become U+FFFD).
+fn decoded(bytes: Vec<u8>, text: bool) -> Either<Buffer, String> {
+    if text {
+        Either::B(
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        )
+    } else {
+        Either::A(bytes.into())
+    }
+}
+
 /// Options for `files.read()`.
 #[napi(object, object_to_js = false)]
 pub struct FilesReadOptions<'a> {
@@ -306,26 +331,25 @@ impl Files {
         let f = self.inner.clone();
         let encoding = options.as_ref().and_then(|o| o.encoding.clone());
         run(&env, options.as_ref(), move |call| async move {
-            let text = match encoding.as_deref() {
-                None => false,
-                Some("utf8" | "utf-8") => true,
-                Some(other) => {
-                    return Err(CoreError::invalid(format!(
-                        "encoding must be 'utf8', got {}",
-                        crate::core::validate::shown(other)
-                    ))
-                    .with("argument", "encoding"))
-                }
-            };
-            let bytes = f.read(&path, &call).await?;
-            Ok(if text {
-                Either::B(
-                    String::from_utf8(bytes)
-                        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
-                )
-            } else {
-                Either::A(bytes.into())
-            })
+            let text = wants_text(encoding.as_deref())?;
+            Ok(decoded(f.read(&path, &call).await?, text))
+        })
+    }
+
+    /// The bytes of each regular file in `paths`, in order (one request on v1); with `encoding: 'utf8'` strings.
+    #[napi(catch_unwind, ts_return_type = "Promise<Array<Buffer | string>>")]
+    pub fn read_many(
+        &self,
+        env: Env,
+        paths: Vec<String>,
+        options: Option<FilesReadOptions>,
+    ) -> Result<Promise<Vec<Either<Buffer, String>>>> {
+        let f = self.inner.clone();
+        let encoding = options.as_ref().and_then(|o| o.encoding.clone());
+        run(&env, options.as_ref(), move |call| async move {
+            let text = wants_text(encoding.as_deref())?;
+            let all = f.read_many(&paths, &call).await?;
+            Ok(all.into_iter().map(|b| decoded(b, text)).collect())
         })
     }
 

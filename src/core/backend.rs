@@ -89,6 +89,22 @@ pub trait ExecTarget: Send + Sync {
     ) -> BoxFuture<'_, Result<Box<dyn ProcessHandle>>>;
     /// Read one regular file.
     fn read_file<'a>(&'a self, path: &'a str, call: &'a Call) -> BoxFuture<'a, Result<Vec<u8>>>;
+    /// Read regular files `paths`, their bytes in the same order (a path given twice is read twice). The first
+    /// that cannot be read fails the call with its error. Default: [`read_file`](Self::read_file), a few at a time;
+    /// targets with a batch route (the v1 endpoint's download) use one.
+    fn read_files<'a>(
+        &'a self,
+        paths: &'a [String],
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<Vec<u8>>>> {
+        use futures::{StreamExt, TryStreamExt};
+        Box::pin(
+            futures::stream::iter(paths)
+                .map(move |p| self.read_file(p, call))
+                .buffered(READ_CONCURRENCY)
+                .try_collect(),
+        )
+    }
     /// Extract a tar archive into the directory `dir` (which must exist).
     fn write_files<'a>(
         &'a self,
@@ -190,6 +206,8 @@ pub trait ExecTarget: Send + Sync {
 const DETACH_SCRIPT: &str =
     "command -v \"$1\" >/dev/null 2>&1 || { echo \"$1: not found\" >&2; exit 127; }; \
 \"$@\" </dev/null >/dev/null 2>&1 & exit 0";
+/// Files a default [`ExecTarget::read_files`] reads at once.
+const READ_CONCURRENCY: usize = 4;
 /// How long the launcher shell of [`ExecTarget::start_detached`] may take when the call sets no deadline.
 const DETACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 

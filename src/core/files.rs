@@ -1057,6 +1057,21 @@ impl Files {
         let path = normalize(path, "path")?;
         self.target.read_file(&path, call).await
     }
+
+    /// The bytes of each regular file in `paths`, in order (a path given twice comes twice): one request where the
+    /// target has a batch route (the v1 endpoint's download), else each read in turn. The first path that cannot
+    /// be read fails the call with [`read`](Self::read)'s error for it.
+    pub async fn read_many(&self, paths: &[String], call: &Call) -> Result<Vec<Vec<u8>>> {
+        let paths = paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| normalize(p, &format!("paths[{i}]")))
+            .collect::<Result<Vec<_>>>()?;
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.target.read_files(&paths, call).await
+    }
 }
 
 /// Default deadline of a whole directory transfer.

@@ -27,11 +27,12 @@ use super::super::call::Call;
 use super::super::error::{Error, ErrorCode, Result};
 use super::super::exec::{Chunk, ExecOutput, ExecSpec, ExitStatus, Run};
 use super::super::files::{FileKind, FileOps, NativeInfo, Removed};
+use super::super::multipart;
 use super::super::netpolicy::{PolicyLogEntry, PolicyRule, SecretPlaceholder, SecretSpec};
 use super::super::sbx::{PortBinding, PortSpec};
 use super::client::{
-    enc, endless, Body, Budget, Client, Ctx, EndpointRef, DEFAULT_TIMEOUT, LIFECYCLE_TIMEOUT,
-    MAX_PAGES,
+    api_error, enc, endless, Body, Budget, Client, Ctx, EndpointRef, DEFAULT_TIMEOUT,
+    LIFECYCLE_TIMEOUT, MAX_PAGES,
 };
 use super::interact::{int64, V1Process};
 use super::model::Sandbox;
@@ -988,6 +989,83 @@ impl V1Target {
         Ok(proc)
     }
 
+    /// One `GET /v1/files/download` of `paths`: their bytes in order. A path's own error part fails the call with
+    /// that path's typed error; a `stream-error` part, a part out of order or a body without its closing delimiter
+    /// (a connection cut short) is never taken for fewer files.
+    async fn download(&self, paths: &[String], call: &Call) -> Result<Vec<Vec<u8>>> {
+        let query: Vec<String> = paths.iter().map(|p| format!("paths={}", enc(p))).collect();
+        let ctx = self.file_ctx("downloading", &paths[0]);
+        let res = self
+            .files_request(
+                "sandboxesFilesRead",
+                Method::GET,
+                &format!("/v1/files/download?{}", query.join("&")),
+                Body::Empty,
+                call,
+                &ctx,
+            )
+            .await?;
+        if res.status != 200 {
+            return Err(self.client.error(&res, &ctx));
+        }
+        // no excerpt of the body: it is the user's files
+        let bad = |why: String| {
+            Error::new(
+                ErrorCode::SandboxdProtocol,
+                format!("downloading from v1 sandbox {:?}: {why}", self.ep.display),
+            )
+        };
+        let ctype = res
+            .headers
+            .get(hyper::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let boundary = multipart::boundary_of(ctype, "multipart/mixed")
+            .ok_or_else(|| bad(format!("the answer is {ctype:?}, not multipart/mixed")))?;
+        let mut parts = multipart::parse(&res.body, &boundary, "attachment")
+            .map_err(bad)?
+            .into_iter();
+        let mut out = Vec::with_capacity(paths.len());
+        for path in paths {
+            let ctx = self.file_ctx("reading", path);
+            let part = parts
+                .next()
+                .ok_or_else(|| bad(format!("no part for {path:?}")))?;
+            match part.name.as_str() {
+                // results come in request order (the contract's promise); the header's path is not compared, as
+                // a service may report it canonicalised
+                "metadata" => {
+                    let header: Value = serde_json::from_slice(&part.data).unwrap_or_default();
+                    if !header.is_object() {
+                        return Err(bad(format!("{path:?}'s header is not a FileHeader")));
+                    }
+                    match parts.next() {
+                        Some(c) if c.name == "content" => out.push(c.data.to_vec()),
+                        _ => return Err(bad(format!("no content part after {path:?}'s header"))),
+                    }
+                }
+                "error" => {
+                    let e: Value = serde_json::from_slice(&part.data).unwrap_or_default();
+                    let failure = serde_json::to_vec(&e["failure"]).unwrap_or_default();
+                    let ctx = Ctx {
+                        conflict: ErrorCode::NotAFile,
+                        ..ctx
+                    };
+                    return Err(self.client.scrub(api_error(0, &failure, &ctx)));
+                }
+                "stream-error" => return Err(self.client.scrub(api_error(0, &part.data, &ctx))),
+                other => return Err(bad(format!("an unexpected {other:?} part for {path:?}"))),
+            }
+        }
+        match parts.next() {
+            Some(p) if p.name == "stream-error" => {
+                Err(self.client.scrub(api_error(0, &p.data, &ctx)))
+            }
+            Some(p) => Err(bad(format!("a {:?} part after the last path", p.name))),
+            None => Ok(out),
+        }
+    }
+
     fn file_ctx(&self, what: &str, path: &str) -> Ctx {
         Ctx::path(
             format!("{what} {path:?} in v1 sandbox {:?}", self.ep.display),
@@ -1388,22 +1466,18 @@ impl ExecTarget for V1Target {
     fn read_file<'a>(&'a self, path: &'a str, call: &'a Call) -> BoxFuture<'a, Result<Vec<u8>>> {
         Box::pin(async move {
             crate::core::container::validate_container_path(path)?;
-            let b = Budget::of(call, DEFAULT_TIMEOUT);
             // a directory (or another non-file) at the path is the endpoint's failedPrecondition
             let ctx = Ctx {
                 conflict: ErrorCode::NotAFile,
                 ..self.file_ctx("reading", path)
             };
             let res = self
-                .client
-                .on_endpoint(
-                    &self.ep,
-                    &["sandboxesFilesRead"],
+                .files_request(
+                    "sandboxesFilesRead",
                     Method::GET,
                     &format!("/v1/files/content?path={}", enc(path)),
-                    &Body::Empty,
-                    &[],
-                    &b,
+                    Body::Empty,
+                    call,
                     &ctx,
                 )
                 .await?;
@@ -1411,6 +1485,23 @@ impl ExecTarget for V1Target {
                 return Err(self.client.error(&res, &ctx));
             }
             Ok(res.body.to_vec())
+        })
+    }
+
+    fn read_files<'a>(
+        &'a self,
+        paths: &'a [String],
+        call: &'a Call,
+    ) -> BoxFuture<'a, Result<Vec<Vec<u8>>>> {
+        Box::pin(async move {
+            for p in paths {
+                crate::core::container::validate_container_path(p)?;
+            }
+            let mut out = Vec::with_capacity(paths.len());
+            for batch in download_batches(paths) {
+                out.extend(self.download(batch, call).await?);
+            }
+            Ok(out)
         })
     }
 
@@ -1481,8 +1572,7 @@ impl ExecTarget for V1Target {
             if files.is_empty() {
                 return Ok(());
             }
-            let boundary = format!("sandboxd-{}", uuid::Uuid::new_v4().simple());
-            let body = multipart(&boundary, &files);
+            let (boundary, body) = upload_body(&files);
             let ctx = self.file_ctx("uploading into", dir);
             let res = self
                 .client
@@ -1560,26 +1650,46 @@ pub fn untar(dir: &str, tar: &[u8]) -> Result<(Vec<String>, Vec<UploadFile>)> {
     Ok((dirs, files))
 }
 
-/// The `multipart/form-data` body of an upload: ordered `metadata` (JSON `FileHeader`) / `content` pairs.
-pub fn multipart(boundary: &str, files: &[UploadFile]) -> Bytes {
+/// Most bytes of `paths=` query one download request carries (URLs stay well inside servers' limits); more paths
+/// go in further requests.
+const DOWNLOAD_QUERY_BYTES: usize = 6 * 1024;
+
+/// `paths` in runs whose encoded query fits [`DOWNLOAD_QUERY_BYTES`] (a longer single path runs alone).
+fn download_batches(paths: &[String]) -> Vec<&[String]> {
     let mut out = Vec::new();
-    for f in files {
-        let header = json!({"path": f.path, "mode": f.mode});
-        out.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\nContent-Type: application/json\r\n\r\n{header}\r\n"
-            )
-            .as_bytes(),
-        );
-        out.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"content\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        out.extend_from_slice(&f.data);
-        out.extend_from_slice(b"\r\n");
+    let (mut start, mut len) = (0, 0);
+    for (i, p) in paths.iter().enumerate() {
+        let n = enc(p).len() + "paths=&".len();
+        if i > start && len + n > DOWNLOAD_QUERY_BYTES {
+            out.push(&paths[start..i]);
+            (start, len) = (i, 0);
+        }
+        len += n;
     }
-    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    Bytes::from(out)
+    if start < paths.len() {
+        out.push(&paths[start..]);
+    }
+    out
+}
+
+/// The `multipart/form-data` body of an upload: ordered `metadata` (JSON `FileHeader`) / `content` pairs, and its
+/// boundary.
+pub fn upload_body(files: &[UploadFile]) -> (String, Bytes) {
+    let headers: Vec<String> = files
+        .iter()
+        .map(|f| json!({"path": f.path, "mode": f.mode}).to_string())
+        .collect();
+    let parts: Vec<(&str, &str, &[u8])> = files
+        .iter()
+        .zip(&headers)
+        .flat_map(|(f, h)| {
+            [
+                ("metadata", "application/json", h.as_bytes()),
+                ("content", "application/octet-stream", &f.data[..]),
+            ]
+        })
+        .collect();
+    let boundary = multipart::boundary_for(&parts);
+    let body = multipart::write(&boundary, "form-data", &parts);
+    (boundary, body)
 }

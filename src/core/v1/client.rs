@@ -981,7 +981,8 @@ pub(super) fn code_for(code: &str, status: u16) -> ErrorCode {
 }
 
 /// The typed error for a v1 error answer: the SDK code from the v1 `code` (kept in `v1Code`, unknown ones too),
-/// the status, details and retry delay as properties.
+/// the status, details and retry delay as properties. `status` 0: an `Error` carried inside a 200 answer (a
+/// download's per-file or stream error), which has no HTTP status of its own.
 pub fn api_error(status: u16, body: &[u8], ctx: &Ctx) -> Error {
     let api: Option<ApiError> = serde_json::from_slice(body).ok();
     let v1code = api.as_ref().map(|a| a.code.clone()).unwrap_or_default();
@@ -998,17 +999,24 @@ pub fn api_error(status: u16, body: &[u8], ctx: &Ctx) -> Error {
     let mut e = Error::new(
         code,
         format!(
-            "{}: {} (v1 {}, HTTP {status})",
+            "{}: {} (v1 {}{})",
             ctx.what,
             if said.is_empty() {
                 "the service refused".to_string()
             } else {
                 said.clone()
             },
-            if v1code.is_empty() { "error" } else { &v1code }
+            if v1code.is_empty() { "error" } else { &v1code },
+            if status == 0 {
+                String::new()
+            } else {
+                format!(", HTTP {status}")
+            }
         ),
-    )
-    .with("status", status);
+    );
+    if status != 0 {
+        e = e.with("status", status);
+    }
     if let Some((k, v)) = &ctx.subject {
         e = e.with(k, v.clone());
     }

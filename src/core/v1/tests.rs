@@ -102,6 +102,9 @@ struct St {
     dirs: std::collections::BTreeSet<String>,
     /// Symbolic links that do not resolve: path → what they hold.
     dangling: HashMap<String, String>,
+    /// How the next download answer is broken: `cut` (no closing delimiter), `stream-error` (a final
+    /// `stream-error` part), `shuffled` (a content part first).
+    download_fault: Option<&'static str>,
     uploads: Vec<Value>,
     /// uid → published ports.
     ports: HashMap<String, Vec<Value>>,
@@ -220,7 +223,7 @@ impl Fake {
                 "sandbox": format!("sandboxes/{uid}"),
                 "sandboxUid": uid,
                 "apiVersion": "v1",
-                "capabilities": ["exec", "createProcess", "interact", "signal", "readFile", "writeFile", "upload", "mkdir"],
+                "capabilities": ["exec", "createProcess", "interact", "signal", "readFile", "writeFile", "upload", "download", "mkdir"],
                 "authentication": {"scheme": "localSocket"}
             }),
             None => json!({
@@ -230,7 +233,7 @@ impl Fake {
                 "sandbox": format!("sandboxes/{uid}"),
                 "sandboxUid": uid,
                 "apiVersion": "v1",
-                "capabilities": ["exec", "createProcess", "interact", "signal", "readFile", "writeFile", "upload", "mkdir"],
+                "capabilities": ["exec", "createProcess", "interact", "signal", "readFile", "writeFile", "upload", "download", "mkdir"],
                 "authentication": {"scheme": "scopedBearer", "defaultTtl": "300s", "maxTtl": "300s",
                     "credentialTransports": ["authorizationHeader"]}
             }),
@@ -285,21 +288,21 @@ impl Fake {
         }
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let query: HashMap<String, String> = req
+        // a repeated parameter (download's `paths`) keeps every value, joined by newlines
+        let mut query: HashMap<String, String> = HashMap::new();
+        for (k, v) in req
             .uri()
             .query()
             .unwrap_or("")
             .split('&')
             .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    percent_encoding::percent_decode_str(v)
-                        .decode_utf8_lossy()
-                        .to_string(),
-                )
-            })
-            .collect();
+        {
+            let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+            query
+                .entry(k.to_string())
+                .and_modify(|all| *all = format!("{all}\n{v}"))
+                .or_insert_with(|| v.to_string());
+        }
         let h = |n: &str| {
             req.headers()
                 .get(n)
@@ -793,6 +796,7 @@ impl Fake {
             ("POST", ["v1", "processes", _, "signal"]) => "signal",
             ("GET", ["v1", "processes", _, "output"]) => "readOutput",
             ("GET", ["v1", "files", "content"]) => "readFile",
+            ("GET", ["v1", "files", "download"]) => "download",
             ("PUT", ["v1", "files", "content"]) => "writeFile",
             ("PUT", ["v1", "files", "directories"]) => "mkdir",
             ("POST", ["v1", "files", "upload"]) => "upload",
@@ -917,6 +921,77 @@ impl Fake {
                         self.reply(op, 404, Some(err("notFound", "no such file")))
                     }
                 }
+            }
+            "download" => {
+                let paths: Vec<String> = query
+                    .get("paths")
+                    .map(|p| p.split('\n').map(str::to_string).collect())
+                    .unwrap_or_default();
+                let mut parts: Vec<(&str, &str, Vec<u8>)> = Vec::new();
+                for p in &paths {
+                    let (name, part) = match (st.files.get(p), st.dirs.contains(p)) {
+                        (Some(d), _) => {
+                            let h = json!({"path": p, "mode": 420});
+                            parts.push(("metadata", "application/json", h.to_string().into()));
+                            ("content", d.clone())
+                        }
+                        (None, true) => {
+                            let e = json!({"path": p, "failure": err("failedPrecondition",
+                                &format!("path_authority_nonregular_object: {p} is a directory"))});
+                            ("error", e.to_string().into_bytes())
+                        }
+                        (None, false) => {
+                            let e = json!({"path": p, "failure": err("notFound", "no such file")});
+                            ("error", e.to_string().into_bytes())
+                        }
+                    };
+                    let ctype = if name == "content" {
+                        "application/octet-stream"
+                    } else {
+                        "application/json"
+                    };
+                    parts.push((name, ctype, part));
+                }
+                for (name, _, data) in &parts {
+                    let schema = match *name {
+                        "metadata" => "FileHeader",
+                        "error" => "FileError",
+                        _ => continue,
+                    };
+                    let v: Value = serde_json::from_slice(data).unwrap();
+                    if let Err(e) = contract().check_schema(schema, &v) {
+                        st.violations.push(format!("download {schema}: {e:?}"));
+                    }
+                }
+                let fault = st.download_fault.take();
+                drop(st);
+                match fault {
+                    Some("stream-error") => parts.push((
+                        "stream-error",
+                        "application/json",
+                        err("internal", "the disk went away")
+                            .to_string()
+                            .into_bytes(),
+                    )),
+                    Some("shuffled") => parts.swap(0, 1),
+                    _ => {}
+                }
+                let refs: Vec<(&str, &str, &[u8])> =
+                    parts.iter().map(|(n, t, d)| (*n, *t, &d[..])).collect();
+                let boundary = crate::core::multipart::boundary_for(&refs);
+                let mut body =
+                    crate::core::multipart::write(&boundary, "attachment", &refs).to_vec();
+                if fault == Some("cut") {
+                    body.truncate(body.len() - boundary.len() - 6);
+                }
+                Response::builder()
+                    .status(200)
+                    .header(
+                        "content-type",
+                        format!("multipart/mixed; boundary={boundary}"),
+                    )
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap()
             }
             "writeFile" => {
                 let path = query.get("path").cloned().unwrap_or_default();
@@ -1097,17 +1172,21 @@ impl Fake {
             }
             _ => {
                 // upload: parse metadata/content pairs
-                let boundary = ct.split("boundary=").nth(1).unwrap_or("").to_string();
-                let text = raw.to_vec();
-                let delim = format!("--{boundary}");
+                let boundary = crate::core::multipart::boundary_of(ct, "multipart/form-data")
+                    .unwrap_or_default();
+                let parts = match crate::core::multipart::parse(&raw, &boundary, "form-data") {
+                    Ok(p) => p,
+                    Err(e) => {
+                        st.violations.push(format!("upload: {e}"));
+                        drop(st);
+                        return self.reply(op, 400, Some(err("invalidArgument", &e)));
+                    }
+                };
                 let mut n = 0;
-                let mut parts = split(&text, delim.as_bytes());
-                parts.retain(|p| !p.is_empty() && p != b"--\r\n");
                 let mut violations = vec![];
                 // a directory where a file is to go refuses the whole upload (the contract's nonregular object)
                 for pair in parts.chunks(2) {
-                    let header: Value =
-                        serde_json::from_slice(body_of(&pair[0])).unwrap_or_default();
+                    let header: Value = serde_json::from_slice(&pair[0].data).unwrap_or_default();
                     let path = header["path"].as_str().unwrap_or_default();
                     if st.dirs.contains(path) {
                         drop(st);
@@ -1116,12 +1195,11 @@ impl Fake {
                     }
                 }
                 for pair in parts.chunks(2) {
-                    let meta = body_of(&pair[0]);
-                    let header: Value = serde_json::from_slice(meta).unwrap_or_default();
+                    let header: Value = serde_json::from_slice(&pair[0].data).unwrap_or_default();
                     if let Err(e) = contract().check_schema("FileHeader", &header) {
                         violations.push(format!("upload FileHeader: {e:?}"));
                     }
-                    let data = pair.get(1).map(|p| body_of(p)).unwrap_or_default();
+                    let data = pair.get(1).map(|p| &p.data[..]).unwrap_or_default();
                     st.files.insert(
                         header["path"].as_str().unwrap_or("").to_string(),
                         data.to_vec(),
@@ -1165,6 +1243,7 @@ impl Fake {
                     _ => json!(v),
                 },
                 Some("integer") => v.parse::<i64>().map_or(json!(v), |n| json!(n)),
+                Some("array") => json!(v.split('\n').collect::<Vec<_>>()),
                 _ => json!(v),
             };
             if let Err(e) = contract().check(&format!("{op} query {k}"), &p["schema"], &value) {
@@ -1435,34 +1514,6 @@ fn bump(s: &mut Value) {
         .parse()
         .unwrap_or(0);
     s["core"]["etag"] = json!(format!("\"{}\"", n + 1));
-}
-
-fn split(hay: &[u8], delim: &[u8]) -> Vec<Vec<u8>> {
-    let mut out = vec![];
-    let mut start = 0;
-    let mut i = 0;
-    while i + delim.len() <= hay.len() {
-        if &hay[i..i + delim.len()] == delim {
-            out.push(hay[start..i].to_vec());
-            i += delim.len();
-            start = i;
-        } else {
-            i += 1;
-        }
-    }
-    out.push(hay[start..].to_vec());
-    out
-}
-
-/// The body of one multipart part (after the blank line, without the trailing CRLF).
-fn body_of(part: &[u8]) -> &[u8] {
-    let at = part
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .unwrap_or(0);
-    let b = &part[at..];
-    b.strip_suffix(b"\r\n").unwrap_or(b)
 }
 
 struct Pki {
@@ -1947,6 +1998,87 @@ async fn resource_exhausted_with_retry_info_is_retried_with_the_same_key() {
         .collect();
     assert_eq!(keys.len(), 2);
     assert_eq!(keys[0], keys[1]);
+}
+
+#[tokio::test]
+async fn many_files_are_read_in_one_download() {
+    let (f, o) = cloud().await;
+    let b = backend(&o);
+    created(&f, &b, "dev").await;
+    let t = b.target("dev", &call_ms(5000)).await.unwrap();
+    {
+        let mut st = f.st.lock().unwrap();
+        st.files.insert("/w/a".into(), b"alpha".to_vec());
+        // content that looks like a delimiter, and binary
+        st.files
+            .insert("/w/b".into(), b"\r\n--x\r\n\x00\xff".to_vec());
+        st.dirs.insert("/w".into());
+        st.files.insert("/w/long name".into(), vec![b'z'; 100_000]);
+    }
+    let paths = |ps: &[&str]| ps.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    let reads = || {
+        f.st.lock()
+            .unwrap()
+            .seen
+            .iter()
+            .filter(|r| r.0 == "download" || r.0 == "readFile")
+            .count()
+    };
+    let before = reads();
+    let got = t
+        .read_files(
+            &paths(&["/w/a", "/w/b", "/w/a", "/w/long name"]),
+            &call_ms(5000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got[0], b"alpha");
+    assert_eq!(got[1], b"\r\n--x\r\n\x00\xff");
+    assert_eq!(got[2], b"alpha");
+    assert_eq!(got[3].len(), 100_000);
+    assert_eq!(reads() - before, 1, "one request for four files");
+    // more paths than one URL holds: batches, in order
+    let many: Vec<String> = (0..1000)
+        .map(|i| if i % 2 == 0 { "/w/a" } else { "/w/b" }.to_string())
+        .collect();
+    let before = reads();
+    let got = t.read_files(&many, &call_ms(5000)).await.unwrap();
+    assert_eq!(got.len(), 1000);
+    assert!(got.iter().step_by(2).all(|g| g == b"alpha"));
+    assert!(reads() - before > 1);
+    // a path's own error is that path's typed error
+    let e = t
+        .read_files(&paths(&["/w/a", "/w/none"]), &call_ms(5000))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (e.code, e.props["path"].as_str()),
+        (ErrorCode::PathNotFound, Some("/w/none"))
+    );
+    assert_eq!(e.props["v1Code"], "notFound");
+    assert!(e.props.get("status").is_none(), "{e:?}");
+    let e = t
+        .read_files(&paths(&["/w"]), &call_ms(5000))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotAFile, "{e:?}");
+    // a broken answer is never taken for fewer files
+    for (fault, code) in [
+        ("cut", ErrorCode::SandboxdProtocol),
+        ("shuffled", ErrorCode::SandboxdProtocol),
+        ("stream-error", ErrorCode::SandboxdProtocol),
+    ] {
+        f.st.lock().unwrap().download_fault = Some(fault);
+        let e = t
+            .read_files(&paths(&["/w/a", "/w/b"]), &call_ms(5000))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, code, "{fault}: {e:?}");
+        if fault == "stream-error" {
+            assert_eq!(e.props["v1Code"], "internal", "{e:?}");
+        }
+    }
+    clean(&f);
 }
 
 #[tokio::test]

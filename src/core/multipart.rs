@@ -134,14 +134,20 @@ pub fn boundary_for(parts: &[(&str, &str, &[u8])]) -> String {
     }
 }
 
-/// A multipart body of `(name, content type, data)` parts with `Content-Disposition: <disposition>; name="…"`,
-/// framed by `boundary` (see [`boundary_for`]), closing delimiter included.
+/// A multipart body of `(name, content type, data)` parts with `Content-Disposition: <disposition>; name=…`,
+/// framed by `boundary` (see [`boundary_for`]), closing delimiter included. Names are quoted in `form-data` (RFC
+/// 7578) and bare in attachments, as the v1 contract spells a download's parts (`attachment; name=metadata`).
 pub fn write(boundary: &str, disposition: &str, parts: &[(&str, &str, &[u8])]) -> Bytes {
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.2.len() + 128).sum());
     for (name, ctype, data) in parts {
+        let name = if disposition == "form-data" {
+            format!("\"{name}\"")
+        } else {
+            name.to_string()
+        };
         out.extend_from_slice(
             format!(
-                "--{boundary}\r\nContent-Disposition: {disposition}; name=\"{name}\"\r\nContent-Type: {ctype}\r\n\r\n"
+                "--{boundary}\r\nContent-Disposition: {disposition}; name={name}\r\nContent-Type: {ctype}\r\n\r\n"
             )
             .as_bytes(),
         );
@@ -173,6 +179,15 @@ mod tests {
         );
         // the other disposition is refused
         assert!(parse(&body, &b, "form-data").is_err());
+        // the contract's spelling of a download part; form-data names quoted
+        assert!(body
+            .windows(45)
+            .any(|w| w == b"Content-Disposition: attachment; name=content"));
+        let form = write(&b, "form-data", &parts);
+        assert!(form
+            .windows(46)
+            .any(|w| w == b"Content-Disposition: form-data; name=\"content\""));
+        assert_eq!(parse(&form, &b, "form-data").unwrap()[0].name, "metadata");
         assert_eq!(
             boundary_of(
                 "multipart/form-data; boundary=\"a b\"",

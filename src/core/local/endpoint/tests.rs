@@ -1510,6 +1510,21 @@ async fn files_operations() {
         .expect("a boundary")
         .to_string();
     assert!(ctype.starts_with("multipart/mixed;"));
+    // each part's Content-Disposition as the contract's enum spells it
+    let text = String::from_utf8_lossy(&b);
+    let dispositions: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("Content-Disposition:"))
+        .collect();
+    assert_eq!(dispositions.len(), 6);
+    for d in dispositions {
+        assert!(
+            ["metadata", "content", "error", "stream-error"]
+                .iter()
+                .any(|n| d == format!("Content-Disposition: attachment; name={n}")),
+            "{d}"
+        );
+    }
     let parts = parse_mixed(&b, &boundary);
     let kinds: Vec<&str> = parts.iter().map(|p| p.0.as_str()).collect();
     assert_eq!(

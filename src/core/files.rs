@@ -1059,8 +1059,8 @@ impl Files {
     }
 
     /// The bytes of each regular file in `paths`, in order (a path given twice comes twice): one request where the
-    /// target has a batch route (the v1 endpoint's download), else each read in turn. The first path that cannot
-    /// be read fails the call with [`read`](Self::read)'s error for it.
+    /// target has a batch route (the v1 endpoint's download), else a few single reads at a time. The first path
+    /// that cannot be read fails the call with [`read`](Self::read)'s error for it.
     pub async fn read_many(&self, paths: &[String], call: &Call) -> Result<Vec<Vec<u8>>> {
         let paths = paths
             .iter()

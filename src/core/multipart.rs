@@ -124,21 +124,21 @@ pub fn parse(body: &Bytes, boundary: &str, disposition: &str) -> Result<Vec<Part
     }
 }
 
-/// A boundary that none of `parts`' data contains.
-pub fn boundary_for(parts: &[(&str, &str, &[u8])]) -> String {
-    loop {
-        let b = format!("sandboxd-{}", uuid::Uuid::new_v4().simple());
-        if !parts.iter().any(|p| find(p.2, b.as_bytes(), 0).is_some()) {
-            return b;
-        }
-    }
-}
-
 /// A multipart body of `(name, content type, data)` parts with `Content-Disposition: <disposition>; name=…`,
-/// framed by `boundary` (see [`boundary_for`]), closing delimiter included. Names are quoted in `form-data` (RFC
-/// 7578) and bare in attachments, as the v1 contract spells a download's parts (`attachment; name=metadata`).
-pub fn write(boundary: &str, disposition: &str, parts: &[(&str, &str, &[u8])]) -> Bytes {
-    let mut out = Vec::with_capacity(parts.iter().map(|p| p.2.len() + 128).sum());
+/// closing delimiter included, and its boundary (one that none of the parts' data contains). Names are quoted in
+/// `form-data` (RFC 7578) and bare in attachments, as the v1 contract spells a download's parts
+/// (`attachment; name=metadata`).
+pub fn write<D: AsRef<[u8]>>(disposition: &str, parts: &[(&str, &str, D)]) -> (String, Bytes) {
+    let boundary = loop {
+        let b = format!("sandboxd-{}", uuid::Uuid::new_v4().simple());
+        if !parts
+            .iter()
+            .any(|p| find(p.2.as_ref(), b.as_bytes(), 0).is_some())
+        {
+            break b;
+        }
+    };
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.2.as_ref().len() + 128).sum());
     for (name, ctype, data) in parts {
         let name = if disposition == "form-data" {
             format!("\"{name}\"")
@@ -151,11 +151,11 @@ pub fn write(boundary: &str, disposition: &str, parts: &[(&str, &str, &[u8])]) -
             )
             .as_bytes(),
         );
-        out.extend_from_slice(data);
+        out.extend_from_slice(data.as_ref());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    Bytes::from(out)
+    (boundary, Bytes::from(out))
 }
 
 #[cfg(test)]
@@ -168,8 +168,7 @@ mod tests {
             ("metadata", "application/json", b"{}"),
             ("content", "application/octet-stream", b"\r\n--x\r\n"),
         ];
-        let b = boundary_for(&parts);
-        let body = write(&b, "attachment", &parts);
+        let (b, body) = write("attachment", &parts);
         let back = parse(&body, &b, "attachment").unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(back[0].content_type.as_deref(), Some("application/json"));
@@ -183,11 +182,11 @@ mod tests {
         assert!(body
             .windows(45)
             .any(|w| w == b"Content-Disposition: attachment; name=content"));
-        let form = write(&b, "form-data", &parts);
+        let (fb, form) = write("form-data", &parts);
         assert!(form
             .windows(46)
             .any(|w| w == b"Content-Disposition: form-data; name=\"content\""));
-        assert_eq!(parse(&form, &b, "form-data").unwrap()[0].name, "metadata");
+        assert_eq!(parse(&form, &fb, "form-data").unwrap()[0].name, "metadata");
         assert_eq!(
             boundary_of(
                 "multipart/form-data; boundary=\"a b\"",

@@ -1027,7 +1027,6 @@ impl V1Target {
             .into_iter();
         let mut out = Vec::with_capacity(paths.len());
         for path in paths {
-            let ctx = self.file_ctx("reading", path);
             let part = parts
                 .next()
                 .ok_or_else(|| bad(format!("no part for {path:?}")))?;
@@ -1047,13 +1046,14 @@ impl V1Target {
                 "error" => {
                     let e: Value = serde_json::from_slice(&part.data).unwrap_or_default();
                     let failure = serde_json::to_vec(&e["failure"]).unwrap_or_default();
-                    let ctx = Ctx {
-                        conflict: ErrorCode::NotAFile,
-                        ..ctx
-                    };
-                    return Err(self.client.scrub(api_error(0, &failure, &ctx)));
+                    return Err(self
+                        .client
+                        .scrub(api_error(0, &failure, &self.read_ctx(path))));
                 }
-                "stream-error" => return Err(self.client.scrub(api_error(0, &part.data, &ctx))),
+                "stream-error" => {
+                    let ctx = self.file_ctx("reading", path);
+                    return Err(self.client.scrub(api_error(0, &part.data, &ctx)));
+                }
                 other => return Err(bad(format!("an unexpected {other:?} part for {path:?}"))),
             }
         }
@@ -1063,6 +1063,15 @@ impl V1Target {
             }
             Some(p) => Err(bad(format!("a {:?} part after the last path", p.name))),
             None => Ok(out),
+        }
+    }
+
+    /// The context of reading file `path`: a directory (or another non-file) there is the endpoint's
+    /// failedPrecondition, `ERR_NOT_A_FILE`.
+    fn read_ctx(&self, path: &str) -> Ctx {
+        Ctx {
+            conflict: ErrorCode::NotAFile,
+            ..self.file_ctx("reading", path)
         }
     }
 
@@ -1466,11 +1475,7 @@ impl ExecTarget for V1Target {
     fn read_file<'a>(&'a self, path: &'a str, call: &'a Call) -> BoxFuture<'a, Result<Vec<u8>>> {
         Box::pin(async move {
             crate::core::container::validate_container_path(path)?;
-            // a directory (or another non-file) at the path is the endpoint's failedPrecondition
-            let ctx = Ctx {
-                conflict: ErrorCode::NotAFile,
-                ..self.file_ctx("reading", path)
-            };
+            let ctx = self.read_ctx(path);
             let res = self
                 .files_request(
                     "sandboxesFilesRead",
@@ -1689,7 +1694,5 @@ pub fn upload_body(files: &[UploadFile]) -> (String, Bytes) {
             ]
         })
         .collect();
-    let boundary = multipart::boundary_for(&parts);
-    let body = multipart::write(&boundary, "form-data", &parts);
-    (boundary, body)
+    multipart::write("form-data", &parts)
 }

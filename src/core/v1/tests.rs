@@ -976,11 +976,8 @@ impl Fake {
                     Some("shuffled") => parts.swap(0, 1),
                     _ => {}
                 }
-                let refs: Vec<(&str, &str, &[u8])> =
-                    parts.iter().map(|(n, t, d)| (*n, *t, &d[..])).collect();
-                let boundary = crate::core::multipart::boundary_for(&refs);
-                let mut body =
-                    crate::core::multipart::write(&boundary, "attachment", &refs).to_vec();
+                let (boundary, body) = crate::core::multipart::write("attachment", &parts);
+                let mut body = body.to_vec();
                 if fault == Some("cut") {
                     body.truncate(body.len() - boundary.len() - 6);
                 }

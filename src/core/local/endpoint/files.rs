@@ -782,10 +782,7 @@ impl Endpoint {
                 )),
             }
         }
-        let parts: Vec<(&str, &str, &[u8])> =
-            parts.iter().map(|(n, t, d)| (*n, *t, &d[..])).collect();
-        let boundary = multipart::boundary_for(&parts);
-        let body = multipart::write(&boundary, "attachment", &parts);
+        let (boundary, body) = multipart::write("attachment", &parts);
         let mut r = Response::new(Full::new(body));
         r.headers_mut().insert(
             hyper::header::CONTENT_TYPE,
